@@ -1,0 +1,5 @@
+"""``python -m netkit``."""
+
+from netkit.cli import main
+
+main()

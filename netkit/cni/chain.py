@@ -1,0 +1,147 @@
+"""Running a network config list the way libcni does, for netkit's own runtime and CLI.
+
+ADD runs the plugins in list order, each getting the previous one's result as ``prevResult``; DEL
+runs them in reverse with the cached ADD result; CHECK in order with it.  Capability arguments
+(``runtimeConfig``) go only to plugins that declare the capability.  The result of ADD is cached
+per attachment so DEL and CHECK can send it on.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from netkit import errors, fileio
+from netkit.cni import delegate
+from netkit.cni import result as results
+from netkit.cni import version as versions
+
+DEFAULT_CACHE_DIR = "/var/lib/netkit/cni-cache"
+
+
+@dataclass
+class Attachment:
+    """One container interface on one network."""
+
+    container_id: str
+    netns: str
+    ifname: str = "eth0"
+    args: dict[str, str] = field(default_factory=dict)
+    capability_args: dict[str, Any] = field(default_factory=dict)
+
+
+def container_id_for(netns: str) -> str:
+    """A stable container ID for a bare namespace (as cnitool derives one)."""
+    return "netkit-" + hashlib.sha256(netns.encode()).hexdigest()[:20]
+
+
+def load(conf_dir: str, name: str) -> dict[str, Any]:
+    """The conflist named ``name`` in ``conf_dir`` (a single-plugin ``.conf`` is wrapped into a list)."""
+    for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf*")) + glob.glob(os.path.join(conf_dir, "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                conf = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(conf, dict) or conf.get("name") != name:
+            continue
+        if "plugins" not in conf:
+            conf = {"cniVersion": conf.get("cniVersion"), "name": name, "plugins": [conf]}
+        return conf
+    raise errors.CNIError(errors.INVALID_CONFIG, f"no network named {name!r}", f"in {conf_dir}")
+
+
+def _netconf(conflist: dict[str, Any], plugin: dict[str, Any], att: Attachment,
+             prev: dict[str, Any] | None) -> bytes:
+    conf = dict(plugin)
+    conf["name"] = conflist["name"]
+    conf["cniVersion"] = conflist["cniVersion"]
+    caps = plugin.get("capabilities") or {}
+    runtime = {k: v for k, v in att.capability_args.items() if caps.get(k)}
+    if runtime:
+        conf["runtimeConfig"] = runtime
+    if prev is not None:
+        conf["prevResult"] = prev
+    return json.dumps(conf).encode()
+
+
+def _env(att: Attachment, path: list[str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update(CNI_CONTAINERID=att.container_id, CNI_NETNS=att.netns, CNI_IFNAME=att.ifname,
+               CNI_PATH=":".join(path),
+               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args.items()))
+    return env
+
+
+def _cache_path(cache_dir: str, network: str, att: Attachment) -> str:
+    return os.path.join(cache_dir, f"{network}-{att.container_id}-{att.ifname}.json")
+
+
+def _validate(conflist: dict[str, Any]) -> None:
+    versions.require_supported(conflist.get("cniVersion"))
+    if not isinstance(conflist.get("plugins"), list) or not conflist["plugins"]:
+        raise errors.CNIError(errors.INVALID_CONFIG, "conflist has no plugins")
+
+
+def add(conflist: dict[str, Any], att: Attachment, path: list[str],
+        cache_dir: str = DEFAULT_CACHE_DIR) -> dict[str, Any]:
+    """ADD every plugin in order; on failure, DEL those already added (in reverse)."""
+    _validate(conflist)
+    env = _env(att, path)
+    prev: dict[str, Any] | None = None
+    done: list[dict[str, Any]] = []
+    try:
+        for plugin in conflist["plugins"]:
+            res = delegate.invoke(plugin["type"], "ADD", env, _netconf(conflist, plugin, att, prev), path)
+            assert res is not None
+            prev = results.encode(res, conflist["cniVersion"])
+            done.append(plugin)
+    except errors.CNIError:
+        for plugin in reversed(done):
+            try:
+                delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path)
+            except errors.CNIError:
+                pass
+        raise
+    assert prev is not None
+    fileio.ensure_dir(cache_dir)
+    fileio.write_atomic(_cache_path(cache_dir, conflist["name"], att), json.dumps(prev).encode(), mode=0o600)
+    return prev
+
+
+def _cached(conflist: dict[str, Any], att: Attachment, cache_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(_cache_path(cache_dir, conflist["name"], att), encoding="utf-8") as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cached if isinstance(cached, dict) else None
+
+
+def delete(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+    """DEL every plugin in reverse order with the cached result; then forget the cache."""
+    _validate(conflist)
+    env = _env(att, path)
+    prev = _cached(conflist, att, cache_dir)
+    for plugin in reversed(conflist["plugins"]):
+        delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path)
+    try:
+        os.unlink(_cache_path(cache_dir, conflist["name"], att))
+    except FileNotFoundError:
+        pass
+
+
+def check(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+    """CHECK every plugin in order with the cached result."""
+    _validate(conflist)
+    prev = _cached(conflist, att, cache_dir)
+    if prev is None:
+        raise errors.CNIError(errors.UNKNOWN_CONTAINER, "no cached result for the attachment",
+                              f"{conflist['name']}/{att.container_id}/{att.ifname}")
+    env = _env(att, path)
+    for plugin in conflist["plugins"]:
+        delegate.invoke(plugin["type"], "CHECK", env, _netconf(conflist, plugin, att, prev), path)

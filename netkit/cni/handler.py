@@ -1,0 +1,72 @@
+"""The protocol core: ``handle(plugin, env, stdin) -> (stdout, exit code)``.
+
+Pure: no sys.exit, no process-global state, so the same function serves a plugin executable, an
+in-process test, and (later) a long-lived agent.  Every failure, expected or not, comes out as the
+spec's error object; nothing escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from netkit import __version__, errors
+from netkit.cni import version as versions
+
+# request/result/plugins are imported inside handle(): VERSION, the commonest call (a runtime
+# sends it to every plugin whenever it loads a network), then costs only json.
+
+
+def about(plugin: str) -> str:
+    """The short human description printed when a plugin runs without CNI_COMMAND."""
+    from netkit import plugins
+
+    return (f"{plugin} (netkit {__version__}): {plugins.describe(plugin)}\n"
+            f"CNI protocol versions supported: {', '.join(versions.SUPPORTED)}\n")
+
+
+def _dump(obj: object) -> bytes:
+    return json.dumps(obj, indent=2).encode() + b"\n"
+
+
+def _version_reply(stdin: bytes) -> bytes:
+    # VERSION is a negotiation: answer whatever came in, in the asked version when we speak it.
+    asked = versions.LATEST
+    try:
+        conf = json.loads(stdin or b"{}")
+        if isinstance(conf, dict) and conf.get("cniVersion") in versions.SUPPORTED:
+            asked = conf["cniVersion"]
+    except (ValueError, RecursionError):
+        pass
+    return _dump({"cniVersion": asked, "supportedVersions": list(versions.SUPPORTED)})
+
+
+def handle(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
+    """Run one CNI command of ``plugin`` and return what goes to stdout and the exit status."""
+    reply_version = versions.LATEST
+    try:
+        if env.get("CNI_COMMAND") == "VERSION":
+            return _version_reply(stdin), 0
+        from netkit import plugins
+        from netkit.cni import request as requests
+        from netkit.cni import result as results
+
+        req = requests.parse(env, stdin)
+        reply_version = req.cni_version
+        module = plugins.load(plugin)
+        if req.command == "ADD":
+            return _dump(results.encode(module.add(req), req.cni_version)), 0
+        if req.command == "DEL":
+            module.delete(req)
+        elif req.command == "CHECK":
+            module.check(req)
+        elif req.command == "STATUS":
+            module.status(req)
+        elif req.command == "GC":
+            module.gc(req)
+        return b"", 0
+    except errors.CNIError as exc:
+        return _dump(exc.to_dict(reply_version)), 1
+    except Exception as exc:  # noqa: BLE001 - the protocol promises JSON, never a traceback
+        err = errors.CNIError(errors.INTERNAL, "internal error", f"{type(exc).__name__}: {exc}"[:500])
+        return _dump(err.to_dict(reply_version)), 1

@@ -1,0 +1,38 @@
+"""What a plugin executable runs: read stdin, call the handler, write stdout, exit.
+
+`netkit cni install` writes one tiny executable per plugin that imports this module only; the
+executable runs this installation's interpreter with ``-IS`` (no site import: ~20 ms saved per
+exec, measured in the field notes) and puts the few directories it needs on sys.path itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TEMPLATE = """#!{python} -IS
+# netkit CNI plugin "{name}", written by `netkit cni install`; regenerate rather than edit.
+import sys
+sys.path[:0] = {paths!r}
+from netkit.cni.launcher import main
+sys.exit(main({name!r}))
+"""
+
+
+def render(name: str, python: str, paths: list[str]) -> str:
+    """The source of the executable for plugin ``name``."""
+    return TEMPLATE.format(python=python, name=name, paths=paths)
+
+
+def main(plugin: str) -> int:
+    """Entry point of a plugin executable; returns the exit status."""
+    from netkit.cni import handler
+
+    if not os.environ.get("CNI_COMMAND"):
+        sys.stderr.write(handler.about(plugin))
+        return 0
+    stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    out, code = handler.handle(plugin, os.environ, stdin)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,61 @@
+"""CNI results: one internal shape (spec 1.x) and conversion from/to every supported version.
+
+Plugins build and consume the internal shape only; the handler converts at the edges, so a plugin
+never knows which spec version the runtime asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+from netkit import errors
+from netkit.cni import version as versions
+
+Result = dict[str, Any]
+
+# Fields that spec 1.1.0 added; older readers may reject them.
+_ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")
+_INTERFACE_FIELDS_1_1 = ("mtu", "socketPath", "pciID")
+
+
+def normalize(raw: object) -> Result:
+    """Read a result of any supported version (a prevResult, a delegate's answer) into the internal shape."""
+    if not isinstance(raw, dict):
+        raise errors.CNIError(errors.DECODE_FAILURE, "result is not a JSON object", repr(raw)[:200])
+    result = copy.deepcopy(raw)
+    result.pop("cniVersion", None)
+    ips = result.get("ips", [])
+    if not isinstance(ips, list):
+        raise errors.CNIError(errors.DECODE_FAILURE, "result field 'ips' is not a list")
+    for ip in ips:
+        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
+            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has no address", repr(ip)[:200])
+        try:
+            ipaddress.ip_interface(ip["address"])
+        except ValueError as exc:
+            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has a bad address", str(exc)) from None
+        ip.pop("version", None)
+    for key in ("interfaces", "routes"):
+        if not isinstance(result.get(key, []), list):
+            raise errors.CNIError(errors.DECODE_FAILURE, f"result field {key!r} is not a list")
+    return result
+
+
+def encode(result: Result, cni_version: str) -> Result:
+    """Write the internal shape in the spec version the request asked for."""
+    out: Result = {"cniVersion": cni_version}
+    out.update(copy.deepcopy(result))
+    old = versions.parse(cni_version)
+    if old < (1, 0, 0):
+        for ip in out.get("ips", []):
+            ip["version"] = str(ipaddress.ip_interface(ip["address"]).version)
+    if old < (1, 1, 0):
+        for route in out.get("routes", []):
+            for field in _ROUTE_FIELDS_1_1:
+                route.pop(field, None)
+        for iface in out.get("interfaces", []):
+            for field in _INTERFACE_FIELDS_1_1:
+                iface.pop(field, None)
+    return out

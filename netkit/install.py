@@ -1,0 +1,120 @@
+"""`netkit cni install`: plugin executables and the default network config."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+
+from netkit import fileio, plugins
+from netkit.cni import launcher
+
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_NETWORK = "netkit"
+DEFAULT_BRIDGE = "netkit0"
+CONFLIST_NAME = "netkit.conflist"
+# Docker's docker0 default, then the rest of its default pool of /16s, in order.
+CANDIDATE_SUBNETS = [ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(17, 32)]
+
+
+@dataclass
+class InstallReport:
+    """What an install wrote and decided."""
+
+    executables: list[str] = field(default_factory=list)
+    conflist: str = ""
+    conflist_written: bool = False
+    subnet: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def import_paths() -> list[str]:
+    """Directories a launcher puts on sys.path: netkit's own and this interpreter's site-packages."""
+    import netkit
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
+    out = [here]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths()[key]
+        if path not in out:
+            out.append(path)
+    return out
+
+
+def host_routes() -> list[ipaddress.IPv4Network]:
+    """IPv4 destinations of the current namespace's main routing table, default route excluded."""
+    from netkit.net.netlink import IPRoute
+
+    out = []
+    with IPRoute() as ipr:
+        for msg in ipr.get_routes(family=2, table=254):
+            if msg["dst_len"] == 0:
+                continue
+            out.append(ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}", strict=False))
+    return out
+
+
+def choose_subnet(routes: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first candidate /16 that no existing route overlaps (Docker's default-pool rule)."""
+    for candidate in CANDIDATE_SUBNETS:
+        if not any(candidate.overlaps(r) for r in routes):
+            return candidate
+    raise ValueError("every subnet of 172.17.0.0/16 .. 172.31.0.0/16 overlaps a route on this host")
+
+
+def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
+    """The default network: Docker's docker0 layout through netkit's plugins."""
+    gateway = str(subnet.network_address + 1)
+    return {
+        "cniVersion": "1.0.0",
+        "name": DEFAULT_NETWORK,
+        "plugins": [
+            {
+                "type": "netkit-bridge",
+                "bridge": DEFAULT_BRIDGE,
+                "isGateway": True,
+                "isDefaultGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "netkit-ipam",
+                    "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }
+        ],
+    }
+
+
+def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
+            force_conflist: bool = False) -> InstallReport:
+    """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
+
+    An existing conflist is kept (it may have been edited) unless ``force_conflist``.
+    """
+    report = InstallReport()
+    python = python or sys.executable
+    paths = import_paths()
+    fileio.ensure_dir(bin_dir)
+    for name in plugins.REGISTRY:
+        target = os.path.join(bin_dir, name)
+        fileio.write_atomic(target, launcher.render(name, python, paths).encode(), mode=0o755)
+        os.chmod(target, 0o755)
+        report.executables.append(target)
+    fileio.ensure_dir(conf_dir)
+    report.conflist = os.path.join(conf_dir, CONFLIST_NAME)
+    if os.path.exists(report.conflist) and not force_conflist:
+        report.notes.append(f"kept existing {report.conflist}")
+        return report
+    subnet = choose_subnet(host_routes())
+    report.subnet = str(subnet)
+    if subnet != CANDIDATE_SUBNETS[0]:
+        report.notes.append(f"{CANDIDATE_SUBNETS[0]} overlaps a route on this host; using {subnet}")
+    body = json.dumps(default_conflist(subnet), indent=2) + "\n"
+    fileio.write_atomic(report.conflist, body.encode())
+    report.conflist_written = True
+    return report

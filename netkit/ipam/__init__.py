@@ -1,0 +1,1 @@
+"""host-local style address management: config, the on-disk lease store, allocation."""

@@ -1,0 +1,156 @@
+"""Leases on disk, host-local's layout: ``<dataDir>/<network>/<address>``, one file per address.
+
+Interoperable with the reference host-local on the same directory: the same ``lock`` file is
+flocked around every change, and its plain "containerID\\r\\nifname" files are read (and released)
+too.  netkit's own lease files are JSON and carry the boot id, so leases of a previous boot are
+reclaimed on the first ADD after a reboot (the reference leaks them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from netkit import errors, fileio
+from netkit.ipam.config import Address
+
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+_BOOT_MARK = ".netkit-boot-id"
+_LAST_RESERVED = "last_reserved_ip."
+
+
+def current_boot_id() -> str:
+    """This boot's id; ``NETKIT_BOOT_ID`` overrides it so tests can simulate a reboot."""
+    override = os.environ.get("NETKIT_BOOT_ID")
+    if override:
+        return override
+    with open(BOOT_ID_FILE, encoding="ascii") as f:
+        return f.read().strip()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds an address."""
+
+    address: Address
+    container_id: str
+    ifname: str
+    boot_id: str = ""  # empty for leases written by the reference host-local
+
+    def owned_by(self, container_id: str, ifname: str) -> bool:
+        """True when the lease belongs to that attachment."""
+        return self.container_id == container_id and self.ifname == ifname
+
+
+class LeaseStore:
+    """The leases of one network.  Use inside ``with store.locked():`` for any change."""
+
+    def __init__(self, data_dir: str, network: str) -> None:
+        if not network or "/" in network or network in (".", "..") or "\0" in network:
+            raise errors.CNIError(errors.INVALID_CONFIG, "invalid network name", repr(network))
+        self.dir = os.path.join(data_dir, network)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["LeaseStore"]:
+        """Hold the network's lock (the same file host-local locks)."""
+        fileio.ensure_dir(self.dir)
+        with fileio.locked(os.path.join(self.dir, "lock")):
+            yield self
+
+    def _path(self, addr: Address) -> str:
+        return os.path.join(self.dir, str(addr))
+
+    def leases(self) -> list[Lease]:
+        """Every lease of the network; unreadable or corrupt files are skipped, not fatal."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise errors.CNIError(errors.IO_FAILURE, f"failed to list {self.dir}", str(exc)) from None
+        out = []
+        for name in names:
+            try:
+                addr = ipaddress.ip_address(name)
+            except ValueError:
+                continue
+            lease = self._read(addr)
+            if lease is not None:
+                out.append(lease)
+        return out
+
+    def _read(self, addr: Address) -> Lease | None:
+        try:
+            with open(self._path(addr), "rb") as f:
+                data = f.read(4096)
+        except OSError:
+            return None
+        try:
+            rec = json.loads(data)
+            return Lease(addr, str(rec["containerID"]), str(rec["ifname"]), str(rec.get("bootID", "")))
+        except (ValueError, KeyError, TypeError):
+            pass
+        # The reference host-local's format: "containerID\r\nifname".
+        text = data.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
+        return Lease(addr, text[0].strip(), text[1].strip() if len(text) > 1 else "")
+
+    def taken(self) -> set[Address]:
+        """Addresses that have a lease file, whatever is in it (a corrupt file still blocks reuse)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return set()
+        out = set()
+        for name in names:
+            with contextlib.suppress(ValueError):
+                out.add(ipaddress.ip_address(name))
+        return out
+
+    def reserve(self, addr: Address, container_id: str, ifname: str, boot_id: str) -> None:
+        """Write the lease for ``addr``."""
+        rec = {"containerID": container_id, "ifname": ifname, "bootID": boot_id}
+        fileio.write_atomic(self._path(addr), json.dumps(rec).encode())
+
+    def release(self, addr: Address) -> None:
+        """Remove the lease for ``addr``; already gone is fine."""
+        try:
+            os.unlink(self._path(addr))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise errors.CNIError(errors.IO_FAILURE, f"failed to release {addr}", str(exc)) from None
+
+    def last_reserved(self, index: int) -> Address | None:
+        """The last address handed out from range set ``index`` (round-robin position)."""
+        try:
+            with open(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), encoding="ascii") as f:
+                return ipaddress.ip_address(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def set_last_reserved(self, index: int, addr: Address) -> None:
+        """Remember the round-robin position of range set ``index``."""
+        fileio.write_atomic(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), str(addr).encode())
+
+    def reclaim_previous_boots(self, boot_id: str) -> list[Lease]:
+        """Release every netkit lease written under another boot id; run once per boot per network.
+
+        A marker records the boot that last swept; leases written after it are of this boot, so
+        later ADDs skip the scan.  Reference leases carry no boot id and are left alone.
+        """
+        mark = os.path.join(self.dir, _BOOT_MARK)
+        try:
+            with open(mark, encoding="ascii") as f:
+                if f.read().strip() == boot_id:
+                    return []
+        except OSError:
+            pass
+        stale = [lease for lease in self.leases() if lease.boot_id and lease.boot_id != boot_id]
+        for lease in stale:
+            self.release(lease.address)
+        fileio.write_atomic(mark, boot_id.encode())
+        return stale

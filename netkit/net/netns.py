@@ -1,0 +1,82 @@
+"""Entering a network namespace: one context manager, always restoring the thread's own.
+
+setns(2) acts on the calling thread only, so entering here never disturbs other threads; netlink
+sockets opened inside the block belong to the entered namespace.  Python 3.11 has no os.setns, so
+this uses libc through ctypes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from typing import Iterator
+
+from netkit import errors
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+SELF = "/proc/thread-self/ns/net"
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def open_netns(path: str) -> int:
+    """Open ``path`` as a network namespace; CNIError 3 if missing, 4 if it is not a netns."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise errors.CNIError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", path) from None
+    except OSError as exc:
+        raise errors.CNIError(errors.INVALID_ENV, "failed to open network namespace", f"{path}: {exc}") from None
+    # Every namespace inode lives on the one nsfs superblock, so its device tells a namespace (or
+    # a bind mount of one, as under /run/netns) from an ordinary file.
+    if os.fstat(fd).st_dev != os.stat(SELF).st_dev:
+        os.close(fd)
+        raise errors.CNIError(errors.INVALID_ENV, "not a network namespace", path)
+    return fd
+
+
+def same_as_current(path: str) -> bool:
+    """True when ``path`` is the namespace this thread is in (e.g. /proc/1/ns/net on the host)."""
+    a, b = os.stat(path), os.stat(SELF)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def require_other(path: str) -> None:
+    """Raise unless ``path`` is a network namespace other than the current one."""
+    os.close(open_netns(path))
+    if same_as_current(path):
+        raise errors.CNIError(errors.INVALID_ENV, "CNI_NETNS is the host's own network namespace", path)
+
+
+def exists(path: str) -> bool:
+    """True when ``path`` can be entered as a network namespace."""
+    try:
+        os.close(open_netns(path))
+    except errors.CNIError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def entered(path: str) -> Iterator[None]:
+    """Run the block inside the network namespace at ``path`` on this thread."""
+    target = open_netns(path)
+    own = os.open(SELF, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            raise errors.CNIError(errors.INVALID_ENV, "not a network namespace", f"{path}: {exc}") from None
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)

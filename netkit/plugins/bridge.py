@@ -1,0 +1,266 @@
+"""netkit-bridge: a Linux bridge and one veth pair per attachment (drop-in for the reference ``bridge``).
+
+ADD: ensure the bridge, enable forwarding, create the veth with its peer made directly in the
+container's namespace, delegate IPAM by exec, configure the container side, return the result.
+Every object is registered for rollback the moment it is made.  The host-side veth name is derived
+from the attachment, so DEL and GC find it without the container's namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from netkit import errors
+from netkit.cni import delegate
+from netkit.cni.request import Request, validate_ifname
+from netkit.cni.result import Result
+from netkit.net import links, names, netns, sysctl
+from netkit.net.netlink import IPRoute, lookup
+from netkit.rollback import Rollback
+
+DEFAULT_BRIDGE = "cni0"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The bridge plugin's keys, with the reference plugin's defaults."""
+
+    bridge: str
+    is_gateway: bool
+    is_default_gateway: bool
+    force_address: bool
+    ip_masq: bool
+    mtu: int | None
+    hairpin: bool
+    promisc: bool
+    vlan: int | None
+    ipam_type: str
+
+
+def _flag(conf: dict[str, Any], key: str) -> bool:
+    value = conf.get(key, False)
+    if not isinstance(value, bool):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
+    return value
+
+
+def _int(conf: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = conf.get(key)
+    if value is None or value == 0:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be an integer in {low}..{high}", repr(value))
+    return value
+
+
+def parse_config(conf: dict[str, Any]) -> BridgeConfig:
+    """Validate the plugin's own keys."""
+    bridge = conf.get("bridge") or DEFAULT_BRIDGE
+    if not isinstance(bridge, str):
+        raise errors.CNIError(errors.INVALID_CONFIG, "'bridge' must be a string", repr(bridge))
+    try:
+        validate_ifname(bridge)
+    except errors.CNIError as exc:
+        raise errors.CNIError(errors.INVALID_CONFIG, "invalid bridge name", exc.details) from None
+    ipam = conf.get("ipam")
+    if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
+        raise errors.CNIError(errors.INVALID_CONFIG, "bridge needs an 'ipam' object with a 'type'")
+    default_gw = _flag(conf, "isDefaultGateway")
+    return BridgeConfig(
+        bridge=bridge,
+        is_gateway=_flag(conf, "isGateway") or default_gw,
+        is_default_gateway=default_gw,
+        force_address=_flag(conf, "forceAddress"),
+        ip_masq=_flag(conf, "ipMasq"),
+        mtu=_int(conf, "mtu", 68, 65535),
+        hairpin=_flag(conf, "hairpinMode"),
+        promisc=_flag(conf, "promiscMode"),
+        vlan=_int(conf, "vlan", 1, 4094),
+        ipam_type=ipam["type"],
+    )
+
+
+def _requested_mac(req: Request) -> str | None:
+    mac = req.args.get("MAC") or req.runtime_config.get("mac")
+    if mac is None:
+        return None
+    text = str(mac).lower()
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
+        raise errors.CNIError(errors.INVALID_CONFIG, "invalid MAC address", repr(mac))
+    return text
+
+
+def _gateways(ipam_result: Result) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Gateway addresses (with the subnet's prefix) that the bridge should carry."""
+    out = []
+    for ip in ipam_result.get("ips", []):
+        if ip.get("gateway"):
+            prefix = ipaddress.ip_interface(ip["address"]).network.prefixlen
+            out.append(ipaddress.ip_interface(f"{ip['gateway']}/{prefix}"))
+    return out
+
+
+def _ensure_gateway(ipr: Any, bridge_index: int, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+                    force: bool) -> None:
+    """Give the bridge its gateway address, refusing (or with forceAddress replacing) a conflicting one."""
+    for existing in links.addresses(ipr, bridge_index):
+        if existing.version != gw.version or existing == gw:
+            continue
+        if existing.ip in gw.network or gw.ip in existing.network:
+            if not force:
+                raise errors.CNIError(errors.INVALID_CONFIG, f"bridge already has address {existing}",
+                                      f"gateway is {gw}; set forceAddress to replace it")
+            links.remove_address(ipr, bridge_index, existing)
+    links.add_address(ipr, bridge_index, gw)
+
+
+def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
+    routes = [dict(r) for r in ipam_result.get("routes", [])]
+    if cfg.is_default_gateway:
+        for gw in _gateways(ipam_result):
+            dst = "0.0.0.0/0" if gw.version == 4 else "::/0"
+            if not any(r["dst"] == dst for r in routes):
+                routes.append({"dst": dst, "gw": str(gw.ip)})
+    return routes
+
+
+def _configure_container(req: Request, ipam_result: Result, routes: list[dict[str, str]]) -> str:
+    """Inside the container: addresses, link up, routes.  Returns the interface's MAC."""
+    gateways = {ipaddress.ip_address(ip["gateway"]).version: ip["gateway"]
+                for ip in ipam_result.get("ips", []) if ip.get("gateway")}
+    with netns.entered(req.netns), IPRoute() as ipr:
+        link = lookup(ipr, req.ifname)
+        if link is None:
+            raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
+        index = link["index"]
+        for ip in ipam_result.get("ips", []):
+            links.add_address(ipr, index, ipaddress.ip_interface(ip["address"]))
+        links.up(ipr, index)
+        for route in routes:
+            version = ipaddress.ip_network(route["dst"], strict=False).version
+            links.add_route(ipr, index, route["dst"], route.get("gw") or gateways.get(version))
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+
+def add(req: Request) -> Result:
+    """Attach the container to the bridge."""
+    cfg = parse_config(req.config)
+    mac = _requested_mac(req)
+    netns.require_other(req.netns)
+    host = names.host_veth(req.network, req.container_id, req.ifname)
+    with Rollback() as undo, IPRoute() as ipr:
+        bridge = links.ensure_bridge(ipr, cfg.bridge, cfg.mtu, vlan_filtering=cfg.vlan is not None)
+        if cfg.promisc:
+            links.set_promisc(ipr, bridge["index"])
+        # A link with this derived name can only be a leftover of this same attachment.
+        links.delete(ipr, host)
+        links.create_veth(ipr, host, req.ifname, req.netns, cfg.mtu, mac)
+        undo.push(links.delete, ipr, host)
+        alias = names.owner_alias(req.network, req.container_id, req.ifname)
+        host_link = links.attach(ipr, host, bridge["index"], cfg.hairpin, cfg.vlan, alias)
+
+        ipam_result = delegate.call("ADD", cfg.ipam_type, req)
+        undo.push(delegate.call, "DEL", cfg.ipam_type, req)
+        assert ipam_result is not None
+        if not ipam_result.get("ips"):
+            raise errors.CNIError(errors.INVALID_CONFIG, "IPAM plugin returned no addresses")
+        versions = {ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}
+        if 4 in versions:
+            sysctl.ensure("net.ipv4.ip_forward", "1")
+        if 6 in versions:
+            sysctl.ensure("net.ipv6.conf.all.forwarding", "1")
+        if cfg.is_gateway:
+            for gw in _gateways(ipam_result):
+                _ensure_gateway(ipr, bridge["index"], gw, cfg.force_address)
+        routes = _container_routes(cfg, ipam_result)
+        container_mac = _configure_container(req, ipam_result, routes)
+
+    result: Result = {
+        "interfaces": [
+            {"name": cfg.bridge, "mac": bridge.get_attr("IFLA_ADDRESS")},
+            {"name": host, "mac": host_link.get_attr("IFLA_ADDRESS")},
+            {"name": req.ifname, "mac": container_mac, "sandbox": req.netns},
+        ],
+        "ips": [dict(ip, interface=2) for ip in ipam_result["ips"]],
+        "routes": routes,
+    }
+    dns = ipam_result.get("dns") or req.config.get("dns")
+    if dns:
+        result["dns"] = dns
+    return result
+
+
+def delete(req: Request) -> None:
+    """Detach: release the address, remove the veth.  Anything already gone is fine."""
+    cfg = parse_config(req.config)
+    delegate.call("DEL", cfg.ipam_type, req)
+    if req.netns and netns.exists(req.netns) and not netns.same_as_current(req.netns):
+        with netns.entered(req.netns), IPRoute() as ipr:
+            links.delete(ipr, req.ifname)
+    with IPRoute() as ipr:
+        links.delete(ipr, names.host_veth(req.network, req.container_id, req.ifname))
+
+
+def check(req: Request) -> None:
+    """Fail when the attachment no longer matches prevResult."""
+    cfg = parse_config(req.config)
+    prev = req.prev_result
+    if prev is None:
+        raise errors.CNIError(errors.INVALID_CONFIG, "CHECK needs prevResult")
+    delegate.call("CHECK", cfg.ipam_type, req)
+    host = names.host_veth(req.network, req.container_id, req.ifname)
+    with IPRoute() as ipr:
+        bridge = lookup(ipr, cfg.bridge)
+        host_link = lookup(ipr, host)
+        if bridge is None:
+            raise errors.CNIError(errors.CHECK_FAILED, f"bridge {cfg.bridge} is missing")
+        if host_link is None or host_link.get_attr("IFLA_MASTER") != bridge["index"]:
+            raise errors.CNIError(errors.CHECK_FAILED, f"host veth {host} is missing or not on {cfg.bridge}")
+    interfaces = prev.get("interfaces", [])
+    mine = [i for i, iface in enumerate(interfaces) if iface.get("name") == req.ifname and iface.get("sandbox")]
+    with netns.entered(req.netns), IPRoute() as ipr:
+        link = lookup(ipr, req.ifname)
+        if link is None:
+            raise errors.CNIError(errors.CHECK_FAILED, f"interface {req.ifname} is missing in the container")
+        if mine and interfaces[mine[0]].get("mac") not in (None, link.get_attr("IFLA_ADDRESS")):
+            raise errors.CNIError(errors.CHECK_FAILED, f"interface {req.ifname} has another MAC address")
+        have = links.addresses(ipr, link["index"])
+        for ip in prev.get("ips", []):
+            if mine and ip.get("interface") not in (None, mine[0]):
+                continue
+            if ipaddress.ip_interface(ip["address"]) not in have:
+                raise errors.CNIError(errors.CHECK_FAILED, f"address {ip['address']} is missing on {req.ifname}")
+        have_routes = {str(dst) for dst, _ in links.routes(ipr, link["index"])}
+        for route in prev.get("routes", []):
+            dst = str(ipaddress.ip_network(route["dst"], strict=False))
+            if dst not in have_routes:
+                raise errors.CNIError(errors.CHECK_FAILED, f"route {dst} is missing in the container")
+
+
+def gc(req: Request) -> None:
+    """Release leases and remove host veths of attachments not in the valid list."""
+    cfg = parse_config(req.config)
+    delegate.call("GC", cfg.ipam_type, req)
+    keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
+    with IPRoute() as ipr:
+        bridge = lookup(ipr, cfg.bridge)
+        if bridge is None:
+            return
+        for port in links.ports(ipr, bridge["index"]):
+            name = port.get_attr("IFLA_IFNAME")
+            if names.alias_network(port.get_attr("IFLA_IFALIAS")) == req.network and name not in keep:
+                links.delete(ipr, name)
+
+
+def status(req: Request) -> None:
+    """Ready when IPAM is ready and rtnetlink answers."""
+    cfg = parse_config(req.config)
+    delegate.call("STATUS", cfg.ipam_type, req)
+    try:
+        with IPRoute() as ipr:
+            ipr.get_links()
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot work"
+        raise errors.CNIError(errors.NOT_AVAILABLE, "rtnetlink unavailable", str(exc)) from None
