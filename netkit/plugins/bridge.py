@@ -151,7 +151,8 @@ def add(req: Request) -> Result:
     mac = _requested_mac(req)
     netns.require_other(req.netns)
     host = names.host_veth(req.network, req.container_id, req.ifname)
-    with Rollback() as undo, IPRoute() as ipr:
+    # The socket must outlive the undo stack: undo steps use it.
+    with IPRoute() as ipr, Rollback() as undo:
         bridge = links.ensure_bridge(ipr, cfg.bridge, cfg.mtu, vlan_filtering=cfg.vlan is not None)
         if cfg.promisc:
             links.set_promisc(ipr, bridge["index"])

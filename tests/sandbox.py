@@ -1,0 +1,171 @@
+"""Throwaway network namespaces for tests: a sandbox "host" per test and containers inside it.
+
+Plugins run inside the sandbox host (``ip netns exec``), so bridges, veths and sysctls never touch
+the machine's own namespace.  Everything is named with this run's prefix and removed on teardown,
+whether the test passed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from netkit.cni import handler
+from netkit.net import netns
+
+# Unique per test run: every namespace this suite makes starts with it.
+RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
+_counter = itertools.count()
+REFERENCE_BIN = "/usr/lib/cni"
+
+
+def unique(kind: str) -> str:
+    """A namespace name unique to this run."""
+    return f"{RUN_PREFIX}-{kind}{next(_counter)}"
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run iproute2's ``ip`` with an argument list."""
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Namespace:
+    """A named network namespace under /run/netns."""
+
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def run(self, *argv: str, timeout: float = 20, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace."""
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
+                              timeout=timeout, **kw)
+
+    def ping(self, addr: str) -> bool:
+        """True if one ICMP echo to ``addr`` is answered within 2 s."""
+        return self.run("ping", "-c1", "-W2", addr).returncode == 0
+
+    def links(self) -> list[str]:
+        """Interface names in the namespace."""
+        out = self.run("ip", "-j", "link", "show").stdout
+        return [link["ifname"] for link in json.loads(out or "[]")]
+
+    def addresses(self, ifname: str) -> list[str]:
+        """``addr/prefix`` strings on ``ifname`` (global scope)."""
+        out = self.run("ip", "-j", "addr", "show", "dev", ifname, "scope", "global").stdout
+        return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]")
+                for a in link["addr_info"] if "local" in a]
+
+
+@dataclass
+class Sandbox:
+    """A sandbox host namespace, its containers, and a bin dir of plugins."""
+
+    host: Namespace
+    bin_dir: str
+    data_dir: str
+    containers: list[Namespace] = field(default_factory=list)
+
+    def container(self) -> Namespace:
+        """A new empty container namespace (removed with the sandbox)."""
+        ns = Namespace(unique("c"))
+        ip("netns", "add", ns.name)
+        self.containers.append(ns)
+        ns.run("ip", "link", "set", "lo", "up")
+        return ns
+
+    @property
+    def cni_path(self) -> str:
+        return f"{self.bin_dir}:{REFERENCE_BIN}"
+
+    def env(self, command: str, container: Namespace | None = None, ifname: str = "eth0",
+            container_id: str | None = None, args: str = "", netns: str | None = None) -> dict[str, str]:
+        """The CNI_* environment for one call."""
+        env = {"CNI_COMMAND": command, "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "")}
+        if container is not None or netns is not None:
+            env["CNI_NETNS"] = netns if netns is not None else container.path  # type: ignore[union-attr]
+        if command in ("ADD", "DEL", "CHECK"):
+            env["CNI_IFNAME"] = ifname
+            env["CNI_CONTAINERID"] = container_id or (container.name if container else "none")
+        if args:
+            env["CNI_ARGS"] = args
+        return env
+
+    def exec_plugin(self, plugin: str, env: dict[str, str], conf: dict[str, Any] | bytes) -> tuple[int, Any]:
+        """Exec a plugin executable inside the sandbox host; returns (exit status, parsed stdout or None)."""
+        exe = plugin if plugin.startswith("/") else os.path.join(
+            self.bin_dir if plugin.startswith("netkit-") else REFERENCE_BIN, plugin)
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+        proc = subprocess.run(["ip", "netns", "exec", self.host.name, exe], input=stdin, env=env,
+                              capture_output=True, timeout=60)
+        assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+        out = json.loads(proc.stdout) if proc.stdout.strip() else None
+        return proc.returncode, out
+
+    def call(self, plugin: str, command: str, conf: dict[str, Any] | bytes,
+             container: Namespace | None = None, **kw: Any) -> tuple[int, Any]:
+        """Exec ``plugin`` with ``command`` for ``container``."""
+        return self.exec_plugin(plugin, self.env(command, container, **kw), conf)
+
+    def handle(self, plugin: str, command: str, conf: dict[str, Any] | bytes,
+               container: Namespace | None = None, **kw: Any) -> tuple[int, Any]:
+        """Run the protocol handler in-process inside the sandbox host (no exec, same code)."""
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+        with netns.entered(self.host.path):
+            out, code = handler.handle(plugin, self.env(command, container, **kw), stdin)
+        return code, (json.loads(out) if out.strip() else None)
+
+    def leases(self, network: str) -> list[str]:
+        """Lease files (addresses) of ``network`` in the sandbox's data dir."""
+        d = os.path.join(self.data_dir, network)
+        if not os.path.isdir(d):
+            return []
+        return sorted(n for n in os.listdir(d) if n[0].isdigit() or ":" in n)
+
+
+@contextlib.contextmanager
+def sandbox(bin_dir: str, data_dir: str) -> Iterator[Sandbox]:
+    """A fresh sandbox host; every namespace of it is deleted afterwards, even on failure."""
+    host = Namespace(unique("h"))
+    ip("netns", "add", host.name)
+    box = Sandbox(host, bin_dir, data_dir)
+    try:
+        host.run("ip", "link", "set", "lo", "up")
+        yield box
+    finally:
+        for ns in [*box.containers, host]:
+            ip("netns", "del", ns.name, check=False)
+
+
+def bridge_conf(box: Sandbox, name: str = "testnet", version: str = "1.0.0", subnet: str = "10.20.0.0/24",
+                ipam_type: str = "netkit-ipam", plugin_type: str = "netkit-bridge", **extra: Any) -> dict[str, Any]:
+    """A bridge network config with its IPAM in the sandbox's data dir."""
+    conf: dict[str, Any] = {
+        "cniVersion": version,
+        "name": name,
+        "type": plugin_type,
+        "bridge": "nkbr0",
+        "isGateway": True,
+        "ipam": {"type": ipam_type, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}],
+                 "dataDir": box.data_dir},
+    }
+    conf.update(extra)
+    return conf
+
+
+def leftovers() -> list[str]:
+    """Objects of this run still on the machine: namespaces, and links in the root namespace."""
+    out = [f"netns {line.split()[0]}" for line in ip("netns", "list").stdout.splitlines()
+           if line.startswith(RUN_PREFIX)]
+    links = json.loads(ip("-j", "link", "show").stdout or "[]")
+    out += [f"link {link['ifname']}" for link in links if link["ifname"].startswith(("nk", RUN_PREFIX))]
+    return out
