@@ -24,7 +24,7 @@ _REQUIRED_ENV = {
 }
 
 # The spec's restrictions: container IDs are alphanumeric plus "_.-", starting alphanumeric.
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 
@@ -118,7 +118,7 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Request:
     if command != "VERSION" and not isinstance(config.get("name"), str):
         raise errors.CNIError(errors.INVALID_CONFIG, "network config has no name")
     container_id = env.get("CNI_CONTAINERID", "")
-    if container_id and not _CONTAINER_ID.match(container_id):
+    if container_id and not _CONTAINER_ID.fullmatch(container_id):
         raise errors.CNIError(errors.INVALID_ENV, "invalid CNI_CONTAINERID",
                               f"{container_id!r}: alphanumerics, '_', '.', '-' only, starting alphanumeric")
     ifname = env.get("CNI_IFNAME", "")

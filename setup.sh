@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# netkit's one entry point on a fresh Debian/Ubuntu machine, as root:
+#   ./setup.sh demo          install everything, install the plugins, attach a namespace, ping the gateway
+#   ./setup.sh test [ARGS]   install everything, run the test suite (ARGS go to pytest)
+#   ./setup.sh deps          install everything, nothing else
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+# System packages the plugins and the tests need: iproute2 (ip netns in tests), ping, the firewall
+# libraries python-iptables and libnftables load, the reference plugins (interop tests and
+# benchmarks), and a compiler + headers because python-iptables ships only an sdist.
+PACKAGES=(iproute2 iputils-ping iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
+          containernetworking-plugins python3 python3-venv python3-dev gcc)
+
+need_root() {
+  if [[ $(id -u) != 0 ]]; then echo "setup.sh: run as root (network namespaces need it)" >&2; exit 1; fi
+}
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "setup.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+pick_python() {
+  # Debian's interpreter by default: the plugin launchers name it by absolute path, so it must
+  # not move (a pyenv shim could).  PYTHON=... overrides.
+  local py=${PYTHON:-/usr/bin/python3}
+  [[ -x $py ]] || py=$(command -v python3)
+  if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup.sh: netkit needs Python >= 3.11 ($py is $("$py" -V 2>&1))" >&2; exit 1
+  fi
+  echo "$py"
+}
+
+install_venv() {
+  local py stamp want
+  py=$(pick_python)
+  stamp=.venv/.netkit-installed
+  want="$py $(sha256sum pyproject.toml | cut -c1-16)"
+  if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    rm -rf .venv
+    "$py" -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > "$stamp"
+  fi
+}
+
+demo() {
+  local ns=netkit-demo gw
+  .venv/bin/netkit cni install
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  trap '.venv/bin/netkit cni del netkit "$ns" >/dev/null 2>&1 || true; ip netns del "$ns" 2>/dev/null || true' EXIT
+  gw=$(.venv/bin/netkit cni add netkit "$ns" | tee /dev/stderr |
+       .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["gateway"])')
+  echo "setup.sh: namespace $ns attached to network netkit; pinging the gateway $gw"
+  ip netns exec "$ns" ping -c 3 -W 2 "$gw"
+}
+
+need_root
+install_packages
+install_venv
+case "${1:-}" in
+  demo) demo ;;
+  test) shift; exec .venv/bin/python -m pytest "$@" ;;
+  deps) ;;
+  *) echo "usage: $0 demo | test [pytest args] | deps" >&2; exit 2 ;;
+esac
