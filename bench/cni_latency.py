@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Latency of netkit's CNI plugins against Debian's reference (Go) plugins, measured side by side.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/cni_latency.py [--runs 30] [--json out.json]
+
+Everything happens inside a throwaway sandbox "host" network namespace made for this run; each plugin
+is exec'd as ``ip netns exec HOST PLUGIN`` and containers are namespaces of their own.  No traffic is
+sent.  Every namespace the script made is deleted in a ``finally`` (Ctrl-C and SIGTERM included), and
+the script checks afterwards that none is left.  See bench/README.md.  Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from netkit import install as nk_install  # noqa: E402
+
+REFERENCE_BIN = "/usr/lib/cni"
+NETKIT, REFERENCE = "netkit", "reference"
+IMPLS = (NETKIT, REFERENCE)
+# VERSION rows: (row label, netkit executable, reference executable)
+VERSION_PAIRS = [
+    ("VERSION bridge", "netkit-bridge", "bridge"),
+    ("VERSION ipam", "netkit-ipam", "host-local"),
+    ("VERSION loopback", "netkit-loopback", "loopback"),
+]
+ADD_ROW, DEL_ROW = "ADD bridge+ipam", "DEL bridge+ipam"
+BASELINE_ROW = "baseline: ip netns exec /bin/true"
+SUBNET = "10.99.0.0/16"
+EXEC_TIMEOUT_S = 60
+
+
+class BenchError(RuntimeError):
+    """A plugin call failed: the numbers would be meaningless."""
+
+
+def ip(*args: str) -> subprocess.CompletedProcess[str]:
+    """iproute2 with an argument list (never a shell); the caller checks the status."""
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=EXEC_TIMEOUT_S)
+
+
+def netns_names() -> set[str]:
+    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
+
+
+def root_links() -> dict[str, str]:
+    """Links of the root namespace: name -> kind (read only)."""
+    out = ip("-j", "-d", "link", "show").stdout
+    return {link["ifname"]: link.get("linkinfo", {}).get("info_kind", "")
+            for link in json.loads(out or "[]")}
+
+
+class Bench:
+    def __init__(self, runs: int, warmup: int) -> None:
+        self.runs = runs
+        self.warmup = warmup
+        while True:                                        # prefix of every namespace we make
+            self.tag = f"nkb{secrets.token_hex(3)}"
+            if not any(n.startswith(self.tag) for n in netns_names()):
+                break
+        self.host = f"{self.tag}-h"
+        self.bridges = {NETKIT: f"{self.tag}nk", REFERENCE: f"{self.tag}ref"}  # <= 15 chars
+        self.tmp = ""
+        self.bin_dir = ""
+        self.made_netns: list[str] = []                    # every netns we created, in order
+        self.live_netns: set[str] = set()                  # created and not yet deleted
+        self.counter = 0
+        self.samples: dict[str, dict[str, list[float]]] = {}
+        self.baseline: list[float] = []
+        self.warmup_samples: dict[str, dict[str, list[float]]] = {}
+        self.cleanup_problems: list[str] = []
+
+    # ---- namespaces -------------------------------------------------------------------------
+    def netns_add(self, name: str) -> None:
+        proc = ip("netns", "add", name)
+        if proc.returncode != 0:
+            raise BenchError(f"ip netns add {name} failed: {proc.stderr.strip()}")
+        self.made_netns.append(name)
+        self.live_netns.add(name)
+
+    def netns_del(self, name: str) -> None:
+        proc = ip("netns", "del", name)
+        if proc.returncode != 0:
+            self.cleanup_problems.append(f"ip netns del {name} failed: {proc.stderr.strip()}")
+        else:
+            self.live_netns.discard(name)
+
+    def new_container(self) -> str:
+        self.counter += 1
+        name = f"{self.tag}-c{self.counter}"
+        self.netns_add(name)
+        return name
+
+    # ---- setup / teardown ---------------------------------------------------------------------
+    def setup(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="netkit-bench-")
+        self.bin_dir = os.path.join(self.tmp, "bin")
+        report = nk_install.install(bin_dir=self.bin_dir, conf_dir=os.path.join(self.tmp, "net.d"))
+        self.install_report = report
+        for impl in IMPLS:
+            os.makedirs(os.path.join(self.tmp, "data", impl))
+        self.netns_add(self.host)
+        proc = ip("netns", "exec", self.host, "ip", "link", "set", "lo", "up")
+        if proc.returncode != 0:
+            raise BenchError(f"bringing lo up in {self.host} failed: {proc.stderr.strip()}")
+
+    def teardown(self) -> None:
+        # Containers first (their veths are already gone after DEL), then the host, which takes the
+        # bridges and any leftover veth ends with it.
+        for name in [n for n in self.made_netns if n in self.live_netns and n != self.host]:
+            self.netns_del(name)
+        if self.host in self.live_netns:
+            self.netns_del(self.host)
+        # Anything else carrying our random tag is ours too (e.g. made just as Ctrl-C arrived).
+        for name in sorted(n for n in netns_names() if n.startswith(self.tag + "-")):
+            self.netns_del(name)
+        left = sorted(n for n in netns_names() if n.startswith(self.tag))
+        if left:
+            self.cleanup_problems.append(f"namespaces still present after cleanup: {', '.join(left)}")
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- plugin calls -------------------------------------------------------------------------
+    def exe(self, name: str) -> str:
+        return os.path.join(self.bin_dir if name.startswith("netkit-") else REFERENCE_BIN, name)
+
+    def env(self, command: str, netns: str | None = None, container_id: str | None = None) -> dict[str, str]:
+        env = {"CNI_COMMAND": command, "CNI_PATH": f"{self.bin_dir}:{REFERENCE_BIN}",
+               "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        if netns is not None:
+            env["CNI_NETNS"] = f"/run/netns/{netns}"
+            env["CNI_IFNAME"] = "eth0"
+            env["CNI_CONTAINERID"] = container_id or netns
+        return env
+
+    def timed(self, argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, int, bytes, bytes]:
+        """Wall time in ms from spawning ``ip netns exec HOST argv`` to its exit, plus its outputs."""
+        full = ["ip", "netns", "exec", self.host, *argv]
+        t0 = time.perf_counter_ns()
+        proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
+        try:
+            out, err = proc.communicate(stdin, timeout=EXEC_TIMEOUT_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        t1 = time.perf_counter_ns()
+        return (t1 - t0) / 1e6, proc.returncode, out, err
+
+    def conf(self, impl: str) -> dict[str, Any]:
+        """Same shape for both implementations; only bridge name, plugin types and data dir differ."""
+        nk = impl == NETKIT
+        return {
+            "cniVersion": "1.0.0",
+            "name": f"bench-{impl}",
+            "type": "netkit-bridge" if nk else "bridge",
+            "bridge": self.bridges[impl],
+            "isGateway": True,
+            "ipam": {
+                "type": "netkit-ipam" if nk else "host-local",
+                "ranges": [[{"subnet": SUBNET}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": os.path.join(self.tmp, "data", impl),
+            },
+        }
+
+    def version(self, exe_name: str) -> float:
+        ms, code, out, err = self.timed([self.exe(exe_name)], self.env("VERSION"), b'{"cniVersion":"1.0.0"}')
+        try:
+            reply = json.loads(out)
+            ok = code == 0 and "1.0.0" in reply.get("supportedVersions", [])
+        except ValueError:
+            ok = False
+        if not ok:
+            raise BenchError(f"VERSION of {exe_name} failed (exit {code}): {out[:300]!r} {err[:300]!r}")
+        return ms
+
+    def add(self, impl: str, container: str) -> tuple[float, dict[str, Any]]:
+        conf = self.conf(impl)
+        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("ADD", container),
+                                        json.dumps(conf).encode())
+        try:
+            result = json.loads(out)
+        except ValueError:
+            result = {}
+        addrs = [i.get("address", "") for i in result.get("ips", [])] if isinstance(result, dict) else []
+        if code != 0 or not any(a.startswith("10.99.") for a in addrs):
+            raise BenchError(f"ADD via {conf['type']} in {container} failed (exit {code}): "
+                             f"stdout {out[:500]!r} stderr {err[:500]!r}")
+        return ms, result
+
+    def delete(self, impl: str, container: str, prev: dict[str, Any]) -> float:
+        conf = self.conf(impl)
+        conf["prevResult"] = prev          # as libcni sends it on DEL
+        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("DEL", container),
+                                        json.dumps(conf).encode())
+        if code != 0:
+            raise BenchError(f"DEL via {conf['type']} in {container} failed (exit {code}): "
+                             f"stdout {out[:500]!r} stderr {err[:500]!r}")
+        return ms
+
+    # ---- the measurement ----------------------------------------------------------------------
+    def one_round(self, i: int, into: dict[str, dict[str, list[float]]], baseline: list[float]) -> None:
+        # Alternate which implementation goes first, so neither always meets a warmer cache.
+        order = IMPLS if i % 2 == 0 else IMPLS[::-1]
+
+        def put(row: str, impl: str, ms: float) -> None:
+            into.setdefault(row, {NETKIT: [], REFERENCE: []})[impl].append(ms)
+
+        ms, code, _, err = self.timed(["/bin/true"], {"PATH": os.environ.get("PATH", "")}, b"")
+        if code != 0:
+            raise BenchError(f"ip netns exec {self.host} /bin/true failed: {err!r}")
+        baseline.append(ms)
+        for row, nk_exe, ref_exe in VERSION_PAIRS:
+            for impl in order:
+                put(row, impl, self.version(nk_exe if impl == NETKIT else ref_exe))
+        containers = {impl: self.new_container() for impl in order}
+        results = {}
+        for impl in order:
+            ms, results[impl] = self.add(impl, containers[impl])
+            put(ADD_ROW, impl, ms)
+        for impl in order:
+            put(DEL_ROW, impl, self.delete(impl, containers[impl], results[impl]))
+        for impl in order:
+            self.netns_del(containers[impl])
+            if containers[impl] in self.live_netns:
+                raise BenchError(f"could not delete container namespace {containers[impl]}: "
+                                 f"{self.cleanup_problems[-1]}")
+
+    def run(self) -> None:
+        warm_base: list[float] = []
+        for i in range(self.warmup):       # first ADD creates the bridge; page cache; not counted
+            self.one_round(i, self.warmup_samples, warm_base)
+        try:
+            for i in range(self.runs):
+                self.one_round(i, self.samples, self.baseline)
+                print(f"\r  round {i + 1}/{self.runs}", end="", file=sys.stderr, flush=True)
+        finally:
+            print(file=sys.stderr)
+
+    def sanity(self) -> list[str]:
+        """After all DELs: no leases left, and only the two bridges (plus lo) in the sandbox host."""
+        problems = []
+        for impl in IMPLS:
+            d = os.path.join(self.tmp, "data", impl, f"bench-{impl}")
+            leases = sorted(n for n in os.listdir(d) if n[0].isdigit()) if os.path.isdir(d) else []
+            if leases:
+                problems.append(f"{impl}: leases left after DEL: {leases[:5]}")
+        out = ip("netns", "exec", self.host, "ip", "-j", "link", "show").stdout
+        links = sorted(link["ifname"] for link in json.loads(out or "[]"))
+        expected = sorted(["lo", *self.bridges.values()])
+        if links != expected:
+            problems.append(f"sandbox host links {links}, expected {expected}")
+        return problems
+
+
+# ---- statistics and output ------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation between closest ranks (numpy's default)."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p95": pct(values, 0.95), "min": min(values),
+            "max": max(values), "mean": statistics.fmean(values), "n": len(values)}
+
+
+def table(rows: list[tuple[str, dict[str, float], dict[str, float]]], title: str) -> str:
+    head = f"{'operation':<36} {'netkit med':>10} {'p95':>8} {'ref med':>9} {'p95':>8} {'ratio':>7}"
+    lines = [title, head, "-" * len(head)]
+    for label, nk, ref in rows:
+        ratio = f"{nk['median'] / ref['median']:.2f}" if ref["median"] > 0 else "n/a"
+        lines.append(f"{label:<36} {nk['median']:>10.1f} {nk['p95']:>8.1f} {ref['median']:>9.1f} "
+                     f"{ref['p95']:>8.1f} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30, help="measured rounds (default 30)")
+    ap.add_argument("--warmup", type=int, default=2, help="uncounted rounds first (default 2)")
+    ap.add_argument("--json", metavar="FILE", help="also write all samples and statistics here")
+    args = ap.parse_args()
+    if args.runs < 1 or args.warmup < 1:
+        ap.error("--runs and --warmup must be at least 1 (the first ADD also creates the bridge)")
+    if os.geteuid() != 0:
+        ap.error("must run as root (network namespaces)")
+    for name in ("bridge", "host-local", "loopback"):
+        if not os.access(os.path.join(REFERENCE_BIN, name), os.X_OK):
+            ap.error(f"reference plugin {REFERENCE_BIN}/{name} missing (apt-get install containernetworking-plugins)")
+
+    cmdline = shlex.join(sys.orig_argv)
+    print(f"command: {cmdline}")
+    root_bridges_before = {n for n, kind in root_links().items() if kind == "bridge"}
+    bench = Bench(args.runs, args.warmup)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    error: str | None = None
+    try:
+        bench.setup()
+        print(f"sandbox host netns {bench.host}; bridges {bench.bridges[NETKIT]} (netkit), "
+              f"{bench.bridges[REFERENCE]} (reference); {args.warmup} warm-up + {args.runs} measured rounds",
+              flush=True)
+        bench.run()
+        sanity = bench.sanity()
+    except KeyboardInterrupt:
+        error = "interrupted"
+        sanity = []
+    except BenchError as exc:
+        error = str(exc)
+        sanity = []
+    finally:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # let cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            bench.teardown()
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    new_root_bridges = sorted({n for n, kind in root_links().items() if kind == "bridge"} - root_bridges_before)
+    if new_root_bridges:
+        bench.cleanup_problems.append(f"new bridges in the root namespace: {new_root_bridges}")
+    ours_in_root = sorted(n for n in root_links() if n.startswith(bench.tag))
+    if ours_in_root:
+        bench.cleanup_problems.append(f"links named {bench.tag}* in the root namespace: {ours_in_root}")
+
+    for problem in bench.cleanup_problems:
+        print(f"CLEANUP PROBLEM: {problem}", file=sys.stderr)
+    for problem in sanity:
+        print(f"SANITY PROBLEM: {problem}", file=sys.stderr)
+    if error is not None:
+        print(f"benchmark aborted: {error}", file=sys.stderr)
+        return 1
+
+    base = summary(bench.baseline)
+    base_med = base["median"]
+    order = [r for r, _, _ in VERSION_PAIRS] + [ADD_ROW, DEL_ROW]
+    raw_rows = [(r, summary(bench.samples[r][NETKIT]), summary(bench.samples[r][REFERENCE])) for r in order]
+    net = {r: {impl: [x - base_med for x in bench.samples[r][impl]] for impl in IMPLS} for r in order}
+    net_rows = [(r, summary(net[r][NETKIT]), summary(net[r][REFERENCE])) for r in order]
+
+    print()
+    print(f"{args.runs} interleaved runs per cell, ms; kernel {platform.release()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    print(f"{BASELINE_ROW}: median {base_med:.1f}, p95 {base['p95']:.1f}")
+    print()
+    print(table(raw_rows, "wall time of `ip netns exec HOST <plugin>` (spawn to exit)"))
+    print()
+    print(table(net_rows, f"same, minus the baseline median ({base_med:.1f} ms): the plugin's own time"))
+    print()
+    print("ratio = netkit median / reference median. ADD/DEL = bridge plugin exec incl. its IPAM delegate exec.")
+
+    if args.json:
+        doc = {
+            "command": cmdline,
+            "runs": args.runs,
+            "warmup_rounds": args.warmup,
+            "machine": {"kernel": platform.release(), "cpus": os.cpu_count(),
+                        "python": platform.python_version()},
+            "unit": "ms",
+            "method": "wall time from spawning `ip netns exec HOST plugin` to its exit; netkit and "
+                      "reference interleaved in every round, order alternating per round",
+            "subnet": SUBNET,
+            "baseline_ip_netns_exec_true": {"summary": base, "samples": bench.baseline},
+            "operations": {
+                r: {impl: {"raw": summary(bench.samples[r][impl]),
+                           "minus_baseline": summary(net[r][impl]),
+                           "samples": bench.samples[r][impl]} for impl in IMPLS}
+                   | {"ratio_median_raw": raw_rows[k][1]["median"] / raw_rows[k][2]["median"],
+                      "ratio_median_minus_baseline": net_rows[k][1]["median"] / net_rows[k][2]["median"]}
+                for k, r in enumerate(order)
+            },
+            "warmup_samples": bench.warmup_samples,
+            "sanity_problems": sanity,
+            "cleanup_problems": bench.cleanup_problems,
+        }
+        with open(args.json, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        print(f"wrote {args.json}")
+    return 1 if (bench.cleanup_problems or sanity) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
