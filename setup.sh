@@ -53,12 +53,18 @@ install_venv() {
   fi
 }
 
+DEMO_NS=netkit-demo
+demo_cleanup() {
+  .venv/bin/netkit cni del netkit "$DEMO_NS" >/dev/null 2>&1 || true
+  ip netns del "$DEMO_NS" 2>/dev/null || true
+}
+
 demo() {
-  local ns=netkit-demo gw
+  local ns=$DEMO_NS gw
   .venv/bin/netkit cni install
-  ip netns del "$ns" 2>/dev/null || true
+  demo_cleanup
   ip netns add "$ns"
-  trap '.venv/bin/netkit cni del netkit "$ns" >/dev/null 2>&1 || true; ip netns del "$ns" 2>/dev/null || true' EXIT
+  trap demo_cleanup EXIT
   gw=$(.venv/bin/netkit cni add netkit "$ns" | tee /dev/stderr |
        .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["gateway"])')
   echo "setup.sh: namespace $ns attached to network netkit; pinging the gateway $gw"
