@@ -13,12 +13,19 @@ def _range_of(addr: Address, range_set: list[Range]) -> Range | None:
 
 
 def _next_free(range_set: list[Range], last: Address | None, taken: set[Address]) -> tuple[Address, Range]:
-    """The first free address after ``last``, wrapping around the range set once."""
-    start = next((i for i, r in enumerate(range_set) if last is not None and last in r), 0)
-    order = range_set[start:] + range_set[:start]
-    resume = int(last) + 1 if last is not None and _range_of(last, range_set) is not None else None
-    for pass_no, rng in enumerate(order + order[:1]):
-        first = type(rng.start)(resume) if pass_no == 0 and resume is not None and resume <= int(rng.end) else None
+    """The first free address after ``last``, walking the range set in order and wrapping once.
+
+    Like host-local's iterator: after a range's end comes the next range's start, so an address
+    freed a moment ago is the last to be handed out again.
+    """
+    pos = next((i for i, r in enumerate(range_set) if last is not None and last in r), None)
+    order: list[tuple[Range, Address | None]] = [(r, None) for r in range_set]
+    if pos is not None and last is not None:
+        current = range_set[pos]
+        order = [(r, None) for r in range_set[pos + 1:] + range_set[:pos]] + [(current, None)]
+        if int(last) < int(current.end):
+            order.insert(0, (current, type(last)(int(last) + 1)))
+    for rng, first in order:
         for addr in rng.addresses(first):
             if addr not in taken:
                 return addr, rng
@@ -39,6 +46,7 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
     mine = [lease.address for lease in leases if lease.owned_by(container_id, ifname)]
     left = list(requested)
     out: list[tuple[Address, Range]] = []
+    superseded: list[Address] = []
     with Rollback() as undo:
         for index, range_set in enumerate(cfg.range_sets):
             wanted = [a for a in left if _range_of(a, range_set)]
@@ -49,24 +57,27 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
             if wanted:
                 chosen = wanted[0]
                 left.remove(chosen)
-                if chosen in taken and chosen not in own:
-                    raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is already allocated")
             elif own:
                 chosen = own[0]
             else:
                 chosen, _ = _next_free(range_set, store.last_reserved(index), taken)
+            rng = _range_of(chosen, range_set)
+            assert rng is not None  # every candidate above was drawn from this range set
             if chosen not in own:
+                if chosen == rng.gateway:
+                    raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is the gateway")
+                if chosen in taken:
+                    raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is already allocated")
                 store.reserve(chosen, container_id, ifname, boot_id)
                 undo.push(store.release, chosen)
                 taken.add(chosen)
-            for extra in own:
-                if extra != chosen:
-                    store.release(extra)
+            superseded += [a for a in own if a != chosen]
             store.set_last_reserved(index, chosen)
-            rng = _range_of(chosen, range_set)
-            assert rng is not None
             out.append((chosen, rng))
         if left:
             raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, "requested address is in no configured range",
                                   ", ".join(map(str, left)))
+    # Only once every range set succeeded: an address this attachment held but no longer wants.
+    for addr in superseded:
+        store.release(addr)
     return out

@@ -22,14 +22,18 @@ def requested_addresses(req: Request) -> list[Address]:
     raw: list[Any] = []
     if req.args.get("IP"):
         raw += req.args["IP"].split(",")
-    raw += req.runtime_config.get("ips") or []
     args = req.config.get("args")
-    if isinstance(args, dict) and isinstance(args.get("cni"), dict):
-        raw += args["cni"].get("ips") or []
+    cni_args = args.get("cni") if isinstance(args, dict) else None
+    for source in (req.runtime_config.get("ips"), cni_args.get("ips") if isinstance(cni_args, dict) else None):
+        if source is None:
+            continue
+        if not isinstance(source, list) or not all(isinstance(item, str) for item in source):
+            raise errors.CNIError(errors.INVALID_CONFIG, "requested ips must be a list of strings", repr(source)[:200])
+        raw += source
     out: list[Address] = []
     for item in raw:
         try:
-            addr = ipaddress.ip_interface(str(item).strip()).ip
+            addr = ipaddress.ip_interface(item.strip()).ip
         except ValueError:
             raise errors.CNIError(errors.INVALID_CONFIG, "invalid requested IP", repr(item)) from None
         if addr not in out:
@@ -68,6 +72,7 @@ def add(req: Request) -> Result:
     cfg = config.parse(req.config)
     store = _store(req, cfg)
     requested = requested_addresses(req)
+    dns = _dns(cfg.resolv_conf)  # before allocating: a failure here must not leave a lease
     with store.locked():
         chosen = allocator.allocate(store, cfg, req.container_id, req.ifname, requested, current_boot_id())
     ips = []
@@ -77,7 +82,6 @@ def add(req: Request) -> Result:
             ip["gateway"] = str(rng.gateway)
         ips.append(ip)
     result: Result = {"ips": ips, "routes": [r.to_result() for r in cfg.routes]}
-    dns = _dns(cfg.resolv_conf)
     if dns:
         result["dns"] = dns
     return result
