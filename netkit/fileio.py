@@ -10,8 +10,12 @@ from typing import Iterator
 from netkit import errors
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
+def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part.
+
+    ``durable`` also fsyncs before the rename, so the content survives a power loss; skip it for
+    data a reboot makes worthless anyway.
+    """
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -19,7 +23,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)

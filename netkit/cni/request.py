@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from netkit import errors
 from netkit.cni import result as results
@@ -28,8 +27,7 @@ _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):
     """One plugin invocation, validated."""
 
     command: str
@@ -38,9 +36,9 @@ class Request:
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
-    args: dict[str, str] = field(default_factory=dict)
-    path: list[str] = field(default_factory=list)
-    env: Mapping[str, str] = field(default_factory=dict)
+    args: dict[str, str] = {}  # noqa: RUF012 - never mutated
+    path: list[str] = []  # noqa: RUF012
+    env: Mapping[str, str] = {}  # noqa: RUF012
     stdin: bytes = b""
 
     @property

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from netkit import errors
 
@@ -18,8 +17,7 @@ def _bad(msg: str, details: str = "") -> errors.CNIError:
     return errors.CNIError(errors.INVALID_CONFIG, msg, details)
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """One subnet with the slice of it that may be handed out."""
 
     subnet: Network
@@ -45,8 +43,7 @@ class Range:
         return int(self.end) - int(self.start) + 1 - gw
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """A route the container should get."""
 
     dst: Network
@@ -60,12 +57,11 @@ class Route:
         return out
 
 
-@dataclass
-class IPAMConfig:
+class IPAMConfig(NamedTuple):
     """The parsed ``ipam`` object."""
 
     range_sets: list[list[Range]]
-    routes: list[Route] = field(default_factory=list)
+    routes: list[Route]
     data_dir: str = DEFAULT_DATA_DIR
     resolv_conf: str = ""
 

@@ -12,8 +12,7 @@ import contextlib
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from netkit import errors, fileio
 from netkit.ipam.config import Address
@@ -32,8 +31,7 @@ def current_boot_id() -> str:
         return f.read().strip()
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """Who holds an address."""
 
     address: Address
@@ -113,7 +111,8 @@ class LeaseStore:
     def reserve(self, addr: Address, container_id: str, ifname: str, boot_id: str) -> None:
         """Write the lease for ``addr``."""
         rec = {"containerID": container_id, "ifname": ifname, "bootID": boot_id}
-        fileio.write_atomic(self._path(addr), json.dumps(rec).encode())
+        # No fsync: after a power loss every lease of this boot is reclaimed anyway (boot id).
+        fileio.write_atomic(self._path(addr), json.dumps(rec).encode(), durable=False)
 
     def release(self, addr: Address) -> None:
         """Remove the lease for ``addr``; already gone is fine."""
@@ -134,7 +133,7 @@ class LeaseStore:
 
     def set_last_reserved(self, index: int, addr: Address) -> None:
         """Remember the round-robin position of range set ``index``."""
-        fileio.write_atomic(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), str(addr).encode())
+        fileio.write_atomic(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), str(addr).encode(), durable=False)
 
     def reclaim_previous_boots(self, boot_id: str) -> list[Lease]:
         """Release every netkit lease written under another boot id; run once per boot per network.
