@@ -28,6 +28,13 @@ def box(plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
         yield box
 
 
+@pytest.fixture(params=["nftables"])
+def fw_box(request: pytest.FixtureRequest, box: sb.Sandbox) -> sb.Sandbox:
+    """A sandbox whose plugins use one firewall backend; every firewall test runs on both."""
+    box.firewall = request.param
+    return box
+
+
 @pytest.fixture(scope="session")
 def reference_plugins() -> str:
     """Debian's containernetworking-plugins; the setup script installs them."""

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -23,6 +24,7 @@ from netkit.net import netns
 RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 _counter = itertools.count()
 REFERENCE_BIN = "/usr/lib/cni"
+TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 
 
 def unique(kind: str) -> str:
@@ -54,6 +56,19 @@ class Namespace:
         """True if one ICMP echo to ``addr`` is answered within 2 s."""
         return self.run("ping", "-c1", "-W2", addr).returncode == 0
 
+    def serve(self, name: str, port: int) -> subprocess.Popen[str]:
+        """Start the test server (tests/traffic.py) inside the namespace; stop it with .kill()."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, TRAFFIC, "serve", name, str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    def ask(self, proto: str, addr: str, port: int, sport: int = 0) -> str | None:
+        """One TCP connection or UDP datagram to ``addr:port``; the answer ("NAME PEER") or None."""
+        args = [sys.executable, TRAFFIC, proto, addr, str(port)] + ([str(sport)] if sport else [])
+        proc = self.run(*args)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
     def links(self) -> list[str]:
         """Interface names in the namespace."""
         out = self.run("ip", "-j", "link", "show").stdout
@@ -74,6 +89,35 @@ class Sandbox:
     bin_dir: str
     data_dir: str
     containers: list[Namespace] = field(default_factory=list)
+    firewall: str = ""  # NETKIT_FIREWALL_BACKEND for the plugins, "" = detect
+
+    def group_chains(self) -> list[str]:
+        """netkit's per-attachment firewall chains in the sandbox host, whichever backend holds them."""
+        nft = self.host.run("nft", "-j", "list", "table", "inet", "netkit")
+        chains = [o["chain"]["name"] for o in json.loads(nft.stdout or '{"nftables": []}')["nftables"]
+                  if "chain" in o] if nft.returncode == 0 else []
+        legacy = self.host.run("iptables-legacy-save", "-t", "nat").stdout
+        chains += [line[1:].split()[0] for line in legacy.splitlines() if line.startswith(":NK-")]
+        return sorted(c for c in chains if c.startswith("NK-"))
+
+    def machine(self, host_addrs: list[str], addr: str) -> Namespace:
+        """Another machine on a link to the sandbox host.
+
+        The host side ``uplink0`` gets ``host_addrs`` (the first is the host's main address), the
+        machine gets ``addr``; both /24.
+        """
+        ns = Namespace(unique("x"))
+        ip("netns", "add", ns.name)
+        self.containers.append(ns)
+        ns.run("ip", "link", "set", "lo", "up", check=True)
+        self.host.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", ns.name,
+                      check=True)
+        for host_addr in host_addrs:
+            self.host.run("ip", "addr", "add", f"{host_addr}/24", "dev", "uplink0", check=True)
+        self.host.run("ip", "link", "set", "uplink0", "up", check=True)
+        ns.run("ip", "addr", "add", f"{addr}/24", "dev", "eth0", check=True)
+        ns.run("ip", "link", "set", "eth0", "up", check=True)
+        return ns
 
     def container(self) -> Namespace:
         """A new empty container namespace (removed with the sandbox)."""
@@ -91,6 +135,8 @@ class Sandbox:
             container_id: str | None = None, args: str = "", netns: str | None = None) -> dict[str, str]:
         """The CNI_* environment for one call."""
         env = {"CNI_COMMAND": command, "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "")}
+        if self.firewall:
+            env["NETKIT_FIREWALL_BACKEND"] = self.firewall
         if container is not None or netns is not None:
             env["CNI_NETNS"] = netns if netns is not None else container.path  # type: ignore[union-attr]
         if command in ("ADD", "DEL", "CHECK"):
@@ -168,4 +214,8 @@ def leftovers() -> list[str]:
            if line.startswith(RUN_PREFIX)]
     links = json.loads(ip("-j", "link", "show").stdout or "[]")
     out += [f"link {link['ifname']}" for link in links if link["ifname"].startswith(("nk", RUN_PREFIX))]
+    if subprocess.run(["nft", "list", "table", "inet", "netkit"], capture_output=True).returncode == 0:
+        out.append("nft table inet netkit")
+    legacy = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
+    out += [f"iptables-legacy {line.split()[0]}" for line in legacy.splitlines() if "NK-" in line or "NETKIT" in line]
     return out

@@ -6,8 +6,12 @@ from netkit import errors
 
 
 def ensure(key: str, value: str) -> None:
-    """Set ``net.*`` sysctl ``key`` (dotted) to ``value`` unless it already has it."""
-    path = "/proc/sys/" + key.replace(".", "/")
+    """Set sysctl ``key`` to ``value`` unless it already has it.
+
+    ``key`` is dotted (``net.ipv4.ip_forward``) or, where a part may hold dots (interface
+    names), slashed (``net/ipv4/conf/br0.5/route_localnet``).
+    """
+    path = "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
     try:
         with open(path, encoding="ascii") as f:
             if f.read().strip() == value:

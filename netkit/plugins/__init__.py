@@ -17,6 +17,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "netkit-bridge": ("netkit.plugins.bridge", "Linux bridge + veth attachment, drop-in for 'bridge'"),
     "netkit-ipam": ("netkit.plugins.ipam", "host-local address management, drop-in for 'host-local'"),
     "netkit-loopback": ("netkit.plugins.loopback", "brings 'lo' up, drop-in for 'loopback'"),
+    "netkit-portmap": ("netkit.plugins.portmap", "publishes ports with DNAT, drop-in for 'portmap'"),
 }
 
 

@@ -16,6 +16,8 @@ from netkit import errors
 from netkit.cni import delegate
 from netkit.cni.request import Request, validate_ifname
 from netkit.cni.result import Result
+from netkit.firewall import groups, publish
+from netkit.firewall.model import MASQ, Interface
 from netkit.net import links, names, netns, sysctl
 from netkit.net.netlink import IPRoute, lookup
 from netkit.rollback import Rollback
@@ -37,6 +39,7 @@ class BridgeConfig:
     promisc: bool
     vlan: int | None
     ipam_type: str
+    publishes_ports: bool  # declares the portMappings capability: does portmap's job itself
 
 
 def _flag(conf: dict[str, Any], key: str) -> bool:
@@ -79,6 +82,7 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
         promisc=_flag(conf, "promiscMode"),
         vlan=_int(conf, "vlan", 1, 4094),
         ipam_type=ipam["type"],
+        publishes_ports=bool((conf.get("capabilities") or {}).get("portMappings")),
     )
 
 
@@ -145,6 +149,19 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         return str(link.get_attr("IFLA_ADDRESS"))
 
 
+def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], undo: Rollback) -> None:
+    """Masquerade (ipMasq) and published ports (portMappings capability), each undone on failure."""
+    if not cfg.ip_masq and not cfg.publishes_ports:
+        return
+    fw = publish.backend(req)
+    if cfg.ip_masq:
+        groups.apply(fw, publish.masq_group(req, addresses))
+        undo.push(groups.remove, fw, MASQ, req.network, req.container_id, req.ifname)
+    if cfg.publishes_ports:
+        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
+        undo.push(publish.unpublish, fw, req)
+
+
 def add(req: Request) -> Result:
     """Attach the container to the bridge."""
     cfg = parse_config(req.config)
@@ -178,6 +195,7 @@ def add(req: Request) -> Result:
                 _ensure_gateway(ipr, bridge["index"], gw, cfg.force_address)
         routes = _container_routes(cfg, ipam_result)
         container_mac = _configure_container(req, ipam_result, routes)
+        _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], undo)
 
     result: Result = {
         "interfaces": [
@@ -198,6 +216,11 @@ def delete(req: Request) -> None:
     """Detach: release the address, remove the veth.  Anything already gone is fine."""
     cfg = parse_config(req.config)
     delegate.call("DEL", cfg.ipam_type, req)
+    # Always, whatever the config says now: the rules are found by name, and ipMasq may have
+    # been switched off since ADD.
+    fw = publish.backend(req)
+    groups.remove(fw, MASQ, req.network, req.container_id, req.ifname)
+    publish.unpublish(fw, req)
     if req.netns and netns.exists(req.netns) and not netns.same_as_current(req.netns):
         with netns.entered(req.netns), IPRoute() as ipr:
             links.delete(ipr, req.ifname)
@@ -239,12 +262,21 @@ def check(req: Request) -> None:
             dst = str(ipaddress.ip_network(route["dst"], strict=False))
             if dst not in have_routes:
                 raise errors.CNIError(errors.CHECK_FAILED, f"route {dst} is missing in the container")
+    if cfg.ip_masq or cfg.publishes_ports:
+        fw = publish.backend(req)
+        addresses = publish.container_addresses(prev)
+        if cfg.ip_masq:
+            groups.check(fw, publish.masq_group(req, addresses))
+        dnat = publish.dnat_group(req, addresses)
+        if cfg.publishes_ports and dnat.mappings:
+            groups.check(fw, dnat)
 
 
 def gc(req: Request) -> None:
     """Release leases and remove host veths of attachments not in the valid list."""
     cfg = parse_config(req.config)
     delegate.call("GC", cfg.ipam_type, req)
+    groups.gc(publish.backend(req), req.network, req.valid_attachments)
     keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
     with IPRoute() as ipr:
         bridge = lookup(ipr, cfg.bridge)

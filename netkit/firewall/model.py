@@ -1,0 +1,102 @@
+"""What the firewall is asked to do, independent of the backend."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import NamedTuple
+
+from netkit import errors
+from netkit.net.names import attachment_hash
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+MASQ = "m"  # outbound masquerade of the container (bridge ipMasq)
+DNAT = "d"  # published ports (portmap)
+KINDS = (MASQ, DNAT)
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+class PortMapping(NamedTuple):
+    """One published port, as in runtimeConfig.portMappings."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""  # "" = every address of the host
+
+    def label(self) -> str:
+        """A stable text form, used as the rule comment and in conflict messages."""
+        return f"{self.protocol}/{self.host_ip or '*'}/{self.host_port}"
+
+    def overlaps(self, other: "PortMapping") -> bool:
+        """True when both would catch the same packets (same protocol and port, addresses intersecting)."""
+        return (self.protocol == other.protocol and self.host_port == other.host_port
+                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip))
+
+
+def network_hash(network: str) -> str:
+    """Six hex digits naming a network in chain names."""
+    return hashlib.sha256(network.encode()).hexdigest()[:6]
+
+
+class RuleGroup(NamedTuple):
+    """The rules of one attachment of one kind; applied and removed as a unit."""
+
+    kind: str
+    network: str
+    container_id: str
+    ifname: str
+    addresses: list[Interface]  # the container's addresses, with their subnet prefix
+    mappings: list[PortMapping] = []  # noqa: RUF012 - never mutated
+    snat: bool = True  # masquerade hairpin and localhost-originated DNAT traffic
+    masq_all: bool = False  # masquerade every DNAT'd connection
+
+    @property
+    def chain(self) -> str:
+        """The group's chain name: kind, network hash, attachment hash (28 bytes max for iptables)."""
+        return group_chain(self.kind, self.network, self.container_id, self.ifname)
+
+
+def group_chain(kind: str, network: str, container_id: str, ifname: str) -> str:
+    """Chain name of a group, derivable from the request alone (DEL and GC need nothing else)."""
+    return f"NK-{kind.upper()}-{network_hash(network)}-{attachment_hash(network, container_id, ifname)}"
+
+
+def network_prefix(kind: str, network: str) -> str:
+    """The part of the chain names shared by every group of ``kind`` on ``network``."""
+    return f"NK-{kind.upper()}-{network_hash(network)}-"
+
+
+def parse_port_mappings(raw: object) -> list[PortMapping]:
+    """Validate runtimeConfig.portMappings (``[{hostPort, containerPort, protocol, hostIP}]``)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise errors.CNIError(errors.INVALID_CONFIG, "portMappings must be a list", repr(raw)[:200])
+    out: list[PortMapping] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise errors.CNIError(errors.INVALID_CONFIG, "invalid port mapping", repr(item)[:200])
+        ports = []
+        for key in ("hostPort", "containerPort"):
+            value = item.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+                raise errors.CNIError(errors.INVALID_CONFIG, f"invalid {key} in port mapping", repr(item)[:200])
+            ports.append(value)
+        protocol = str(item.get("protocol") or "tcp").lower()
+        if protocol not in PROTOCOLS:
+            raise errors.CNIError(errors.INVALID_CONFIG, "invalid protocol in port mapping", repr(item)[:200])
+        host_ip = item.get("hostIP") or ""
+        if host_ip:
+            try:
+                parsed = ipaddress.ip_address(str(host_ip))
+            except ValueError:
+                raise errors.CNIError(errors.INVALID_CONFIG, "invalid hostIP in port mapping", repr(item)[:200]) from None
+            host_ip = "" if parsed.is_unspecified else str(parsed)
+        mapping = PortMapping(ports[0], ports[1], protocol, host_ip)
+        for earlier in out:
+            if mapping.overlaps(earlier):
+                raise errors.CNIError(errors.PORT_ALLOCATED, f"port {mapping.label()} is mapped twice")
+        out.append(mapping)
+    return out

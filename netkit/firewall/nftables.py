@@ -1,0 +1,222 @@
+"""The nftables backend: netkit's own ``inet netkit`` table, one atomic batch per operation.
+
+Layout (base chains are rewritten in every batch, so they are always exactly this):
+
+    prerouting  (nat, dstnat)   fib daddr type local  jump hostports
+    output      (nat, dstnat)   fib daddr type local  jump hostports
+    postrouting (nat, srcnat)   jump masquerade
+    hostports                   one "jump NK-D-..." per attachment with published ports
+    masquerade                  "ip saddr <container> jump NK-M-..." per ipMasq attachment,
+                                "jump NK-D-...-S" per attachment with published ports
+
+Every rule of a group carries a comment naming what it does, which CHECK compares and conflict
+detection reads (``tcp/*/8080``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from netkit import errors
+from netkit.firewall.libnft import Nft, NftError
+from netkit.firewall.model import DNAT, MASQ, PortMapping, RuleGroup
+
+TABLE = "netkit"
+FAMILY = "inet"
+_BASE = {
+    "prerouting": ("nat", "prerouting", -100),
+    "output": ("nat", "output", -100),
+    "postrouting": ("nat", "postrouting", 100),
+}
+_MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+_LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
+
+
+def _proto(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def _match(left: dict[str, Any], right: Any, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _addr_match(version: int, field: str, value: str, op: str = "==") -> dict[str, Any]:
+    net = ipaddress.ip_network(value, strict=False)
+    right: Any = str(net.network_address) if net.prefixlen == net.max_prefixlen else \
+        {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+    return _match({"payload": {"protocol": _proto(version), "field": field}}, right, op)
+
+
+def _nfproto(version: int) -> dict[str, Any]:
+    return _match({"meta": {"key": "nfproto"}}, "ipv4" if version == 4 else "ipv6")
+
+
+_CT_DNAT = _match({"ct": {"key": "status"}}, "dnat", "in")
+_LOCAL = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+
+
+def _rule(chain: str, expr: list[dict[str, Any]], comment: str) -> dict[str, Any]:
+    return {"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": expr, "comment": comment}}}
+
+
+def _chain(name: str) -> dict[str, Any]:
+    return {"chain": {"family": FAMILY, "table": TABLE, "name": name}}
+
+
+def _base() -> list[dict[str, Any]]:
+    cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    for name, (kind, hook, prio) in _BASE.items():
+        cmds.append({"add": {"chain": dict(_chain(name)["chain"], type=kind, hook=hook, prio=prio, policy="accept")}})
+    cmds += [{"add": _chain("hostports")}, {"add": _chain("masquerade")}]
+    for name in _BASE:
+        cmds.append({"flush": _chain(name)})
+    cmds.append(_rule("prerouting", [_LOCAL, {"jump": {"target": "hostports"}}], "netkit"))
+    cmds.append(_rule("output", [_LOCAL, {"jump": {"target": "hostports"}}], "netkit"))
+    cmds.append(_rule("postrouting", [{"jump": {"target": "masquerade"}}], "netkit"))
+    return cmds
+
+
+def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
+    out = []
+    by_version = {a.version: a for a in group.addresses}
+    for m in group.mappings:
+        versions = [ipaddress.ip_address(m.host_ip).version] if m.host_ip else sorted(by_version)
+        for version in versions:
+            target = by_version.get(version)
+            if target is None:
+                continue
+            expr = [_nfproto(version)]
+            if m.host_ip:
+                expr.append(_addr_match(version, "daddr", m.host_ip))
+            expr += [_match({"meta": {"key": "l4proto"}}, m.protocol),
+                     _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port),
+                     {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}]
+            out.append(_rule(chain, expr, m.label()))
+    return out
+
+
+def _snat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
+    out = []
+    for addr in group.addresses:
+        v = addr.version
+        to_container = [_CT_DNAT, _nfproto(v), _addr_match(v, "daddr", str(addr.ip))]
+        if group.masq_all:
+            out.append(_rule(chain, to_container + [{"masquerade": None}], f"masq-all/{addr.ip}"))
+        elif group.snat:
+            # Hairpin and same-bridge clients (replies would bypass the host) and host-local
+            # clients using 127.0.0.1 (the container cannot answer a loopback source).
+            for src in (str(addr.network), _LOOPBACK[v]):
+                out.append(_rule(chain, to_container + [_addr_match(v, "saddr", src), {"masquerade": None}],
+                                 f"snat/{src}->{addr.ip}"))
+    return out
+
+
+def _masq_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
+    out = []
+    for addr in group.addresses:
+        v = addr.version
+        for dst in (str(addr.network), _MULTICAST[v]):
+            out.append(_rule(chain, [_nfproto(v), _addr_match(v, "daddr", dst), {"return": None}], f"keep/{dst}"))
+        out.append(_rule(chain, [_nfproto(v), {"masquerade": None}], f"masq/{addr.ip}"))
+    return out
+
+
+def _jumps(group: RuleGroup) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(parent chain, child chain, match before the jump) for each chain of the group."""
+    if group.kind == MASQ:
+        return [("masquerade", group.chain, [_nfproto(a.version), _addr_match(a.version, "saddr", str(a.ip))])
+                for a in group.addresses]
+    return [("hostports", group.chain, []), ("masquerade", group.chain + "-S", [_CT_DNAT])]
+
+
+def _expected(group: RuleGroup) -> dict[str, list[dict[str, Any]]]:
+    """Chain -> its rules, for the group."""
+    if group.kind == MASQ:
+        return {group.chain: _masq_rules(group.chain, group)}
+    return {group.chain: _dnat_rules(group.chain, group), group.chain + "-S": _snat_rules(group.chain + "-S", group)}
+
+
+class NftablesBackend:
+    """Rules in netkit's own nftables table."""
+
+    name = "nftables"
+
+    def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            with Nft() as nft:
+                return nft.run(commands)
+        except NftError as exc:
+            raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
+
+    def _listing(self) -> list[dict[str, Any]]:
+        try:
+            return self._run([{"list": {"table": {"family": FAMILY, "name": TABLE}}}])
+        except errors.CNIError:
+            return []  # no table yet
+
+    def _jump_handles(self, listing: list[dict[str, Any]], targets: set[str]) -> list[tuple[str, int]]:
+        out = []
+        for obj in listing:
+            rule = obj.get("rule")
+            if not rule or rule.get("chain") not in ("hostports", "masquerade"):
+                continue
+            for expr in rule.get("expr", []):
+                if expr.get("jump", {}).get("target") in targets:
+                    out.append((rule["chain"], rule["handle"]))
+        return out
+
+    def _removal(self, listing: list[dict[str, Any]], chains: set[str]) -> list[dict[str, Any]]:
+        present = {o["chain"]["name"] for o in listing if "chain" in o}
+        cmds: list[dict[str, Any]] = [
+            {"delete": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "handle": handle}}}
+            for chain, handle in self._jump_handles(listing, chains)]
+        for chain in sorted(chains & present):
+            cmds += [{"flush": _chain(chain)}, {"delete": _chain(chain)}]
+        return cmds
+
+    def apply(self, group: RuleGroup) -> None:
+        """Install (or replace) the group, in one atomic batch with the base chains."""
+        expected = _expected(group)
+        cmds = _base() + self._removal(self._listing(), set(expected))
+        for chain, rules in expected.items():
+            cmds.append({"add": _chain(chain)})
+            cmds += rules
+        for parent, child, match in _jumps(group):
+            cmds.append(_rule(parent, match + [{"jump": {"target": child}}], child))
+        self._run(cmds)
+
+    def remove_chains(self, chains: set[str]) -> None:
+        """Remove these group chains and the jumps to them; absent ones are fine."""
+        listing = self._listing()
+        cmds = self._removal(listing, chains)
+        if cmds:
+            self._run(cmds)
+
+    def chains(self) -> set[str]:
+        """Names of every group chain present."""
+        return {o["chain"]["name"] for o in self._listing() if "chain" in o and o["chain"]["name"].startswith("NK-")}
+
+    def rule_comments(self) -> dict[str, list[str]]:
+        """Group chain -> the comments of its rules, in order."""
+        out: dict[str, list[str]] = {}
+        for obj in self._listing():
+            if "chain" in obj and obj["chain"]["name"].startswith("NK-"):
+                out.setdefault(obj["chain"]["name"], [])
+            rule = obj.get("rule")
+            if rule and rule["chain"].startswith("NK-"):
+                out.setdefault(rule["chain"], []).append(rule.get("comment", ""))
+        return out
+
+    def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
+        """What rule_comments() shows for the group once applied."""
+        return {chain: [r["add"]["rule"]["comment"] for r in rules] for chain, rules in _expected(group).items()}
+
+    def forward_blockers(self) -> list[str]:
+        """Base forward chains of other tables whose policy drops (Docker's, firewalld's)."""
+        try:
+            listing = self._run([{"list": {"chains": {}}}])
+        except errors.CNIError:
+            return []
+        return [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
+                and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != TABLE]

@@ -1,0 +1,90 @@
+"""Publishing ports (DNAT) and masquerading for an attachment: shared by netkit-portmap and netkit-bridge.
+
+netkit-bridge publishes ports itself when its config declares the ``portMappings`` capability,
+so a one-plugin conflist does everything in one exec; netkit-portmap does the same after any bridge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from netkit import errors
+from netkit.cni.request import Request
+from netkit.cni.result import Result
+from netkit.firewall import groups
+from netkit.firewall.backend import Backend, choose
+from netkit.firewall.model import DNAT, MASQ, Interface, RuleGroup, parse_port_mappings
+from netkit.net import sysctl
+
+
+def backend(req: Request) -> Backend:
+    """The firewall backend for this request."""
+    return choose(req.config, req.env)
+
+
+def container_addresses(result: Result) -> list[Interface]:
+    """The container's addresses in a result (those on a sandbox interface, or all if none says)."""
+    interfaces = result.get("interfaces", [])
+    out = []
+    for ip in result.get("ips", []):
+        index = ip.get("interface")
+        if isinstance(index, int) and 0 <= index < len(interfaces) and not interfaces[index].get("sandbox"):
+            continue
+        out.append(ipaddress.ip_interface(ip["address"]))
+    return out
+
+
+def host_bridge(result: Result) -> str | None:
+    """The host-side interface carrying the container's traffic: the first one outside the sandbox."""
+    return next((i["name"] for i in result.get("interfaces", []) if not i.get("sandbox") and i.get("name")), None)
+
+
+def _flag(config: dict[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
+    return value
+
+
+def dnat_group(req: Request, addresses: list[Interface]) -> RuleGroup:
+    """The DNAT group asked for by runtimeConfig.portMappings and the snat/masqAll keys."""
+    mark = req.config.get("markMasqBit")
+    if mark is not None and (not isinstance(mark, int) or isinstance(mark, bool) or not 0 <= mark <= 31):
+        raise errors.CNIError(errors.INVALID_CONFIG, "'markMasqBit' must be an integer in 0..31", repr(mark))
+    return RuleGroup(DNAT, req.network, req.container_id, req.ifname, addresses,
+                     parse_port_mappings(req.runtime_config.get("portMappings")),
+                     snat=_flag(req.config, "snat", True), masq_all=_flag(req.config, "masqAll", False))
+
+
+def masq_group(req: Request, addresses: list[Interface]) -> RuleGroup:
+    """The outbound masquerade group of an ipMasq attachment."""
+    return RuleGroup(MASQ, req.network, req.container_id, req.ifname, addresses)
+
+
+def publish(fw: Backend, group: RuleGroup, bridge: str | None) -> None:
+    """Install the DNAT group; let 127.0.0.1 reach it through the bridge; restart stale UDP flows."""
+    if not group.mappings:
+        return
+    if group.snat and bridge and any(a.version == 4 for a in group.addresses):
+        # Packets from 127.0.0.1 may then be routed out of the bridge (then masqueraded), as the
+        # reference portmap does; only on this bridge, never on 'all'.
+        sysctl.ensure(f"net/ipv4/conf/{bridge}/route_localnet", "1")
+    groups.apply(fw, group)
+    flush_udp(group)
+
+
+def flush_udp(group: RuleGroup) -> None:
+    """Drop conntrack entries of the group's UDP host ports."""
+    ports = {m.host_port for m in group.mappings if m.protocol == "udp"}
+    if ports:
+        from netkit.net.conntrack import flush_udp as flush
+
+        flush(ports)
+
+
+def unpublish(fw: Backend, req: Request) -> None:
+    """Remove the attachment's DNAT group and the UDP flows through it; nothing there is fine."""
+    groups.remove(fw, DNAT, req.network, req.container_id, req.ifname)
+    mappings = parse_port_mappings(req.runtime_config.get("portMappings"))
+    flush_udp(RuleGroup(DNAT, req.network, req.container_id, req.ifname, [], mappings))

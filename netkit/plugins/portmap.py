@@ -1,0 +1,58 @@
+"""netkit-portmap: publish container ports with DNAT (drop-in for the reference ``portmap``).
+
+Chained after a bridge: reads the container's addresses from prevResult, takes the mappings from
+``runtimeConfig.portMappings`` (capability ``portMappings``), and passes prevResult through.
+"""
+
+from __future__ import annotations
+
+from netkit import errors
+from netkit.cni.request import Request
+from netkit.cni.result import Result
+from netkit.firewall import groups, publish
+
+
+def _prev(req: Request) -> Result:
+    prev = req.prev_result
+    if prev is None:
+        raise errors.CNIError(errors.INVALID_CONFIG, "netkit-portmap must be chained after a plugin that "
+                              "returns the container's addresses (no prevResult)")
+    return prev
+
+
+def add(req: Request) -> Result:
+    """Install the attachment's port mappings."""
+    prev = _prev(req)
+    group = publish.dnat_group(req, publish.container_addresses(prev))
+    if group.mappings and not group.addresses:
+        raise errors.CNIError(errors.INVALID_CONFIG, "prevResult has no container address to publish ports of")
+    publish.publish(publish.backend(req), group, publish.host_bridge(prev))
+    return prev
+
+
+def delete(req: Request) -> None:
+    """Remove the attachment's port mappings, even with no prevResult and the container gone."""
+    publish.dnat_group(req, [])  # validates the config, as ADD would
+    publish.unpublish(publish.backend(req), req)
+
+
+def check(req: Request) -> None:
+    """Fail unless every rule of the attachment's mappings is in place."""
+    prev = _prev(req)
+    group = publish.dnat_group(req, publish.container_addresses(prev))
+    if group.mappings:
+        groups.check(publish.backend(req), group)
+
+
+def gc(req: Request) -> None:
+    """Remove rules of this network's attachments not in the valid list."""
+    groups.gc(publish.backend(req), req.network, req.valid_attachments)
+
+
+def status(req: Request) -> None:
+    """Ready when the firewall backend answers."""
+    fw = publish.backend(req)
+    try:
+        fw.chains()
+    except errors.CNIError as exc:
+        raise errors.CNIError(errors.NOT_AVAILABLE, f"{fw.name} firewall unavailable", str(exc)) from None

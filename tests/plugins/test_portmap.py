@@ -1,0 +1,257 @@
+"""netkit-portmap (and netkit-bridge's own ipMasq and portMappings) on real namespaces, both backends.
+
+Topology per test: the sandbox host has a bridge with containers and an uplink to another machine
+X (10.30.0.2); the host's addresses on the uplink are 10.30.0.1 and 10.30.0.11.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import pytest
+
+from tests.sandbox import Namespace, Sandbox, bridge_conf
+
+HOST, HOST2, MACHINE = "10.30.0.1", "10.30.0.11", "10.30.0.2"
+
+
+def _portmap_conf(box: Sandbox, mappings: list[dict[str, Any]], prev: dict | None = None,
+                  plugin: str = "netkit-portmap", **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "testnet", "type": plugin,
+                            "capabilities": {"portMappings": True}, "runtimeConfig": {"portMappings": mappings}}
+    if prev is not None:
+        conf["prevResult"] = prev
+    conf.update(extra)
+    return conf
+
+
+def _attach(box: Sandbox, c: Namespace, mappings: list[dict[str, Any]], portmap: str = "netkit-portmap",
+            bridge: str = "netkit-bridge", **bridge_extra: Any) -> dict:
+    bridge_extra.setdefault("hairpinMode", True)  # as podman writes it: hairpin needs it
+    rc, prev = box.call(bridge, "ADD", bridge_conf(box, plugin_type=bridge, **bridge_extra), c)
+    assert rc == 0, prev
+    rc, out = box.call(portmap, "ADD", _portmap_conf(box, mappings, prev, plugin=portmap), c)
+    assert rc == 0, out
+    return out
+
+
+def _detach(box: Sandbox, c: Namespace, mappings: list[dict[str, Any]], prev: dict,
+            portmap: str = "netkit-portmap", bridge: str = "netkit-bridge") -> None:
+    assert box.call(portmap, "DEL", _portmap_conf(box, mappings, prev, plugin=portmap), c) == (0, None)
+    assert box.call(bridge, "DEL", dict(bridge_conf(box, plugin_type=bridge), prevResult=prev), c) == (0, None)
+
+
+def _ip(result: dict) -> str:
+    return str(ipaddress.ip_interface(result["ips"][0]["address"]).ip)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+WEB = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+       {"hostPort": 8080, "containerPort": 80, "protocol": "udp"},
+       {"hostPort": 8081, "containerPort": 80, "protocol": "tcp", "hostIP": HOST2}]
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_published_port_answers_from_every_place(fw_box: Sandbox, servers: list, proto: str) -> None:
+    box = fw_box
+    x = box.machine([HOST, HOST2], MACHINE)
+    a, b = box.container(), box.container()
+    res_a = _attach(box, a, WEB)
+    rc, _ = box.call("netkit-bridge", "ADD", bridge_conf(box), b)
+    assert rc == 0
+    servers.append(a.serve("A", 80))
+    assert x.ask(proto, HOST, 8080) == f"A {MACHINE}"                       # another machine -> host
+    assert (box.host.ask(proto, HOST, 8080) or "").startswith("A ")          # host -> its own address
+    assert (box.host.ask(proto, "127.0.0.1", 8080) or "").startswith("A ")   # host -> localhost
+    assert (b.ask(proto, HOST, 8080) or "").startswith("A ")                 # same-bridge container -> host
+    assert (a.ask(proto, HOST, 8080) or "").startswith("A ")                 # hairpin
+    assert a.ask(proto, _ip(res_a), 80) is not None
+
+
+def test_host_ip_binds_the_mapping_to_one_address(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a = fw_box.container()
+    _attach(fw_box, a, WEB)
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST2, 8081) == f"A {MACHINE}"
+    assert x.ask("tcp", HOST, 8081) is None
+    assert x.ask("udp", HOST2, 8081) is None  # only tcp was mapped on 8081
+
+
+def test_mappings_of_two_containers_and_the_rules_go_with_del(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a, b = fw_box.container(), fw_box.container()
+    ma, mb = [{"hostPort": 8080, "containerPort": 80}], [{"hostPort": 9090, "containerPort": 80}]
+    res_a, res_b = _attach(fw_box, a, ma), _attach(fw_box, b, mb)
+    servers += [a.serve("A", 80), b.serve("B", 80)]
+    assert x.ask("tcp", HOST, 8080).startswith("A ") and x.ask("tcp", HOST, 9090).startswith("B ")
+    _detach(fw_box, a, ma, res_a)
+    assert x.ask("tcp", HOST, 8080) is None
+    assert x.ask("tcp", HOST, 9090).startswith("B ")
+    _detach(fw_box, b, mb, res_b)
+    assert fw_box.group_chains() == []
+
+
+def test_port_already_published_is_refused_and_nothing_remains(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a, b = fw_box.container(), fw_box.container()
+    _attach(fw_box, a, [{"hostPort": 8080, "containerPort": 80}])
+    before = fw_box.group_chains()
+    rc, prev_b = fw_box.call("netkit-bridge", "ADD", bridge_conf(fw_box), b)
+    for clash in ({"hostPort": 8080, "containerPort": 81}, {"hostPort": 8080, "containerPort": 81, "hostIP": HOST}):
+        rc, out = fw_box.call("netkit-portmap", "ADD", _portmap_conf(fw_box, [clash], prev_b), b)
+        assert rc == 1 and out["code"] == 107 and "already allocated" in out["msg"]
+    assert fw_box.group_chains() == before
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST, 8080).startswith("A ")
+    # Another protocol or port is no conflict.
+    rc, out = fw_box.call("netkit-portmap", "ADD", _portmap_conf(
+        fw_box, [{"hostPort": 8080, "containerPort": 80, "protocol": "udp"}], prev_b), b)
+    assert rc == 0, out
+
+
+def test_udp_flows_follow_mapping_changes(fw_box: Sandbox, servers: list) -> None:
+    # The same client 5-tuple before the mapping, to A, then to B after A's DEL: stale conntrack
+    # entries must not keep sending it where it went before.
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a, b = fw_box.container(), fw_box.container()
+    servers += [a.serve("A", 80), b.serve("B", 80)]
+    m = [{"hostPort": 9999, "containerPort": 80, "protocol": "udp"}]
+    assert x.ask("udp", HOST, 9999, sport=40000) is None  # nothing published yet: a plain entry
+    res_a = _attach(fw_box, a, m)
+    assert x.ask("udp", HOST, 9999, sport=40000) == f"A {MACHINE}"
+    _detach(fw_box, a, m, res_a)
+    _attach(fw_box, b, m)
+    assert x.ask("udp", HOST, 9999, sport=40000) == f"B {MACHINE}"
+
+
+def test_check_verifies_every_rule(fw_box: Sandbox) -> None:
+    a = fw_box.container()
+    res = _attach(fw_box, a, WEB)
+    conf = _portmap_conf(fw_box, WEB, res)
+    assert fw_box.call("netkit-portmap", "CHECK", conf, a) == (0, None)
+    chain = next(c for c in fw_box.group_chains() if c.startswith("NK-D-") and not c.endswith("-S"))
+    if fw_box.firewall == "nftables":
+        fw_box.host.run("nft", "flush", "chain", "inet", "netkit", chain, check=True)
+    else:
+        fw_box.host.run("iptables-legacy", "-t", "nat", "-F", chain, check=True)
+    rc, out = fw_box.call("netkit-portmap", "CHECK", conf, a)
+    assert rc == 1 and out["code"] == 106
+
+
+def test_del_after_container_address_removed_leaves_no_rule(fw_box: Sandbox) -> None:
+    a = fw_box.container()
+    res = _attach(fw_box, a, WEB, ipMasq=True)
+    assert any(c.startswith("NK-M-") for c in fw_box.group_chains())
+    a.run("ip", "addr", "flush", "dev", "eth0", check=True)
+    # DEL without prevResult, as after a runtime lost its cache.
+    assert fw_box.call("netkit-portmap", "DEL", _portmap_conf(fw_box, WEB), a) == (0, None)
+    assert fw_box.call("netkit-bridge", "DEL", bridge_conf(fw_box, ipMasq=True), a) == (0, None)
+    assert fw_box.group_chains() == []
+    assert res["ips"]
+
+
+def test_sixteen_parallel_adds_with_distinct_host_ports(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    containers = [fw_box.container() for _ in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda ic: _attach(fw_box, ic[1], [{"hostPort": 7000 + ic[0], "containerPort": 80}]),
+                      enumerate(containers)))
+    assert len([c for c in fw_box.group_chains() if c.startswith("NK-D-") and not c.endswith("-S")]) == 16
+    servers += [containers[0].serve("C0", 80), containers[15].serve("C15", 80)]
+    assert x.ask("tcp", HOST, 7000).startswith("C0 ") and x.ask("tcp", HOST, 7015).startswith("C15 ")
+
+
+def test_gc_removes_rules_of_attachments_not_in_the_valid_list(fw_box: Sandbox) -> None:
+    a, b = fw_box.container(), fw_box.container()
+    _attach(fw_box, a, [{"hostPort": 8080, "containerPort": 80}], ipMasq=True)
+    _attach(fw_box, b, [{"hostPort": 8081, "containerPort": 80}], ipMasq=True)
+    assert len(fw_box.group_chains()) == 6
+    gc = _portmap_conf(fw_box, [], cniVersion="1.1.0",
+                       **{"cni.dev/valid-attachments": [{"containerID": a.name, "ifname": "eth0"}]})
+    assert fw_box.call("netkit-portmap", "GC", gc) == (0, None)
+    assert len(fw_box.group_chains()) == 3
+
+
+def test_ip_masq_hides_the_container_outside_its_subnet_only(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a, b = fw_box.container(), fw_box.container()
+    for c in (a, b):
+        rc, out = fw_box.call("netkit-bridge", "ADD", bridge_conf(fw_box, ipMasq=True, isDefaultGateway=True), c)
+        assert rc == 0, out
+    servers += [x.serve("X", 5000), b.serve("B", 5000)]
+    assert a.ask("tcp", MACHINE, 5000) == f"X {HOST}"      # masqueraded to the host's address
+    assert a.ask("tcp", "10.20.0.3", 5000) == "B 10.20.0.2"  # not within the subnet
+
+
+def test_bridge_publishes_ports_itself_with_the_capability(fw_box: Sandbox, servers: list) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a = fw_box.container()
+    conf = bridge_conf(fw_box, ipMasq=True, capabilities={"portMappings": True},
+                       runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]})
+    rc, res = fw_box.call("netkit-bridge", "ADD", conf, a)
+    assert rc == 0, res
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
+    assert fw_box.call("netkit-bridge", "CHECK", dict(conf, prevResult=res), a) == (0, None)
+    assert fw_box.call("netkit-bridge", "DEL", conf, a) == (0, None)
+    assert x.ask("tcp", HOST, 8080) is None and fw_box.group_chains() == []
+
+
+def test_failed_bridge_add_after_firewall_rolls_back_rules(fw_box: Sandbox) -> None:
+    a, b = fw_box.container(), fw_box.container()
+    publish = {"capabilities": {"portMappings": True},
+               "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}}
+    rc, _ = fw_box.call("netkit-bridge", "ADD", bridge_conf(fw_box, ipMasq=True, **publish), a)
+    assert rc == 0
+    before = fw_box.group_chains()
+    rc, out = fw_box.call("netkit-bridge", "ADD", bridge_conf(fw_box, ipMasq=True, **publish), b)
+    assert rc == 1 and out["code"] == 107
+    assert fw_box.group_chains() == before and b.links() == ["lo"] and len(fw_box.leases("testnet")) == 1
+
+
+def test_reference_bridge_with_netkit_portmap(fw_box: Sandbox, servers: list, reference_plugins: str) -> None:
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    a = fw_box.container()
+    m = [{"hostPort": 8080, "containerPort": 80}]
+    res = _attach(fw_box, a, m, bridge="bridge")
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
+    _detach(fw_box, a, m, res, bridge="bridge")
+    assert fw_box.group_chains() == []
+
+
+def test_netkit_bridge_with_reference_portmap(box: Sandbox, servers: list, reference_plugins: str) -> None:
+    # The reference portmap writes through iptables (nft here): run it only with netkit's own
+    # rules on the same backend, never both.
+    x = box.machine([HOST, HOST2], MACHINE)
+    a = box.container()
+    m = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]  # the reference needs the protocol
+    res = _attach(box, a, m, portmap="portmap")
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
+    _detach(box, a, m, res, portmap="portmap")
+    assert x.ask("tcp", HOST, 8080) is None
+
+
+def test_forward_drop_in_another_table_fails_add_with_advice(box: Sandbox) -> None:
+    box.firewall = "nftables"
+    box.host.run("nft", "add", "table", "ip", "filter", check=True)
+    box.host.run("nft", "add", "chain", "ip", "filter", "FORWARD",
+                 "{ type filter hook forward priority 0; policy drop; }", check=True)
+    a = box.container()
+    rc, prev = box.call("netkit-bridge", "ADD", bridge_conf(box), a)
+    rc, out = box.call("netkit-portmap", "ADD", _portmap_conf(box, [{"hostPort": 8080, "containerPort": 80}], prev), a)
+    assert rc == 1 and out["code"] == 108 and "ip filter FORWARD" in out["details"]
+    assert box.group_chains() == []

@@ -1,0 +1,85 @@
+"""Real traffic for tests: a TCP+UDP server that answers with its name and the peer it saw, and clients.
+
+Run inside a namespace with ``ip netns exec NS python3 tests/traffic.py ...``:
+
+    serve NAME PORT            answer TCP connections and UDP datagrams on PORT (all addresses)
+    tcp ADDR PORT              connect, print the answer
+    udp ADDR PORT [SPORT]      send one datagram (from SPORT if given), print the answer
+
+Answers are "NAME PEER_ADDRESS".  Exit status 1 and nothing printed when there is no answer
+within 2 s.  Only addresses given by the test are contacted.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import sys
+
+
+def serve(name: str, port: int) -> None:
+    tcp = socket.socket(socket.AF_INET6)
+    tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind(("::", port))
+    tcp.listen(64)
+    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    udp.bind(("::", port))
+    sel = selectors.DefaultSelector()
+    sel.register(tcp, selectors.EVENT_READ)
+    sel.register(udp, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is tcp:
+                conn, peer = tcp.accept()
+                conn.sendall(f"{name} {_plain(peer[0])}".encode())
+                conn.close()
+            else:
+                data, peer = udp.recvfrom(2048)
+                udp.sendto(f"{name} {_plain(peer[0])}".encode(), peer)
+
+
+def _plain(addr: str) -> str:
+    return addr[7:] if addr.startswith("::ffff:") else addr
+
+
+def tcp_client(addr: str, port: int) -> int:
+    try:
+        with socket.create_connection((addr, port), timeout=2) as s:
+            data = s.recv(200)
+    except OSError:
+        return 1
+    if not data:
+        return 1
+    print(data.decode())
+    return 0
+
+
+def udp_client(addr: str, port: int, sport: int = 0) -> int:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sport:
+            s.bind(("", sport))
+        s.settimeout(2)
+        s.sendto(b"hello", (addr, port))
+        try:
+            data, _ = s.recvfrom(200)
+        except OSError:
+            return 1
+    print(data.decode())
+    return 0
+
+
+if __name__ == "__main__":
+    cmd, *rest = sys.argv[1:]
+    if cmd == "serve":
+        serve(rest[0], int(rest[1]))
+    elif cmd == "tcp":
+        sys.exit(tcp_client(rest[0], int(rest[1])))
+    elif cmd == "udp":
+        sys.exit(udp_client(rest[0], int(rest[1]), int(rest[2]) if len(rest) > 2 else 0))
+    else:
+        sys.exit(f"unknown command {cmd}")
