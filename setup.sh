@@ -10,7 +10,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 # System packages the plugins and the tests need: iproute2 (ip netns in tests), ping, the firewall
 # libraries python-iptables and libnftables load, the reference plugins (interop tests and
 # benchmarks), and a compiler + headers because python-iptables ships only an sdist.
-PACKAGES=(iproute2 iputils-ping iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
+PACKAGES=(iproute2 iputils-ping procps iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
           containernetworking-plugins python3 python3-venv python3-dev gcc)
 
 need_root() {

@@ -11,7 +11,7 @@ import shutil
 from typing import Any, Mapping, Protocol
 
 from netkit import errors
-from netkit.firewall.model import RuleGroup
+from netkit.firewall.model import NetworkRules, RuleGroup
 
 ENV_OVERRIDE = "NETKIT_FIREWALL_BACKEND"
 CONFIG_KEY = "firewallBackend"
@@ -25,6 +25,9 @@ class Backend(Protocol):
 
     def apply(self, group: RuleGroup) -> None:
         """Install or replace the group atomically."""
+
+    def apply_network(self, net: NetworkRules) -> None:
+        """Install or replace the network's isolation and icc rules."""
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove group chains and the jumps to them; absent ones are fine."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from netkit import errors, fileio
 from netkit.firewall.backend import Backend
-from netkit.firewall.model import DNAT, KINDS, PortMapping, RuleGroup, group_chain, network_prefix
+from netkit.firewall.model import DNAT, KINDS, NetworkRules, PortMapping, RuleGroup, group_chain, network_prefix
 
 LOCK_DIR = "/run/netkit"
 LOCK = f"{LOCK_DIR}/firewall.lock"
@@ -47,6 +47,13 @@ def apply(backend: Backend, group: RuleGroup) -> None:
                     raise errors.CNIError(errors.PORT_ALLOCATED, f"port is already allocated: {mapping.label()}",
                                           f"another attachment publishes {clash.label()}")
         backend.apply(group)
+
+
+def apply_network(backend: Backend, net: NetworkRules) -> None:
+    """Install the network's isolation and icc rules (idempotent)."""
+    fileio.ensure_dir(LOCK_DIR)
+    with fileio.locked(LOCK):
+        backend.apply_network(net)
 
 
 def remove(backend: Backend, kind: str, network: str, container_id: str, ifname: str) -> None:

@@ -58,6 +58,21 @@ class RuleGroup(NamedTuple):
         return group_chain(self.kind, self.network, self.container_id, self.ifname)
 
 
+class NetworkRules(NamedTuple):
+    """Rules of a whole network (its bridge), shared by all its attachments."""
+
+    network: str
+    bridge: str
+    isolate: bool = True  # no forwarding from this bridge to another netkit bridge (Docker's isolation)
+    icc: bool = True  # containers on the bridge may talk to each other (Docker's enable_icc)
+    subnets: list[str] = []  # noqa: RUF012 - the network's subnets (icc=false is matched on them)
+
+    @property
+    def chain(self) -> str:
+        """The network's chain name."""
+        return f"NK-N-{network_hash(self.network)}"
+
+
 def group_chain(kind: str, network: str, container_id: str, ifname: str) -> str:
     """Chain name of a group, derivable from the request alone (DEL and GC need nothing else)."""
     return f"NK-{kind.upper()}-{network_hash(network)}-{attachment_hash(network, container_id, ifname)}"

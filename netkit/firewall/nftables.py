@@ -20,7 +20,7 @@ from typing import Any
 
 from netkit import errors
 from netkit.firewall.libnft import Nft, NftError
-from netkit.firewall.model import DNAT, MASQ, PortMapping, RuleGroup
+from netkit.firewall.model import MASQ, NetworkRules, RuleGroup
 
 TABLE = "netkit"
 FAMILY = "inet"
@@ -28,7 +28,9 @@ _BASE = {
     "prerouting": ("nat", "prerouting", -100),
     "output": ("nat", "output", -100),
     "postrouting": ("nat", "postrouting", 100),
+    "forward": ("filter", "forward", 0),
 }
+_PARENTS = ("hostports", "masquerade", "isolation")
 _MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 _LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
 
@@ -68,13 +70,25 @@ def _base() -> list[dict[str, Any]]:
     cmds: list[dict[str, Any]] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
     for name, (kind, hook, prio) in _BASE.items():
         cmds.append({"add": {"chain": dict(_chain(name)["chain"], type=kind, hook=hook, prio=prio, policy="accept")}})
-    cmds += [{"add": _chain("hostports")}, {"add": _chain("masquerade")}]
+    cmds += [{"add": _chain(name)} for name in _PARENTS]
+    cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges", "type": "ifname"}}})
     for name in _BASE:
         cmds.append({"flush": _chain(name)})
     cmds.append(_rule("prerouting", [_LOCAL, {"jump": {"target": "hostports"}}], "netkit"))
     cmds.append(_rule("output", [_LOCAL, {"jump": {"target": "hostports"}}], "netkit"))
     cmds.append(_rule("postrouting", [{"jump": {"target": "masquerade"}}], "netkit"))
+    # Replies, and published ports from anywhere (Docker's rule too), pass isolation.
+    cmds.append(_rule("forward", [_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+                                  {"accept": None}], "netkit"))
+    cmds.append(_rule("forward", [_CT_DNAT, {"accept": None}], "netkit"))
+    cmds.append(_rule("forward", [{"jump": {"target": "isolation"}}], "netkit"))
     return cmds
+
+
+_IFNAME = {"iif": {"meta": {"key": "iifname"}}, "oif": {"meta": {"key": "oifname"}}}
+# Frames switched between two ports of one bridge never reach the inet forward hook (without
+# br_netfilter): icc=false is enforced in a bridge-family table.
+_BRIDGE_TABLE = {"family": "bridge", "name": TABLE}
 
 
 def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
@@ -137,6 +151,15 @@ def _expected(group: RuleGroup) -> dict[str, list[dict[str, Any]]]:
     return {group.chain: _dnat_rules(group.chain, group), group.chain + "-S": _snat_rules(group.chain + "-S", group)}
 
 
+def _br_netfilter() -> bool:
+    """True when bridged IP frames traverse the inet hooks in this namespace (br_netfilter)."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 class NftablesBackend:
     """Rules in netkit's own nftables table."""
 
@@ -159,7 +182,7 @@ class NftablesBackend:
         out = []
         for obj in listing:
             rule = obj.get("rule")
-            if not rule or rule.get("chain") not in ("hostports", "masquerade"):
+            if not rule or rule.get("chain") not in _PARENTS:
                 continue
             for expr in rule.get("expr", []):
                 if expr.get("jump", {}).get("target") in targets:
@@ -185,6 +208,48 @@ class NftablesBackend:
         for parent, child, match in _jumps(group):
             cmds.append(_rule(parent, match + [{"jump": {"target": child}}], child))
         self._run(cmds)
+
+    def apply_network(self, net: NetworkRules) -> None:
+        """Install (or replace) the network's isolation and icc rules; add its bridge to the set."""
+        cmds = _base() + self._removal(self._listing(), {net.chain})
+        cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": "bridges", "elem": [net.bridge]}}})
+        rules = []
+        if net.isolate:
+            rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), _match(_IFNAME["oif"], "@bridges"),
+                                           {"drop": None}], f"isolate/{net.bridge}"))
+        if not net.icc:
+            # Seen here only when br_netfilter hands bridged frames to the IP hooks.
+            rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge), {"drop": None}], f"no-icc/{net.bridge}"))
+        if rules:
+            cmds.append({"add": _chain(net.chain)})
+            cmds += rules
+            cmds.append(_rule("isolation", [_match(_IFNAME["iif"], net.bridge), {"jump": {"target": net.chain}}],
+                              net.chain))
+        cmds += self._icc(net)
+        self._run(cmds)
+
+    def _icc(self, net: NetworkRules) -> list[dict[str, Any]]:
+        """Commands that make the bridge-family rule of ``net`` match its icc setting."""
+        where = {"family": "bridge", "table": TABLE}
+        cmds: list[dict[str, Any]] = [
+            {"add": {"table": _BRIDGE_TABLE}},
+            {"add": {"chain": dict(where, name="forward", type="filter", hook="forward", prio=0, policy="accept")}}]
+        try:
+            listing = self._run([{"list": {"table": _BRIDGE_TABLE}}])
+        except errors.CNIError:
+            listing = []  # no bridge table yet
+        label = f"no-icc/{net.bridge}"
+        cmds += [{"delete": {"rule": dict(where, chain="forward", handle=o["rule"]["handle"])}}
+                 for o in listing if "rule" in o and o["rule"].get("comment") == label]
+        if not net.icc and not _br_netfilter():
+            # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
+            # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
+            # (these machines do).  Traffic to the gateway is local, not switched.
+            for subnet in net.subnets:
+                v = ipaddress.ip_network(subnet).version
+                cmds.append({"add": {"rule": dict(where, chain="forward", comment=label, expr=[
+                    _addr_match(v, "saddr", subnet), _addr_match(v, "daddr", subnet), {"drop": None}])}})
+        return cmds
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains and the jumps to them; absent ones are fine."""

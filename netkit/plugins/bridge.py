@@ -17,7 +17,7 @@ from netkit.cni import delegate
 from netkit.cni.request import Request, validate_ifname
 from netkit.cni.result import Result
 from netkit.firewall import groups, publish
-from netkit.firewall.model import MASQ, Interface
+from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.net import links, names, netns, sysctl
 from netkit.net.netlink import IPRoute, lookup
 from netkit.rollback import Rollback
@@ -40,10 +40,12 @@ class BridgeConfig:
     vlan: int | None
     ipam_type: str
     publishes_ports: bool  # declares the portMappings capability: does portmap's job itself
+    isolate: bool  # drop forwarding to other netkit bridges (Docker's network isolation)
+    icc: bool  # containers on this bridge may talk to each other (Docker's enable_icc)
 
 
-def _flag(conf: dict[str, Any], key: str) -> bool:
-    value = conf.get(key, False)
+def _flag(conf: dict[str, Any], key: str, default: bool = False) -> bool:
+    value = conf.get(key, default)
     if not isinstance(value, bool):
         raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
     return value
@@ -83,6 +85,8 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
         vlan=_int(conf, "vlan", 1, 4094),
         ipam_type=ipam["type"],
         publishes_ports=bool((conf.get("capabilities") or {}).get("portMappings")),
+        isolate=_flag(conf, "isolate", True),
+        icc=_flag(conf, "icc", True),
     )
 
 
@@ -150,10 +154,13 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
 
 
 def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], undo: Rollback) -> None:
-    """Masquerade (ipMasq) and published ports (portMappings capability), each undone on failure."""
-    if not cfg.ip_masq and not cfg.publishes_ports:
-        return
+    """Network isolation, masquerade (ipMasq), published ports (portMappings capability).
+
+    The network's rules stay with the bridge; the attachment's are undone if ADD fails.
+    """
     fw = publish.backend(req)
+    subnets = sorted({str(a.network) for a in addresses})
+    groups.apply_network(fw, NetworkRules(req.network, cfg.bridge, cfg.isolate, cfg.icc, subnets))
     if cfg.ip_masq:
         groups.apply(fw, publish.masq_group(req, addresses))
         undo.push(groups.remove, fw, MASQ, req.network, req.container_id, req.ifname)
