@@ -80,6 +80,8 @@ def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
                 "isDefaultGateway": True,
                 "ipMasq": True,
                 "hairpinMode": True,
+                # The bridge publishes ports itself: one exec per container instead of two.
+                "capabilities": {"portMappings": True},
                 "ipam": {
                     "type": "netkit-ipam",
                     "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],

@@ -103,3 +103,9 @@ def test_cli_error_is_one_line_without_traceback(box: Sandbox, tmp_path: os.Path
                         "--conf-dir", str(tmp_path))
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "no network named 'nosuchnet'" in proc.stderr
+
+
+def test_example_conflist_is_what_install_writes() -> None:
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cni", "netkit.conflist")
+    with open(example) as f:
+        assert json.load(f) == install.default_conflist(ipaddress.ip_network("172.17.0.0/16"))
