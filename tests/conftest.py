@@ -28,7 +28,7 @@ def box(plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
         yield box
 
 
-@pytest.fixture(params=["nftables"])
+@pytest.fixture(params=["nftables", "iptables"])
 def fw_box(request: pytest.FixtureRequest, box: sb.Sandbox) -> sb.Sandbox:
     """A sandbox whose plugins use one firewall backend; every firewall test runs on both."""
     box.firewall = request.param

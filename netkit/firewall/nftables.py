@@ -21,6 +21,7 @@ from typing import Any
 from netkit import errors
 from netkit.firewall.libnft import Nft, NftError
 from netkit.firewall.model import MASQ, NetworkRules, RuleGroup
+from netkit.net import sysctl
 
 TABLE = "netkit"
 FAMILY = "inet"
@@ -151,15 +152,6 @@ def _expected(group: RuleGroup) -> dict[str, list[dict[str, Any]]]:
     return {group.chain: _dnat_rules(group.chain, group), group.chain + "-S": _snat_rules(group.chain + "-S", group)}
 
 
-def _br_netfilter() -> bool:
-    """True when bridged IP frames traverse the inet hooks in this namespace (br_netfilter)."""
-    try:
-        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
-
-
 class NftablesBackend:
     """Rules in netkit's own nftables table."""
 
@@ -241,7 +233,7 @@ class NftablesBackend:
         label = f"no-icc/{net.bridge}"
         cmds += [{"delete": {"rule": dict(where, chain="forward", handle=o["rule"]["handle"])}}
                  for o in listing if "rule" in o and o["rule"].get("comment") == label]
-        if not net.icc and not _br_netfilter():
+        if not net.icc and not sysctl.br_netfilter_active():
             # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
             # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
             # (these machines do).  Traffic to the gateway is local, not switched.

@@ -20,3 +20,12 @@ def ensure(key: str, value: str) -> None:
             f.write(value)
     except OSError as exc:
         raise errors.CNIError(errors.IO_FAILURE, f"failed to set {key}={value}", str(exc)) from None
+
+
+def br_netfilter_active() -> bool:
+    """True when bridged IP frames traverse the IP netfilter hooks in this namespace (br_netfilter)."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False

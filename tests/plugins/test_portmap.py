@@ -285,11 +285,12 @@ def test_isolate_false_lets_networks_talk(fw_box: Sandbox, servers: list) -> Non
     assert a.ask("tcp", _ip(res_b), 80) == f"B {_ip(res_a)}"
 
 
-@pytest.mark.parametrize("br_netfilter", ["1", "0"])
-def test_icc_false_separates_containers_of_one_bridge(box: Sandbox, servers: list, br_netfilter: str) -> None:
+@pytest.mark.parametrize("backend, br_netfilter", [("nftables", "1"), ("nftables", "0"), ("iptables", "1")])
+def test_icc_false_separates_containers_of_one_bridge(box: Sandbox, servers: list, backend: str,
+                                                      br_netfilter: str) -> None:
     # With br_netfilter, switched frames pass the IP forward hook; without, only a bridge-family
-    # table sees them: both ways must hold.
-    box.firewall = "nftables"
+    # table (nftables) sees them: both ways must hold.
+    box.firewall = backend
     box.host.run("sysctl", "-w", f"net.bridge.bridge-nf-call-iptables={br_netfilter}", check=True)
     box.machine([HOST, HOST2], MACHINE)
     a, b = box.container(), box.container()
@@ -304,3 +305,12 @@ def test_icc_false_separates_containers_of_one_bridge(box: Sandbox, servers: lis
     assert a.ask("tcp", HOST, 8080).startswith("B ")
     assert box.call("netkit-bridge", "ADD", bridge_conf(box, icc=True, hairpinMode=True), box.container())[0] == 0
     assert a.ask("tcp", _ip(res_b), 80) == f"B {_ip(res_a)}"  # switching icc back on takes effect
+
+
+def test_icc_false_without_br_netfilter_on_iptables_is_a_clear_error(box: Sandbox) -> None:
+    box.firewall = "iptables"
+    box.host.run("sysctl", "-w", "net.bridge.bridge-nf-call-iptables=0", check=True)
+    a = box.container()
+    rc, out = box.call("netkit-bridge", "ADD", bridge_conf(box, icc=False), a)
+    assert rc == 1 and out["code"] == 7 and "br_netfilter" in out["msg"]
+    assert a.links() == ["lo"] and box.leases("testnet") == []
