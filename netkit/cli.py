@@ -30,8 +30,233 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 @click.group()
 @click.version_option(__version__, prog_name="netkit")
-def main() -> None:
+@click.option("--root", envvar="NETKIT_ROOT", default=None, metavar="DIR",
+              help="Where this netkit host keeps its state (default /var/lib/netkit).")
+@click.pass_context
+def main(ctx: click.Context, root: str | None) -> None:
     """netkit: container networking (CNI plugins, runtime, labs)."""
+    ctx.obj = root
+
+
+def _root(ctx: click.Context) -> Any:
+    """The runtime root; the runtime needs root privileges (namespaces, mounts)."""
+    from netkit.runtime.root import Root
+
+    if os.geteuid() != 0:
+        _fail(errors.CNIError(errors.INTERNAL, "netkit must run as root"))
+    return Root(ctx.obj)
+
+
+def _after_dashes(command: tuple[str, ...]) -> list[str]:
+    """CMD without the ``--`` that separates it (click keeps it once a positional came first)."""
+    return list(command[1:] if command[:1] == ("--",) else command)
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option("--net", "--network", "network", default="bridge", show_default=True,
+              help="bridge, a network name, host, none or container:NAME")
+@click.option("-p", "--publish", multiple=True, help="[IP:][HOSTPORT:]CONTAINERPORT[/PROTO], ranges allowed")
+@click.option("--name", default="")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; output goes to `netkit logs`.")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("--ip", default="", help="Fixed address on a user-defined network.")
+@click.option("--hostname", default="")
+@click.option("-e", "--env", multiple=True, help="KEY=VALUE (or KEY: taken from this environment)")
+@click.option("--dns", multiple=True, help="Nameserver for the container's /etc/resolv.conf")
+@click.argument("command", nargs=-1, required=True)
+@click.pass_context
+def run(ctx: click.Context, command: tuple[str, ...], **kw: Any) -> None:
+    """Run CMD in a new container: netkit run [OPTIONS] -- CMD [ARGS...]."""
+    from netkit.runtime import containers, ports
+
+    root = _root(ctx)
+    opts = containers.RunOptions(command=_after_dashes(command), **{k: list(v) if isinstance(v, tuple) else v
+                                                            for k, v in kw.items()})
+    rec, code = _run(lambda: containers.run(root, opts))
+    if opts.detach:
+        for m in rec.get("ports", []):
+            click.echo(f"published {ports.describe(m)}", err=True)
+        click.echo(rec["id"])
+    sys.exit(code)
+
+
+@main.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show exited containers too.")
+@click.pass_context
+def ps(ctx: click.Context, show_all: bool) -> None:
+    """List containers."""
+    import time
+
+    from netkit.runtime import ports, state
+
+    root = _root(ctx)
+    rows = [("CONTAINER ID", "COMMAND", "STATUS", "PORTS", "NAMES")]
+    for rec in _run(lambda: state.all_records(root)):
+        running = state.alive(rec)
+        if not running and not show_all:
+            continue
+        since = time.time() - (rec.get("started_at") or rec["created"])
+        status = f"Up {int(since)} seconds" if running else f"Exited ({rec.get('exit_code')})"
+        rows.append((rec["id"][:12], " ".join(rec["command"])[:30], status,
+                     ", ".join(ports.describe(m) for m in rec.get("ports", [])), rec["name"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Show containers as JSON."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    click.echo(json.dumps([_run(lambda n=n: containers.inspect(root, n)) for n in names], indent=2))
+
+
+@main.command()
+@click.option("-t", "--time", "timeout", default=10, show_default=True, help="Seconds to wait before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def stop(ctx: click.Context, timeout: int, names: tuple[str, ...]) -> None:
+    """Stop containers: SIGTERM, then SIGKILL after the timeout."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    for n in names:
+        _run(lambda n=n: containers.stop(root, n, timeout))
+        click.echo(n)
+
+
+@main.command()
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx: click.Context, force: bool, names: tuple[str, ...]) -> None:
+    """Remove containers and release their network."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    for n in names:
+        _run(lambda n=n: containers.remove(root, n, force))
+        click.echo(n)
+
+
+@main.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-e", "--env", multiple=True)
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True)
+@click.pass_context
+def exec_(ctx: click.Context, env: tuple[str, ...], name: str, command: tuple[str, ...]) -> None:
+    """Run a command in a running container: netkit exec NAME -- CMD [ARGS...]."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    sys.exit(_run(lambda: containers.exec_in(root, name, _after_dashes(command), list(env))))
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def logs(ctx: click.Context, name: str) -> None:
+    """Print a container's output."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    sys.stdout.buffer.write(_run(lambda: containers.logs(root, name)))
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def port(ctx: click.Context, name: str) -> None:
+    """List a container's published ports."""
+    from netkit.runtime import ports, state
+
+    root = _root(ctx)
+    for m in _run(lambda: state.find(root, name)).get("ports", []):
+        click.echo(ports.describe(m))
+
+
+@main.group()
+def network() -> None:
+    """Manage networks."""
+
+
+@network.command("create")
+@click.option("--subnet", default=None)
+@click.option("--gateway", default=None)
+@click.option("--internal", is_flag=True, help="No outbound masquerade and no default route.")
+@click.option("--driver", "-d", default="bridge", type=click.Choice(["bridge"]))
+@click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false")
+@click.argument("name")
+@click.pass_context
+def network_create(ctx: click.Context, subnet: str | None, gateway: str | None, internal: bool, driver: str,
+                   opts: tuple[str, ...], name: str) -> None:
+    """Create a bridge network."""
+    from netkit.runtime import networks
+
+    root = _root(ctx)
+    options = dict(o.split("=", 1) if "=" in o else (o, "true") for o in opts)
+    root.prepare()
+    _run(lambda: networks.create(root, name, subnet, gateway, internal, options))
+    click.echo(name)
+
+
+@network.command("ls")
+@click.pass_context
+def network_ls(ctx: click.Context) -> None:
+    """List networks."""
+    from netkit.runtime import networks
+
+    root = _root(ctx)
+    _run(lambda: networks.ensure_default(root) if os.path.isdir(root.networks) else None)
+    click.echo(f"{'NAME':20} {'DRIVER':8} {'BRIDGE':16} SUBNET")
+    for n in _run(lambda: networks.listing(root)):
+        click.echo(f"{n['name']:20} {n['driver']:8} {n['bridge']:16} {n['subnet']}".rstrip())
+
+
+@network.command("inspect")
+@click.argument("name")
+@click.pass_context
+def network_inspect(ctx: click.Context, name: str) -> None:
+    """Show a network's config and the containers on it."""
+    from netkit.runtime import networks, state
+
+    root = _root(ctx)
+    conf = _run(lambda: networks.load(root, name))
+    users = [r["name"] for r in state.all_records(root) if r.get("network") == name]
+    click.echo(json.dumps({"Name": name, "Config": conf, "Containers": users}, indent=2))
+
+
+@network.command("rm")
+@click.argument("name")
+@click.pass_context
+def network_rm(ctx: click.Context, name: str) -> None:
+    """Remove a network (refused while containers use it)."""
+    from netkit.runtime import networks, state
+
+    root = _root(ctx)
+    users = [r["name"] for r in state.all_records(root) if r.get("network") == name and r["net_kind"] == "bridge"]
+    _run(lambda: networks.remove(root, name, users))
+    click.echo(name)
+
+
+@main.group()
+def system() -> None:
+    """Housekeeping."""
+
+
+@system.command("prune")
+@click.pass_context
+def system_prune(ctx: click.Context) -> None:
+    """Remove exited containers and leftovers; let the plugins collect garbage."""
+    from netkit.runtime import containers
+
+    root = _root(ctx)
+    for name in _run(lambda: containers.prune(root)):
+        click.echo(f"removed {name}")
 
 
 @main.group()

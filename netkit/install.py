@@ -92,6 +92,20 @@ def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
     }
 
 
+def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
+    """Write every plugin executable into ``bin_dir``; return their paths."""
+    python = python or sys.executable
+    paths = import_paths()
+    fileio.ensure_dir(bin_dir)
+    out = []
+    for name in plugins.REGISTRY:
+        target = os.path.join(bin_dir, name)
+        fileio.write_atomic(target, launcher.render(name, python, paths).encode(), mode=0o755)
+        os.chmod(target, 0o755)
+        out.append(target)
+    return out
+
+
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
             force_conflist: bool = False) -> InstallReport:
     """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
@@ -99,14 +113,7 @@ def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, py
     An existing conflist is kept (it may have been edited) unless ``force_conflist``.
     """
     report = InstallReport()
-    python = python or sys.executable
-    paths = import_paths()
-    fileio.ensure_dir(bin_dir)
-    for name in plugins.REGISTRY:
-        target = os.path.join(bin_dir, name)
-        fileio.write_atomic(target, launcher.render(name, python, paths).encode(), mode=0o755)
-        os.chmod(target, 0o755)
-        report.executables.append(target)
+    report.executables = install_plugins(bin_dir, python)
     fileio.ensure_dir(conf_dir)
     report.conflist = os.path.join(conf_dir, CONFLIST_NAME)
     if os.path.exists(report.conflist) and not force_conflist:

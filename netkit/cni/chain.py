@@ -145,3 +145,14 @@ def check(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir:
     env = _env(att, path)
     for plugin in conflist["plugins"]:
         delegate.invoke(plugin["type"], "CHECK", env, _netconf(conflist, plugin, att, prev), path)
+
+
+def gc(conflist: dict[str, Any], valid: list[dict[str, str]], path: list[str]) -> None:
+    """GC every plugin (spec 1.1.0): everything not in ``valid`` ({containerID, ifname}) may go."""
+    _validate(conflist)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env["CNI_PATH"] = ":".join(path)
+    for plugin in conflist["plugins"]:
+        conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
+        conf["cni.dev/valid-attachments"] = valid
+        delegate.invoke(plugin["type"], "GC", env, json.dumps(conf).encode(), path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import threading
 from typing import Iterator
 
 from netkit import errors
@@ -80,3 +81,58 @@ def entered(path: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
+
+
+_MS_BIND = 0x1000
+_MNT_DETACH = 0x2
+CLONE_NEWNS = 0x00020000
+
+
+def _loopback_up() -> None:
+    """Bring ``lo`` up in the current namespace (SIOCSIFFLAGS: no netlink library needed)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, req))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+def create(path: str) -> None:
+    """Make a new network namespace kept alive by a bind mount on ``path`` (as ``ip netns add``),
+    with ``lo`` up, as every container expects.
+
+    unshare(2) runs on a short-lived thread, so the caller's own namespace never changes.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+            if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, _MS_BIND, None) != 0:
+                raise OSError(ctypes.get_errno(), f"bind mount on {path}")
+            _loopback_up()
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    if failure:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        exc = failure[0]
+        raise errors.CNIError(errors.KERNEL, "failed to create a network namespace", str(exc)) from None
+
+
+def remove(path: str) -> None:
+    """Release the namespace bound on ``path`` and delete the file; already gone is fine."""
+    _libc.umount2(path.encode(), _MNT_DETACH)  # EINVAL when nothing is mounted there: fine
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -15,8 +15,11 @@ from netkit import errors
 # executable name -> (module, one-line description)
 REGISTRY: dict[str, tuple[str, str]] = {
     "netkit-bridge": ("netkit.plugins.bridge", "Linux bridge + veth attachment, drop-in for 'bridge'"),
+    "netkit-container": ("netkit.plugins.container", "joins another container's namespace (Docker's container: mode)"),
+    "netkit-host": ("netkit.plugins.host", "the host's own namespace, changes nothing (Docker's host mode)"),
     "netkit-ipam": ("netkit.plugins.ipam", "host-local address management, drop-in for 'host-local'"),
     "netkit-loopback": ("netkit.plugins.loopback", "brings 'lo' up, drop-in for 'loopback'"),
+    "netkit-none": ("netkit.plugins.none", "'lo' only, nothing else (Docker's none mode)"),
     "netkit-portmap": ("netkit.plugins.portmap", "publishes ports with DNAT, drop-in for 'portmap'"),
 }
 

@@ -1,0 +1,179 @@
+"""Networks of a netkit root: the default ``bridge``, ``host``, ``none``, and user-created bridges.
+
+Every network is a CNI conflist of netkit's plugins; user networks are files under the root, the
+mode networks are built on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+from typing import Any
+
+from netkit import fileio, install
+from netkit.runtime.root import Root
+from netkit.runtime.state import ContainerError
+
+CNI_VERSION = "1.1.0"  # the runtime's own conflists: GC and STATUS need 1.1.0
+DEFAULT = "bridge"
+DEFAULT_BRIDGE = "netkit0"
+MODES = ("host", "none")
+# Docker's default pools after docker0's 172.17/16, then 10.x /16s.
+_POOL = [ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(17, 32)] + \
+        [ipaddress.ip_network(f"10.{n}.0.0/16") for n in range(100, 200)]
+
+
+def _path(root: Root, name: str) -> str:
+    return os.path.join(root.networks, f"{name}.conflist")
+
+
+def _valid_name(name: str) -> None:
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "_.-" for c in name) or name[0] in ".-":
+        raise ContainerError(f"invalid network name {name!r}", "letters, digits, '_', '.', '-'")
+
+
+def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gateway: str, data_dir: str,
+                    internal: bool = False, isolate: bool = True, icc: bool = True) -> dict[str, Any]:
+    """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam."""
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": name,
+        "plugins": [{
+            "type": "netkit-bridge",
+            "bridge": bridge,
+            "isGateway": True,
+            "ipMasq": not internal,
+            "hairpinMode": True,
+            "isolate": isolate,
+            "icc": icc,
+            "capabilities": {"portMappings": True, "ips": True},
+            "ipam": {
+                "type": "netkit-ipam",
+                "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],
+                "routes": [] if internal else [{"dst": "0.0.0.0/0"}],
+                "dataDir": data_dir,
+            },
+        }],
+    }
+
+
+def _subnets_in_use(root: Root) -> list[ipaddress.IPv4Network]:
+    out = []
+    for conf in _user_conflists(root).values():
+        for rng in _ranges(conf):
+            out.append(ipaddress.ip_network(rng["subnet"], strict=False))
+    return out
+
+
+def _ranges(conf: dict[str, Any]) -> list[dict[str, Any]]:
+    ipam = conf["plugins"][0].get("ipam", {})
+    return [r for s in ipam.get("ranges", []) for r in s]
+
+
+def _free_subnet(root: Root) -> ipaddress.IPv4Network:
+    used = install.host_routes() + _subnets_in_use(root)
+    for candidate in _POOL:
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise ContainerError("no free subnet left in the default pools; pass --subnet")
+
+
+def ensure_default(root: Root) -> None:
+    """Write the default ``bridge`` network (Docker's docker0 layout) if this root has none."""
+    if os.path.exists(_path(root, DEFAULT)):
+        return
+    subnet = _free_subnet(root)
+    conf = bridge_conflist(DEFAULT, DEFAULT_BRIDGE, subnet, str(subnet.network_address + 1), root.ipam)
+    fileio.write_atomic(_path(root, DEFAULT), json.dumps(conf, indent=2).encode())
+
+
+def _user_conflists(root: Root) -> dict[str, dict[str, Any]]:
+    out = {}
+    try:
+        names = sorted(os.listdir(root.networks))
+    except FileNotFoundError:
+        return {}
+    for fname in names:
+        if fname.endswith(".conflist"):
+            try:
+                with open(os.path.join(root.networks, fname), encoding="utf-8") as f:
+                    out[fname[: -len(".conflist")]] = json.load(f)
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def mode_conflist(mode: str, owner_netns: str = "") -> dict[str, Any]:
+    """The conflist of a mode that is not a bridge: host, none, or container:<owner>."""
+    plugin: dict[str, Any] = {"type": f"netkit-{mode}"}
+    if mode == "container":
+        plugin["container"] = owner_netns
+    return {"cniVersion": CNI_VERSION, "name": mode, "plugins": [plugin]}
+
+
+def load(root: Root, name: str) -> dict[str, Any]:
+    """A network's conflist by name (``bridge`` is the default one)."""
+    if name in MODES:
+        return mode_conflist(name)
+    conf = _user_conflists(root).get(name)
+    if conf is None:
+        raise ContainerError(f"network {name} not found")
+    return conf
+
+
+def create(root: Root, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
+           options: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write a new bridge network's conflist."""
+    _valid_name(name)
+    if name in MODES or name == "container":
+        raise ContainerError(f"network name {name!r} is reserved")
+    opts = dict(options or {})
+    flags = {}
+    for key in ("isolate", "icc"):
+        value = opts.pop(key, "true").lower()
+        if value not in ("true", "false"):
+            raise ContainerError(f"option {key} must be true or false")
+        flags[key] = value == "true"
+    if opts:
+        raise ContainerError(f"unknown network option {', '.join(sorted(opts))}", "known: isolate, icc")
+    with root.locked():
+        if os.path.exists(_path(root, name)):
+            raise ContainerError(f"network with name {name} already exists")
+        try:
+            net = ipaddress.ip_network(subnet, strict=False) if subnet else _free_subnet(root)
+            gw = ipaddress.ip_address(gateway) if gateway else net.network_address + 1
+        except ValueError as exc:
+            raise ContainerError("invalid subnet or gateway", str(exc)) from None
+        if net.version != 4 or gw not in net:
+            raise ContainerError(f"gateway {gw} is not in subnet {net}")
+        if any(net.overlaps(u) for u in _subnets_in_use(root)):
+            raise ContainerError(f"subnet {net} overlaps another network's")
+        bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+        conf = bridge_conflist(name, bridge, net, str(gw), root.ipam, internal, flags["isolate"], flags["icc"])
+        fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
+    return conf
+
+
+def listing(root: Root) -> list[dict[str, Any]]:
+    """name, driver, subnet of every network, the mode ones included."""
+    out = [{"name": n, "driver": "bridge", "bridge": c["plugins"][0].get("bridge", ""),
+            "subnet": ",".join(r["subnet"] for r in _ranges(c))} for n, c in _user_conflists(root).items()]
+    out += [{"name": m, "driver": m, "bridge": "", "subnet": ""} for m in MODES]
+    return out
+
+
+def remove(root: Root, name: str, in_use: list[str]) -> None:
+    """Delete a user network (refused while containers use it) and its bridge."""
+    if name in MODES or name == DEFAULT:
+        raise ContainerError(f"{name} is a pre-defined network and cannot be removed")
+    conf = load(root, name)
+    if in_use:
+        raise ContainerError(f"network {name} has active endpoints", ", ".join(in_use))
+    os.unlink(_path(root, name))
+    from netkit.net import links
+    from netkit.net.netlink import IPRoute
+
+    with IPRoute() as ipr:
+        links.delete(ipr, conf["plugins"][0].get("bridge", ""))
