@@ -2,7 +2,7 @@
 
 Run inside a namespace with ``ip netns exec NS python3 tests/traffic.py ...``:
 
-    serve NAME PORT            answer TCP connections and UDP datagrams on PORT (all addresses)
+    serve NAME PORT [PORT...]  answer TCP connections and UDP datagrams on each PORT (all addresses)
     tcp ADDR PORT              connect, print the answer
     udp ADDR PORT [SPORT]      send one datagram (from SPORT if given), print the answer
 
@@ -17,28 +17,30 @@ import socket
 import sys
 
 
-def serve(name: str, port: int) -> None:
-    tcp = socket.socket(socket.AF_INET6)
-    tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("::", port))
-    tcp.listen(64)
-    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    udp.bind(("::", port))
+def serve(name: str, ports: list[int]) -> None:
     sel = selectors.DefaultSelector()
-    sel.register(tcp, selectors.EVENT_READ)
-    sel.register(udp, selectors.EVENT_READ)
+    for port in ports:
+        tcp = socket.socket(socket.AF_INET6)
+        tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("::", port))
+        tcp.listen(64)
+        udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        udp.bind(("::", port))
+        sel.register(tcp, selectors.EVENT_READ, "tcp")
+        sel.register(udp, selectors.EVENT_READ, "udp")
     print("ready", flush=True)
     while True:
         for key, _ in sel.select():
-            if key.fileobj is tcp:
-                conn, peer = tcp.accept()
+            sock = key.fileobj
+            if key.data == "tcp":
+                conn, peer = sock.accept()  # type: ignore[union-attr]
                 conn.sendall(f"{name} {_plain(peer[0])}".encode())
                 conn.close()
             else:
-                data, peer = udp.recvfrom(2048)
-                udp.sendto(f"{name} {_plain(peer[0])}".encode(), peer)
+                data, peer = sock.recvfrom(2048)  # type: ignore[union-attr]
+                sock.sendto(f"{name} {_plain(peer[0])}".encode(), peer)  # type: ignore[union-attr]
 
 
 def _plain(addr: str) -> str:
@@ -76,7 +78,7 @@ def udp_client(addr: str, port: int, sport: int = 0) -> int:
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
     if cmd == "serve":
-        serve(rest[0], int(rest[1]))
+        serve(rest[0], [int(p) for p in rest[1:]])
     elif cmd == "tcp":
         sys.exit(tcp_client(rest[0], int(rest[1])))
     elif cmd == "udp":

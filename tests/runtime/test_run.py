@@ -1,0 +1,188 @@
+"""`netkit run` and the management commands, in a sandbox host, with real traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.runtime.conftest import Runtime
+from tests.sandbox import TRAFFIC
+
+HOST, MACHINE = "10.30.0.1", "10.30.0.2"
+HTTP = ["python3", "-m", "http.server", "80"]
+
+
+def _serve(rt: Runtime, name: str, *ports: int, extra: tuple[str, ...] = ()) -> None:
+    rt("run", "-d", "--name", name, *extra, "--", sys.executable, TRAFFIC, "serve", name, *map(str, ports))
+
+
+def _http(ns: object, url: str) -> str | None:
+    proc = ns.run(sys.executable, "-c", f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=3).status)")  # type: ignore[attr-defined]
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def test_published_http_answers_from_host_localhost_other_container_and_machine(rt: Runtime) -> None:
+    x = rt.box.machine([HOST], MACHINE)
+    rt("run", "-d", "--name", "web", "-p", "8080:80", "--", *HTTP)
+    assert rt.wait_answer(lambda: _http(rt.box.host, "http://127.0.0.1:8080/") == "200")
+    assert _http(rt.box.host, f"http://{HOST}:8080/") == "200"
+    assert _http(x, f"http://{HOST}:8080/") == "200"
+    rt("run", "-d", "--name", "client", "--", "sleep", "300")
+    got = rt("exec", "client", "--", sys.executable, "-c",
+             f"import urllib.request;print(urllib.request.urlopen('http://{HOST}:8080/', timeout=3).status)")
+    assert got.stdout.strip() == "200"
+    assert "80/tcp -> 0.0.0.0:8080" in rt("port", "web").stdout
+
+
+def test_publish_forms_localhost_udp_random_and_ranges(rt: Runtime) -> None:
+    x = rt.box.machine([HOST], MACHINE)
+    _serve(rt, "lo", 80, extra=("-p", "127.0.0.1:8081:80"))
+    _serve(rt, "udp", 80, extra=("-p", "8082:80/udp"))
+    _serve(rt, "rnd", 80, extra=("-p", "80"))
+    _serve(rt, "rng", 80, 81, 82, extra=("-p", "8000-8002:80-82"))
+    assert rt.wait_answer(lambda: rt.box.host.ask("tcp", "127.0.0.1", 8081) is not None)
+    assert x.ask("tcp", HOST, 8081) is None  # bound to 127.0.0.1 only
+    assert x.ask("udp", HOST, 8082).startswith("udp ")
+    port = int(rt("port", "rnd").stdout.strip().rsplit(":", 1)[1])
+    assert port > 1024 and x.ask("tcp", HOST, port).startswith("rnd ")
+    for p in (8000, 8001, 8002):
+        assert x.ask("tcp", HOST, p).startswith("rng ")
+
+
+@pytest.mark.parametrize("mode", ["host", "none"])
+def test_publish_with_host_or_none_is_an_error(rt: Runtime, mode: str) -> None:
+    proc = rt("run", "--net", mode, "-p", "8080:80", "--", "true", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "netkit: error:" in proc.stderr
+
+
+def test_none_has_only_lo_up(rt: Runtime) -> None:
+    out = rt("run", "--rm", "--net=none", "--", "ip", "-j", "link").stdout
+    links = json.loads(out)
+    assert [link["ifname"] for link in links] == ["lo"] and "UP" in links[0]["flags"]
+
+
+def test_host_mode_sees_the_hosts_interfaces(rt: Runtime) -> None:
+    rt.box.machine([HOST], MACHINE)
+    out = rt("run", "--rm", "--net=host", "--", "ip", "-br", "addr").stdout
+    assert "uplink0" in out and HOST in out
+
+
+def test_container_mode_shares_the_owners_network(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "owner", "--", "sleep", "300")
+    owner_ip = rt.ip("owner")
+    out = rt("run", "-d", "--name", "joiner", "--net=container:owner", "--", "sleep", "300")
+    assert out.returncode == 0
+    assert owner_ip in rt("exec", "joiner", "--", "ip", "-br", "addr").stdout
+    rt("rm", "-f", "joiner")  # a joiner never tears the owner's network down
+    assert owner_ip in rt("exec", "owner", "--", "ip", "-br", "addr").stdout
+    rt("run", "-d", "--name", "joiner2", "--net=container:owner", "--", "sleep", "300")
+    rt("stop", "-t", "0", "owner")
+    proc = rt("rm", "owner", check=False)  # stopped, but joiner2 still lives in its network
+    assert proc.returncode == 1 and "share its network" in proc.stderr
+    assert owner_ip in rt("exec", "joiner2", "--", "ip", "-br", "addr").stdout
+    rt("rm", "-f", "owner")
+
+
+def test_cmd_is_pid_1_with_own_proc_sys_and_hostname(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "p1", "--hostname", "box1", "--", "sleep", "300")
+    assert rt("exec", "p1", "--", "cat", "/proc/1/cmdline").stdout.split("\0")[:2] == ["sleep", "300"]
+    assert sorted(rt("exec", "p1", "--", "ls", "/sys/class/net").stdout.split()) == ["eth0", "lo"]
+    assert rt("exec", "p1", "--", "hostname").stdout.strip() == "box1"
+    assert rt("run", "--rm", "--", "sh", "-c", "echo $$").stdout.strip() == "1"
+
+
+def test_stop_waits_ten_seconds_for_a_process_ignoring_sigterm(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "stubborn", "--", "sleep", "300")  # PID 1 without a handler: SIGTERM ignored
+    t = time.monotonic()
+    rt("stop", "stubborn", timeout=30)
+    took = time.monotonic() - t
+    assert 9.5 <= took <= 15
+    assert "Exited (137)" in rt("ps", "-a").stdout
+
+
+def test_stop_of_a_process_handling_sigterm_is_quick(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "polite", "--", sys.executable, "-c",
+       "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(300)")
+    time.sleep(0.5)
+    t = time.monotonic()
+    rt("stop", "polite")
+    assert time.monotonic() - t < 5
+    assert "Exited (0)" in rt("ps", "-a").stdout
+
+
+def test_sigterm_to_foreground_run_reaches_the_command(rt: Runtime) -> None:
+    proc = rt.popen("run", "--rm", "--", sys.executable, "-u", "-c",
+                    "import signal,sys,time\n"
+                    "signal.signal(signal.SIGTERM, lambda s, f: (print('got', s, flush=True), sys.exit(3)))\n"
+                    "print('ready', flush=True)\ntime.sleep(300)")
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 3 and "got 15" in out
+
+
+def test_rm_and_auto_remove_leave_no_namespace_veth_lease_or_rule(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "gone", "-p", "8080:80", "--", "sleep", "300")
+    rt("run", "--rm", "-p", "8081:80", "--", "true")
+    rt("rm", "-f", "gone")
+    assert os.listdir(os.path.join(rt.root, "netns")) == []
+    assert [n for n in rt.box.host.links() if n.startswith("nk") and n != "netkit0"] == []
+    leases = os.path.join(rt.root, "ipam", "bridge")
+    assert [f for f in os.listdir(leases) if f[0].isdigit()] == []
+    assert rt.box.group_chains() == []
+    assert rt("ps", "-a").stdout.count("\n") == 1
+
+
+def test_a_dead_process_shows_as_exited_and_rm_still_releases(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "victim", "--", "sleep", "300")
+    pid = rt.inspect("victim")["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert rt.wait_answer(lambda: "Exited" in rt("ps", "-a").stdout)
+    rt("rm", "victim")
+    assert os.listdir(os.path.join(rt.root, "netns")) == []
+
+
+def test_readable_errors(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "a", "-p", "8080:80", "--", "sleep", "300")
+    cases = {
+        ("run", "--net", "nosuch", "--", "true"): "network nosuch not found",
+        ("run", "-p", "8080:80", "--", "true"): "already allocated",
+        ("run", "--name", "a", "--", "true"): "already in use",
+        ("run", "--", "no-such-command"): "executable file not found",
+        ("rm", "nosuch"): "no such container",
+    }
+    for args, text in cases.items():
+        proc = rt(*args, check=False)
+        assert proc.returncode != 0 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    argv = rt.argv("ps")
+    unprivileged = argv[:2] + ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv[2:]
+    proc = subprocess.run(unprivileged, capture_output=True, text=True)
+    assert proc.returncode != 0 and "must run as root" in proc.stderr
+
+
+def test_user_network_fixed_ip_isolation_and_rm(rt: Runtime) -> None:
+    rt("network", "create", "--subnet", "10.55.0.0/24", "net1")
+    assert "net1" in rt("network", "ls").stdout
+    rt("run", "-d", "--name", "n1", "--net", "net1", "--ip", "10.55.0.50", "--", sys.executable, TRAFFIC, "serve", "n1", "80")
+    assert rt.ip("n1") == "10.55.0.50"
+    rt("run", "-d", "--name", "d1", "--", "sleep", "300")
+    probe = rt("exec", "d1", "--", sys.executable, TRAFFIC, "tcp", "10.55.0.50", "80", check=False)
+    assert probe.returncode == 1  # the default network cannot reach net1's containers
+    assert rt("network", "rm", "net1", check=False).returncode == 1
+    rt("rm", "-f", "n1")
+    rt("network", "rm", "net1")
+    assert "net1" not in rt("network", "ls").stdout
+
+
+def test_logs_and_system_prune(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "talker", "--", "sh", "-c", "echo hello from netkit")
+    assert rt.wait_answer(lambda: "Exited (0)" in rt("ps", "-a").stdout)
+    assert rt("logs", "talker").stdout == "hello from netkit\n"
+    assert "removed talker" in rt("system", "prune").stdout
+    assert rt("ps", "-a").stdout.count("\n") == 1
