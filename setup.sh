@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # netkit's one entry point on a fresh Debian/Ubuntu machine, as root:
-#   ./setup.sh demo          install everything, install the plugins, attach a namespace, ping the gateway
+#   ./setup.sh demo          install everything, install the plugins, attach a namespace and ping the
+#                            gateway, then `netkit run -d -p 8080:80` a web server and curl it
 #   ./setup.sh test [ARGS]   install everything, run the test suite (ARGS go to pytest)
 #   ./setup.sh deps          install everything, nothing else
 # Idempotent: packages already present are not fetched again.
@@ -10,7 +11,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 # System packages the plugins and the tests need: iproute2 (ip netns in tests), ping, the firewall
 # libraries python-iptables and libnftables load, the reference plugins (interop tests and
 # benchmarks), and a compiler + headers because python-iptables ships only an sdist.
-PACKAGES=(iproute2 iputils-ping procps iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
+PACKAGES=(iproute2 iputils-ping procps curl util-linux iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
           containernetworking-plugins python3 python3-venv python3-dev gcc)
 
 need_root() {
@@ -69,6 +70,19 @@ demo() {
        .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["gateway"])')
   echo "setup.sh: namespace $ns attached to network netkit; pinging the gateway $gw"
   ip netns exec "$ns" ping -c 3 -W 2 "$gw"
+  demo_cleanup
+  trap demo_web_cleanup EXIT
+  echo "setup.sh: netkit run -d --name $DEMO_WEB --net=bridge -p 8080:80 -- python3 -m http.server 80"
+  .venv/bin/netkit run -d --name "$DEMO_WEB" --net=bridge -p 8080:80 -- python3 -m http.server 80
+  for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.2; done
+  echo "setup.sh: curl http://127.0.0.1:8080/"
+  curl -sS http://127.0.0.1:8080/ | head -n 5
+  .venv/bin/netkit ps
+}
+
+DEMO_WEB=netkit-demo-web
+demo_web_cleanup() {
+  .venv/bin/netkit rm -f "$DEMO_WEB" >/dev/null 2>&1 || true
 }
 
 need_root
