@@ -285,57 +285,91 @@ def _netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join("/run/netns", netns)
 
 
-def _attachment_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.argument("network"),
-        click.argument("netns"),
-        click.option("--ifname", default="eth0", show_default=True),
-        click.option("--container-id", default=None, help="Default: derived from the netns path."),
-        click.option("--conf-dir", default="/etc/cni/net.d", show_default=True),
-        click.option("--path", "cni_path", default=":".join(DEFAULT_PATH), show_default=True,
-                     help="CNI_PATH: where plugin executables are looked up."),
-        click.option("--cache-dir", default="/var/lib/netkit/cni-cache", show_default=True),
-        click.option("--args", "cni_args", default="", help="CNI_ARGS, K=V;K=V."),
-    ]):
-        fn = option(fn)
-    return fn
+# cnitool's environment: NETCONFPATH, CNI_PATH, CNI_IFNAME, CNI_ARGS, CAP_ARGS.
+_NETWORK_OPTIONS = [
+    click.argument("network"),
+    click.option("--conf-dir", envvar="NETCONFPATH", default="/etc/cni/net.d", show_default=True,
+                 help="Where conflists are read ($NETCONFPATH); *.conflist before *.conf/*.json."),
+    click.option("--path", "cni_path", envvar="CNI_PATH", default=":".join(DEFAULT_PATH), show_default=True,
+                 help="Where plugin executables are looked up ($CNI_PATH)."),
+    click.option("--cache-dir", default="/var/lib/cni", show_default=True,
+                 help="Result cache, in libcni's layout (results/<net>-<id>-<ifname>)."),
+]
+_ATTACHMENT_OPTIONS = [
+    click.argument("netns"),
+    click.option("--ifname", envvar="CNI_IFNAME", default="eth0", show_default=True),
+    click.option("--container-id", default=None, help="Default: derived from the netns path, as cnitool does."),
+    click.option("--args", "cni_args", envvar="CNI_ARGS", default="", help="CNI_ARGS: K=V;K=V."),
+    click.option("--cap-args", envvar="CAP_ARGS", default="", help="Capability arguments, JSON ($CAP_ARGS)."),
+]
 
 
-def _chain_call(command: str, network: str, netns: str, ifname: str, container_id: str | None, conf_dir: str,
-                cni_path: str, cache_dir: str, cni_args: str) -> Any:
+def _options(options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
+
+
+def _chain_call(command: str, network: str, conf_dir: str, cni_path: str, cache_dir: str, netns: str = "",
+                ifname: str = "eth0", container_id: str | None = None, cni_args: str = "", cap_args: str = "") -> Any:
     from netkit.cni import chain
     from netkit.cni.request import parse_args
 
     def go() -> Any:
-        path = _netns_path(netns)
-        att = chain.Attachment(container_id or chain.container_id_for(path), path, ifname, parse_args(cni_args))
         conflist = chain.load(conf_dir, network)
         bins = [p for p in cni_path.split(":") if p]
+        if command == "gc":
+            return chain.gc(conflist, chain.cached_attachments(cache_dir, network), bins)
+        if command == "status":
+            return chain.status(conflist, bins)
+        path = _netns_path(netns)
+        try:
+            caps = json.loads(cap_args) if cap_args else {}
+        except ValueError as exc:
+            raise ValueError(f"CAP_ARGS is not JSON: {exc}") from None
+        att = chain.Attachment(container_id or chain.container_id_for(path), path, ifname, parse_args(cni_args), caps)
         return getattr(chain, command)(conflist, att, bins, cache_dir)
 
     return _run(go)
 
 
 @cni.command("add")
-@_attachment_options
+@_options(_NETWORK_OPTIONS + _ATTACHMENT_OPTIONS)
 def cni_add(**kw: Any) -> None:
     """Attach NETNS (a path or a name under /run/netns) to NETWORK; print the result."""
     click.echo(json.dumps(_chain_call("add", **kw), indent=2))
 
 
 @cni.command("del")
-@_attachment_options
+@_options(_NETWORK_OPTIONS + _ATTACHMENT_OPTIONS)
 def cni_del(**kw: Any) -> None:
-    """Detach NETNS from NETWORK."""
+    """Detach NETNS from NETWORK (DEL in reverse order, with the cached result)."""
     _chain_call("delete", **kw)
 
 
 @cni.command("check")
-@_attachment_options
+@_options(_NETWORK_OPTIONS + _ATTACHMENT_OPTIONS)
 def cni_check(**kw: Any) -> None:
     """Check NETNS's attachment to NETWORK."""
     _chain_call("check", **kw)
     click.echo("ok")
+
+
+@cni.command("gc")
+@_options(_NETWORK_OPTIONS)
+def cni_gc(**kw: Any) -> None:
+    """GC NETWORK: everything not in the result cache may be collected (spec 1.1.0)."""
+    _chain_call("gc", **kw)
+
+
+@cni.command("status")
+@_options(_NETWORK_OPTIONS)
+def cni_status(**kw: Any) -> None:
+    """Ask NETWORK's plugins whether they are ready (spec 1.1.0)."""
+    _chain_call("status", **kw)
+    click.echo("ready")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,37 @@ def test_cli_attaches_a_namespace_to_the_default_network(box: Sandbox, tmp_path:
     assert check.returncode == 0, check.stderr
     dele = box.host.run(sys.executable, "-m", "netkit", "cni", "del", "netkit", c.path, *common)
     assert dele.returncode == 0, dele.stderr
-    assert os.listdir(f"{tmp}/cache") == [] and c.links() == ["lo"]
+    assert os.listdir(f"{tmp}/cache/results") == [] and c.links() == ["lo"]
+
+
+def test_cni_cli_speaks_cnitools_environment(box: Sandbox, tmp_path: os.PathLike[str]) -> None:
+    # NETCONFPATH, CNI_PATH, CNI_IFNAME, CAP_ARGS as cnitool reads them; the result is cached in
+    # libcni's layout; gc keeps what the cache holds; status asks every plugin.
+    tmp = str(tmp_path)
+    os.makedirs(f"{tmp}/conf")
+    conf = {"cniVersion": "1.1.0", "name": "envnet", "plugins": [
+        {"type": "netkit-bridge", "bridge": "nkbr9", "isGateway": True, "capabilities": {"portMappings": True},
+         "ipam": {"type": "netkit-ipam", "ranges": [[{"subnet": "10.44.0.0/24"}]], "dataDir": f"{tmp}/leases"}}]}
+    with open(f"{tmp}/conf/10-envnet.conflist", "w") as f:
+        json.dump(conf, f)
+    c = box.container()
+    env = dict(os.environ, NETCONFPATH=f"{tmp}/conf", CNI_PATH=box.bin_dir, CNI_IFNAME="net1",
+               CAP_ARGS=json.dumps({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}))
+    cli = [sys.executable, "-m", "netkit", "cni"]
+    add = box.host.run(*cli, "add", "envnet", c.path, "--cache-dir", f"{tmp}/cache", env=env)
+    assert add.returncode == 0, add.stderr
+    assert json.loads(add.stdout)["interfaces"][2]["name"] == "net1"
+    cached = os.listdir(f"{tmp}/cache/results")
+    assert len(cached) == 1 and cached[0].startswith("envnet-cnitool-") and cached[0].endswith("-net1")
+    with open(f"{tmp}/cache/results/{cached[0]}") as f:
+        assert json.load(f)["kind"] == "cniCacheV1"
+    assert "tcp/*/8080" in box.host.run("nft", "list", "table", "inet", "netkit").stdout
+    assert box.host.run(*cli, "status", "envnet", env=env).stdout.strip() == "ready"
+    gc = box.host.run(*cli, "gc", "envnet", "--cache-dir", f"{tmp}/cache", env=env)
+    assert gc.returncode == 0, gc.stderr
+    assert len(os.listdir(f"{tmp}/leases/envnet")) > 2  # the cached attachment kept its lease
+    assert box.host.run(*cli, "del", "envnet", c.path, "--cache-dir", f"{tmp}/cache", env=env).returncode == 0
+    assert "tcp/*/8080" not in box.host.run("nft", "list", "table", "inet", "netkit").stdout
 
 
 def test_cli_error_is_one_line_without_traceback(box: Sandbox, tmp_path: os.PathLike[str]) -> None:

@@ -8,6 +8,7 @@ per attachment so DEL and CHECK can send it on.
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
 import json
@@ -20,7 +21,7 @@ from netkit.cni import delegate
 from netkit.cni import result as results
 from netkit.cni import version as versions
 
-DEFAULT_CACHE_DIR = "/var/lib/netkit/cni-cache"
+DEFAULT_CACHE_DIR = "/var/lib/cni"
 
 
 @dataclass
@@ -35,13 +36,20 @@ class Attachment:
 
 
 def container_id_for(netns: str) -> str:
-    """A stable container ID for a bare namespace (as cnitool derives one)."""
-    return "netkit-" + hashlib.sha256(netns.encode()).hexdigest()[:20]
+    """The container ID cnitool derives for a bare namespace: 10 bytes of sha512 of its path."""
+    return "cnitool-" + hashlib.sha512(os.path.abspath(netns).encode()).hexdigest()[:20]
+
+
+def _config_files(conf_dir: str) -> list[str]:
+    """Config files in libcni's order: ``*.conflist`` first, then ``*.conf`` and ``*.json``."""
+    lists = sorted(glob.glob(os.path.join(conf_dir, "*.conflist")))
+    singles = sorted(glob.glob(os.path.join(conf_dir, "*.conf")) + glob.glob(os.path.join(conf_dir, "*.json")))
+    return lists + singles
 
 
 def load(conf_dir: str, name: str) -> dict[str, Any]:
-    """The conflist named ``name`` in ``conf_dir`` (a single-plugin ``.conf`` is wrapped into a list)."""
-    for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf*")) + glob.glob(os.path.join(conf_dir, "*.json"))):
+    """The network named ``name`` in ``conf_dir`` (a single-plugin ``.conf`` is wrapped into a list)."""
+    for path in _config_files(conf_dir):
         try:
             with open(path, encoding="utf-8") as f:
                 conf = json.load(f)
@@ -78,7 +86,18 @@ def _env(att: Attachment, path: list[str]) -> dict[str, str]:
 
 
 def _cache_path(cache_dir: str, network: str, att: Attachment) -> str:
-    return os.path.join(cache_dir, f"{network}-{att.container_id}-{att.ifname}.json")
+    # libcni's name and layout (<cache>/results/<net>-<id>-<ifname>), so its tools can read ours.
+    return os.path.join(cache_dir, "results", f"{network}-{att.container_id}-{att.ifname}")
+
+
+def _write_cache(cache_dir: str, conflist: dict[str, Any], att: Attachment, result: dict[str, Any]) -> None:
+    record = {
+        "kind": "cniCacheV1", "containerId": att.container_id, "ifName": att.ifname,
+        "networkName": conflist["name"], "config": base64.b64encode(json.dumps(conflist).encode()).decode(),
+        "cniArgs": [[k, v] for k, v in att.args.items()], "capabilityArgs": att.capability_args, "result": result,
+    }
+    fileio.ensure_dir(os.path.join(cache_dir, "results"))
+    fileio.write_atomic(_cache_path(cache_dir, conflist["name"], att), json.dumps(record).encode(), mode=0o600)
 
 
 def _validate(conflist: dict[str, Any]) -> None:
@@ -108,8 +127,7 @@ def add(conflist: dict[str, Any], att: Attachment, path: list[str],
                 pass
         raise
     assert prev is not None
-    fileio.ensure_dir(cache_dir)
-    fileio.write_atomic(_cache_path(cache_dir, conflist["name"], att), json.dumps(prev).encode(), mode=0o600)
+    _write_cache(cache_dir, conflist, att, prev)
     return prev
 
 
@@ -119,7 +137,32 @@ def _cached(conflist: dict[str, Any], att: Attachment, cache_dir: str) -> dict[s
             cached = json.load(f)
     except (OSError, ValueError):
         return None
-    return cached if isinstance(cached, dict) else None
+    result = cached.get("result") if isinstance(cached, dict) else None
+    return result if isinstance(result, dict) else None
+
+
+def cached_attachments(cache_dir: str, network: str) -> list[dict[str, str]]:
+    """{containerID, ifname} of every cached attachment of ``network`` (what GC must keep)."""
+    out = []
+    for path in glob.glob(os.path.join(cache_dir, "results", f"{glob.escape(network)}-*")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+            if rec.get("networkName") == network:
+                out.append({"containerID": rec["containerId"], "ifname": rec["ifName"]})
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+    return out
+
+
+def status(conflist: dict[str, Any], path: list[str]) -> None:
+    """STATUS every plugin (spec 1.1.0); the first that is not ready raises."""
+    _validate(conflist)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env["CNI_PATH"] = ":".join(path)
+    for plugin in conflist["plugins"]:
+        conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
+        delegate.invoke(plugin["type"], "STATUS", env, json.dumps(conf).encode(), path)
 
 
 def delete(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR) -> None:

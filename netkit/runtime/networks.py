@@ -129,7 +129,9 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
     _valid_name(name)
     if name in MODES or name == "container":
         raise ContainerError(f"network name {name!r} is reserved")
-    opts = dict(options or {})
+    # Docker's and netavark's spellings of the same two options.
+    aliases = {"isolation": "isolate", "enable_icc": "icc", "com.docker.network.bridge.enable_icc": "icc"}
+    opts = {aliases.get(k, k): v for k, v in (options or {}).items()}
     flags = {}
     for key in ("isolate", "icc"):
         value = opts.pop(key, "true").lower()
