@@ -68,6 +68,7 @@ PODMAN_ROOT_PATHS = (                         # what rootful podman writes outsi
     "/var/lib/cni", "/var/lib/cni/networks", "/var/lib/cni/networks/podman", "/var/lib/cni/results",
     "/run/runc", "/run/containers", "/run/libpod", "/dev/shm/libpod_lock",
 )
+PODMAN_NPROC_CAP = 32768                      # podman sets its own RLIMIT_NPROC to this
 SHARED_PARENTS = {"/var/lib/cni", "/var/lib/cni/networks", "/var/lib/cni/results", "/run/runc"}  # rmdir if empty, never rmtree
 CONTAINER_PORT = 80
 PORT_BASE = {"http-python": 18000, "http-busybox": 17000, "http-podman": 19000}   # + run number (warm-up included)
@@ -397,8 +398,12 @@ class Bench:
         d = self.pm_dir
         for sub in ("graph", "run", "tmp", "net.d"):
             os.makedirs(os.path.join(d, sub))
+        # A container's limits may not exceed the hard limits of the runc that sets them (root here lacks
+        # CAP_SYS_RESOURCE): ours for nofile; for nproc podman lowers its own to 32768 (podman 4.3,
+        # measured: 32769 fails with "error setting rlimit type 6"), and its children inherit that.
         nofile, nproc = (resource.getrlimit(r)[1] for r in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC))
-        lim = {n: ("-1" if v == resource.RLIM_INFINITY else str(v)) for n, v in (("nofile", nofile), ("nproc", nproc))}
+        nproc = PODMAN_NPROC_CAP if nproc == resource.RLIM_INFINITY else min(nproc, PODMAN_NPROC_CAP)
+        lim = {"nofile": "-1" if nofile == resource.RLIM_INFINITY else str(nofile), "nproc": str(nproc)}
         conf = f"""# Written by bench/runtime_start.py for one run; removed with it.
 [containers]
 default_ulimits = ["nofile={lim['nofile']}:{lim['nofile']}", "nproc={lim['nproc']}:{lim['nproc']}"]
