@@ -556,6 +556,7 @@ runroot = "{d}/run"
             proc = ip("netns", "del", name)
             if proc.returncode != 0:
                 self.cleanup_problems.append(f"ip netns del {name} failed: {proc.stderr.strip()}")
+        self.sandbox_inodes.clear()         # namespace inode numbers are reused once a namespace is gone
         now = netns_names()
         for name in sorted(n for n in now if n.startswith(self.tag)):
             ip("netns", "del", name)

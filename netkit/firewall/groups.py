@@ -56,12 +56,12 @@ def apply_network(backend: Backend, net: NetworkRules) -> None:
         backend.apply_network(net)
 
 
-def remove(backend: Backend, kind: str, network: str, container_id: str, ifname: str) -> None:
-    """Remove the attachment's group of ``kind``; nothing there is fine."""
-    chain = group_chain(kind, network, container_id, ifname)
+def remove(backend: Backend, kinds: tuple[str, ...], network: str, container_id: str, ifname: str) -> None:
+    """Remove the attachment's groups of these kinds, in one change; nothing there is fine."""
+    chains = {group_chain(kind, network, container_id, ifname) for kind in kinds}
     fileio.ensure_dir(LOCK_DIR)
     with fileio.locked(LOCK):
-        backend.remove_chains({chain, chain + "-S"})
+        backend.remove_chains(chains | {c + "-S" for c in chains})
 
 
 def check(backend: Backend, group: RuleGroup) -> None:

@@ -83,8 +83,9 @@ def flush_udp(group: RuleGroup) -> None:
         flush(ports)
 
 
-def unpublish(fw: Backend, req: Request) -> None:
-    """Remove the attachment's DNAT group and the UDP flows through it; nothing there is fine."""
-    groups.remove(fw, DNAT, req.network, req.container_id, req.ifname)
+def unpublish(fw: Backend, req: Request, also: tuple[str, ...] = ()) -> None:
+    """Remove the attachment's DNAT group (and groups of kinds ``also``, in the same change) and
+    the UDP flows through it; nothing there is fine."""
+    groups.remove(fw, (DNAT, *also), req.network, req.container_id, req.ifname)
     mappings = parse_port_mappings(req.runtime_config.get("portMappings"))
     flush_udp(RuleGroup(DNAT, req.network, req.container_id, req.ifname, [], mappings))

@@ -163,7 +163,7 @@ def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], u
     groups.apply_network(fw, NetworkRules(req.network, cfg.bridge, cfg.isolate, cfg.icc, subnets))
     if cfg.ip_masq:
         groups.apply(fw, publish.masq_group(req, addresses))
-        undo.push(groups.remove, fw, MASQ, req.network, req.container_id, req.ifname)
+        undo.push(groups.remove, fw, (MASQ,), req.network, req.container_id, req.ifname)
     if cfg.publishes_ports:
         publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
         undo.push(publish.unpublish, fw, req)
@@ -225,9 +225,7 @@ def delete(req: Request) -> None:
     delegate.call("DEL", cfg.ipam_type, req)
     # Always, whatever the config says now: the rules are found by name, and ipMasq may have
     # been switched off since ADD.
-    fw = publish.backend(req)
-    groups.remove(fw, MASQ, req.network, req.container_id, req.ifname)
-    publish.unpublish(fw, req)
+    publish.unpublish(publish.backend(req), req, also=(MASQ,))
     if req.netns and netns.exists(req.netns) and not netns.same_as_current(req.netns):
         with netns.entered(req.netns), IPRoute() as ipr:
             links.delete(ipr, req.ifname)
