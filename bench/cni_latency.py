@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Any
 
+from benchlib import ip, netns_names, root_links, pct, summary  # noqa: E402 - bench/ is on sys.path
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -61,22 +63,6 @@ EXEC_TIMEOUT_S = 60
 
 class BenchError(RuntimeError):
     """A plugin call failed: the numbers would be meaningless."""
-
-
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    """iproute2 with an argument list (never a shell); the caller checks the status."""
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=EXEC_TIMEOUT_S)
-
-
-def netns_names() -> set[str]:
-    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
-
-
-def root_links() -> dict[str, str]:
-    """Links of the root namespace: name -> kind (read only)."""
-    out = ip("-j", "-d", "link", "show").stdout
-    return {link["ifname"]: link.get("linkinfo", {}).get("info_kind", "")
-            for link in json.loads(out or "[]")}
 
 
 class Bench:
@@ -425,22 +411,6 @@ class Bench:
 
 
 # ---- statistics and output ------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    """Percentile with linear interpolation between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "p95": pct(values, 0.95), "min": min(values),
-            "max": max(values), "mean": statistics.fmean(values), "n": len(values)}
-
-
 def table(rows: list[tuple[str, dict[str, float], dict[str, float]]], title: str) -> str:
     head = f"{'operation':<36} {'netkit med':>10} {'p95':>8} {'ref med':>9} {'p95':>8} {'ratio':>7}"
     lines = [title, head, "-" * len(head)]

@@ -48,6 +48,8 @@ import threading
 import time
 from typing import Any
 
+from benchlib import run, ip, netns_names, root_links, pct, summary  # noqa: E402 - bench/ is on sys.path
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -102,25 +104,6 @@ class BenchError(RuntimeError):
 
 class PodmanUnavailable(RuntimeError):
     """podman could not be set up here; the run goes on with netkit alone and says why."""
-
-
-def run(argv: list[str], timeout: float = EXEC_TIMEOUT_S, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """A command as an argument list (never a shell); the caller checks the status."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return run(["ip", *args])
-
-
-def netns_names() -> set[str]:
-    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
-
-
-def root_links() -> dict[str, str]:
-    """Links of the root namespace: name -> kind (read only)."""
-    out = ip("-j", "-d", "link", "show").stdout
-    return {link["ifname"]: link.get("linkinfo", {}).get("info_kind", "") for link in json.loads(out or "[]")}
 
 
 def ns_links(ns: str) -> list[str]:
@@ -257,22 +240,6 @@ class Poller:
 
 
 # ---- statistics and output -------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    """Percentile with linear interpolation between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "p95": pct(values, 0.95), "min": min(values),
-            "max": max(values), "mean": statistics.fmean(values), "n": len(values)}
-
-
 class Bench:
     def __init__(self, runs: int, warmup: int, want_podman: bool) -> None:
         self.runs, self.warmup, self.want_podman = runs, warmup, want_podman

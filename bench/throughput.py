@@ -38,6 +38,8 @@ import tempfile
 import time
 from typing import Any
 
+from benchlib import run, ip, netns_names  # noqa: E402 - bench/ is on sys.path
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -62,19 +64,6 @@ EXEC_TIMEOUT_S = 60
 
 class BenchError(RuntimeError):
     """Something failed: the numbers would be meaningless."""
-
-
-def run(argv: list[str], timeout: float = EXEC_TIMEOUT_S, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """A command as an argument list (never a shell); the caller checks the status."""
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return run(["ip", *args])
-
-
-def netns_names() -> set[str]:
-    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
 
 
 def ensure_iperf3() -> str:
