@@ -88,19 +88,6 @@ _MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
 
 
-def _loopback_up() -> None:
-    """Bring ``lo`` up in the current namespace (SIOCSIFFLAGS: no netlink library needed)."""
-    import fcntl
-    import socket
-    import struct
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        req = struct.pack("16sh", b"lo", 0)
-        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, req))[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
-
-
 def create(path: str) -> None:
     """Make a new network namespace kept alive by a bind mount on ``path`` (as ``ip netns add``),
     with ``lo`` up, as every container expects.
@@ -117,7 +104,9 @@ def create(path: str) -> None:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
             if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, _MS_BIND, None) != 0:
                 raise OSError(ctypes.get_errno(), f"bind mount on {path}")
-            _loopback_up()
+            from netkit.net import ifflags
+
+            ifflags.set_up("lo")
         except BaseException as exc:  # noqa: BLE001 - reported to the caller below
             failure.append(exc)
 
