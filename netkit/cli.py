@@ -243,6 +243,24 @@ def network_rm(ctx: click.Context, name: str) -> None:
     click.echo(name)
 
 
+@main.command()
+@click.option("--socket", "path", envvar="NETKIT_AGENT_SOCKET", default="/run/netkit/agent.sock", show_default=True)
+def agent(path: str) -> None:
+    """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
+    from netkit.agent import server
+
+    if os.geteuid() != 0:
+        _fail(errors.CNIError(errors.INTERNAL, "netkit must run as root"))
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds serve(): the socket file goes
+    click.echo(f"netkit agent listening on {path}", err=True)
+    try:
+        server.serve(path)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.group()
 def system() -> None:
     """Housekeeping."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from typing import Iterator
 
 import pytest
@@ -19,12 +22,33 @@ def plugin_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(root / "bin")
 
 
-@pytest.fixture
-def box(plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
-    """A throwaway sandbox host namespace with its own lease directory."""
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A warm `netkit agent` for the run; its socket path."""
+    path = str(tmp_path_factory.mktemp("agent") / "agent.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"netkit agent did not start: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    yield path
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["in-process", "agent"])
+def box(request: pytest.FixtureRequest, plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
+    """A throwaway sandbox host namespace with its own lease directory.
+
+    Every test using it runs twice: plugins answering in-process, and through the warm agent.
+    """
     if os.geteuid() != 0:
         pytest.fail("namespace tests need root")
-    with sb.sandbox(plugin_bin, os.path.join(str(tmp_path), "leases")) as box:
+    socket_path = request.getfixturevalue("agent") if request.param == "agent" else ""
+    with sb.sandbox(plugin_bin, os.path.join(str(tmp_path), "leases"), socket_path) as box:
         yield box
 
 

@@ -90,6 +90,7 @@ class Sandbox:
     data_dir: str
     containers: list[Namespace] = field(default_factory=list)
     firewall: str = ""  # NETKIT_FIREWALL_BACKEND for the plugins, "" = detect
+    agent_socket: str = ""  # the warm agent's socket; "" = plugins run in-process
 
     def group_chains(self) -> list[str]:
         """netkit's per-attachment firewall chains in the sandbox host, whichever backend holds them.
@@ -140,6 +141,8 @@ class Sandbox:
         env = {"CNI_COMMAND": command, "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "")}
         if self.firewall:
             env["NETKIT_FIREWALL_BACKEND"] = self.firewall
+        # Never a machine-wide agent: this sandbox's, or a path where none listens (in-process).
+        env["NETKIT_AGENT_SOCKET"] = self.agent_socket or "/nonexistent/netkit-agent.sock"
         if container is not None or netns is not None:
             env["CNI_NETNS"] = netns if netns is not None else container.path  # type: ignore[union-attr]
         if command in ("ADD", "DEL", "CHECK"):
@@ -182,11 +185,11 @@ class Sandbox:
 
 
 @contextlib.contextmanager
-def sandbox(bin_dir: str, data_dir: str) -> Iterator[Sandbox]:
+def sandbox(bin_dir: str, data_dir: str, agent_socket: str = "") -> Iterator[Sandbox]:
     """A fresh sandbox host; every namespace of it is deleted afterwards, even on failure."""
     host = Namespace(unique("h"))
     ip("netns", "add", host.name)
-    box = Sandbox(host, bin_dir, data_dir)
+    box = Sandbox(host, bin_dir, data_dir, agent_socket=agent_socket)
     try:
         host.run("ip", "link", "set", "lo", "up")
         yield box

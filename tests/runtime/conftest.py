@@ -27,15 +27,21 @@ class Runtime:
     def argv(self, *args: str) -> list[str]:
         return ["nsenter", f"--net={self.box.host.path}", sys.executable, "-m", "netkit", "--root", self.root, *args]
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The runtime's environment: the plugins it execs use the sandbox's agent, if any."""
+        return dict(os.environ, NETKIT_AGENT_SOCKET=self.box.agent_socket or "/nonexistent/netkit-agent.sock")
+
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env)
         assert "Traceback" not in proc.stderr, proc.stderr
         if check:
             assert proc.returncode == 0, proc.stderr
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self("inspect", name).stdout)[0]

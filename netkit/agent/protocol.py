@@ -1,0 +1,60 @@
+"""The wire format between a plugin launcher and the agent.  Standard library only.
+
+Request: 8 bytes (header length, stdin length, network byte order), a JSON header
+``{"version", "plugin", "env"}``, the stdin bytes, and the caller's network namespace as a file
+descriptor (SCM_RIGHTS) — the agent runs the request in the namespace the plugin was exec'd in.
+Reply: 8 bytes (exit status as a signed int, stdout length) and stdout.  Exit status -1 means "not
+served, run it yourself" (another netkit version).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+DEFAULT_SOCKET = "/run/netkit/agent.sock"
+ENV_SOCKET = "NETKIT_AGENT_SOCKET"
+NOT_SERVED = -1
+_HEAD = struct.Struct("!II")
+_REPLY = struct.Struct("!iI")
+
+
+def socket_path(env: dict[str, str] | os._Environ[str]) -> str:
+    """Where the agent listens: $NETKIT_AGENT_SOCKET or /run/netkit/agent.sock."""
+    return env.get(ENV_SOCKET) or DEFAULT_SOCKET
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes, or ConnectionError."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def send_request(sock: socket.socket, header: bytes, stdin: bytes, netns_fd: int) -> None:
+    """The request, with the namespace descriptor attached to its first bytes."""
+    socket.send_fds(sock, [_HEAD.pack(len(header), len(stdin))], [netns_fd])
+    sock.sendall(header + stdin)
+
+
+def recv_request(sock: socket.socket) -> tuple[bytes, bytes, list[int]]:
+    """(header, stdin, descriptors) of one request."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, _HEAD.size, 4)
+    data += recv_exact(sock, _HEAD.size - len(data)) if len(data) < _HEAD.size else b""
+    head_len, stdin_len = _HEAD.unpack(data)
+    body = recv_exact(sock, head_len + stdin_len)
+    return body[:head_len], body[head_len:], fds
+
+
+def send_reply(sock: socket.socket, code: int, stdout: bytes) -> None:
+    sock.sendall(_REPLY.pack(code, len(stdout)) + stdout)
+
+
+def recv_reply(sock: socket.socket) -> tuple[int, bytes]:
+    code, length = _REPLY.unpack(recv_exact(sock, _REPLY.size))
+    return code, recv_exact(sock, length)

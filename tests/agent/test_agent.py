@@ -1,0 +1,77 @@
+"""The warm agent's own guarantees (the plugin suite runs through it too: see the `box` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from netkit.agent import client, protocol
+
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "netkit-ipam"}).encode()
+
+
+def test_socket_is_root_only(agent: str) -> None:
+    mode = os.stat(agent).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_non_root_peer_is_refused_even_with_an_open_socket() -> None:
+    # An agent of its own in a directory others may enter (pytest's tmp_path is root-only), its
+    # socket opened to everyone: the peer-credential check must still refuse.
+    with tempfile.TemporaryDirectory(prefix="nkt-agent-") as tmp:
+        os.chmod(tmp, 0o755)
+        _refused_as_nobody(os.path.join(tmp, "open.sock"))
+
+
+def _refused_as_nobody(agent: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", agent], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if os.path.exists(agent):
+                break
+            time.sleep(0.05)
+        os.chmod(agent, 0o666)
+        code = (f"import sys; sys.path.insert(0, {os.getcwd()!r}); from netkit.agent import client; "
+                f"print(client.forward('netkit-ipam', {{'CNI_COMMAND': 'VERSION', 'NETKIT_AGENT_SOCKET': {agent!r}}}, b''))")
+        peer = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert peer.returncode == 0, peer.stderr
+    assert "serves root only" in peer.stdout and ", 1)" in peer.stdout
+
+
+def test_other_version_is_not_served(agent: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(agent)
+        header = json.dumps({"version": "0.0.0-other", "plugin": "netkit-ipam", "env": {"CNI_COMMAND": "VERSION"}})
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            protocol.send_request(sock, header.encode(), b"", fd)
+        finally:
+            os.close(fd)
+        assert protocol.recv_reply(sock) == (protocol.NOT_SERVED, b"")
+
+
+def test_agent_answers_like_the_handler(agent: str) -> None:
+    env = {"CNI_COMMAND": "VERSION", protocol.ENV_SOCKET: agent}
+    out, code = client.forward("netkit-ipam", env, CONF) or (b"", -99)
+    assert code == 0 and json.loads(out)["supportedVersions"][-1] == "1.1.0"
+    bad = client.forward("netkit-ipam", dict(env, CNI_COMMAND="ADD"), b"{not json")
+    assert bad is not None and bad[1] == 1 and json.loads(bad[0])["code"] == 4
+
+
+def test_absent_or_stale_socket_means_in_process(tmp_path: Path) -> None:
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale))  # bound, never listening: what a crashed agent leaves
+    for path in (str(tmp_path / "absent.sock"), str(stale)):
+        assert client.forward("netkit-ipam", {"CNI_COMMAND": "VERSION", protocol.ENV_SOCKET: path}, CONF) is None

@@ -1,0 +1,149 @@
+"""podman 4.3 drives the plugins end to end, with real traffic, in a sandbox host.
+
+Every test runs twice: with netkit's plugins (netkit-bridge, netkit-ipam, netkit-portmap in the conflist
+`podman network create` wrote) and, as the control, with Debian's reference plugins in the same
+conflist.  Servers are busybox httpd in the containers, serving a page with the container's name;
+clients are the sandbox host (urllib, inside the sandbox) and busybox wget inside containers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+
+from tests.e2e.podman import Network
+
+WAIT_S = 10          # a freshly started httpd, or a rule just written, gets this long to answer
+
+
+def _ip(addr: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(addr)
+
+
+def test_conflist_is_podmans_with_the_plugin_types_replaced(pm: Network) -> None:
+    written = pm.written
+    assert written["cniVersion"] == "0.4.0"
+    assert [p["type"] for p in written["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
+    bridge = written["plugins"][0]
+    assert bridge["isGateway"] and bridge["ipMasq"] and bridge["hairpinMode"]
+    assert bridge["capabilities"] == {"ips": True}
+    assert bridge["ipam"] == {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                              "ranges": [[{"subnet": pm.subnet, "gateway": pm.gateway}]]}
+    assert written["plugins"][1]["capabilities"] == {"portMappings": True}
+
+    # What podman reads: its own conflist, leases in the suite's dir; for netkit the types replaced and
+    # firewall/tuning dropped (netkit has no such plugins).
+    want = json.loads(json.dumps(written))
+    want["plugins"][0]["ipam"]["dataDir"] = pm.box.data_dir
+    if pm.variant == "netkit":
+        del want["plugins"][2:]
+        want["plugins"][0]["type"], want["plugins"][0]["ipam"]["type"] = "netkit-bridge", "netkit-ipam"
+        want["plugins"][1]["type"] = "netkit-portmap"
+    with open(pm.conflist_path) as f:
+        assert json.load(f) == pm.conflist == want
+    assert pm.podman("network", "ls", "--format", "{{.Name}}").stdout.split() == ["nkpod", "podman"]
+
+
+def test_published_port_answers_on_localhost_and_gateway(pm: Network) -> None:
+    pm.podman.web("web", "--network", pm.name, "-p", "18080:80")
+    assert pm.http("http://127.0.0.1:18080/", WAIT_S) == "web"
+    assert pm.http(f"http://{pm.gateway}:18080/") == "web"
+    addr = pm.podman.address("web")
+    assert _ip(addr) in ipaddress.IPv4Network(pm.subnet)
+    assert pm.http(f"http://{addr}/") == "web"
+    assert pm.podman.addresses("web") == [f"{addr}/24"]
+    assert pm.leases() == [addr]
+    assert len(pm.veths()) == 1
+    assert pm.rule_chains()                      # the DNAT and masquerade groups exist while it runs
+
+
+def test_containers_reach_each_other_and_a_published_port_on_the_gateway(pm: Network) -> None:
+    pm.podman.web("a", "--network", pm.name)
+    pm.podman.web("b", "--network", pm.name, "-p", "18081:80")
+    a, b = pm.podman.address("a"), pm.podman.address("b")
+    assert a != b
+    assert pm.http(f"http://{a}/", WAIT_S) == "a"
+    assert pm.http(f"http://{b}/", WAIT_S) == "b"
+    assert pm.podman.wget("a", f"http://{b}/") == "b"
+    assert pm.podman.wget("b", f"http://{a}/") == "a"
+    # a -> host's gateway address:18081 -> DNAT -> b (hairpin through the bridge)
+    assert pm.podman.wget("a", f"http://{pm.gateway}:18081/") == "b"
+    # and b reaches its own published port the same way (hairpinMode)
+    assert pm.podman.wget("b", f"http://{pm.gateway}:18081/") == "b"
+
+
+def test_static_ip(pm: Network) -> None:
+    want = "10.89.0.50"
+    pm.podman.web("fixed", "--network", pm.name, "--ip", want)
+    assert pm.podman.address("fixed") == want
+    assert pm.podman.addresses("fixed") == [f"{want}/24"]
+    assert pm.http(f"http://{want}/", WAIT_S) == "fixed"
+    assert pm.leases() == [want]
+
+
+def test_host_network(pm: Network) -> None:
+    pm.podman.web("bridged", "--network", pm.name)
+    pm.podman.web("hostnet", "--network", "host", port=18082)
+    # The container is in the sandbox host's namespace: same interfaces, its server on the host's localhost.
+    assert pm.podman.links("hostnet") == sorted(pm.host.links())
+    assert pm.bridge in pm.podman.links("hostnet")
+    assert pm.http("http://127.0.0.1:18082/", WAIT_S) == "hostnet"
+    bridged = pm.podman.address("bridged")
+    assert pm.podman.wget("hostnet", f"http://{bridged}/") == "bridged"
+    assert pm.podman.wget("bridged", f"http://{pm.gateway}:18082/") == "hostnet"
+    assert len(pm.leases()) == 1                 # only the bridged container took an address
+
+
+def test_none_network(pm: Network) -> None:
+    pm.podman.sleeper("alone", "--network", "none")
+    assert pm.podman.links("alone") == ["lo"]
+    assert pm.podman.addresses("alone", "lo") == ["127.0.0.1/8"]
+    assert pm.podman.exec("alone", "timeout", "3", "wget", "-q", "-O-", f"http://{pm.gateway}/").returncode != 0
+    assert pm.leases() == [] and pm.veths() == []
+
+
+def test_container_network(pm: Network) -> None:
+    owner = pm.podman.web("owner", "--network", pm.name)
+    pm.podman.sleeper("joiner", "--network", f"container:{owner}")
+    addr = pm.podman.address("owner")
+    assert pm.podman.links("joiner") == ["eth0", "lo"]
+    assert pm.podman.addresses("joiner") == [f"{addr}/24"]
+    assert pm.podman.wget("joiner", "http://127.0.0.1:80/") == "owner"
+    assert pm.http(f"http://{addr}/", WAIT_S) == "owner"
+    assert pm.leases() == [addr] and len(pm.veths()) == 1       # one attachment, shared
+    pm.podman.rm("joiner")
+    assert pm.http(f"http://{addr}/") == "owner"                # removing the joiner leaves the owner's network
+
+
+def test_network_reload_keeps_the_published_port(pm: Network) -> None:
+    pm.podman.web("web", "--network", pm.name, "-p", "18083:80")
+    assert pm.http("http://127.0.0.1:18083/", WAIT_S) == "web"
+    chains, veths = pm.rule_chains(), pm.veth_indexes()
+    pm.podman("network", "reload", "web")            # CNI DEL, then ADD, for the running container
+    assert pm.http("http://127.0.0.1:18083/", WAIT_S) == "web"
+    assert pm.http(f"http://{pm.gateway}:18083/") == "web"
+    addr = pm.podman.address("web")
+    assert pm.podman.addresses("web") == [f"{addr}/24"]
+    assert pm.http(f"http://{addr}/") == "web"
+    assert pm.leases() == [addr]                     # the DEL released the old lease
+    after = pm.veth_indexes()
+    assert len(after) == 1 and set(after.values()) != set(veths.values())   # a new veth: DEL + ADD happened
+    assert len(pm.rule_chains()) == len(chains)      # the DEL removed the old rules
+
+
+def test_rm_leaves_no_veth_lease_or_rule(pm: Network) -> None:
+    pm.podman.web("one", "--network", pm.name, "-p", "18084:80")
+    pm.podman.web("two", "--network", pm.name, "--ip", "10.89.0.60", "-p", "18085:80")
+    assert pm.http("http://127.0.0.1:18084/", WAIT_S) == "one"
+    assert pm.http("http://127.0.0.1:18085/", WAIT_S) == "two"
+    assert len(pm.veths()) == 2 and len(pm.leases()) == 2 and pm.rule_chains()
+    sandboxes = [pm.podman.inspect(c)["NetworkSettings"]["SandboxKey"] for c in ("one", "two")]
+    assert all(os.path.exists(path) for path in sandboxes)
+    pm.podman.rm("one", "two")
+    assert not any(os.path.lexists(path) for path in sandboxes)   # podman removed the containers' namespaces
+    assert pm.veths() == []
+    assert pm.leases() == []
+    assert pm.rule_chains() == []
+    assert pm.http("http://127.0.0.1:18084/", 0) is None
+    assert pm.podman("ps", "-aq").stdout.split() == []
