@@ -286,11 +286,17 @@ def cni() -> None:
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="Where plugin executables go.")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="Where netkit.conflist goes.")
 @click.option("--force-conflist", is_flag=True, help="Rewrite netkit.conflist even if it exists.")
-def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool) -> None:
+@click.option("--agent", "with_agent", is_flag=True, help="Also install the netkit-agent systemd unit.")
+@click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
+def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, with_agent: bool, unit_dir: str) -> None:
     """Write the plugin executables and the default network config."""
     from netkit import install
 
     report = _run(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist))
+    if with_agent:
+        unit = _run(lambda: install.install_agent_unit(unit_dir))
+        click.echo(f"wrote {unit}: start it with `systemctl daemon-reload && systemctl enable --now "
+                   f"{install.UNIT_NAME}` (or run `netkit agent` yourself)")
     for exe in report.executables:
         click.echo(f"installed {exe}")
     for note in report.notes:

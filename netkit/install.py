@@ -92,6 +92,39 @@ def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
     }
 
 
+UNIT_DIR = "/etc/systemd/system"
+UNIT_NAME = "netkit-agent.service"
+UNIT_TEMPLATE = """[Unit]
+Description=netkit agent: warm CNI plugin requests over {socket}
+Documentation=file://{readme}
+After=local-fs.target
+
+[Service]
+ExecStart={python} -m netkit agent --socket {socket}
+Restart=on-failure
+# The plugins fall back to running in-process whenever the agent is not there.
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def agent_unit(python: str | None = None, socket: str = "/run/netkit/agent.sock") -> str:
+    """The systemd unit that runs `netkit agent` with this installation's interpreter."""
+    import netkit
+
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__))), "README.md")
+    return UNIT_TEMPLATE.format(python=python or sys.executable, socket=socket, readme=readme)
+
+
+def install_agent_unit(unit_dir: str = UNIT_DIR) -> str:
+    """Write the agent's systemd unit; its path.  Enabling it is systemd's job (`systemctl enable --now`)."""
+    fileio.ensure_dir(unit_dir)
+    path = os.path.join(unit_dir, UNIT_NAME)
+    fileio.write_atomic(path, agent_unit().encode())
+    return path
+
+
 def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
     """Write every plugin executable into ``bin_dir``; return their paths."""
     python = python or sys.executable

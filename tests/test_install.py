@@ -139,3 +139,15 @@ def test_example_conflist_is_what_install_writes() -> None:
     example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cni", "netkit.conflist")
     with open(example) as f:
         assert json.load(f) == install.default_conflist(ipaddress.ip_network("172.17.0.0/16"))
+
+
+def test_install_agent_writes_a_unit_running_this_interpreter(tmp_path: os.PathLike[str]) -> None:
+    tmp = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "netkit", "cni", "install", "--bin-dir", f"{tmp}/bin",
+                           "--conf-dir", f"{tmp}/conf", "--agent", "--unit-dir", f"{tmp}/units"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with open(f"{tmp}/units/netkit-agent.service") as f:
+        unit = f.read()
+    assert f"ExecStart={sys.executable} -m netkit agent --socket /run/netkit/agent.sock" in unit
+    assert "[Install]" in unit and "systemctl" in proc.stdout
