@@ -3,6 +3,7 @@
 #   ./setup.sh demo          install everything, install the plugins, attach a namespace and ping the
 #                            gateway, then `netkit run -d -p 8080:80` a web server and curl it
 #   ./setup.sh test [ARGS]   install everything, run the test suite (ARGS go to pytest)
+#   ./setup.sh bench         install everything, run every benchmark in bench/ (not part of the tests)
 #   ./setup.sh deps          install everything, nothing else
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
@@ -91,6 +92,14 @@ install_venv
 case "${1:-}" in
   demo) demo ;;
   test) shift; exec .venv/bin/python -m pytest "$@" ;;
+  bench)
+    # The benchmarks print their tables; each also writes JSON next to the others.
+    mkdir -p bench/results
+    for b in cold_start cni_latency scale throughput runtime_start podman_plugins; do
+      [[ -f bench/$b.py ]] || continue
+      echo "== bench/$b.py"
+      .venv/bin/python "bench/$b.py" $( [[ $b == cold_start ]] || echo --json "bench/results/$b.json" )
+    done ;;
   deps) ;;
-  *) echo "usage: $0 demo | test [pytest args] | deps" >&2; exit 2 ;;
+  *) echo "usage: $0 demo | test [pytest args] | bench | deps" >&2; exit 2 ;;
 esac
