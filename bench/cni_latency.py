@@ -9,8 +9,11 @@ Everything happens inside throwaway sandbox "host" network namespaces made for t
 is exec'd as ``ip netns exec HOST PLUGIN`` and containers are namespaces of their own.  The
 bridge+ipam+portmap chains run in two further sandbox hosts, one per implementation, because the
 reference portmap writes iptables(-nft) rules and netkit its own nft table: never both in one
-namespace.  No traffic is sent.  Every namespace the script made is deleted in a ``finally`` (Ctrl-C
-and SIGTERM included), and the script checks afterwards that none is left.  See bench/README.md.  Not part of the test suite.
+namespace.  netkit's ADD/DEL rows are measured twice: in-process (``NETKIT_AGENT_SOCKET=/nonexistent``)
+and through a warm agent (``netkit agent``) the script starts on a socket in its temp dir, with a
+sandbox host of its own for the agent's portmap chain.  No traffic is sent.  Every namespace the
+script made is deleted and the agent is stopped in a ``finally`` (Ctrl-C and SIGTERM included), and
+the script checks afterwards that none is left.  See bench/README.md.  Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import secrets
 import shlex
 import shutil
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +42,11 @@ if REPO not in sys.path:
 from netkit import install as nk_install  # noqa: E402
 
 REFERENCE_BIN = "/usr/lib/cni"
-NETKIT, REFERENCE = "netkit", "reference"
-IMPLS = (NETKIT, REFERENCE)
+NETKIT, AGENT, REFERENCE = "netkit", "netkit-agent", "reference"
+IMPLS = (NETKIT, REFERENCE)                 # the VERSION rows: netkit in-process against the reference
+ATTACH_IMPLS = (NETKIT, AGENT, REFERENCE)   # the ADD/DEL rows: netkit in-process, through the agent, reference
+VARIANT_LABEL = {NETKIT: "in-process", AGENT: "agent"}
+NO_AGENT = "/nonexistent"                   # NETKIT_AGENT_SOCKET for in-process: no agent listens there
 # VERSION rows: (row label, netkit executable, reference executable)
 VERSION_PAIRS = [
     ("VERSION bridge", "netkit-bridge", "bridge"),
@@ -54,11 +60,13 @@ EXECS_PER_SAMPLE = {CHAIN_ADD_ROW: 2, CHAIN_DEL_ROW: 2}
 BASELINE_ROW = "baseline: ip netns exec /bin/true"
 SUBNET = "10.99.0.0/16"
 CHAIN_SUBNET = "10.98.0.0/16"
-CHAIN_PLUGINS = {NETKIT: ("netkit-bridge", "netkit-portmap"), REFERENCE: ("bridge", "portmap")}
+CHAIN_PLUGINS = {NETKIT: ("netkit-bridge", "netkit-portmap"), AGENT: ("netkit-bridge", "netkit-portmap"),
+                 REFERENCE: ("bridge", "portmap")}
 CHAIN_HOSTPORT_BASE = 20000         # round k (warm-up rounds included) publishes hostPort BASE + k
 CHAIN_CONTAINER_PORT = 80
-NETKIT_FIREWALL = "nftables"        # NETKIT_FIREWALL_BACKEND for the netkit chain: its own nft table
+NETKIT_FIREWALL = "nftables"        # NETKIT_FIREWALL_BACKEND for the netkit chains: its own nft table
 EXEC_TIMEOUT_S = 60
+AGENT_START_TIMEOUT_S = 30
 
 
 class BenchError(RuntimeError):
@@ -74,14 +82,19 @@ class Bench:
             if not any(n.startswith(self.tag) for n in netns_names()):
                 break
         self.host = f"{self.tag}-h"
-        self.bridges = {NETKIT: f"{self.tag}nk", REFERENCE: f"{self.tag}ref"}  # <= 15 chars
-        # The portmap chains: one sandbox host (and bridge) per implementation.
-        self.chain_hosts = {NETKIT: f"{self.tag}-pn", REFERENCE: f"{self.tag}-pr"}
-        self.chain_bridges = {NETKIT: f"{self.tag}pnk", REFERENCE: f"{self.tag}pref"}
+        self.bridges = {NETKIT: f"{self.tag}nk", AGENT: f"{self.tag}ag", REFERENCE: f"{self.tag}ref"}  # <= 15
+        # The portmap chains: one sandbox host (and bridge) per implementation, the agent's included
+        # (its nft table is netkit's, but its own: the two netkit variants never share state).
+        self.chain_hosts = {NETKIT: f"{self.tag}-pn", AGENT: f"{self.tag}-pa", REFERENCE: f"{self.tag}-pr"}
+        self.chain_bridges = {NETKIT: f"{self.tag}pnk", AGENT: f"{self.tag}pag", REFERENCE: f"{self.tag}pref"}
         self.hosts = [self.host, *self.chain_hosts.values()]
         self.chain_round = 0                               # hostPort = CHAIN_HOSTPORT_BASE + this
         self.tmp = ""
         self.bin_dir = ""
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_sock = ""
+        self.agent_log = ""
+        self.agent_cpu_s = 0.0                             # the agent's utime+stime over the measured rounds
         self.made_netns: list[str] = []                    # every netns we created, in order
         self.live_netns: set[str] = set()                  # created and not yet deleted
         self.counter = 0
@@ -117,16 +130,68 @@ class Bench:
         self.bin_dir = os.path.join(self.tmp, "bin")
         report = nk_install.install(bin_dir=self.bin_dir, conf_dir=os.path.join(self.tmp, "net.d"))
         self.install_report = report
-        for impl in IMPLS:
+        for impl in ATTACH_IMPLS:
             os.makedirs(os.path.join(self.tmp, "data", impl))
             os.makedirs(os.path.join(self.tmp, "chaindata", impl))
+        self.start_agent()
         for host in self.hosts:
             self.netns_add(host)
             proc = ip("netns", "exec", host, "ip", "link", "set", "lo", "up")
             if proc.returncode != 0:
                 raise BenchError(f"bringing lo up in {host} failed: {proc.stderr.strip()}")
 
+    def start_agent(self) -> None:
+        """`netkit agent` on a socket of this run, in the root namespace (it joins each caller's
+        namespace per request), in a session of its own (a terminal Ctrl-C reaches only us; the
+        ``finally`` stops it)."""
+        self.agent_sock = os.path.join(self.tmp, "agent.sock")
+        self.agent_log = os.path.join(self.tmp, "agent.log")
+        env = {k: v for k, v in os.environ.items() if k != "NETKIT_AGENT_SOCKET"}
+        with open(self.agent_log, "wb") as log:
+            self.agent = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", self.agent_sock],
+                                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                          start_new_session=True)
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        while True:
+            self.check_agent()
+            if os.path.exists(self.agent_sock):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.connect(self.agent_sock)   # listening: serve() binds and listens at once
+                        return
+                    except OSError:
+                        pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"the agent did not listen on {self.agent_sock} within {AGENT_START_TIMEOUT_S} s")
+            time.sleep(0.02)
+
+    def check_agent(self) -> None:
+        """A dead agent would go unnoticed (launchers fall back in-process): abort instead."""
+        if self.agent is not None and self.agent.poll() is not None:
+            with open(self.agent_log, "rb") as fh:
+                tail = fh.read()[-800:].decode(errors="replace")
+            raise BenchError(f"the agent (pid {self.agent.pid}) exited with {self.agent.returncode}: {tail!r}")
+
+    def agent_cpu(self) -> float:
+        """utime + stime of the agent process, seconds."""
+        assert self.agent is not None
+        with open(f"/proc/{self.agent.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop_agent(self) -> None:
+        if self.agent is None or self.agent.poll() is not None:
+            return
+        self.agent.terminate()               # SIGTERM: serve() unwinds and removes the socket
+        try:
+            self.agent.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.agent.kill()
+            self.agent.wait()
+            self.cleanup_problems.append(f"the agent (pid {self.agent.pid}) ignored SIGTERM and was killed")
+
     def teardown(self) -> None:
+        self.stop_agent()
         # Containers first (their veths are already gone after DEL), then the hosts, which take the
         # bridges, firewall rules and any leftover veth ends with them.
         for name in [n for n in self.made_netns if n in self.live_netns and n not in self.hosts]:
@@ -140,6 +205,8 @@ class Bench:
         left = sorted(n for n in netns_names() if n.startswith(self.tag))
         if left:
             self.cleanup_problems.append(f"namespaces still present after cleanup: {', '.join(left)}")
+        if self.agent is not None and os.path.exists(f"/proc/{self.agent.pid}"):
+            self.cleanup_problems.append(f"the agent (pid {self.agent.pid}) is still running")
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -148,9 +215,11 @@ class Bench:
         return os.path.join(self.bin_dir if name.startswith("netkit-") else REFERENCE_BIN, name)
 
     def env(self, command: str, netns: str | None = None, container_id: str | None = None,
-            firewall: str = "") -> dict[str, str]:
+            firewall: str = "", impl: str = NETKIT) -> dict[str, str]:
         env = {"CNI_COMMAND": command, "CNI_PATH": f"{self.bin_dir}:{REFERENCE_BIN}",
                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        if impl != REFERENCE:   # never a machine-wide agent: ours, or none
+            env["NETKIT_AGENT_SOCKET"] = self.agent_sock if impl == AGENT else NO_AGENT
         if firewall:
             env["NETKIT_FIREWALL_BACKEND"] = firewall
         if netns is not None:
@@ -177,7 +246,7 @@ class Bench:
 
     def conf(self, impl: str) -> dict[str, Any]:
         """Same shape for both implementations; only bridge name, plugin types and data dir differ."""
-        nk = impl == NETKIT
+        nk = impl != REFERENCE
         return {
             "cniVersion": "1.0.0",
             "name": f"bench-{impl}",
@@ -205,7 +274,7 @@ class Bench:
 
     def add(self, impl: str, container: str) -> tuple[float, dict[str, Any]]:
         conf = self.conf(impl)
-        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("ADD", container),
+        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("ADD", container, impl=impl),
                                         json.dumps(conf).encode())
         try:
             result = json.loads(out)
@@ -220,7 +289,7 @@ class Bench:
     def delete(self, impl: str, container: str, prev: dict[str, Any]) -> float:
         conf = self.conf(impl)
         conf["prevResult"] = prev          # as libcni sends it on DEL
-        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("DEL", container),
+        ms, code, out, err = self.timed([self.exe(conf["type"])], self.env("DEL", container, impl=impl),
                                         json.dumps(conf).encode())
         if code != 0:
             raise BenchError(f"DEL via {conf['type']} in {container} failed (exit {code}): "
@@ -249,14 +318,14 @@ class Bench:
 
     def chain_exec(self, impl: str, command: str, conf: dict[str, Any],
                    container: str) -> tuple[float, int, bytes, bytes]:
-        firewall = NETKIT_FIREWALL if impl == NETKIT else ""
-        return self.timed([self.exe(conf["type"])], self.env(command, container, firewall=firewall),
+        firewall = NETKIT_FIREWALL if impl != REFERENCE else ""
+        return self.timed([self.exe(conf["type"])], self.env(command, container, firewall=firewall, impl=impl),
                           json.dumps(conf).encode(), host=self.chain_hosts[impl])
 
     def dnat_rules_text(self, impl: str) -> str:
         """The sandbox host's NAT rules, as the implementation's own tool lists them (read only)."""
         host = self.chain_hosts[impl]
-        if impl == NETKIT:
+        if impl != REFERENCE:
             proc = ip("netns", "exec", host, "nft", "list", "table", "inet", "netkit")
         else:
             proc = ip("netns", "exec", host, "iptables-save", "-t", "nat")
@@ -266,7 +335,7 @@ class Bench:
 
     @staticmethod
     def has_dnat(impl: str, rules: str, host_port: int) -> bool:
-        needle = f"dport {host_port} " if impl == NETKIT else f"--dport {host_port} "
+        needle = f"dport {host_port} " if impl != REFERENCE else f"--dport {host_port} "
         return any(needle in line + " " for line in rules.splitlines())
 
     def chain_add(self, impl: str, container: str, host_port: int) -> tuple[float, dict[str, Any]]:
@@ -315,11 +384,16 @@ class Bench:
 
     # ---- the measurement ----------------------------------------------------------------------
     def one_round(self, i: int, into: dict[str, dict[str, list[float]]], baseline: list[float]) -> None:
-        # Alternate which implementation goes first, so neither always meets a warmer cache.
+        # Alternate which implementation goes first, so neither always meets a warmer cache; the
+        # three of the ADD/DEL rows take turns (rotation), each first once every three rounds.
         order = IMPLS if i % 2 == 0 else IMPLS[::-1]
+        k = i % len(ATTACH_IMPLS)
+        attach_order = ATTACH_IMPLS[k:] + ATTACH_IMPLS[:k]
+        self.check_agent()
 
         def put(row: str, impl: str, ms: float) -> None:
-            into.setdefault(row, {NETKIT: [], REFERENCE: []})[impl].append(ms)
+            into.setdefault(row, {})
+            into[row].setdefault(impl, []).append(ms)
 
         ms, code, _, err = self.timed(["/bin/true"], {"PATH": os.environ.get("PATH", "")}, b"")
         if code != 0:
@@ -328,14 +402,14 @@ class Bench:
         for row, nk_exe, ref_exe in VERSION_PAIRS:
             for impl in order:
                 put(row, impl, self.version(nk_exe if impl == NETKIT else ref_exe))
-        containers = {impl: self.new_container() for impl in order}
+        containers = {impl: self.new_container() for impl in attach_order}
         results = {}
-        for impl in order:
+        for impl in attach_order:
             ms, results[impl] = self.add(impl, containers[impl])
             put(ADD_ROW, impl, ms)
-        for impl in order:
+        for impl in attach_order:
             put(DEL_ROW, impl, self.delete(impl, containers[impl], results[impl]))
-        for impl in order:
+        for impl in attach_order:
             self.netns_del(containers[impl])
             if containers[impl] in self.live_netns:
                 raise BenchError(f"could not delete container namespace {containers[impl]}: "
@@ -343,53 +417,59 @@ class Bench:
         # The portmap chain, each implementation in its own sandbox host; a new hostPort every round.
         host_port = CHAIN_HOSTPORT_BASE + self.chain_round
         self.chain_round += 1
-        containers = {impl: self.new_container() for impl in order}
+        containers = {impl: self.new_container() for impl in attach_order}
         results = {}
-        for impl in order:
+        for impl in attach_order:
             ms, results[impl] = self.chain_add(impl, containers[impl], host_port)
             put(CHAIN_ADD_ROW, impl, ms)
-        for impl in order:
+        for impl in attach_order:
             put(CHAIN_DEL_ROW, impl, self.chain_delete(impl, containers[impl], host_port, results[impl]))
-        for impl in order:
+        for impl in attach_order:
             self.netns_del(containers[impl])
             if containers[impl] in self.live_netns:
                 raise BenchError(f"could not delete container namespace {containers[impl]}: "
                                  f"{self.cleanup_problems[-1]}")
+        self.check_agent()
 
     def run(self) -> None:
         warm_base: list[float] = []
         for i in range(self.warmup):       # first ADD creates the bridge; page cache; not counted
             self.one_round(i, self.warmup_samples, warm_base)
+        cpu0 = self.agent_cpu()
         try:
             for i in range(self.runs):
                 self.one_round(i, self.samples, self.baseline)
                 print(f"\r  round {i + 1}/{self.runs}", end="", file=sys.stderr, flush=True)
         finally:
             print(file=sys.stderr)
+        self.agent_cpu_s = self.agent_cpu() - cpu0
 
     def sanity(self) -> list[str]:
         """After all DELs: no leases, no veth and no port-mapping rule left in any sandbox host, and
         each chain host holds only its own implementation's firewall tables."""
         problems = []
-        for impl in IMPLS:
+        if self.agent_cpu_s <= 0:
+            problems.append("the agent used no CPU time during the measured rounds: did the launchers "
+                            "fall back in-process?")
+        for impl in ATTACH_IMPLS:
             for d in (os.path.join(self.tmp, "data", impl, f"bench-{impl}"),
                       os.path.join(self.tmp, "chaindata", impl, f"benchpm-{impl}")):
                 leases = sorted(n for n in os.listdir(d) if n[0].isdigit()) if os.path.isdir(d) else []
                 if leases:
                     problems.append(f"{impl}: leases left after DEL in {d}: {leases[:5]}")
         for host, bridges in [(self.host, list(self.bridges.values()))] + \
-                [(self.chain_hosts[impl], [self.chain_bridges[impl]]) for impl in IMPLS]:
+                [(self.chain_hosts[impl], [self.chain_bridges[impl]]) for impl in ATTACH_IMPLS]:
             out = ip("netns", "exec", host, "ip", "-j", "link", "show").stdout
             links = sorted(link["ifname"] for link in json.loads(out or "[]"))
             expected = sorted(["lo", *bridges])
             if links != expected:
                 problems.append(f"sandbox host {host}: links {links}, expected {expected}")
-        for impl in IMPLS:
+        for impl in ATTACH_IMPLS:
             host = self.chain_hosts[impl]
             tables = sorted(line.strip() for line in
                             ip("netns", "exec", host, "nft", "list", "tables").stdout.splitlines() if line.strip())
             nat = ip("netns", "exec", host, "iptables-save", "-t", "nat").stdout
-            if impl == NETKIT:
+            if impl != REFERENCE:
                 chains = json.loads(ip("netns", "exec", host, "nft", "-j", "list", "table", "inet", "netkit").stdout
                                     or '{"nftables": []}')["nftables"]
                 left = sorted(o["chain"]["name"] for o in chains
@@ -412,13 +492,21 @@ class Bench:
 
 # ---- statistics and output ------------------------------------------------------------------------
 def table(rows: list[tuple[str, dict[str, float], dict[str, float]]], title: str) -> str:
-    head = f"{'operation':<36} {'netkit med':>10} {'p95':>8} {'ref med':>9} {'p95':>8} {'ratio':>7}"
+    head = f"{'operation':<38} {'netkit med':>10} {'p95':>8} {'ref med':>9} {'p95':>8} {'ratio':>7}"
     lines = [title, head, "-" * len(head)]
     for label, nk, ref in rows:
         ratio = f"{nk['median'] / ref['median']:.2f}" if ref["median"] > 0 else "n/a"
-        lines.append(f"{label:<36} {nk['median']:>10.1f} {nk['p95']:>8.1f} {ref['median']:>9.1f} "
+        lines.append(f"{label:<38} {nk['median']:>10.1f} {nk['p95']:>8.1f} {ref['median']:>9.1f} "
                      f"{ref['p95']:>8.1f} {ratio:>7}")
     return "\n".join(lines)
+
+
+def table_rows() -> list[tuple[str, str, str]]:
+    """(label, row, netkit variant) in print order: VERSION in-process only, ADD/DEL both variants."""
+    out = [(r, r, NETKIT) for r, _, _ in VERSION_PAIRS]
+    for r in (ADD_ROW, DEL_ROW, CHAIN_ADD_ROW, CHAIN_DEL_ROW):
+        out += [(f"{r} [{VARIANT_LABEL[v]}]", r, v) for v in (NETKIT, AGENT)]
+    return out
 
 
 def main() -> int:
@@ -439,6 +527,8 @@ def main() -> int:
             ap.error(f"{tool} not found (apt-get install nftables iptables)")
 
     cmdline = shlex.join(sys.orig_argv)
+    if not sys.executable:
+        ap.error("no sys.executable to start the agent with")
     print(f"command: {cmdline}")
     root_bridges_before = {n for n, kind in root_links().items() if kind == "bridge"}
     bench = Bench(args.runs, args.warmup)
@@ -450,12 +540,15 @@ def main() -> int:
     error: str | None = None
     try:
         bench.setup()
-        print(f"sandbox host netns {bench.host}; bridges {bench.bridges[NETKIT]} (netkit), "
-              f"{bench.bridges[REFERENCE]} (reference); {args.warmup} warm-up + {args.runs} measured rounds",
-              flush=True)
-        print(f"portmap chains: netkit in {bench.chain_hosts[NETKIT]} (bridge {bench.chain_bridges[NETKIT]}, "
-              f"NETKIT_FIREWALL_BACKEND={NETKIT_FIREWALL}), reference in {bench.chain_hosts[REFERENCE]} "
-              f"(bridge {bench.chain_bridges[REFERENCE]}, iptables)", flush=True)
+        print(f"sandbox host netns {bench.host}; bridges {bench.bridges[NETKIT]} (netkit in-process), "
+              f"{bench.bridges[AGENT]} (netkit agent), {bench.bridges[REFERENCE]} (reference); "
+              f"{args.warmup} warm-up + {args.runs} measured rounds", flush=True)
+        print(f"portmap chains: netkit in-process in {bench.chain_hosts[NETKIT]} (bridge "
+              f"{bench.chain_bridges[NETKIT]}), netkit agent in {bench.chain_hosts[AGENT]} (bridge "
+              f"{bench.chain_bridges[AGENT]}), both NETKIT_FIREWALL_BACKEND={NETKIT_FIREWALL}; reference in "
+              f"{bench.chain_hosts[REFERENCE]} (bridge {bench.chain_bridges[REFERENCE]}, iptables)", flush=True)
+        print(f"agent: pid {bench.agent.pid if bench.agent else '?'}, socket {bench.agent_sock}; in-process "
+              f"rows run with NETKIT_AGENT_SOCKET={NO_AGENT}", flush=True)
         bench.run()
         sanity = bench.sanity()
     except KeyboardInterrupt:
@@ -489,11 +582,11 @@ def main() -> int:
 
     base = summary(bench.baseline)
     base_med = base["median"]
-    order = [r for r, _, _ in VERSION_PAIRS] + [ADD_ROW, DEL_ROW, CHAIN_ADD_ROW, CHAIN_DEL_ROW]
-    raw_rows = [(r, summary(bench.samples[r][NETKIT]), summary(bench.samples[r][REFERENCE])) for r in order]
-    net = {r: {impl: [x - EXECS_PER_SAMPLE.get(r, 1) * base_med for x in bench.samples[r][impl]] for impl in IMPLS}
-           for r in order}
-    net_rows = [(r, summary(net[r][NETKIT]), summary(net[r][REFERENCE])) for r in order]
+    rows = table_rows()
+    net = {r: {impl: [x - EXECS_PER_SAMPLE.get(r, 1) * base_med for x in xs] for impl, xs in bench.samples[r].items()}
+           for r in bench.samples}
+    raw_rows = [(label, summary(bench.samples[r][v]), summary(bench.samples[r][REFERENCE])) for label, r, v in rows]
+    net_rows = [(label, summary(net[r][v]), summary(net[r][REFERENCE])) for label, r, v in rows]
 
     print()
     print(f"{args.runs} interleaved runs per cell, ms; kernel {platform.release()}, {os.cpu_count()} CPUs, "
@@ -504,7 +597,10 @@ def main() -> int:
     print()
     print(table(net_rows, f"same, minus the baseline median ({base_med:.1f} ms) per exec: the plugins' own time"))
     print()
-    print("ratio = netkit median / reference median. ADD/DEL = bridge plugin exec incl. its IPAM delegate exec.")
+    print("ratio = netkit median / reference median (the same reference samples for both netkit variants).")
+    print("[in-process]: NETKIT_AGENT_SOCKET=/nonexistent; [agent]: the launchers forward to `netkit agent`")
+    print(f"(started by this run; {bench.agent_cpu_s:.2f} s of its CPU time over the measured rounds).")
+    print("ADD/DEL = bridge plugin exec incl. its IPAM delegate exec.")
     print("ADD/DEL bridge+ipam+portmap = sum of 2 execs (ADD: bridge, then portmap with prevResult; DEL: portmap,")
     print("then bridge), one tcp mapping, each implementation in its own sandbox host; minus 2 baselines.")
 
@@ -517,22 +613,29 @@ def main() -> int:
                         "python": platform.python_version()},
             "unit": "ms",
             "method": "wall time from spawning `ip netns exec HOST plugin` to its exit; netkit and "
-                      "reference interleaved in every round, order alternating per round",
+                      "reference interleaved in every round, order alternating per round (VERSION) or "
+                      "rotating among netkit in-process, netkit agent and reference (ADD/DEL)",
+            "agent": {"command": [sys.executable, "-m", "netkit", "agent", "--socket", bench.agent_sock],
+                      "cpu_seconds_measured_rounds": bench.agent_cpu_s,
+                      "in_process_env": {"NETKIT_AGENT_SOCKET": NO_AGENT}},
             "subnet": SUBNET,
             "portmap_chain": {"subnet": CHAIN_SUBNET, "hosts": bench.chain_hosts,
-                              "plugins": {impl: list(CHAIN_PLUGINS[impl]) for impl in IMPLS},
+                              "plugins": {impl: list(CHAIN_PLUGINS[impl]) for impl in ATTACH_IMPLS},
                               "netkit_firewall_backend": NETKIT_FIREWALL,
                               "host_ports": [CHAIN_HOSTPORT_BASE, CHAIN_HOSTPORT_BASE + bench.chain_round - 1],
                               "container_port": CHAIN_CONTAINER_PORT, "protocol": "tcp",
                               "execs_per_sample": 2},
             "baseline_ip_netns_exec_true": {"summary": base, "samples": bench.baseline},
             "operations": {
-                r: {impl: {"raw": summary(bench.samples[r][impl]),
-                           "minus_baseline": summary(net[r][impl]),
-                           "samples": bench.samples[r][impl]} for impl in IMPLS}
-                   | {"ratio_median_raw": raw_rows[k][1]["median"] / raw_rows[k][2]["median"],
-                      "ratio_median_minus_baseline": net_rows[k][1]["median"] / net_rows[k][2]["median"]}
-                for k, r in enumerate(order)
+                r: {impl: {"raw": summary(xs), "minus_baseline": summary(net[r][impl]), "samples": xs}
+                    for impl, xs in bench.samples[r].items()}
+                for r in bench.samples
+            },
+            "rows": {
+                label: {"row": r, "netkit_variant": v,
+                        "ratio_median_raw": raw_rows[k][1]["median"] / raw_rows[k][2]["median"],
+                        "ratio_median_minus_baseline": net_rows[k][1]["median"] / net_rows[k][2]["median"]}
+                for k, (label, r, v) in enumerate(rows)
             },
             "warmup_samples": bench.warmup_samples,
             "sanity_problems": sanity,

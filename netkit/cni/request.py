@@ -67,6 +67,14 @@ class Request(NamedTuple):
         return rc if isinstance(rc, dict) else {}
 
 
+def flag(config: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A boolean config key; anything but true/false is the spec's code 7."""
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
+    return value
+
+
 def validate_ifname(name: str) -> str:
     """Refuse interface names the kernel would refuse or that would escape a path."""
     if not name or len(name.encode()) > IFNAME_MAX:

@@ -10,7 +10,7 @@ import ipaddress
 from typing import Any
 
 from netkit import errors
-from netkit.cni.request import Request
+from netkit.cni.request import Request, flag
 from netkit.cni.result import Result
 from netkit.firewall import groups
 from netkit.firewall.backend import Backend, choose
@@ -40,13 +40,6 @@ def host_bridge(result: Result) -> str | None:
     return next((i["name"] for i in result.get("interfaces", []) if not i.get("sandbox") and i.get("name")), None)
 
 
-def _flag(config: dict[str, Any], key: str, default: bool) -> bool:
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
-    return value
-
-
 def dnat_group(req: Request, addresses: list[Interface]) -> RuleGroup:
     """The DNAT group asked for by runtimeConfig.portMappings and the snat/masqAll keys."""
     mark = req.config.get("markMasqBit")
@@ -54,7 +47,7 @@ def dnat_group(req: Request, addresses: list[Interface]) -> RuleGroup:
         raise errors.CNIError(errors.INVALID_CONFIG, "'markMasqBit' must be an integer in 0..31", repr(mark))
     return RuleGroup(DNAT, req.network, req.container_id, req.ifname, addresses,
                      parse_port_mappings(req.runtime_config.get("portMappings")),
-                     snat=_flag(req.config, "snat", True), masq_all=_flag(req.config, "masqAll", False))
+                     snat=flag(req.config, "snat", True), masq_all=flag(req.config, "masqAll", False))
 
 
 def masq_group(req: Request, addresses: list[Interface]) -> RuleGroup:

@@ -14,7 +14,7 @@ from typing import Any
 
 from netkit import errors
 from netkit.cni import delegate
-from netkit.cni.request import Request, validate_ifname
+from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
 from netkit.firewall import groups, publish
 from netkit.firewall.model import MASQ, Interface, NetworkRules
@@ -44,13 +44,6 @@ class BridgeConfig:
     icc: bool  # containers on this bridge may talk to each other (Docker's enable_icc)
 
 
-def _flag(conf: dict[str, Any], key: str, default: bool = False) -> bool:
-    value = conf.get(key, default)
-    if not isinstance(value, bool):
-        raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be true or false", repr(value))
-    return value
-
-
 def _int(conf: dict[str, Any], key: str, low: int, high: int) -> int | None:
     value = conf.get(key)
     if value is None or value == 0:
@@ -72,21 +65,21 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
         raise errors.CNIError(errors.INVALID_CONFIG, "bridge needs an 'ipam' object with a 'type'")
-    default_gw = _flag(conf, "isDefaultGateway")
+    default_gw = flag(conf, "isDefaultGateway")
     return BridgeConfig(
         bridge=bridge,
-        is_gateway=_flag(conf, "isGateway") or default_gw,
+        is_gateway=flag(conf, "isGateway") or default_gw,
         is_default_gateway=default_gw,
-        force_address=_flag(conf, "forceAddress"),
-        ip_masq=_flag(conf, "ipMasq"),
+        force_address=flag(conf, "forceAddress"),
+        ip_masq=flag(conf, "ipMasq"),
         mtu=_int(conf, "mtu", 68, 65535),
-        hairpin=_flag(conf, "hairpinMode"),
-        promisc=_flag(conf, "promiscMode"),
+        hairpin=flag(conf, "hairpinMode"),
+        promisc=flag(conf, "promiscMode"),
         vlan=_int(conf, "vlan", 1, 4094),
         ipam_type=ipam["type"],
         publishes_ports=bool((conf.get("capabilities") or {}).get("portMappings")),
-        isolate=_flag(conf, "isolate", True),
-        icc=_flag(conf, "icc", True),
+        isolate=flag(conf, "isolate", True),
+        icc=flag(conf, "icc", True),
     )
 
 
