@@ -5,7 +5,9 @@ The scripts run as ``python bench/NAME.py``, so this directory is on sys.path: `
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 from typing import Any
@@ -48,3 +50,28 @@ def pct(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "p95": pct(values, 0.95), "min": min(values),
             "max": max(values), "mean": statistics.fmean(values), "n": len(values)}
+
+
+def processes_of_run(tmp: str, sandbox_inodes: set[int]) -> dict[int, str]:
+    """pid -> command line of the processes a run made: command line, cwd or root in its temp dir,
+    or living in one of its sandbox network namespaces (inode numbers)."""
+    found = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        hit = bool(tmp) and tmp in cmd
+        for link in ("cwd", "root"):
+            with contextlib.suppress(OSError):
+                hit = hit or bool(tmp) and os.readlink(f"/proc/{pid}/{link}").startswith(tmp)
+        with contextlib.suppress(OSError):
+            hit = hit or os.stat(f"/proc/{pid}/ns/net").st_ino in sandbox_inodes
+        if hit:
+            found[pid] = cmd or "?"
+    return found

@@ -44,7 +44,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import run, ip, netns_names, root_links, summary  # noqa: E402 - bench/ is on sys.path
+from benchlib import run, ip, netns_names, root_links, summary, processes_of_run  # noqa: E402 - bench/ is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -530,27 +530,8 @@ exec {shlex.quote(os.path.join(bin_dir, plugin))} "$@"
 
     # ---- teardown --------------------------------------------------------------------------------------
     def our_processes(self) -> dict[int, str]:
-        """Processes of this run: command line, cwd or root in our temp dir, or living in a sandbox namespace."""
-        found = {}
-        me = os.getpid()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            pid = int(entry)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            hit = bool(self.tmp) and self.tmp in cmd
-            for link in ("cwd", "root"):
-                with contextlib.suppress(OSError):
-                    hit = hit or bool(self.tmp) and os.readlink(f"/proc/{pid}/{link}").startswith(self.tmp)
-            with contextlib.suppress(OSError):
-                hit = hit or os.stat(f"/proc/{pid}/ns/net").st_ino in self.sandbox_inodes
-            if hit:
-                found[pid] = cmd or "?"
-        return found
+        """Processes of this run (see benchlib.processes_of_run)."""
+        return processes_of_run(self.tmp, self.sandbox_inodes)
 
     def teardown(self) -> None:
         # 1. The agent (a child of ours, by pid).

@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Any
 
-from benchlib import run, ip, netns_names, root_links, pct, summary  # noqa: E402 - bench/ is on sys.path
+from benchlib import run, ip, netns_names, root_links, pct, summary, processes_of_run  # noqa: E402 - bench/ is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -464,28 +464,8 @@ runroot = "{d}/run"
         self.have_busybox = os.path.exists(BUSYBOX)
 
     def _our_processes(self) -> dict[int, str]:
-        """Processes that belong to this run: their command line, cwd or root lies in our temp dir,
-        or they live in one of our sandbox namespaces."""
-        found = {}
-        me = os.getpid()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            pid = int(entry)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-            hit = bool(self.tmp) and self.tmp in cmd
-            for link in ("cwd", "root"):
-                with contextlib.suppress(OSError):
-                    hit = hit or bool(self.tmp) and os.readlink(f"/proc/{pid}/{link}").startswith(self.tmp)
-            with contextlib.suppress(OSError):
-                hit = hit or os.stat(f"/proc/{pid}/ns/net").st_ino in self.sandbox_inodes
-            if hit:
-                found[pid] = cmd or "?"
-        return found
+        """Processes of this run (see benchlib.processes_of_run)."""
+        return processes_of_run(self.tmp, self.sandbox_inodes)
 
     def _unmount_under_tmp(self) -> None:
         if not self.tmp:
