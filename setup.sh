@@ -14,7 +14,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 # benchmarks), and a compiler + headers because python-iptables ships only an sdist.
 PACKAGES=(iproute2 iputils-ping procps curl util-linux iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
           containernetworking-plugins python3 python3-venv python3-dev gcc podman runc busybox-static
-          time iperf3)
+          time iperf3 graphviz vagrant)
 
 need_root() {
   if [[ $(id -u) != 0 ]]; then echo "setup.sh: run as root (network namespaces need it)" >&2; exit 1; fi

@@ -63,13 +63,15 @@ def _after_dashes(command: tuple[str, ...]) -> list[str]:
 @click.option("--hostname", default="")
 @click.option("-e", "--env", multiple=True, help="KEY=VALUE (or KEY: taken from this environment)")
 @click.option("--dns", multiple=True, help="Nameserver for the container's /etc/resolv.conf")
+@click.option("-l", "--label", "labels", multiple=True, help="KEY=VALUE metadata shown by inspect")
 @click.argument("command", nargs=-1, required=True)
 @click.pass_context
-def run(ctx: click.Context, command: tuple[str, ...], **kw: Any) -> None:
+def run(ctx: click.Context, command: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> None:
     """Run CMD in a new container: netkit run [OPTIONS] -- CMD [ARGS...]."""
     from netkit.runtime import containers, ports
 
     root = _root(ctx)
+    kw["labels"] = dict(item.partition("=")[::2] for item in labels)
     opts = containers.RunOptions(command=_after_dashes(command), **{k: list(v) if isinstance(v, tuple) else v
                                                             for k, v in kw.items()})
     rec, code = _run(lambda: containers.run(root, opts))
@@ -395,6 +397,15 @@ def cni_status(**kw: Any) -> None:
     _chain_call("status", **kw)
     click.echo("ready")
 
+
+def _register_subgroups() -> None:
+    # Imported after the helpers above exist: netkit.lab.commands uses them.
+    from netkit.lab.commands import lab
+
+    main.add_command(lab)
+
+
+_register_subgroups()
 
 if __name__ == "__main__":
     main()

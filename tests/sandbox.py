@@ -217,7 +217,7 @@ def bridge_conf(box: Sandbox, name: str = "testnet", version: str = "1.0.0", sub
 def leftovers() -> list[str]:
     """Objects of this run still on the machine: namespaces, and links in the root namespace."""
     out = [f"netns {line.split()[0]}" for line in ip("netns", "list").stdout.splitlines()
-           if line.startswith(RUN_PREFIX)]
+           if line.startswith((RUN_PREFIX, f"nkl-{RUN_PREFIX}"))]  # nkl-: lab hosts of labs named by this run
     links = json.loads(ip("-j", "link", "show").stdout or "[]")
     out += [f"link {link['ifname']}" for link in links if link["ifname"].startswith(("nk", RUN_PREFIX))]
     if subprocess.run(["nft", "list", "table", "inet", "netkit"], capture_output=True).returncode == 0:

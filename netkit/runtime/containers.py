@@ -31,6 +31,7 @@ class RunOptions(NamedTuple):
     hostname: str = ""
     env: list[str] = []  # noqa: RUF012
     dns: list[str] = []  # noqa: RUF012
+    labels: dict[str, str] = {}  # noqa: RUF012
 
 
 def _mode(network: str) -> tuple[str, str]:
@@ -103,7 +104,7 @@ def _create(root: Root, opts: RunOptions) -> Record:
             "id": cid, "name": name, "command": list(opts.command), "env": env, "cwd": os.getcwd(),
             "hostname": opts.hostname or cid[:12], "network": arg if kind == "bridge" else opts.network,
             "net_kind": kind, "owner": owner["id"] if owner else "", "ports": mappings, "ip": opts.ip,
-            "dns": list(opts.dns), "state": "created", "created": time.time(), "pid": 0,
+            "dns": list(opts.dns), "labels": dict(opts.labels), "state": "created", "created": time.time(), "pid": 0,
             "auto_remove": opts.auto_remove, "log": os.path.join(root.container_dir(cid), "log"),
         }
         if kind == "container":
@@ -301,6 +302,7 @@ def inspect(root: Root, ref: str) -> dict[str, Any]:
         "NetworkSettings": {"Network": rec["network"], "SandboxKey": rec["netns"], "Addresses": rec.get("addresses", []),
                             "Ports": [ports.describe(m) for m in rec.get("ports", [])]},
         "Hostname": rec["hostname"], "Created": rec["created"], "LogPath": rec["log"],
+        "Config": {"Labels": rec.get("labels", {})},
     }
 
 

@@ -1,0 +1,1 @@
+"""Network lab scenarios: one topology file, run on local namespaces or on Vagrant boxes."""

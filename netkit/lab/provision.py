@@ -1,0 +1,131 @@
+"""One host's part of a lab, built in the current network namespace with one netkit root.
+
+This is what ``netkit lab up FILE --host NAME`` does: on a Vagrant box (the box is the host), and
+inside each host namespace of the local backend.  It converges: routes replaced, missing networks
+created, containers whose spec changed (or that died) recreated, containers the scenario no
+longer has removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import sys
+import time
+
+from netkit import errors
+from netkit.lab import probe
+from netkit.lab.scenario import Container, Host, Scenario, ScenarioError
+from netkit.lab.serve import serve_args, serve_ports
+from netkit.runtime import containers, networks, state
+from netkit.runtime.root import Root
+
+LABEL_LAB = "netkit.lab"
+LABEL_SPEC = "netkit.lab.spec"
+READY_TIMEOUT = 15.0
+
+
+def resolve_backend(sc: Scenario, ref: str, from_host: str) -> str:
+    """HOST[@LINK]:PORT or ADDRESS:PORT -> ADDRESS:PORT."""
+    target, _, port = ref.rpartition(":")
+    host, _, link = target.partition("@")
+    if host in sc.hosts:
+        return f"{sc.address_of(host, from_host, link)}:{port}"
+    try:
+        ipaddress.IPv4Address(target)
+    except ValueError:
+        raise ScenarioError(f"{sc.path}: backend {ref!r} is neither HOST[@LINK]:PORT nor ADDRESS:PORT") from None
+    return ref
+
+
+def command(sc: Scenario, host: Host, c: Container) -> list[str]:
+    """The container's process: its cmd, or netkit's test servers for ``serve:``."""
+    if c.cmd:
+        return list(c.cmd)
+    return [sys.executable, *serve_args(c.serve, lambda ref: resolve_backend(sc, ref, host.name))]
+
+
+def _spec_hash(sc: Scenario, host: Host, c: Container) -> str:
+    spec = {"cmd": command(sc, host, c), "net": c.net, "ports": c.ports, "ip": c.ip}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _routes(host: Host) -> None:
+    from netkit.net.netlink import IPRoute
+
+    with IPRoute() as ipr:
+        for r in host.routes:
+            ipr.route("replace", dst=str(r.to.network_address), dst_len=r.to.prefixlen, gateway=r.via)
+
+
+def _networks(root: Root, host: Host) -> None:
+    present = {n["name"]: n for n in networks.listing(root)}
+    for net in host.networks.values():
+        options = {"isolate": str(net.isolate).lower(), "icc": str(net.icc).lower()}
+        have = present.get(net.name)
+        if have is not None:
+            conf = networks.load(root, net.name)["plugins"][0]
+            same = (net.subnet in (None, have["subnet"]) and conf.get("isolate") == net.isolate
+                    and conf.get("icc") == net.icc and conf.get("ipMasq") == (not net.internal))
+            if same:
+                continue
+            users = [r["name"] for r in state.all_records(root) if r.get("network") == net.name]
+            for name in users:  # recreated below with the network's new shape
+                containers.remove(root, name, force=True)
+            networks.remove(root, net.name, [])
+        networks.create(root, net.name, net.subnet, None, net.internal, options)
+
+
+def _wait_ready(rec: state.Record, c: Container) -> None:
+    """Wait until the container's test servers answer on 127.0.0.1, so checks never race start-up."""
+    ports = [("tcp", p) for k in ("http", "tcp", "proxy") for p in serve_ports(c.serve, k)]
+    ports += [("udp", p) for p in serve_ports(c.serve, "udp")]
+    path = rec["netns"] or ""
+    deadline = time.monotonic() + READY_TIMEOUT
+    for proto, port in ports:
+        while not probe.probe(path, proto, "127.0.0.1", port, timeout=0.5).reached:
+            if time.monotonic() > deadline or not state.alive(state.refresh(rec)):
+                raise errors.CNIError(errors.INTERNAL, f"container {c.name} does not answer on {proto}/{port}",
+                                      f"see: netkit logs {c.name}")
+            time.sleep(0.1)
+
+
+def provision(sc: Scenario, host_name: str, root: Root) -> list[str]:
+    """Build or converge ``host_name``'s networks, routes and containers here; what was done, line by line."""
+    if host_name not in sc.hosts:
+        raise ScenarioError(f"{sc.path}: no host {host_name!r} (hosts: {', '.join(sc.hosts)})")
+    host = sc.hosts[host_name]
+    done: list[str] = []
+    root.prepare()
+    networks.ensure_default(root)
+    _routes(host)
+    _networks(root, host)
+    records = {r["name"]: state.refresh(r) for r in state.all_records(root)}
+    wanted = {c.name for c in host.containers.values()}
+    for name, rec in records.items():
+        if rec.get("labels", {}).get(LABEL_LAB) == sc.name and name not in wanted:
+            containers.remove(root, name, force=True)
+            done.append(f"{host_name}: removed {name}")
+    started: set[str] = set()
+    for c in sc.container_order(host):
+        digest = _spec_hash(sc, host, c)
+        try:
+            rec = state.find(root, c.name)
+        except errors.CNIError:
+            rec = None
+        owner = c.net.split(":", 1)[1] if c.net.startswith("container:") else ""
+        current = rec is not None and state.alive(rec) and rec.get("labels", {}).get(LABEL_SPEC) == digest
+        if current and owner not in started:  # a joiner follows its owner into the new namespace
+            continue
+        if rec is not None:
+            containers.remove(root, c.name, force=True)
+        opts = containers.RunOptions(command=command(sc, host, c), network=c.net, publish=c.ports, name=c.name,
+                                     detach=True, ip=c.ip, hostname=c.name,
+                                     labels={LABEL_LAB: sc.name, LABEL_SPEC: digest})
+        rec, _ = containers.run(root, opts)
+        if c.serve:
+            _wait_ready(rec, c)
+        started.add(c.name)
+        done.append(f"{host_name}: started {c.name} ({c.net})")
+    return done

@@ -1,0 +1,100 @@
+"""Scenario files: validation with errors that point at the file and line, and the addresses decided."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from netkit.lab import scenario
+from netkit.lab.scenario import ScenarioError
+from tests.lab.conftest import SHIPPED
+from tests.lab.conftest import scenario as shipped_path
+
+GOOD = """\
+name: demo
+links:
+  wire: {subnet: 10.9.0.0/24}
+  seg: {}
+hosts:
+  a:
+    links: {wire: 10.9.0.5, seg: null}
+    networks:
+      front: {subnet: 10.40.0.0/24}
+    routes:
+      - {to: 10.41.0.0/24, via: b}
+    containers:
+      web: {net: front, ports: ["8080:80"], serve: {http: 80}}
+      side: {net: "container:web", cmd: "sleep infinity"}
+  b:
+    links: [wire, seg]
+  c:
+    links: [seg]
+checks:
+  - {from: a/web, to: "b:80"}
+  - {from: c, to: b, proto: icmp, expect: blocked}
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ScenarioError) as info:
+        scenario.parse(textwrap.dedent(text), "lab.yaml")
+    return info.value.msg
+
+
+def test_valid_scenario_gets_deterministic_addresses_link_kinds_and_start_order() -> None:
+    sc = scenario.parse(GOOD, "lab.yaml")
+    assert str(sc.hosts["a"].addresses["wire"]) == "10.9.0.5/24"
+    assert str(sc.hosts["b"].addresses["wire"]) == "10.9.0.10/24"  # automatic: from .10, skipping taken ones
+    assert str(sc.links["seg"].subnet) == "10.250.0.0/24"  # no subnet: the automatic pool
+    assert sc.links["wire"].kind == "veth" and sc.links["seg"].kind == "segment"
+    assert sc.links["seg"].members == ["a", "b", "c"]
+    assert sc.hosts["a"].routes[0].via == "10.9.0.10"  # via a host: its address on the shared link
+    assert [c.name for c in sc.container_order(sc.hosts["a"])] == ["web", "side"]
+    assert sc.hosts["a"].containers["side"].cmd == ["sleep", "infinity"]
+    assert scenario.parse(GOOD, "lab.yaml").hosts["c"].addresses == sc.hosts["c"].addresses
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_scenario_is_valid_and_has_checks(name: str) -> None:
+    sc = scenario.load(shipped_path(name))
+    assert sc.name == name and sc.checks
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("hosts:\n  a:\n    links: [w]\n  b: {links: [w]}\nlinkz: {}\n", "lab.yaml:5:", "unknown key"),
+    ("hosts:\n  a:\n    containers:\n      c:\n        net: nowhere\n        cmd: [true]\n", "lab.yaml:5:",
+     "unknown network 'nowhere'"),
+    ("links:\n  w: {subnet: 10.0.0.0/24}\nhosts:\n  a:\n    links: {w: 10.0.1.1}\n", "lab.yaml:5:",
+     "not a host address of link w"),
+    ("hosts:\n  a: {links: {w: 10.250.0.9}}\n  b: {links: {w: 10.250.0.9}}\n", "lab.yaml:3:", "used twice"),
+    ("hosts:\n  a:\n    links: [w]\n    routes:\n      - {to: 10.1.0.0/24, via: b}\n  b: {links: [v]}\n",
+     "lab.yaml:5:", "shares no link"),
+    ("hosts:\n  a: {}\nchecks:\n  - {from: a, to: 'a/web:80'}\n", "lab.yaml:4:", "no container 'web'"),
+    ("hosts:\n  a: {}\nchecks:\n  - {from: a, to: 10.0.0.1}\n", "lab.yaml:4:", "needs a port"),
+    ("hosts:\n  a:\n    containers:\n      c: {cmd: [x], serve: {tcp: 1}}\n", "lab.yaml:4:", "exactly one of cmd"),
+    ("hosts:\n  a:\n    containers:\n      c:\n        ports: ['99999:80']\n        cmd: [x]\n",
+     "lab.yaml:5:", "port"),
+    ("hosts:\n  Bad_Name: {}\n", "lab.yaml:2:", "not a valid name"),
+    ("hosts:\n  a: {}\n\tbad: tab\n", "lab.yaml:3:", "invalid YAML"),
+    ("name: x\n", "lab.yaml:1:", "at least one host"),
+])
+def test_invalid_scenario_is_refused_with_file_line_and_reason(text: str, where: str, words: str) -> None:
+    msg = _error(text)
+    assert msg.startswith(where), msg
+    assert words in msg, msg
+
+
+def test_cli_reports_a_bad_scenario_in_one_line_without_traceback(tmp_path: os.PathLike[str]) -> None:
+    bad = f"{tmp_path}/bad.yaml"
+    with open(bad, "w", encoding="utf-8") as f:
+        f.write("hosts:\n  a:\n    containers:\n      c: {net: nowhere, cmd: [x]}\n")
+    proc = subprocess.run([sys.executable, "-m", "netkit", "lab", "validate", bad], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and f"{bad}:4:" in proc.stderr and "Traceback" not in proc.stderr
+    missing = subprocess.run([sys.executable, "-m", "netkit", "lab", "graph", f"{tmp_path}/none.yaml"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
