@@ -67,6 +67,11 @@ def test_none_has_only_lo_up(rt: Runtime) -> None:
     assert [link["ifname"] for link in links] == ["lo"] and "UP" in links[0]["flags"]
 
 
+def test_labels_are_kept_and_shown_by_inspect(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "labelled", "--label", "team=net", "-l", "tier=", "--net=none", "--", "sleep", "300")
+    assert rt.inspect("labelled")["Config"]["Labels"] == {"team": "net", "tier": ""}
+
+
 def test_host_mode_sees_the_hosts_interfaces(rt: Runtime) -> None:
     rt.box.machine([HOST], MACHINE)
     out = rt("run", "--rm", "--net=host", "--", "ip", "-br", "addr").stdout
