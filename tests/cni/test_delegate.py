@@ -1,9 +1,10 @@
-"""Delegation to another plugin by exec: lookup in CNI_PATH and passing its answer through."""
+"""Delegation to another plugin: lookup in CNI_PATH, exec (or not, for our own), passing its answer through."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,26 @@ def test_call_uses_the_request_env_path_and_stdin(tmp_path: Path) -> None:
     with pytest.raises(errors.CNIError) as info:
         delegate.call("ADD", "ipam-fails", req)
     assert (info.value.code, info.value.msg) == (errors.POOL_EXHAUSTED, "pool exhausted")
+
+
+_execs: list[str] = []
+sys.addaudithook(lambda event, args: _execs.append(str(args[0])) if event == "subprocess.Popen" else None)
+
+
+def test_own_launcher_is_answered_without_exec_and_a_foreign_copy_is_execd(plugin_bin: str, tmp_path: Path) -> None:
+    """This installation's netkit-ipam answers in-process (no interpreter start); a launcher that is
+    not byte-for-byte ours (another install, an edited file) is exec'd like any plugin."""
+    own = os.path.join(plugin_bin, "netkit-ipam")
+    env = dict(_env(), NETKIT_AGENT_SOCKET="/nonexistent/agent.sock")
+    _execs.clear()
+    first = delegate.invoke("netkit-ipam", "ADD", env, json.dumps(_ipam_conf(tmp_path)).encode(), [plugin_bin])
+    assert first is not None and own not in _execs and _execs == []
+    foreign_dir = tmp_path / "foreign"
+    foreign_dir.mkdir()
+    foreign = foreign_dir / "netkit-ipam"
+    foreign.write_text(Path(own).read_text() + "# edited\n")
+    foreign.chmod(0o755)
+    second = delegate.invoke("netkit-ipam", "ADD", dict(env, CNI_CONTAINERID="c2"),
+                             json.dumps(_ipam_conf(tmp_path)).encode(), [str(foreign_dir)])
+    assert _execs == [str(foreign)]
+    assert second is not None and second["ips"][0]["address"] != first["ips"][0]["address"]
