@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import queue
+import threading
 from typing import Any
 
 from netkit import errors
@@ -45,6 +47,32 @@ def _load() -> ctypes.CDLL:
     return _lib
 
 
+_reaper: "queue.SimpleQueue[tuple[Any, int]] | None" = None
+_reaper_lock = threading.Lock()
+
+
+def _reap(contexts: "queue.SimpleQueue[tuple[Any, int]]") -> None:
+    while True:
+        lib, ctx = contexts.get()
+        lib.nft_ctx_free(ctx)
+
+
+def _free_later(lib: Any, ctx: int) -> None:
+    """Free ``ctx`` on a background thread.
+
+    Freeing a context whose socket committed a batch takes 10-30 ms on these machines (measured:
+    the kernel's release of the netfilter netlink socket), three times per ADD; nothing waits for
+    it, so it leaves the request's path.  A plugin process exits right after its answer, and the
+    kernel closes whatever is still open then.
+    """
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None:
+            _reaper = queue.SimpleQueue()
+            threading.Thread(target=_reap, args=(_reaper,), name="nft-free", daemon=True).start()
+    _reaper.put((lib, ctx))
+
+
 class Nft:
     """One libnftables context, bound to the network namespace of the thread that made it."""
 
@@ -70,9 +98,9 @@ class Nft:
         return list(json.loads(out).get("nftables", []))
 
     def close(self) -> None:
-        """Free the context."""
+        """Free the context, off this thread: the caller never waits for it."""
         if self._ctx:
-            self._lib.nft_ctx_free(self._ctx)
+            _free_later(self._lib, self._ctx)
             self._ctx = None
 
     def __enter__(self) -> "Nft":

@@ -1,6 +1,6 @@
 """The nftables backend: netkit's own ``inet netkit`` table, one atomic batch per operation.
 
-Layout (base chains are rewritten in every batch, so they are always exactly this):
+Layout (base chains are rewritten by any batch that finds them otherwise, so they are always this):
 
     prerouting  (nat, dstnat)   fib daddr type local  jump hostports
     output      (nat, dstnat)   fib daddr type local  jump hostports
@@ -84,6 +84,32 @@ def _base() -> list[dict[str, Any]]:
     cmds.append(_rule("forward", [_CT_DNAT, {"accept": None}], "netkit"))
     cmds.append(_rule("forward", [{"jump": {"target": "isolation"}}], "netkit"))
     return cmds
+
+
+_BASE_RULES = {"prerouting": 1, "output": 1, "postrouting": 1, "forward": 3}  # as _base() writes them
+
+
+def _base_in_place(listing: list[dict[str, Any]]) -> bool:
+    """True when the table, base and parent chains, the set and the base rules are all there.
+
+    Rewriting them costs a commit that deletes rules, and such commits wait for the kernel's RCU
+    grace period (10-30 ms measured here): an ADD skips it unless something is missing.
+    """
+    names = {o["chain"]["name"] for o in listing if "chain" in o}
+    if not (set(_BASE) | set(_PARENTS)) <= names or not any(o.get("set", {}).get("name") == "bridges" for o in listing):
+        return False
+    counts: dict[str, int] = {}
+    for o in listing:
+        rule = o.get("rule")
+        if rule and rule["chain"] in _BASE:
+            if rule.get("comment") != "netkit":
+                return False
+            counts[rule["chain"]] = counts.get(rule["chain"], 0) + 1
+    return counts == _BASE_RULES
+
+
+def _comments(listing: list[dict[str, Any]], chain: str) -> list[str]:
+    return [o["rule"].get("comment", "") for o in listing if "rule" in o and o["rule"]["chain"] == chain]
 
 
 _IFNAME = {"iif": {"meta": {"key": "iifname"}}, "oif": {"meta": {"key": "oifname"}}}
@@ -191,9 +217,10 @@ class NftablesBackend:
         return cmds
 
     def apply(self, group: RuleGroup) -> None:
-        """Install (or replace) the group, in one atomic batch with the base chains."""
+        """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        cmds = _base() + self._removal(self._listing(), set(expected))
+        listing = self._listing()
+        cmds = ([] if _base_in_place(listing) else _base()) + self._removal(listing, set(expected))
         for chain, rules in expected.items():
             cmds.append({"add": _chain(chain)})
             cmds += rules
@@ -202,9 +229,39 @@ class NftablesBackend:
         self._run(cmds)
 
     def apply_network(self, net: NetworkRules) -> None:
-        """Install (or replace) the network's isolation and icc rules; add its bridge to the set."""
-        cmds = _base() + self._removal(self._listing(), {net.chain})
+        """Install (or replace) the network's isolation and icc rules; add its bridge to the set.
+
+        Nothing is written when all of it is already in place (every ADD but a network's first).
+        """
+        listing = self._listing()
+        rules = self._network_rules(net)
+        bridge_listing = self._bridge_listing()
+        if _base_in_place(listing) and self._network_in_place(net, listing, rules, bridge_listing):
+            return
+        cmds = _base() + self._removal(listing, {net.chain})
         cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": "bridges", "elem": [net.bridge]}}})
+        if rules:
+            cmds.append({"add": _chain(net.chain)})
+            cmds += rules
+            cmds.append(_rule("isolation", [_match(_IFNAME["iif"], net.bridge), {"jump": {"target": net.chain}}],
+                              net.chain))
+        cmds += self._icc(net, bridge_listing)
+        self._run(cmds)
+
+    def _network_in_place(self, net: NetworkRules, listing: list[dict[str, Any]], rules: list[dict[str, Any]],
+                          bridge_listing: list[dict[str, Any]]) -> bool:
+        bridges = next((o["set"].get("elem", []) for o in listing if o.get("set", {}).get("name") == "bridges"), [])
+        if net.bridge not in (bridges if isinstance(bridges, list) else [bridges]):
+            return False
+        present = net.chain in {o["chain"]["name"] for o in listing if "chain" in o}
+        if present != bool(rules) or _comments(listing, net.chain) != [r["add"]["rule"]["comment"] for r in rules]:
+            return False
+        if _comments(listing, "isolation").count(net.chain) != (1 if rules else 0):
+            return False
+        icc_rules = sum(1 for o in bridge_listing if o.get("rule", {}).get("comment") == f"no-icc/{net.bridge}")
+        return icc_rules == len(self._icc_subnets(net))
+
+    def _network_rules(self, net: NetworkRules) -> list[dict[str, Any]]:
         rules = []
         if net.isolate:
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), _match(_IFNAME["oif"], "@bridges"),
@@ -212,35 +269,35 @@ class NftablesBackend:
         if not net.icc:
             # Seen here only when br_netfilter hands bridged frames to the IP hooks.
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge), {"drop": None}], f"no-icc/{net.bridge}"))
-        if rules:
-            cmds.append({"add": _chain(net.chain)})
-            cmds += rules
-            cmds.append(_rule("isolation", [_match(_IFNAME["iif"], net.bridge), {"jump": {"target": net.chain}}],
-                              net.chain))
-        cmds += self._icc(net)
-        self._run(cmds)
+        return rules
 
-    def _icc(self, net: NetworkRules) -> list[dict[str, Any]]:
+    def _bridge_listing(self) -> list[dict[str, Any]]:
+        try:
+            return self._run([{"list": {"table": _BRIDGE_TABLE}}])
+        except errors.CNIError:
+            return []  # no bridge table yet
+
+    @staticmethod
+    def _icc_subnets(net: NetworkRules) -> list[str]:
+        """The subnets that need a bridge-family drop rule for ``net``."""
+        # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
+        # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
+        # (these machines do).  Traffic to the gateway is local, not switched.
+        return list(net.subnets) if not net.icc and not sysctl.br_netfilter_active() else []
+
+    def _icc(self, net: NetworkRules, listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Commands that make the bridge-family rule of ``net`` match its icc setting."""
         where = {"family": "bridge", "table": TABLE}
         cmds: list[dict[str, Any]] = [
             {"add": {"table": _BRIDGE_TABLE}},
             {"add": {"chain": dict(where, name="forward", type="filter", hook="forward", prio=0, policy="accept")}}]
-        try:
-            listing = self._run([{"list": {"table": _BRIDGE_TABLE}}])
-        except errors.CNIError:
-            listing = []  # no bridge table yet
         label = f"no-icc/{net.bridge}"
         cmds += [{"delete": {"rule": dict(where, chain="forward", handle=o["rule"]["handle"])}}
                  for o in listing if "rule" in o and o["rule"].get("comment") == label]
-        if not net.icc and not sysctl.br_netfilter_active():
-            # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
-            # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
-            # (these machines do).  Traffic to the gateway is local, not switched.
-            for subnet in net.subnets:
-                v = ipaddress.ip_network(subnet).version
-                cmds.append({"add": {"rule": dict(where, chain="forward", comment=label, expr=[
-                    _addr_match(v, "saddr", subnet), _addr_match(v, "daddr", subnet), {"drop": None}])}})
+        for subnet in self._icc_subnets(net):
+            v = ipaddress.ip_network(subnet).version
+            cmds.append({"add": {"rule": dict(where, chain="forward", comment=label, expr=[
+                _addr_match(v, "saddr", subnet), _addr_match(v, "daddr", subnet), {"drop": None}])}})
         return cmds
 
     def remove_chains(self, chains: set[str]) -> None:
