@@ -196,6 +196,37 @@ class NftablesBackend:
         except errors.CNIError:
             return []  # no table yet
 
+    def _partial_listing(self, rules_of: set[str]) -> list[dict[str, Any]]:
+        """Every chain of the table (names only), the bridges set, and the rules of the base chains
+        and of ``rules_of``: the table minus other attachments' rules.
+
+        The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD
+        reads only what it may change, so its cost does not grow with the number of containers.
+        """
+        try:
+            chains = [o for o in self._run([{"list": {"chains": {"family": FAMILY}}}])
+                      if "chain" in o and o["chain"].get("table") == TABLE]
+        except errors.CNIError:
+            return []
+        names = {o["chain"]["name"] for o in chains}
+        if not names:
+            return []
+        # One command per run: libnftables refuses a batch of several list commands.
+        cmds = [{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": n}}}
+                for n in sorted((set(_BASE) | rules_of) & names)]
+        cmds.append({"list": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges"}}})
+        out = list(chains)
+        try:
+            with Nft() as nft:
+                for cmd in cmds:
+                    try:
+                        out += [o for o in nft.run([cmd]) if "rule" in o or "set" in o]
+                    except NftError:
+                        continue  # gone meanwhile (or no set yet): as if absent
+        except NftError as exc:
+            raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
+        return out
+
     def _jump_handles(self, listing: list[dict[str, Any]], targets: set[str]) -> list[tuple[str, int]]:
         out = []
         for obj in listing:
@@ -219,7 +250,9 @@ class NftablesBackend:
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        listing = self._listing()
+        listing = self._partial_listing(set())
+        if set(expected) & {o["chain"]["name"] for o in listing if "chain" in o}:
+            listing = self._partial_listing(set(expected) | set(_PARENTS))  # a re-ADD: old jumps to remove
         cmds = ([] if _base_in_place(listing) else _base()) + self._removal(listing, set(expected))
         for chain, rules in expected.items():
             cmds.append({"add": _chain(chain)})
@@ -233,7 +266,7 @@ class NftablesBackend:
 
         Nothing is written when all of it is already in place (every ADD but a network's first).
         """
-        listing = self._listing()
+        listing = self._partial_listing({net.chain, "isolation"})
         rules = self._network_rules(net)
         bridge_listing = self._bridge_listing()
         if _base_in_place(listing) and self._network_in_place(net, listing, rules, bridge_listing):
@@ -302,7 +335,7 @@ class NftablesBackend:
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains and the jumps to them; absent ones are fine."""
-        listing = self._listing()
+        listing = self._partial_listing(chains | set(_PARENTS))
         cmds = self._removal(listing, chains)
         if cmds:
             self._run(cmds)
