@@ -5,9 +5,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from typing import Iterator
 
 from netkit import errors
+
+
+def _refuse_nul(path: str) -> None:
+    # os.* raise ValueError, not OSError, for a NUL in a path; such a path can only come from a
+    # config, so it is reported as one (code 7) rather than escaping as an internal error.
+    if "\0" in path:
+        raise errors.CNIError(errors.INVALID_CONFIG, "invalid path: contains a NUL character", repr(path)[:300])
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
@@ -16,9 +24,15 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True
     ``durable`` also fsyncs before the rename, so the content survives a power loss; skip it for
     data a reboot makes worthless anyway.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
+    _refuse_nul(path)
+    # The thread too: the agent serves many requests in one process, and two writers sharing a
+    # temp file would rename each other's half-written content into place.
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_native_id()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # A fresh file, so its mode is ``mode`` (less the umask), never a stale temp file's.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:
@@ -34,10 +48,29 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True
         raise errors.CNIError(errors.IO_FAILURE, f"failed to write {path}", str(exc)) from None
 
 
-def ensure_dir(path: str) -> None:
-    """Create ``path`` (mode 0755) if missing, reporting failure as the spec's I/O error."""
+def ensure_dir(path: str, mode: int = 0o755) -> None:
+    """Create ``path`` and any missing parents with ``mode`` (less the umask), reporting failure as
+    the spec's I/O error.
+
+    os.makedirs gives parents 0777 minus the umask: world-writable under a service's umask 0, where
+    anyone could then plant leases or state.
+    """
+    _refuse_nul(path)
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
     try:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, mode)
+            except FileExistsError:  # made concurrently by another writer
+                if not os.path.isdir(d):
+                    raise
     except OSError as exc:
         raise errors.CNIError(errors.IO_FAILURE, f"failed to create directory {path}", str(exc)) from None
 
@@ -45,6 +78,7 @@ def ensure_dir(path: str) -> None:
 @contextlib.contextmanager
 def locked(path: str) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created if missing) for the duration of the block."""
+    _refuse_nul(path)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:

@@ -7,6 +7,7 @@ spec's error object; nothing escapes as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 
@@ -55,7 +56,15 @@ def handle(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, in
         reply_version = req.cni_version
         module = plugins.load(plugin)
         if req.command == "ADD":
-            return _dump(results.encode(module.add(req), req.cni_version)), 0
+            result = module.add(req)
+            try:
+                return _dump(results.encode(result, req.cni_version)), 0
+            except Exception:
+                # The attachment exists but cannot be reported: the runtime will see a failed ADD,
+                # so take it back, as any failed ADD leaves nothing.
+                with contextlib.suppress(Exception):
+                    module.delete(req)
+                raise
         if req.command == "DEL":
             module.delete(req)
         elif req.command == "CHECK":

@@ -22,9 +22,23 @@ _REQUIRED_ENV = {
     "VERSION": (),
 }
 
-# The spec's restrictions: container IDs are alphanumeric plus "_.-", starting alphanumeric.
+# The spec's restrictions: container IDs and network names are alphanumeric plus "_.-", starting
+# alphanumeric (libcni's ValidateNetworkName applies the same rule).
 _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_NETWORK_NAME = _CONTAINER_ID
 IFNAME_MAX = 15  # IFNAMSIZ - 1
+# No real config nests deeper than a handful of levels; bounding it here keeps every consumer
+# (deepcopy, the indenting JSON encoder, prevResult conversion) far from Python's recursion limit,
+# which it would otherwise hit only after ADD has created its objects.
+MAX_DEPTH = 64
+
+# Keys the spec defines for every plugin config, with the JSON type each must have (runtimeConfig
+# of another type is read as empty, as before).
+_SPEC_KEY_TYPES: dict[str, type] = {
+    "type": str, "ipam": dict, "dns": dict, "capabilities": dict, "args": dict,
+    "prevResult": dict,
+}
+_DNS_KEY_TYPES = {"nameservers": list, "domain": str, "search": list, "options": list}
 
 
 class Request(NamedTuple):
@@ -77,12 +91,19 @@ def flag(config: dict[str, Any], key: str, default: bool = False) -> bool:
 
 def validate_ifname(name: str) -> str:
     """Refuse interface names the kernel would refuse or that would escape a path."""
-    if not name or len(name.encode()) > IFNAME_MAX:
+    try:
+        # Undecodable bytes in the environment arrive as lone surrogates, which no kernel name has.
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise errors.CNIError(errors.INVALID_ENV, "invalid interface name", f"{name!r}: not UTF-8") from None
+    if not name or size > IFNAME_MAX:
         raise errors.CNIError(errors.INVALID_ENV, "invalid interface name",
                               f"{name!r}: must be 1 to {IFNAME_MAX} bytes")
-    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+    # NUL would silently cut the name short in netlink; other control characters are never meant.
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() or not c.isprintable() for c in name):
         raise errors.CNIError(errors.INVALID_ENV, "invalid interface name",
-                              f"{name!r}: must not be '.' or '..' or contain '/', ':' or whitespace")
+                              f"{name!r}: must not be '.' or '..' or contain '/', ':', whitespace "
+                              "or control characters")
     return name
 
 
@@ -105,7 +126,52 @@ def decode_config(stdin: bytes) -> dict[str, Any]:
         raise errors.CNIError(errors.DECODE_FAILURE, "failed to decode network config", str(exc)[:300]) from None
     if not isinstance(config, dict):
         raise errors.CNIError(errors.DECODE_FAILURE, "network config is not a JSON object")
+    if _depth(config) > MAX_DEPTH:
+        raise errors.CNIError(errors.DECODE_FAILURE, "failed to decode network config",
+                              f"nested more than {MAX_DEPTH} levels deep")
     return config
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (iterative: any depth is safe)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] | None = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            children = None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_spec_keys(config: dict[str, Any]) -> None:
+    """Refuse spec-defined keys of the wrong JSON type (code 7), so no plugin trips over them."""
+    for key, kind in _SPEC_KEY_TYPES.items():
+        if key in config and not isinstance(config[key], kind):
+            raise errors.CNIError(errors.INVALID_CONFIG, f"{key!r} must be a JSON {_JSON_NAMES[kind]}",
+                                  repr(config[key])[:200])
+    ipam = config.get("ipam")
+    if isinstance(ipam, dict) and "type" in ipam and not isinstance(ipam["type"], str):
+        raise errors.CNIError(errors.INVALID_CONFIG, "'ipam.type' must be a string", repr(ipam["type"])[:200])
+    dns = config.get("dns")
+    for key, kind in _DNS_KEY_TYPES.items():
+        if isinstance(dns, dict) and key in dns:
+            value = dns[key]
+            if not isinstance(value, kind) or kind is list and not all(isinstance(v, str) for v in value):
+                raise errors.CNIError(errors.INVALID_CONFIG, f"'dns.{key}' must be a "
+                                      f"{'list of strings' if kind is list else 'string'}", repr(value)[:200])
+
+
+_JSON_NAMES = {str: "string", dict: "object", list: "array"}
 
 
 def parse(env: Mapping[str, str], stdin: bytes) -> Request:
@@ -121,8 +187,16 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Request:
     config = decode_config(stdin)
     cni_version = versions.require_supported(config.get("cniVersion"))
     versions.require_command_allowed(command, cni_version)
-    if command != "VERSION" and not isinstance(config.get("name"), str):
+    name = config.get("name")
+    if command != "VERSION" and not isinstance(name, str):
         raise errors.CNIError(errors.INVALID_CONFIG, "network config has no name")
+    # The name becomes a lease directory, part of an interface alias and firewall comments.
+    if isinstance(name, str) and not _NETWORK_NAME.fullmatch(name):
+        raise errors.CNIError(errors.INVALID_CONFIG, "invalid network name",
+                              f"{name[:100]!r}: alphanumerics, '_', '.', '-' only, starting alphanumeric")
+    _check_spec_keys(config)
+    if "prevResult" in config:
+        results.normalize(config["prevResult"])  # a malformed prevResult is refused before any work
     container_id = env.get("CNI_CONTAINERID", "")
     if container_id and not _CONTAINER_ID.fullmatch(container_id):
         raise errors.CNIError(errors.INVALID_ENV, "invalid CNI_CONTAINERID",

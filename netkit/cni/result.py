@@ -29,18 +29,48 @@ def normalize(raw: object) -> Result:
     ips = result.get("ips", [])
     if not isinstance(ips, list):
         raise errors.CNIError(errors.DECODE_FAILURE, "result field 'ips' is not a list")
-    for ip in ips:
-        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
-            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has no address", repr(ip)[:200])
-        try:
-            ipaddress.ip_interface(ip["address"])
-        except ValueError as exc:
-            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has a bad address", str(exc)) from None
-        ip.pop("version", None)
     for key in ("interfaces", "routes"):
         if not isinstance(result.get(key, []), list):
             raise errors.CNIError(errors.DECODE_FAILURE, f"result field {key!r} is not a list")
+    interfaces = result.get("interfaces", [])
+    for iface in interfaces:
+        if not isinstance(iface, dict) or not isinstance(iface.get("name"), str):
+            raise errors.CNIError(errors.DECODE_FAILURE, "result interface entry has no name", repr(iface)[:200])
+        for field in ("mac", "sandbox"):
+            if not isinstance(iface.get(field, ""), str):
+                raise errors.CNIError(errors.DECODE_FAILURE, f"result interface field {field!r} is not a string",
+                                      repr(iface)[:200])
+    for ip in ips:
+        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
+            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has no address", repr(ip)[:200])
+        _parsed(ipaddress.ip_interface, ip["address"], "result IP entry has a bad address")
+        if ip.get("gateway") is not None:
+            _parsed(ipaddress.ip_address, ip["gateway"], "result IP entry has a bad gateway")
+        index = ip.get("interface")
+        # Plugins index result["interfaces"] with it: a bool, negative or dangling index is a lie.
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)
+                                  or not 0 <= index < len(interfaces)):
+            raise errors.CNIError(errors.DECODE_FAILURE, "result IP entry has a bad interface index", repr(index))
+        ip.pop("version", None)
+    for route in result.get("routes", []):
+        if not isinstance(route, dict) or "dst" not in route:
+            raise errors.CNIError(errors.DECODE_FAILURE, "result route has no dst", repr(route)[:200])
+        _parsed(lambda v: ipaddress.ip_network(v, strict=False), route["dst"], "result route has a bad dst")
+        if route.get("gw") is not None:
+            _parsed(ipaddress.ip_address, route["gw"], "result route has a bad gw")
+    if not isinstance(result.get("dns", {}), dict):
+        raise errors.CNIError(errors.DECODE_FAILURE, "result field 'dns' is not an object")
     return result
+
+
+def _parsed(parse: Any, value: object, msg: str) -> Any:
+    """``parse(value)`` for an address string; anything else is the spec's decode failure."""
+    if not isinstance(value, str):
+        raise errors.CNIError(errors.DECODE_FAILURE, msg, repr(value)[:200])
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise errors.CNIError(errors.DECODE_FAILURE, msg, str(exc)[:200]) from None
 
 
 def encode(result: Result, cni_version: str) -> Result:

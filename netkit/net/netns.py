@@ -27,16 +27,22 @@ def _setns(fd: int) -> None:
 
 
 def open_netns(path: str) -> int:
-    """Open ``path`` as a network namespace; CNIError 3 if missing, 4 if it is not a netns."""
+    """Open ``path`` as a network namespace; CNIError 3 if missing, 4 if it is not a netns.
+
+    Checked before it is opened: opening a FIFO would block forever (an agent thread with it,
+    holding the attachment's lock) and opening a device node can have effects of its own.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Every namespace inode lives on the one nsfs superblock, so its device tells a namespace
+        # (or a bind mount of one, as under /run/netns) from an ordinary file, FIFO or device.
+        if os.stat(path).st_dev != os.stat(SELF).st_dev:
+            raise errors.CNIError(errors.INVALID_ENV, "not a network namespace", path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise errors.CNIError(errors.UNKNOWN_CONTAINER, "network namespace does not exist", path) from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise errors.CNIError(errors.INVALID_ENV, "failed to open network namespace", f"{path}: {exc}") from None
-    # Every namespace inode lives on the one nsfs superblock, so its device tells a namespace (or
-    # a bind mount of one, as under /run/netns) from an ordinary file.
-    if os.fstat(fd).st_dev != os.stat(SELF).st_dev:
+    if os.fstat(fd).st_dev != os.stat(SELF).st_dev:  # replaced between the stat and the open
         os.close(fd)
         raise errors.CNIError(errors.INVALID_ENV, "not a network namespace", path)
     return fd
@@ -48,10 +54,22 @@ def same_as_current(path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _same(path: str, other: str) -> bool:
+    try:
+        a, b = os.stat(path), os.stat(other)
+    except OSError:  # e.g. /proc/1/ns/net is not ours to look at: it cannot be the same then
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def require_other(path: str) -> None:
-    """Raise unless ``path`` is a network namespace other than the current one."""
+    """Raise unless ``path`` is a network namespace other than the current one and init's.
+
+    The current one is the host of a container; init's (/proc/1/ns/net) is the machine's own,
+    which matters when netkit itself runs in a namespace (labs, side-by-side roots).
+    """
     os.close(open_netns(path))
-    if same_as_current(path):
+    if same_as_current(path) or _same(path, "/proc/1/ns/net"):
         raise errors.CNIError(errors.INVALID_ENV, "CNI_NETNS is the host's own network namespace", path)
 
 

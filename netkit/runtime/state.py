@@ -27,6 +27,7 @@ def new_id() -> str:
 
 
 def path(root: Root, cid: str) -> str:
+    """Where the record of container ``cid`` lives."""
     return os.path.join(root.container_dir(cid), "config.json")
 
 
@@ -36,13 +37,42 @@ def save(root: Root, rec: Record) -> None:
     fileio.write_atomic(path(root, rec["id"]), json.dumps(rec, indent=2).encode(), mode=0o600)
 
 
+# The keys every reader indexes directly, with their JSON types: a record lacking one (hand-edited,
+# written by a buggy version, damaged on disk) would crash every `ps`, `run` and `prune` that
+# lists it, so it is refused at load instead.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "name": str, "command": list, "env": dict, "cwd": str, "hostname": str, "network": str,
+    "net_kind": str, "netns": str, "state": str, "created": (int, float), "pid": int, "auto_remove": bool,
+    "log": str, "dns": list, "ports": list,
+}
+
+
+def _problem(rec: object, cid: str) -> str:
+    """Why ``rec`` is not a usable record of container ``cid``, or "" when it is."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object but {type(rec).__name__}"
+    for key, kind in _FIELDS.items():
+        value = rec.get(key)
+        # bool is an int in Python, never a pid or a time.
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            return f"field {key!r} is missing or not of type {getattr(kind, '__name__', 'number')}"
+    if rec["id"] != cid:
+        return f"record names container {rec['id'][:12]!r}"
+    if not all(isinstance(m, dict) for m in rec["ports"]):
+        return "field 'ports' holds a non-object"
+    return ""
+
+
 def load(root: Root, cid: str) -> Record:
     """Read one record, with its state corrected if its process died unseen."""
     try:
         with open(path(root, cid), encoding="utf-8") as f:
             rec = json.load(f)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ContainerError(f"cannot read container {cid[:12]}", str(exc)) from None
+    problem = _problem(rec, cid)
+    if problem:
+        raise ContainerError(f"cannot read container {cid[:12]}: corrupt record", problem)
     return refresh(rec)
 
 

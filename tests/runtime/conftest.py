@@ -61,7 +61,8 @@ class Runtime:
         """Force-remove every container of the root, then whatever namespaces are still bound."""
         records = os.path.join(self.root, "containers")
         for cid in os.listdir(records) if os.path.isdir(records) else []:
-            self("rm", "-f", cid, check=False)
+            # Not self(): its traceback assertion would stop the cleanup at the first broken record.
+            subprocess.run(self.argv("rm", "-f", cid), capture_output=True, timeout=60, env=self.env)
         netns_dir = os.path.join(self.root, "netns")
         for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
             subprocess.run(["umount", "-l", os.path.join(netns_dir, name)], capture_output=True)

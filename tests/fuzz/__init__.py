@@ -1,0 +1,32 @@
+"""Hostile and broken input, property-based: every answer is CNI JSON, nothing is created.
+
+The number of hypothesis examples is modest by default so the suite stays quick; ``NETKIT_FULL=1``
+multiplies it (see ``examples``).  Every run is deterministic (derandomized, no example database).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+
+# NETKIT_FULL=1 runs the long form of the fuzzing suites (and of the other reliability suites).
+FULL = os.environ.get("NETKIT_FULL", "") not in ("", "0")
+
+
+def examples(default: int, full: int) -> int:
+    """How many hypothesis examples a property runs: ``full`` with NETKIT_FULL=1, else ``default``."""
+    return full if FULL else default
+
+
+def fuzz_settings(default: int, full: int) -> Any:
+    """Hypothesis settings for one property: deterministic, no database, no deadline.
+
+    Sandboxed properties share one sandbox per test function across examples (each example cleans
+    up after itself), hence the function-scoped-fixture health check is off.
+    """
+    return settings(max_examples=examples(default, full), derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                           HealthCheck.data_too_large],
+                    print_blob=False)
