@@ -2,6 +2,8 @@
 
 Layout (base chains are rewritten by any batch that finds them otherwise, so they are always this):
 
+    localnet    (filter, raw prio) iifname != lo, ip daddr 127.0.0.0/8: drop
+
     prerouting  (nat, dstnat)   fib daddr type local  jump hostports
     output      (nat, dstnat)   fib daddr type local  jump hostports
     postrouting (nat, srcnat)   jump masquerade
@@ -30,6 +32,7 @@ _BASE = {
     "output": ("nat", "output", -100),
     "postrouting": ("nat", "postrouting", 100),
     "forward": ("filter", "forward", 0),
+    "localnet": ("filter", "prerouting", -300),
 }
 _PARENTS = ("hostports", "masquerade", "isolation")
 _MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
@@ -83,10 +86,16 @@ def _base() -> list[dict[str, Any]]:
                                   {"accept": None}], "netkit"))
     cmds.append(_rule("forward", [_CT_DNAT, {"accept": None}], "netkit"))
     cmds.append(_rule("forward", [{"jump": {"target": "isolation"}}], "netkit"))
+    # Before any DNAT: nothing from outside may address 127/8.  A port published on 127.0.0.1 is
+    # DNAT'd in prerouting, before the kernel's martian check, and the bridges' route_localnet
+    # (needed for that hairpin) would let containers reach the host's loopback-only services
+    # (kube-proxy's CVE-2020-8558).
+    cmds.append(_rule("localnet", [_match(_IFNAME["iif"], "lo", "!="), _addr_match(4, "daddr", "127.0.0.0/8"),
+                                   {"drop": None}], "netkit"))
     return cmds
 
 
-_BASE_RULES = {"prerouting": 1, "output": 1, "postrouting": 1, "forward": 3}  # as _base() writes them
+_BASE_RULES = {"prerouting": 1, "output": 1, "postrouting": 1, "forward": 3, "localnet": 1}  # as _base() writes them
 
 
 def _base_in_place(listing: list[dict[str, Any]]) -> bool:
