@@ -9,8 +9,8 @@ served, run it yourself" (another netkit version).
 
 from __future__ import annotations
 
+import _socket  # not socket.py: its enum and selectors imports cost every launcher ~5 ms
 import os
-import socket
 import struct
 
 DEFAULT_SOCKET = "/run/netkit/agent.sock"
@@ -25,7 +25,7 @@ def socket_path(env: dict[str, str] | os._Environ[str]) -> str:
     return env.get(ENV_SOCKET) or DEFAULT_SOCKET
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: _socket.socket, n: int) -> bytes:
     """Exactly ``n`` bytes, or ConnectionError."""
     buf = bytearray()
     while len(buf) < n:
@@ -36,25 +36,31 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def send_request(sock: socket.socket, header: bytes, stdin: bytes, netns_fd: int) -> None:
+def send_request(sock: _socket.socket, header: bytes, stdin: bytes, netns_fd: int) -> None:
     """The request, with the namespace descriptor attached to its first bytes."""
-    socket.send_fds(sock, [_HEAD.pack(len(header), len(stdin))], [netns_fd])
+    sock.sendmsg([_HEAD.pack(len(header), len(stdin))],
+                 [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", netns_fd))])
     sock.sendall(header + stdin)
 
 
-def recv_request(sock: socket.socket) -> tuple[bytes, bytes, list[int]]:
+def recv_request(sock: _socket.socket) -> tuple[bytes, bytes, list[int]]:
     """(header, stdin, descriptors) of one request."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, _HEAD.size, 4)
+    data, ancdata, _flags, _addr = sock.recvmsg(_HEAD.size, _socket.CMSG_LEN(4 * struct.calcsize("i")))
+    fds: list[int] = []
+    for level, kind, cdata in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(cdata) - len(cdata) % 4
+            fds += struct.unpack(f"{whole // 4}i", cdata[:whole])
     data += recv_exact(sock, _HEAD.size - len(data)) if len(data) < _HEAD.size else b""
     head_len, stdin_len = _HEAD.unpack(data)
     body = recv_exact(sock, head_len + stdin_len)
     return body[:head_len], body[head_len:], fds
 
 
-def send_reply(sock: socket.socket, code: int, stdout: bytes) -> None:
+def send_reply(sock: _socket.socket, code: int, stdout: bytes) -> None:
     sock.sendall(_REPLY.pack(code, len(stdout)) + stdout)
 
 
-def recv_reply(sock: socket.socket) -> tuple[int, bytes]:
+def recv_reply(sock: _socket.socket) -> tuple[int, bytes]:
     code, length = _REPLY.unpack(recv_exact(sock, _REPLY.size))
     return code, recv_exact(sock, length)
