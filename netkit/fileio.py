@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import threading
 from typing import Iterator
 
@@ -86,5 +88,20 @@ def locked(path: str) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
+
+
+def read_regular(path: str, limit: int = 65536) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``path``; OSError for anything else.
+
+    Never blocks and never follows a symlink: a FIFO or a device planted where a state file is
+    expected would otherwise hang (or act on) every reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.read(fd, limit)
     finally:
         os.close(fd)

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 from netkit.cni import handler
 from netkit.net import netns
 
+# NETKIT_FULL=1 runs the long forms of the reliability suites (fuzzing, kill trials, soak).
+FULL = os.environ.get("NETKIT_FULL", "") not in ("", "0")
 # Unique per test run: every namespace this suite makes starts with it.
 RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 _counter = itertools.count()

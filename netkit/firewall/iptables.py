@@ -3,6 +3,7 @@
 Layout (chain names and rule comments are exactly those of the nftables backend, so CHECK, GC and
 conflict detection read both alike):
 
+    raw PREROUTING     -j NETKIT-LOCALNET  (first; with published ports)  ! -i lo -d 127.0.0.0/8 -j DROP
     nat PREROUTING     -m addrtype --dst-type LOCAL -j NETKIT-HOSTPORTS     (exactly once)
     nat OUTPUT         -m addrtype --dst-type LOCAL -j NETKIT-HOSTPORTS     (exactly once)
     nat POSTROUTING    -j NETKIT-MASQ                                       (exactly once)
@@ -49,7 +50,7 @@ import threading
 import warnings
 from typing import Any, Iterator, NamedTuple
 
-from netkit import errors
+from netkit import errors, failpoints
 from netkit.firewall.model import DNAT, MASQ, NetworkRules, RuleGroup
 from netkit.net import sysctl
 
@@ -58,6 +59,10 @@ MASQUERADE = "NETKIT-MASQ"
 FORWARD = "NETKIT-FORWARD"
 ISOLATION = "NETKIT-ISOLATION"
 ISOLATION2 = "NETKIT-ISOLATION-2"
+LOCALNET = "NETKIT-LOCALNET"
+# raw PREROUTING, before any DNAT: nothing from outside may address 127/8.  A port published on
+# 127.0.0.1 is DNAT'd before the kernel's martian check, and the bridge's route_localnet (set for
+# that hairpin) would let containers reach the host's loopback-only services (CVE-2020-8558's class).
 _INFRA = (HOSTPORTS, MASQUERADE, FORWARD, ISOLATION, ISOLATION2)
 _MULTICAST = "224.0.0.0/4"
 _LOOPBACK = "127.0.0.0/8"
@@ -79,6 +84,9 @@ class _Spec(NamedTuple):
     to: str = ""  # DNAT --to-destination
     iif: str = ""  # -i, "!name" negated
     oif: str = ""  # -o, "!name" negated
+
+
+_LOCALNET_GUARD = _Spec("netkit/localnet", "DROP", dst="127.0.0.0/8", iif="!lo")
 
 
 # (base chain, match destination type LOCAL, infra chain): the jumps that must exist exactly once.
@@ -422,6 +430,16 @@ class _Session:
             else:
                 chain.append_rule(self.build(table, spec))
 
+    def localnet_guard_in_place(self) -> bool:
+        """True when raw PREROUTING starts with netkit's jump to the 127/8 guard, and the guard is whole."""
+        if not self.exists("raw"):
+            return False
+        raw = self.table("raw")
+        if not raw.is_chain(LOCALNET) or [self.comment(r) for r in self.rules(raw, LOCALNET)] != ["netkit/localnet"]:
+            return False
+        first = self.rules(raw, "PREROUTING")[:1]
+        return bool(first) and self.target(first[0]) == LOCALNET and self.comment(first[0]) == "netkit"
+
     def jump_index(self, table: Any, parent: str, target: str) -> int | None:
         """Index of the first jump from ``parent`` to ``target``, or None."""
         return next((i for i, r in enumerate(self.rules(table, parent)) if self.target(r) == target), None)
@@ -484,6 +502,8 @@ class _Session:
         """Commit each touched table in order; if one fails, restore those committed before it."""
         done: list[tuple[Any, _Snapshot]] = []
         for table, snap in touched:
+            if done:
+                failpoints.hit("iptables.between-commits")
             try:
                 table.commit()
             except self.ipt.IPTCError as exc:
@@ -540,6 +560,15 @@ class IptablesBackend:
                     changed = True
                 if changed:
                     touched.append((filt, snap))
+
+            if group.kind == DNAT and group.mappings and not s.localnet_guard_in_place():
+                raw = s.table("raw")
+                raw_snap = s.snapshot(raw, [LOCALNET])
+                s.ensure_chain(raw, LOCALNET)
+                raw.flush_entries(LOCALNET)
+                s.append(raw, LOCALNET, [_LOCALNET_GUARD])
+                s.ensure_jump(raw, "PREROUTING", _Spec("netkit", LOCALNET), 0)
+                touched.append((raw, raw_snap))
 
             nat = s.table("nat")
             snap = s.snapshot(nat, [HOSTPORTS, MASQUERADE, *sorted(chains)])
@@ -612,9 +641,19 @@ class IptablesBackend:
             s.commit(touched)
 
     def chains(self) -> set[str]:
-        """Names of every group chain present."""
+        """Names of every group present: its nat chains, or only its accept rules in filter.
+
+        Accept rules alone are what a process killed between the filter and the nat commit
+        leaves; GC must see their group to remove them.
+        """
         with _session() as s:
-            return set(s.group_chains(s.table("nat"))) if s.exists("nat") else set()
+            out = set(s.group_chains(s.table("nat"))) if s.exists("nat") else set()
+            if s.exists("filter"):
+                filt = s.table("filter")
+                if filt.is_chain(FORWARD):
+                    out |= {owner for owner in (_accept_owner(s.comment(r)) for r in s.rules(filt, FORWARD))
+                            if owner.startswith("NK-")}
+            return out
 
     def rule_comments(self) -> dict[str, list[str]]:
         """Group chain -> the comments of its rules, in order."""

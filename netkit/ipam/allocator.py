@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netkit import errors
+from netkit import errors, failpoints
 from netkit.ipam.config import Address, IPAMConfig, Range
 from netkit.ipam.store import LeaseStore
 from netkit.rollback import Rollback
@@ -68,8 +68,9 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is the gateway")
                 if chosen in taken:
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is already allocated")
-                store.reserve(chosen, container_id, ifname, boot_id)
                 undo.push(store.release, chosen)
+                store.reserve(chosen, container_id, ifname, boot_id)
+                failpoints.hit("ipam.add.after-reserve")
                 taken.add(chosen)
             superseded += [a for a in own if a != chosen]
             store.set_last_reserved(index, chosen)

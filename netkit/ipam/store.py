@@ -20,6 +20,7 @@ from netkit.ipam.config import Address
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _BOOT_MARK = ".netkit-boot-id"
 _LAST_RESERVED = "last_reserved_ip."
+_TMP_MARK = ".tmp."  # fileio.write_atomic's temp files: "<path>.tmp.<pid>"
 
 
 def current_boot_id() -> str:
@@ -57,7 +58,23 @@ class LeaseStore:
         """Hold the network's lock (the same file host-local locks)."""
         fileio.ensure_dir(self.dir)
         with fileio.locked(os.path.join(self.dir, "lock")):
+            self._sweep_partial_writes()
             yield self
+
+    def _sweep_partial_writes(self) -> None:
+        """Remove temp files of atomic writes whose writer died before the rename (SIGKILL, power loss).
+
+        Every write in this directory happens under the lock held now, so any temp file here is
+        an orphan; left alone it would stay forever (it is no lease, so nothing else removes it).
+        """
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        for name in names:
+            if _TMP_MARK in name:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, name))
 
     def _path(self, addr: Address) -> str:
         return os.path.join(self.dir, str(addr))
@@ -83,8 +100,7 @@ class LeaseStore:
 
     def _read(self, addr: Address) -> Lease | None:
         try:
-            with open(self._path(addr), "rb") as f:
-                data = f.read(4096)
+            data = fileio.read_regular(self._path(addr), 4096)
         except OSError:
             return None
         try:
@@ -126,8 +142,8 @@ class LeaseStore:
     def last_reserved(self, index: int) -> Address | None:
         """The last address handed out from range set ``index`` (round-robin position)."""
         try:
-            with open(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), encoding="ascii") as f:
-                return ipaddress.ip_address(f.read().strip())
+            text = fileio.read_regular(os.path.join(self.dir, f"{_LAST_RESERVED}{index}"), 256)
+            return ipaddress.ip_address(text.decode("ascii").strip())
         except (OSError, ValueError):
             return None
 
@@ -143,9 +159,8 @@ class LeaseStore:
         """
         mark = os.path.join(self.dir, _BOOT_MARK)
         try:
-            with open(mark, encoding="ascii") as f:
-                if f.read().strip() == boot_id:
-                    return []
+            if fileio.read_regular(mark, 256).decode("ascii", "replace").strip() == boot_id:
+                return []
         except OSError:
             pass
         stale = [lease for lease in self.leases() if lease.boot_id and lease.boot_id != boot_id]

@@ -8,21 +8,45 @@ from the attachment, so DEL and GC find it without the container's namespace.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
+import os
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-from netkit import errors
+from netkit import errors, failpoints
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
 from netkit.firewall import groups, publish
 from netkit.firewall.model import MASQ, Interface, NetworkRules
+from netkit.ipam import requester
 from netkit.net import links, names, netns, sysctl
-from netkit.net.netlink import IPRoute, lookup
+from netkit.net.netlink import IPRoute, kind, lookup
 from netkit.rollback import Rollback
 
 DEFAULT_BRIDGE = "cni0"
+# Held shared by every ADD from creating its host veth until the veth carries its owner alias, and
+# exclusively by GC while it collects unlabelled veths: what GC finds unlabelled under it is the
+# debris of an ADD that died in that window, never one still running.
+VETH_LOCK = "/run/netkit/veth.lock"
+_HOST_VETH = re.compile(rf"{names.HOST_VETH_PREFIX}[0-9a-f]{{12}}")
+
+
+@contextlib.contextmanager
+def _veth_window(exclusive: bool) -> Iterator[None]:
+    try:
+        os.makedirs(os.path.dirname(VETH_LOCK), mode=0o755, exist_ok=True)
+        fd = os.open(VETH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise errors.CNIError(errors.IO_FAILURE, f"failed to open lock {VETH_LOCK}", str(exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -154,12 +178,21 @@ def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], u
     fw = publish.backend(req)
     subnets = sorted({str(a.network) for a in addresses})
     groups.apply_network(fw, NetworkRules(req.network, cfg.bridge, cfg.isolate, cfg.icc, subnets))
+    failpoints.hit("bridge.add.after-network-rules")
     if cfg.ip_masq:
-        groups.apply(fw, publish.masq_group(req, addresses))
+        # Registered before applying: a batch that fails half-way must not leave its half.
         undo.push(groups.remove, fw, (MASQ,), req.network, req.container_id, req.ifname)
+        groups.apply(fw, publish.masq_group(req, addresses))
+        failpoints.hit("bridge.add.after-masq")
     if cfg.publishes_ports:
-        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
         undo.push(publish.unpublish, fw, req)
+        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
+        failpoints.hit("bridge.add.after-dnat")
+
+
+def _as_requester(req: Request) -> Request:
+    """The request for the IPAM delegate, naming this process so an orphaned delegate reserves nothing."""
+    return req._replace(env={**req.env, requester.ENV: requester.token()})
 
 
 def add(req: Request) -> Result:
@@ -173,16 +206,23 @@ def add(req: Request) -> Result:
         bridge = links.ensure_bridge(ipr, cfg.bridge, cfg.mtu, vlan_filtering=cfg.vlan is not None)
         if cfg.promisc:
             links.set_promisc(ipr, bridge["index"])
+        failpoints.hit("bridge.add.after-bridge")
         # A link with this derived name can only be a leftover of this same attachment.
         links.delete(ipr, host)
-        links.create_veth(ipr, host, req.ifname, req.netns, cfg.mtu, mac)
-        undo.push(links.delete, ipr, host)
-        alias = names.owner_alias(req.network, req.container_id, req.ifname)
-        host_link = links.attach(ipr, host, bridge["index"], cfg.hairpin, cfg.vlan, alias)
+        with _veth_window(exclusive=False):
+            links.create_veth(ipr, host, req.ifname, req.netns, cfg.mtu, mac)
+            undo.push(links.delete, ipr, host)
+            failpoints.hit("bridge.add.after-veth")
+            alias = names.owner_alias(req.network, req.container_id, req.ifname)
+            host_link = links.attach(ipr, host, bridge["index"], cfg.hairpin, cfg.vlan, alias)
+        failpoints.hit("bridge.add.after-attach")
 
-        ipam_result = delegate.call("ADD", cfg.ipam_type, req)
+        # Registered before the call: a delegate that dies after writing its lease (killed, timed
+        # out) still had its lease released by the rollback.
         undo.push(delegate.call, "DEL", cfg.ipam_type, req)
+        ipam_result = delegate.call("ADD", cfg.ipam_type, _as_requester(req))
         assert ipam_result is not None
+        failpoints.hit("bridge.add.after-ipam")
         if not ipam_result.get("ips"):
             raise errors.CNIError(errors.INVALID_CONFIG, "IPAM plugin returned no addresses")
         versions = {ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}
@@ -193,8 +233,10 @@ def add(req: Request) -> Result:
         if cfg.is_gateway:
             for gw in _gateways(ipam_result):
                 _ensure_gateway(ipr, bridge["index"], gw, cfg.force_address)
+            failpoints.hit("bridge.add.after-gateway")
         routes = _container_routes(cfg, ipam_result)
         container_mac = _configure_container(req, ipam_result, routes)
+        failpoints.hit("bridge.add.after-container")
         _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], undo)
 
     result: Result = {
@@ -216,12 +258,15 @@ def delete(req: Request) -> None:
     """Detach: release the address, remove the veth.  Anything already gone is fine."""
     cfg = parse_config(req.config)
     delegate.call("DEL", cfg.ipam_type, req)
+    failpoints.hit("bridge.del.after-ipam")
     # Always, whatever the config says now: the rules are found by name, and ipMasq may have
     # been switched off since ADD.
     publish.unpublish(publish.backend(req), req, also=(MASQ,))
+    failpoints.hit("bridge.del.after-firewall")
     if req.netns and netns.exists(req.netns) and not netns.same_as_current(req.netns):
         with netns.entered(req.netns), IPRoute() as ipr:
             links.delete(ipr, req.ifname)
+    failpoints.hit("bridge.del.after-container-veth")
     with IPRoute() as ipr:
         links.delete(ipr, names.host_veth(req.network, req.container_id, req.ifname))
 
@@ -274,15 +319,32 @@ def gc(req: Request) -> None:
     """Release leases and remove host veths of attachments not in the valid list."""
     cfg = parse_config(req.config)
     delegate.call("GC", cfg.ipam_type, req)
+    failpoints.hit("bridge.gc.after-ipam")
     groups.gc(publish.backend(req), req.network, req.valid_attachments)
+    failpoints.hit("bridge.gc.after-firewall")
     keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
     with IPRoute() as ipr:
+        _collect_unlabelled_veths(ipr, keep)
         bridge = lookup(ipr, cfg.bridge)
         if bridge is None:
             return
         for port in links.ports(ipr, bridge["index"]):
             name = port.get_attr("IFLA_IFNAME")
             if names.alias_network(port.get_attr("IFLA_IFALIAS")) == req.network and name not in keep:
+                links.delete(ipr, name)
+
+
+def _collect_unlabelled_veths(ipr: Any, keep: set[str]) -> None:
+    """Remove host veths an ADD made and then died before labelling (killed between two netlink calls).
+
+    Unlabelled, nothing says which network they were for; but no live ADD is in that window while
+    the lock is held exclusively, so they belong to no one.
+    """
+    with _veth_window(exclusive=True):
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if (_HOST_VETH.fullmatch(name) and name not in keep and not link.get_attr("IFLA_IFALIAS")
+                    and kind(link) == "veth"):
                 links.delete(ipr, name)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netkit import errors
+from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
-from netkit.ipam import allocator, config
+from netkit.ipam import allocator, config, requester
 from netkit.ipam.config import Address
 from netkit.ipam.store import LeaseStore, current_boot_id
 
@@ -73,8 +73,14 @@ def add(req: Request) -> Result:
     store = _store(req, cfg)
     requested = requested_addresses(req)
     dns = _dns(cfg.resolv_conf)  # before allocating: a failure here must not leave a lease
+    failpoints.hit("ipam.add.before-lock")
     with store.locked():
+        if requester.gone(req.env):
+            # Checked under the lock: see netkit.ipam.requester for why this cannot race the DEL.
+            raise errors.CNIError(errors.TRY_AGAIN_LATER, "the plugin that asked for this address has exited",
+                                  "no lease reserved for a dead requester")
         chosen = allocator.allocate(store, cfg, req.container_id, req.ifname, requested, current_boot_id())
+    failpoints.hit("ipam.add.after-allocate")
     ips = []
     for addr, rng in chosen:
         ip: dict[str, Any] = {"address": f"{addr}/{rng.subnet.prefixlen}"}
@@ -95,6 +101,7 @@ def delete(req: Request) -> None:
         for lease in store.leases():
             if lease.owned_by(req.container_id, req.ifname):
                 store.release(lease.address)
+                failpoints.hit("ipam.del.after-release")
 
 
 def check(req: Request) -> None:

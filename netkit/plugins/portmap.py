@@ -6,10 +6,11 @@ Chained after a bridge: reads the container's addresses from prevResult, takes t
 
 from __future__ import annotations
 
-from netkit import errors
+from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
 from netkit.firewall import groups, publish
+from netkit.rollback import Rollback
 
 
 def _prev(req: Request) -> Result:
@@ -26,7 +27,12 @@ def add(req: Request) -> Result:
     group = publish.dnat_group(req, publish.container_addresses(prev))
     if group.mappings and not group.addresses:
         raise errors.CNIError(errors.INVALID_CONFIG, "prevResult has no container address to publish ports of")
-    publish.publish(publish.backend(req), group, publish.host_bridge(prev))
+    fw = publish.backend(req)
+    with Rollback() as undo:
+        # Registered first: a publish that fails after its rules went in (conntrack flush) leaves nothing.
+        undo.push(publish.unpublish, fw, req)
+        publish.publish(fw, group, publish.host_bridge(prev))
+        failpoints.hit("portmap.add.after-publish")
     return prev
 
 
@@ -34,6 +40,7 @@ def delete(req: Request) -> None:
     """Remove the attachment's port mappings, even with no prevResult and the container gone."""
     publish.dnat_group(req, [])  # validates the config, as ADD would
     publish.unpublish(publish.backend(req), req)
+    failpoints.hit("portmap.del.after-unpublish")
 
 
 def check(req: Request) -> None:

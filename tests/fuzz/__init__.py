@@ -6,13 +6,12 @@ multiplies it (see ``examples``).  Every run is deterministic (derandomized, no 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 
-# NETKIT_FULL=1 runs the long form of the fuzzing suites (and of the other reliability suites).
-FULL = os.environ.get("NETKIT_FULL", "") not in ("", "0")
+from tests.sandbox import FULL
+
 
 
 def examples(default: int, full: int) -> int:

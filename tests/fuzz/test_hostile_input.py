@@ -345,9 +345,6 @@ def test_odd_lease_files_neither_crash_add_nor_are_handed_out(box: Sandbox) -> N
     assert os.path.islink(os.path.join(net, "10.20.0.5"))  # not followed, not released by another's DEL
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="ipam.store reads lease files with a plain open(): a FIFO named like an address blocks "
-                          "every ADD of the network (lead to fix in netkit/ipam/store.py)")
 def test_a_fifo_among_the_leases_does_not_block_add(host: Sandbox) -> None:
     c = host.container()
     net = os.path.join(host.data_dir, "testnet")
