@@ -52,6 +52,23 @@ def box(request: pytest.FixtureRequest, plugin_bin: str, tmp_path: os.PathLike[s
         yield box
 
 
+@pytest.fixture
+def inproc(plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
+    """A throwaway sandbox host whose plugins always answer in-process (no agent): for faults armed
+    in the plugin's own environment and for inputs fed to the handler directly."""
+    if os.geteuid() != 0:
+        pytest.fail("namespace tests need root")
+    with sb.sandbox(plugin_bin, os.path.join(str(tmp_path), "leases")) as box:
+        yield box
+
+
+@pytest.fixture(params=["nftables", "iptables"])
+def fw_inproc(request: pytest.FixtureRequest, inproc: sb.Sandbox) -> sb.Sandbox:
+    """An in-process sandbox on each firewall backend."""
+    inproc.firewall = request.param
+    return inproc
+
+
 @pytest.fixture(params=["nftables", "iptables"])
 def fw_box(request: pytest.FixtureRequest, box: sb.Sandbox) -> sb.Sandbox:
     """A sandbox whose plugins use one firewall backend; every firewall test runs on both."""

@@ -1,4 +1,5 @@
-"""Fixtures for fault-injection tests: in-process sandboxes and dedicated agents with their own environment.
+"""Fixtures for fault-injection tests: dedicated agents with their own environment (the in-process
+sandboxes are tests/conftest.py's inproc and fw_inproc).
 
 ``NETKIT_FULL=1`` runs the long forms (200+ kill trials, 2,000 soak cycles); the default run is a
 reduced form of each, so the suite stays fast.
@@ -15,7 +16,6 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests import sandbox as sb
 from tests.sandbox import FULL  # noqa: F401 - the long forms' switch, used by the fault tests
 
 
@@ -84,19 +84,3 @@ def agents(tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Agent]]:
     yield start
     for agent in made:
         agent.stop()
-
-
-@pytest.fixture
-def inproc(plugin_bin: str, tmp_path: os.PathLike[str]) -> Iterator[sb.Sandbox]:
-    """A sandbox whose plugins always run in-process (no agent), for faults armed in the plugin's env."""
-    if os.geteuid() != 0:
-        pytest.fail("namespace tests need root")
-    with sb.sandbox(plugin_bin, os.path.join(str(tmp_path), "leases")) as box:
-        yield box
-
-
-@pytest.fixture(params=["nftables", "iptables"])
-def fw_inproc(request: pytest.FixtureRequest, inproc: sb.Sandbox) -> sb.Sandbox:
-    """An in-process sandbox on each firewall backend."""
-    inproc.firewall = request.param
-    return inproc

@@ -34,9 +34,9 @@ def _drop_localnet_guard(box: Sandbox) -> None:
 
 
 @pytest.fixture
-def published(fw_host: Sandbox) -> Iterator[tuple[Sandbox, Namespace, Namespace]]:
+def published(fw_inproc: Sandbox) -> Iterator[tuple[Sandbox, Namespace, Namespace]]:
     """(box, machine X, container A): A serves on 80, published on 127.0.0.1:8081; the host serves 127.0.0.1:9999."""
-    box = fw_host
+    box = fw_inproc
     x = box.machine([HOST], MACHINE)
     a = box.container()
     conf = bridge_conf(box, hairpinMode=True, capabilities={"portMappings": True},

@@ -32,22 +32,22 @@ def _paths(top: str) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(top) for f in files]
 
 
-def test_leases_are_not_writable_by_others_after_a_real_add_with_umask_0(host: Sandbox) -> None:
-    c = host.container()
-    conf = bridge_conf(host)
-    proc = subprocess.run(["ip", "netns", "exec", host.host.name, os.path.join(host.bin_dir, "netkit-bridge")],
-                          input=json.dumps(conf).encode(), env=host.env("ADD", c), capture_output=True, timeout=60,
+def test_leases_are_not_writable_by_others_after_a_real_add_with_umask_0(inproc: Sandbox) -> None:
+    c = inproc.container()
+    conf = bridge_conf(inproc)
+    proc = subprocess.run(["ip", "netns", "exec", inproc.host.name, os.path.join(inproc.bin_dir, "netkit-bridge")],
+                          input=json.dumps(conf).encode(), env=inproc.env("ADD", c), capture_output=True, timeout=60,
                           umask=0)
     assert proc.returncode == 0, proc.stdout
-    leases = os.path.join(host.data_dir, "testnet")
+    leases = os.path.join(inproc.data_dir, "testnet")
     assert os.path.exists(os.path.join(leases, "10.20.0.2")) and os.path.exists(os.path.join(leases, "lock"))
-    assert _writable_by_others(host.data_dir) == []
+    assert _writable_by_others(inproc.data_dir) == []
     assert stat.S_IMODE(os.stat(os.path.join(leases, "10.20.0.2")).st_mode) == 0o644
     assert stat.S_IMODE(os.stat(os.path.join(leases, "lock")).st_mode) == 0o600
 
 
-def test_runtime_state_is_not_writable_by_others_after_run_with_umask_0(host: Sandbox, tmp_path: Path) -> None:
-    rt = Runtime(host, str(tmp_path / "root"))
+def test_runtime_state_is_not_writable_by_others_after_run_with_umask_0(inproc: Sandbox, tmp_path: Path) -> None:
+    rt = Runtime(inproc, str(tmp_path / "root"))
     try:
         proc = subprocess.run(rt.argv("run", "-d", "--name", "web", "-p", "8080:80", "--", "sleep", "300"),
                               capture_output=True, text=True, timeout=60, env=rt.env, umask=0)
