@@ -52,6 +52,9 @@ _reaper_lock = threading.Lock()
 
 
 def _reap(contexts: "queue.SimpleQueue[tuple[Any, int]]") -> None:
+    from netkit.net import netns
+
+    netns.join_process_namespace()  # started from a request's thread, maybe inside its caller's namespace
     while True:
         lib, ctx = contexts.get()
         lib.nft_ctx_free(ctx)
@@ -78,6 +81,7 @@ class Nft:
 
     def __init__(self) -> None:
         self._lib = _load()
+        self._committed = False
         self._ctx = self._lib.nft_ctx_new(0)
         if not self._ctx:
             raise errors.CNIError(errors.KERNEL, "failed to create an nftables context")
@@ -87,6 +91,7 @@ class Nft:
 
     def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run ``commands`` (JSON command objects) as one atomic batch; return the output objects."""
+        self._committed = self._committed or any("list" not in c for c in commands)
         text = json.dumps({"nftables": commands}).encode()
         rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text)
         out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
@@ -98,9 +103,12 @@ class Nft:
         return list(json.loads(out).get("nftables", []))
 
     def close(self) -> None:
-        """Free the context, off this thread: the caller never waits for it."""
+        """Free the context; one that committed a change is freed off this thread (see _free_later)."""
         if self._ctx:
-            _free_later(self._lib, self._ctx)
+            if self._committed:
+                _free_later(self._lib, self._ctx)
+            else:
+                self._lib.nft_ctx_free(self._ctx)
             self._ctx = None
 
     def __enter__(self) -> "Nft":

@@ -82,6 +82,19 @@ def exists(path: str) -> bool:
     return True
 
 
+def join_process_namespace() -> None:
+    """Move this thread into the process's own namespace (its main thread's).
+
+    A thread starts in the namespace of the thread that created it; a long-lived helper thread
+    started from inside a caller's namespace would keep that namespace alive.
+    """
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # /proc/self: the main thread
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the block inside the network namespace at ``path`` on this thread."""

@@ -131,7 +131,11 @@ def test_dnat_group_layout_and_comments(host: Namespace) -> None:
     assert call(host, fw.rule_comments) == fw.expected_comments(g)
     assert fw.expected_comments(g) == NftablesBackend().expected_comments(g)
     assert call(host, fw.forward_blockers) == []
-    assert legacy_tables(host) == {"nat"}  # no filter table: FORWARD cannot drop, nothing to let through
+    # No filter table (FORWARD cannot drop, nothing to let through); raw holds the 127/8 guard.
+    assert legacy_tables(host) == {"nat", "raw"}
+    raw = host.run("iptables-legacy-save", "-t", "raw", check=True).stdout
+    assert '-A PREROUTING -m comment --comment netkit -j NETKIT-LOCALNET' in raw
+    assert '-A NETKIT-LOCALNET -d 127.0.0.0/8 ! -i lo -m comment --comment "netkit/localnet" -j DROP' in raw
 
 
 @pytest.mark.parametrize("group", [
