@@ -333,6 +333,8 @@ def prune(root: Root) -> list[str]:
         if net["driver"] != "bridge":
             continue
         conf = networks.load(root, net["name"])
+        if networks.shared_with_others(root, conf):
+            continue  # GC's valid list would be this runtime's only: it would take the others' leases
         valid = [{"containerID": r["id"], "ifname": "eth0"} for r in live if r.get("network") == net["name"]]
         try:
             chain.gc(conf, valid, root.cni_path)

@@ -132,6 +132,11 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
     # Docker's and netavark's spellings of the same two options.
     aliases = {"isolation": "isolate", "enable_icc": "icc", "com.docker.network.bridge.enable_icc": "icc"}
     opts = {aliases.get(k, k): v for k, v in (options or {}).items()}
+    # Another runtime's lease store (an absolute path): runtimes sharing it never hand out one
+    # address twice; each one's `system prune` then leaves the network's leases and links alone.
+    ipam_dir = opts.pop("ipam_dir", opts.pop("ipam-dir", ""))
+    if ipam_dir and not os.path.isabs(ipam_dir):
+        raise ContainerError(f"option ipam_dir must be an absolute path, not {ipam_dir!r}")
     flags = {}
     for key in ("isolate", "icc"):
         value = opts.pop(key, "true").lower()
@@ -139,7 +144,7 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
             raise ContainerError(f"option {key} must be true or false")
         flags[key] = value == "true"
     if opts:
-        raise ContainerError(f"unknown network option {', '.join(sorted(opts))}", "known: isolate, icc")
+        raise ContainerError(f"unknown network option {', '.join(sorted(opts))}", "known: isolate, icc, ipam_dir")
     with root.locked():
         if os.path.exists(_path(root, name)):
             raise ContainerError(f"network with name {name} already exists")
@@ -153,9 +158,17 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
         if any(net.overlaps(u) for u in _subnets_in_use(root)):
             raise ContainerError(f"subnet {net} overlaps another network's")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-        conf = bridge_conflist(name, bridge, net, str(gw), root.ipam, internal, flags["isolate"], flags["icc"])
+        conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
+                               flags["icc"])
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
+
+
+def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:
+    """True when the network keeps its leases outside this root (``-o ipam_dir``): other runtimes
+    have attachments on it that this root's records do not know."""
+    data_dir = conf["plugins"][0].get("ipam", {}).get("dataDir", root.ipam)
+    return os.path.abspath(data_dir) != os.path.abspath(root.ipam)
 
 
 def listing(root: Root) -> list[dict[str, Any]]:
@@ -175,7 +188,9 @@ def remove(root: Root, name: str, in_use: list[str]) -> None:
         raise ContainerError(f"network {name} has active endpoints", ", ".join(in_use))
     os.unlink(_path(root, name))
     from netkit.net import links
-    from netkit.net.netlink import IPRoute
+    from netkit.net.netlink import IPRoute, lookup
 
     with IPRoute() as ipr:
-        links.delete(ipr, conf["plugins"][0].get("bridge", ""))
+        bridge = lookup(ipr, conf["plugins"][0].get("bridge", ""))
+        if bridge is not None and not links.ports(ipr, bridge["index"]):  # another runtime's may use it
+            links.delete(ipr, conf["plugins"][0]["bridge"])

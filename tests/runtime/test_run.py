@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -191,3 +192,34 @@ def test_logs_and_system_prune(rt: Runtime) -> None:
     assert rt("logs", "talker").stdout == "hello from netkit\n"
     assert "removed talker" in rt("system", "prune").stdout
     assert rt("ps", "-a").stdout.count("\n") == 1
+
+
+def test_two_runtimes_sharing_one_ipam_store_never_hand_out_an_address_twice(rt: Runtime) -> None:
+    other = Runtime(rt.box, rt.root + "-second")
+    shared = rt.root + "-leases"
+    try:
+        for r in (rt, other):
+            r("network", "create", "--subnet", "10.44.0.0/24", "-o", f"ipam_dir={shared}", "shared")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda job: job[0]("run", "-d", "--name", f"c{job[1]}", "--net", "shared", "--",
+                                              "sleep", "300"),
+                          [(r, i) for i in range(4) for r in (rt, other)]))
+        addrs = [r.ip(f"c{i}") for r in (rt, other) for i in range(4)]
+
+        def leases() -> list[str]:
+            return sorted(f for f in os.listdir(os.path.join(shared, "shared")) if f[0].isdigit())
+
+        assert len(set(addrs)) == 8 and leases() == sorted(addrs)
+        # One runtime's prune must not collect the other's attachments (its GC list would be partial).
+        rt("system", "prune")
+        assert leases() == sorted(addrs)
+        got = rt("exec", "c0", "--", "ping", "-c", "1", "-W", "2", other.ip("c0"))
+        assert got.returncode == 0
+        for r in (rt, other):
+            r("rm", "-f", *[f"c{i}" for i in range(4)])
+        assert leases() == []
+        rt("network", "rm", "shared")
+        assert "br-" in other("network", "ls").stdout  # the other runtime's network is untouched
+        other("network", "rm", "shared")
+    finally:
+        other.cleanup()
