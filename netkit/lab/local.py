@@ -105,6 +105,9 @@ class LocalLab:
 
     def provision_argv(self, host: str) -> list[str]:
         """The per-host provisioning command run inside the host's namespace (as a Vagrant box runs it)."""
+        # A process of its own started by nsenter, not a thread of ours that setns()es: the runtime
+        # forks container supervisors and names /proc/self/ns/net, which must be the host's for the
+        # whole process.  nsenter keeps the mount namespace (unlike `ip netns exec`).
         return ["nsenter", f"--net={self.host_ns(host)}", sys.executable, "-m", "netkit",
                 "--root", self.root(host).path, "lab", "up", os.path.abspath(self.sc.path),
                 "--host", host, "--name", self.name]
