@@ -8,8 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
+import sys
+import time
 from typing import Any
 
 EXEC_TIMEOUT_S = 120  # a ceiling, not an expectation
@@ -75,3 +78,52 @@ def processes_of_run(tmp: str, sandbox_inodes: set[int]) -> dict[int, str]:
         if hit:
             found[pid] = cmd or "?"
     return found
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGENT_START_TIMEOUT_S = 30
+
+
+class BenchError(RuntimeError):
+    """A plugin call or a check failed: the numbers would be meaningless."""
+
+
+class AgentOfTheRun:
+    """A `netkit agent` for one benchmark run (mixed into a bench class that has ``tmp``)."""
+
+    tmp: str
+    agent: subprocess.Popen[bytes] | None = None
+    agent_sock = ""
+    agent_log = ""
+
+    def start_agent(self) -> None:
+        """`netkit agent` on a socket of this run, in the root namespace (it joins each caller's
+        namespace per request), in a session of its own (a terminal Ctrl-C reaches only us; the
+        ``finally`` stops it)."""
+        self.agent_sock = os.path.join(self.tmp, "agent.sock")
+        self.agent_log = os.path.join(self.tmp, "agent.log")
+        env = {k: v for k, v in os.environ.items() if k != "NETKIT_AGENT_SOCKET"}
+        with open(self.agent_log, "wb") as log:
+            self.agent = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", self.agent_sock],
+                                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                          start_new_session=True)
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        while True:
+            self.check_agent()
+            if os.path.exists(self.agent_sock):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.connect(self.agent_sock)   # listening: serve() binds and listens at once
+                        return
+                    except OSError:
+                        pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"the agent did not listen on {self.agent_sock} within {AGENT_START_TIMEOUT_S} s")
+            time.sleep(0.02)
+
+    def check_agent(self) -> None:
+        """A dead agent would go unnoticed (launchers fall back in-process): abort instead."""
+        if self.agent is not None and self.agent.poll() is not None:
+            with open(self.agent_log, "rb") as fh:
+                tail = fh.read()[-800:].decode(errors="replace")
+            raise BenchError(f"the agent (pid {self.agent.pid}) exited with {self.agent.returncode}: {tail!r}")

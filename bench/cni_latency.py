@@ -26,14 +26,13 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
-from benchlib import ip, netns_names, root_links, pct, summary  # noqa: E402 - bench/ is on sys.path
+from benchlib import AgentOfTheRun, BenchError, ip, netns_names, root_links, pct, summary  # noqa: E402 - bench/ is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -66,14 +65,10 @@ CHAIN_HOSTPORT_BASE = 20000         # round k (warm-up rounds included) publishe
 CHAIN_CONTAINER_PORT = 80
 NETKIT_FIREWALL = "nftables"        # NETKIT_FIREWALL_BACKEND for the netkit chains: its own nft table
 EXEC_TIMEOUT_S = 60
-AGENT_START_TIMEOUT_S = 30
 
 
-class BenchError(RuntimeError):
-    """A plugin call failed: the numbers would be meaningless."""
 
-
-class Bench:
+class Bench(AgentOfTheRun):
     def __init__(self, runs: int, warmup: int) -> None:
         self.runs = runs
         self.warmup = warmup
@@ -139,38 +134,6 @@ class Bench:
             proc = ip("netns", "exec", host, "ip", "link", "set", "lo", "up")
             if proc.returncode != 0:
                 raise BenchError(f"bringing lo up in {host} failed: {proc.stderr.strip()}")
-
-    def start_agent(self) -> None:
-        """`netkit agent` on a socket of this run, in the root namespace (it joins each caller's
-        namespace per request), in a session of its own (a terminal Ctrl-C reaches only us; the
-        ``finally`` stops it)."""
-        self.agent_sock = os.path.join(self.tmp, "agent.sock")
-        self.agent_log = os.path.join(self.tmp, "agent.log")
-        env = {k: v for k, v in os.environ.items() if k != "NETKIT_AGENT_SOCKET"}
-        with open(self.agent_log, "wb") as log:
-            self.agent = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", self.agent_sock],
-                                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          start_new_session=True)
-        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
-        while True:
-            self.check_agent()
-            if os.path.exists(self.agent_sock):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                    try:
-                        probe.connect(self.agent_sock)   # listening: serve() binds and listens at once
-                        return
-                    except OSError:
-                        pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"the agent did not listen on {self.agent_sock} within {AGENT_START_TIMEOUT_S} s")
-            time.sleep(0.02)
-
-    def check_agent(self) -> None:
-        """A dead agent would go unnoticed (launchers fall back in-process): abort instead."""
-        if self.agent is not None and self.agent.poll() is not None:
-            with open(self.agent_log, "rb") as fh:
-                tail = fh.read()[-800:].decode(errors="replace")
-            raise BenchError(f"the agent (pid {self.agent.pid}) exited with {self.agent.returncode}: {tail!r}")
 
     def agent_cpu(self) -> float:
         """utime + stime of the agent process, seconds."""

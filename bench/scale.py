@@ -31,7 +31,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchlib import ip, netns_names, root_links, summary  # noqa: E402 - bench/ is on sys.path
+from benchlib import AgentOfTheRun, BenchError, ip, netns_names, root_links, summary  # noqa: E402 - bench/ is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -54,14 +53,10 @@ NO_AGENT = "/nonexistent"            # NETKIT_AGENT_SOCKET for in-process: no ag
 HOSTPORT_BASE = 30000                # every sandbox hands out hostPorts from here up, never one twice
 CONTAINER_PORT = 80
 EXEC_TIMEOUT_S = 120                 # a ceiling, not an expectation
-AGENT_START_TIMEOUT_S = 30
 # (b)'s samples: the chain sums, then each exec on its own
 SAMPLE_KEYS = ("add_ms", "del_ms", "bridge_add_ms", "portmap_add_ms", "portmap_del_ms", "bridge_del_ms")
 GNU_TIME = "/usr/bin/time"
 
-
-class BenchError(RuntimeError):
-    """A plugin call or a check failed: the numbers would be meaningless."""
 
 
 @dataclass
@@ -275,7 +270,7 @@ class Sandbox:
         return [f"{self.label} ({self.host}): {p}" for p in problems]
 
 
-class Scale:
+class Scale(AgentOfTheRun):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         while True:                                        # prefix of every namespace and bridge we make
@@ -320,37 +315,6 @@ class Scale:
         return sorted(n for n in self.live_netns if n.startswith(sb.host + "c"))
 
     # ---- the agent ----------------------------------------------------------------------------
-    def start_agent(self) -> None:
-        """`netkit agent` on a socket of this run, in the root namespace (it joins each caller's
-        namespace per request), in a session of its own (Ctrl-C reaches only us; the finally stops it)."""
-        self.agent_sock = os.path.join(self.tmp, "agent.sock")
-        self.agent_log = os.path.join(self.tmp, "agent.log")
-        env = {k: v for k, v in os.environ.items() if k != "NETKIT_AGENT_SOCKET"}
-        with open(self.agent_log, "wb") as log:
-            self.agent = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", self.agent_sock],
-                                          cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          start_new_session=True)
-        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
-        while True:
-            self.check_agent()
-            if os.path.exists(self.agent_sock):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                    try:
-                        probe.connect(self.agent_sock)
-                        return
-                    except OSError:
-                        pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"the agent did not listen on {self.agent_sock} within {AGENT_START_TIMEOUT_S} s")
-            time.sleep(0.02)
-
-    def check_agent(self) -> None:
-        """A dead agent would go unnoticed (launchers fall back in-process): abort instead."""
-        if self.agent is not None and self.agent.poll() is not None:
-            with open(self.agent_log, "rb") as fh:
-                tail = fh.read()[-800:].decode(errors="replace")
-            raise BenchError(f"the agent (pid {self.agent.pid}) exited with {self.agent.returncode}: {tail!r}")
-
     def agent_status(self) -> dict[str, int]:
         """VmHWM, VmRSS (KiB) and threads of the agent process, from /proc/PID/status."""
         assert self.agent is not None
