@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from netkit.cni import handler
+from netkit.firewall import ports
 from netkit.net import netns
 
 # NETKIT_FULL=1 runs the long forms of the reliability suites (fuzzing, kill trials, soak).
@@ -196,6 +197,8 @@ def sandbox(bin_dir: str, data_dir: str, agent_socket: str = "") -> Iterator[San
         host.run("ip", "link", "set", "lo", "up")
         yield box
     finally:
+        with contextlib.suppress(OSError):
+            ports.forget_namespace(ports.namespace_key(host.path))  # the port index of its published ports
         for ns in [*box.containers, host]:
             ip("netns", "del", ns.name, check=False)
 

@@ -38,6 +38,9 @@ class Backend(Protocol):
     def rule_comments(self) -> dict[str, list[str]]:
         """Group chain -> comments of its rules."""
 
+    def group_comments(self, chain: str) -> list[str] | None:
+        """Comments of one group chain's rules, or None if the chain is absent."""
+
     def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
         """What rule_comments() shows for the group once applied."""
 

@@ -1,12 +1,15 @@
 """Applying, checking and collecting rule groups on a backend, with port conflicts detected.
 
 Every change happens under one host-wide lock, so two ADDs asking for the same host port cannot
-both pass the conflict check.
+both pass the conflict check.  The check looks host ports up in an index (firewall/ports.py) and
+reads only the rules of the attachments it names, so its cost does not grow with the number of
+containers.
 """
 
 from __future__ import annotations
 
 from netkit import errors, fileio
+from netkit.firewall import ports
 from netkit.firewall.backend import Backend
 from netkit.firewall.model import DNAT, KINDS, NetworkRules, PortMapping, RuleGroup, group_chain, network_prefix
 
@@ -14,39 +17,66 @@ LOCK_DIR = "/run/netkit"
 LOCK = f"{LOCK_DIR}/firewall.lock"
 
 
-def _published(backend: Backend, except_chain: str) -> list[PortMapping]:
-    """Port mappings installed by other attachments (read back from the rule comments)."""
-    out = []
+def _published(backend: Backend) -> dict[str, list[PortMapping]]:
+    """Owner chain -> the port mappings it publishes, read back from every rule's comment (O(rules):
+    only to index a namespace the first time)."""
+    out: dict[str, list[PortMapping]] = {}
     for chain, comments in backend.rule_comments().items():
-        if not chain.startswith("NK-D-") or chain.endswith("-S") or chain == except_chain:
-            continue
-        for label in comments:
-            protocol, _, rest = label.partition("/")
-            host_ip, _, port = rest.rpartition("/")
-            if port.isdigit():
-                out.append(PortMapping(int(port), 0, protocol, "" if host_ip == "*" else host_ip))
+        if chain.startswith("NK-D-") and not chain.endswith("-S"):
+            out[chain] = [m for m in map(ports.parse_label, comments) if m is not None]
     return out
+
+
+def _clash(backend: Backend, index: ports.PortIndex, group: RuleGroup) -> tuple[PortMapping, PortMapping] | None:
+    """A mapping of ``group`` and the one of another attachment that already catches its packets."""
+    for mapping in group.mappings:
+        for other, owner in index.candidates(mapping):
+            if owner == group.chain:
+                continue
+            comments = backend.group_comments(owner)
+            if comments is not None and other.label() in comments:
+                return mapping, other
+            # Its writer died, or its rules went another way (DEL without the mappings, a flush).
+            if comments is None:
+                index.remove(owner)
+            else:
+                index.drop_stale(other, owner)
+    return None
 
 
 def apply(backend: Backend, group: RuleGroup) -> None:
     """Install the group, refusing host ports another attachment already publishes."""
     fileio.ensure_dir(LOCK_DIR)
     with fileio.locked(LOCK):
-        if group.kind == DNAT and group.mappings:
-            blockers = backend.forward_blockers()
-            if blockers:
-                raise errors.CNIError(
-                    errors.FORWARD_BLOCKED, "forwarded traffic is dropped by another firewall table",
-                    f"{'; '.join(blockers)} has policy drop: accept traffic to and from the container "
-                    f"bridge there (e.g. Docker's DOCKER-USER chain), or use firewallBackend=iptables on a "
-                    f"legacy-iptables host")
-            taken = _published(backend, group.chain)
-            for mapping in group.mappings:
-                clash = next((t for t in taken if t.overlaps(mapping)), None)
-                if clash is not None:
-                    raise errors.CNIError(errors.PORT_ALLOCATED, f"port is already allocated: {mapping.label()}",
-                                          f"another attachment publishes {clash.label()}")
-        backend.apply(group)
+        if group.kind != DNAT or not group.mappings:
+            backend.apply(group)
+            return
+        blockers = backend.forward_blockers()
+        if blockers:
+            raise errors.CNIError(
+                errors.FORWARD_BLOCKED, "forwarded traffic is dropped by another firewall table",
+                f"{'; '.join(blockers)} has policy drop: accept traffic to and from the container "
+                f"bridge there (e.g. Docker's DOCKER-USER chain), or use firewallBackend=iptables on a "
+                f"legacy-iptables host")
+        index = ports.PortIndex()
+        if not index.complete:
+            index.rebuild(_published(backend))
+        clash = _clash(backend, index, group)
+        if clash is not None:
+            raise errors.CNIError(errors.PORT_ALLOCATED, f"port is already allocated: {clash[0].label()}",
+                                  f"another attachment publishes {clash[1].label()}")
+        # Indexed before the rules exist: killed in between, the entry is stale (verified away),
+        # never missing.
+        index.remove(group.chain)
+        index.add(group.chain, group.mappings)
+        try:
+            backend.apply(group)
+        except BaseException:
+            index.remove(group.chain)
+            # A re-ADD that failed leaves the previous rules in place: index what is there.
+            index.add(group.chain, [m for m in map(ports.parse_label, backend.group_comments(group.chain) or [])
+                                    if m is not None])
+            raise
 
 
 def apply_network(backend: Backend, net: NetworkRules) -> None:
@@ -62,17 +92,26 @@ def remove(backend: Backend, kinds: tuple[str, ...], network: str, container_id:
     fileio.ensure_dir(LOCK_DIR)
     with fileio.locked(LOCK):
         backend.remove_chains(chains | {c + "-S" for c in chains})
+        _forget(chains)
+
+
+def _forget(chains: set[str]) -> None:
+    """Drop the port index's entries of removed chains (after the rules: a crash leaves them stale)."""
+    index = ports.PortIndex()
+    for chain in chains:
+        if chain.startswith("NK-D-"):
+            index.remove(chain)
 
 
 def check(backend: Backend, group: RuleGroup) -> None:
     """Fail unless every rule of the group is in place."""
-    have = backend.rule_comments()
     for chain, comments in backend.expected_comments(group).items():
-        if chain not in have:
+        have = backend.group_comments(chain)
+        if have is None:
             raise errors.CNIError(errors.CHECK_FAILED, f"firewall chain {chain} is missing")
-        if sorted(have[chain]) != sorted(comments):
+        if sorted(have) != sorted(comments):
             raise errors.CNIError(errors.CHECK_FAILED, f"firewall rules of {chain} differ",
-                                  f"expected {sorted(comments)}, found {sorted(have[chain])}")
+                                  f"expected {sorted(comments)}, found {sorted(have)}")
 
 
 def gc(backend: Backend, network: str, valid: set[tuple[str, str]]) -> None:
@@ -87,3 +126,5 @@ def gc(backend: Backend, network: str, valid: set[tuple[str, str]]) -> None:
         stale = {c for c in backend.chains() if c.startswith(prefixes) and c not in keep}
         if stale:
             backend.remove_chains(stale)
+        # Entries whose rules never landed (the writer was killed before its commit) too.
+        _forget(stale | {c for c in ports.PortIndex().owners() if c.startswith(prefixes) and c not in keep})

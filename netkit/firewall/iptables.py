@@ -663,6 +663,14 @@ class IptablesBackend:
             nat = s.table("nat")
             return {chain: [s.comment(r) for r in s.rules(nat, chain)] for chain in s.group_chains(nat)}
 
+    def group_comments(self, chain: str) -> list[str] | None:
+        """Comments of one group chain's rules, or None if the chain is absent."""
+        with _session() as s:
+            if not s.exists("nat"):
+                return None
+            nat = s.table("nat")
+            return [s.comment(r) for r in s.rules(nat, chain)] if nat.is_chain(chain) else None
+
     def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
         """What rule_comments() shows for the group once applied: the nftables backend's comments
         (without those of IPv6 rules, which this backend skips)."""

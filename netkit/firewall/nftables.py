@@ -99,13 +99,15 @@ _BASE_RULES = {"prerouting": 1, "output": 1, "postrouting": 1, "forward": 3, "lo
 
 
 def _base_in_place(listing: list[dict[str, Any]]) -> bool:
-    """True when the table, base and parent chains, the set and the base rules are all there.
+    """True when the table, base chains, the set and the base rules are all there.
 
     Rewriting them costs a commit that deletes rules, and such commits wait for the kernel's RCU
-    grace period (10-30 ms measured here): an ADD skips it unless something is missing.
+    grace period (10-30 ms measured here): an ADD skips it unless something is missing.  The parent
+    chains are not listed (hostports and masquerade hold a rule per attachment): the base rules jump
+    to all three, and nftables neither accepts a jump to a missing chain nor deletes a chain jumped to.
     """
     names = {o["chain"]["name"] for o in listing if "chain" in o}
-    if not (set(_BASE) | set(_PARENTS)) <= names or not any(o.get("set", {}).get("name") == "bridges" for o in listing):
+    if not set(_BASE) <= names or not any(o.get("set", {}).get("name") == "bridges" for o in listing):
         return False
     counts: dict[str, int] = {}
     for o in listing:
@@ -206,32 +208,23 @@ class NftablesBackend:
             return []  # no table yet
 
     def _partial_listing(self, rules_of: set[str]) -> list[dict[str, Any]]:
-        """Every chain of the table (names only), the bridges set, and the rules of the base chains
-        and of ``rules_of``: the table minus other attachments' rules.
+        """The base chains and ``rules_of`` that exist, with their rules, and the bridges set: the
+        table minus other attachments' chains.
 
         The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD
         reads only what it may change, so its cost does not grow with the number of containers.
         """
-        try:
-            chains = [o for o in self._run([{"list": {"chains": {"family": FAMILY}}}])
-                      if "chain" in o and o["chain"].get("table") == TABLE]
-        except errors.CNIError:
-            return []
-        names = {o["chain"]["name"] for o in chains}
-        if not names:
-            return []
+        out: list[dict[str, Any]] = []
         # One command per run: libnftables refuses a batch of several list commands.
-        cmds = [{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": n}}}
-                for n in sorted((set(_BASE) | rules_of) & names)]
+        cmds = [{"list": _chain(n)} for n in sorted(set(_BASE) | rules_of)]
         cmds.append({"list": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges"}}})
-        out = list(chains)
         try:
             with Nft() as nft:
                 for cmd in cmds:
                     try:
-                        out += [o for o in nft.run([cmd]) if "rule" in o or "set" in o]
+                        out += [o for o in nft.run([cmd]) if "chain" in o or "rule" in o or "set" in o]
                     except NftError:
-                        continue  # gone meanwhile (or no set yet): as if absent
+                        continue  # absent (or gone meanwhile): as if absent
         except NftError as exc:
             raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
         return out
@@ -259,7 +252,7 @@ class NftablesBackend:
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        listing = self._partial_listing(set())
+        listing = self._partial_listing(set(expected))
         if set(expected) & {o["chain"]["name"] for o in listing if "chain" in o}:
             listing = self._partial_listing(set(expected) | set(_PARENTS))  # a re-ADD: old jumps to remove
         cmds = ([] if _base_in_place(listing) else _base()) + self._removal(listing, set(expected))
@@ -363,6 +356,14 @@ class NftablesBackend:
             if rule and rule["chain"].startswith("NK-"):
                 out.setdefault(rule["chain"], []).append(rule.get("comment", ""))
         return out
+
+    def group_comments(self, chain: str) -> list[str] | None:
+        """Comments of one group chain's rules, or None if the chain is absent."""
+        try:
+            listing = self._run([{"list": _chain(chain)}])
+        except errors.CNIError:
+            return None
+        return _comments(listing, chain)
 
     def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
         """What rule_comments() shows for the group once applied."""

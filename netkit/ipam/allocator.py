@@ -41,9 +41,8 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
     leak a second lease).  A requested address must lie in a range and be free or already its own.
     """
     store.reclaim_previous_boots(boot_id)
-    leases = store.leases()
     taken = store.taken()
-    mine = [lease.address for lease in leases if lease.owned_by(container_id, ifname)]
+    mine = [lease.address for lease in store.leases(container_id) if lease.owned_by(container_id, ifname)]
     left = list(requested)
     out: list[tuple[Address, Range]] = []
     superseded: list[Address] = []

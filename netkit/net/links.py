@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from netkit import errors
+from netkit.net import rtaddr
 from netkit.net.netlink import NetlinkError, kind, lookup
 
 
@@ -107,11 +108,11 @@ def set_promisc(ipr: Any, index: int) -> None:
 
 
 def addresses(ipr: Any, index: int) -> set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    """The addresses on a link."""
-    out = set()
-    for msg in ipr.get_addr(index=index):
-        out.add(ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
-    return out
+    """The addresses on a link (of ``ipr``'s namespace, which must be the calling thread's)."""
+    try:
+        return rtaddr.link_addresses(index)
+    except OSError as exc:
+        raise errors.CNIError(errors.KERNEL, f"failed to list the addresses of link {index}", str(exc)) from None
 
 
 def add_address(ipr: Any, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:

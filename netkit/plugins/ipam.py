@@ -98,7 +98,7 @@ def delete(req: Request) -> None:
     cfg = config.parse(req.config)
     store = _store(req, cfg)
     with store.locked():
-        for lease in store.leases():
+        for lease in store.leases(req.container_id):
             if lease.owned_by(req.container_id, req.ifname):
                 store.release(lease.address)
                 failpoints.hit("ipam.del.after-release")
@@ -107,7 +107,8 @@ def delete(req: Request) -> None:
 def check(req: Request) -> None:
     """Fail unless the attachment holds a lease in every range set (and prevResult agrees)."""
     cfg = config.parse(req.config)
-    held = {lease.address for lease in _store(req, cfg).leases() if lease.owned_by(req.container_id, req.ifname)}
+    held = {lease.address for lease in _store(req, cfg).leases(req.container_id)
+            if lease.owned_by(req.container_id, req.ifname)}
     for range_set in cfg.range_sets:
         if not any(addr in r for addr in held for r in range_set):
             raise errors.CNIError(errors.CHECK_FAILED, "no lease held for the attachment",

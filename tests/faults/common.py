@@ -7,6 +7,7 @@ import os
 import subprocess
 from typing import Any
 
+from netkit.firewall import ports
 from tests.sandbox import Namespace, Sandbox, bridge_conf
 
 NET = "testnet"
@@ -57,6 +58,8 @@ def leftovers(box: Sandbox, containers: list[Namespace] = (), network: str = NET
     # (The network's own NK-N- isolation rules live as long as its bridge: not an attachment's.)
     out += [f"filter rule {line}" for line in legacy.splitlines()
             if line.startswith("-A") and ("NK-D-" in line or "NK-M-" in line)]
+    index = ports.PortIndex(key=ports.namespace_key(box.host.path))
+    out += [f"port index {e}" for e in index.entries()] + [f"port index owner {o}" for o in index.owners()]
     for c in containers:
         if os.path.exists(c.path):
             out += [f"{c.name}: {n}" for n in c.links() if n != "lo"]
