@@ -85,11 +85,8 @@ class PortIndex:
         out = []
         for name in names:
             other = PortMapping(m.host_port, 0, m.protocol, "" if name == _ANY else name)
-            try:
-                owner = fileio.read_regular(os.path.join(d, name), 256).decode(errors="replace").strip()
-            except OSError:
-                continue  # removed meanwhile
-            if other.overlaps(m):
+            owner = self.owner_of(os.path.join(os.path.basename(d), name))
+            if owner and other.overlaps(m):  # (no owner: removed meanwhile)
                 out.append((other, owner))
         return out
 
@@ -120,6 +117,13 @@ class PortIndex:
                     out += [os.path.join(d, n) for n in os.listdir(os.path.join(self.dir, d))]
         return sorted(out)
 
+    def owner_of(self, entry: str) -> str:
+        """The chain recorded for ``entry`` ("" if none)."""
+        try:
+            return fileio.read_regular(os.path.join(self.dir, entry), 256).decode(errors="replace").strip()
+        except OSError:
+            return ""
+
     def remove(self, chain: str) -> None:
         """Forget every entry ``chain`` owns; nothing recorded is fine."""
         try:
@@ -138,11 +142,9 @@ class PortIndex:
     def drop(self, entry: str, owner: str) -> None:
         """Remove ``entry`` if ``owner`` still holds it (another chain may have taken it since)."""
         path = os.path.join(self.dir, entry)
-        if ".." in entry.split(os.sep):
+        if ".." in entry.split(os.sep) or self.owner_of(entry) != owner:
             return
         try:
-            if fileio.read_regular(path, 256).decode(errors="replace").strip() != owner:
-                return
             os.unlink(path)
         except OSError:
             return

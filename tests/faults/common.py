@@ -58,8 +58,11 @@ def leftovers(box: Sandbox, containers: list[Namespace] = (), network: str = NET
     # (The network's own NK-N- isolation rules live as long as its bridge: not an attachment's.)
     out += [f"filter rule {line}" for line in legacy.splitlines()
             if line.startswith("-A") and ("NK-D-" in line or "NK-M-" in line)]
+    # The port index: each entry with its owner, and owners with no entry left.
     index = ports.PortIndex(key=ports.namespace_key(box.host.path))
-    out += [f"port index {e}" for e in index.entries()] + [f"port index owner {o}" for o in index.owners()]
+    entries = {e: index.owner_of(e) for e in index.entries()}
+    out += [f"port index {e} of {o}" for e, o in entries.items()]
+    out += [f"port index owner {o}" for o in index.owners() if o not in entries.values()]
     for c in containers:
         if os.path.exists(c.path):
             out += [f"{c.name}: {n}" for n in c.links() if n != "lo"]

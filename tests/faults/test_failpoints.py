@@ -137,9 +137,9 @@ def test_gc_fault_is_finished_by_the_next_gc(fw_inproc: Sandbox, point: str, act
     _assert_fired(point, action, rc, out)
     assert box.call("netkit-bridge", "GC", gc_conf(conf, valid)) == (0, None)
     left = leftovers(box, [stale])
-    # Exactly the kept attachment remains: its lease, veth, masquerade and DNAT chains.
+    # Exactly the kept attachment remains: its lease, veth, masquerade and DNAT chains, its port.
     assert [x for x in left if kept_hash not in x and x != f"lease-dir {kept_addr}"] == []
-    assert len(left) == 5, left
+    assert len(left) == 6, left
     assert kept.ping(GATEWAY)
     attach_and_prove(box, conf, stale)
     assert box.call("netkit-bridge", "DEL", conf, stale) == (0, None)
