@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from netkit import errors, failpoints
 from netkit.ipam.config import Address, IPAMConfig, Range
 from netkit.ipam.store import LeaseStore
@@ -12,7 +14,7 @@ def _range_of(addr: Address, range_set: list[Range]) -> Range | None:
     return next((r for r in range_set if addr in r), None)
 
 
-def _next_free(range_set: list[Range], last: Address | None, taken: set[Address]) -> tuple[Address, Range]:
+def _next_free(range_set: list[Range], last: Address | None, taken: Callable[[Address], bool]) -> tuple[Address, Range]:
     """The first free address after ``last``, walking the range set in order and wrapping once.
 
     Like host-local's iterator: after a range's end comes the next range's start, so an address
@@ -27,7 +29,7 @@ def _next_free(range_set: list[Range], last: Address | None, taken: set[Address]
             order.insert(0, (current, type(last)(int(last) + 1)))
     for rng, first in order:
         for addr in rng.addresses(first):
-            if addr not in taken:
+            if not taken(addr):
                 return addr, rng
     raise errors.CNIError(errors.POOL_EXHAUSTED, "no free addresses in range set",
                           ", ".join(str(r.subnet) for r in range_set))
@@ -41,7 +43,8 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
     leak a second lease).  A requested address must lie in a range and be free or already its own.
     """
     store.reclaim_previous_boots(boot_id)
-    taken = store.taken()
+    # Asked per candidate (usually the first is free) rather than listing every lease's address.
+    taken = store.is_taken
     mine = [lease.address for lease in store.leases(container_id) if lease.owned_by(container_id, ifname)]
     left = list(requested)
     out: list[tuple[Address, Range]] = []
@@ -65,12 +68,11 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
             if chosen not in own:
                 if chosen == rng.gateway:
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is the gateway")
-                if chosen in taken:
+                if taken(chosen):
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is already allocated")
                 undo.push(store.release, chosen)
                 store.reserve(chosen, container_id, ifname, boot_id)
                 failpoints.hit("ipam.add.after-reserve")
-                taken.add(chosen)
             superseded += [a for a in own if a != chosen]
             store.set_last_reserved(index, chosen)
             out.append((chosen, rng))

@@ -118,6 +118,10 @@ class LeaseStore:
         text = data.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
         return Lease(addr, text[0].strip(), text[1].strip() if len(text) > 1 else "")
 
+    def is_taken(self, addr: Address) -> bool:
+        """True when ``addr`` has a lease file, whatever is in it."""
+        return os.path.lexists(self._path(addr))
+
     def taken(self) -> set[Address]:
         """Addresses that have a lease file, whatever is in it (a corrupt file still blocks reuse)."""
         try:
