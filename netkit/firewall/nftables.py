@@ -18,9 +18,11 @@ detection reads (``tcp/*/8080``).
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 
 from netkit import errors
+from netkit.firewall import nftgen
 from netkit.firewall.libnft import Nft, NftError
 from netkit.firewall.model import MASQ, NetworkRules, RuleGroup
 from netkit.net import sysctl
@@ -195,11 +197,16 @@ class NftablesBackend:
     name = "nftables"
 
     def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        changes = any("list" not in c for c in commands)
+        before = nftgen.current() if changes else None
         try:
             with Nft() as nft:
                 return nft.run(commands)
         except NftError as exc:
             raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
+        finally:
+            if before is not None:
+                _our_commit(before)
 
     def _listing(self) -> list[dict[str, Any]]:
         try:
@@ -370,10 +377,51 @@ class NftablesBackend:
         return {chain: [r["add"]["rule"]["comment"] for r in rules] for chain, rules in _expected(group).items()}
 
     def forward_blockers(self) -> list[str]:
-        """Base forward chains of other tables whose policy drops (Docker's, firewalld's)."""
+        """Base forward chains of other tables whose policy drops (Docker's, firewalld's).
+
+        Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
+        answer is kept, per namespace, for as long as the ruleset generation shows no change other
+        than netkit's own commits (see ``_our_commit``).
+        """
+        now = nftgen.current()
+        if now is not None:
+            with _blockers_lock:
+                known = _blockers.get(now.netns)
+            if known is not None and known[0] == now:
+                return list(known[1])
         try:
             listing = self._run([{"list": {"chains": {}}}])
         except errors.CNIError:
             return []
-        return [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
-                and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != TABLE]
+        found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
+                 and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != TABLE]
+        if now is not None:
+            with _blockers_lock:
+                if len(_blockers) > 256:
+                    _blockers.clear()  # namespaces come and go (tests, labs): keep it bounded
+                _blockers[now.netns] = (now, found)
+        return found
+
+
+# Namespace cookie -> (the generation at which other tables' forward chains were read, what was
+# found).  An agent answers for many namespaces at once.
+_blockers: dict[int, tuple[nftgen.Generation, list[str]]] = {}
+_blockers_lock = threading.Lock()
+
+
+def _our_commit(before: nftgen.Generation) -> None:
+    """Carry what is known of other tables past a commit of netkit's own table.
+
+    Valid only if the generation moved by exactly one since ``before`` (read just before the
+    commit) and ``before`` is the generation the knowledge is of: then no one else changed anything.
+    A commit that failed and did not move the generation changes nothing either.
+    """
+    after = nftgen.current()
+    with _blockers_lock:
+        known = _blockers.get(before.netns)
+        if known is None or known[0] != before or after is None:
+            return
+        if after == before.after_one_commit():
+            _blockers[before.netns] = (after, known[1])
+        elif after != before:
+            del _blockers[before.netns]

@@ -257,6 +257,24 @@ def test_forward_drop_in_another_table_fails_add_with_advice(box: Sandbox) -> No
     assert box.group_chains() == []
 
 
+def test_a_drop_policy_appearing_between_two_adds_is_seen_by_the_second(box: Sandbox) -> None:
+    # Through the agent the first ADD's reading of other tables is kept; anything changing the
+    # ruleset since (here another table's chain) must make the next ADD read again.
+    box.firewall = "nftables"
+    a, b = box.container(), box.container()
+    _attach(box, a, [{"hostPort": 8080, "containerPort": 80}])
+    box.host.run("nft", "add", "table", "ip", "filter", check=True)
+    box.host.run("nft", "add", "chain", "ip", "filter", "FORWARD",
+                 "{ type filter hook forward priority 0; policy drop; }", check=True)
+    rc, prev = box.call("netkit-bridge", "ADD", bridge_conf(box), b)
+    rc, out = box.call("netkit-portmap", "ADD", _portmap_conf(box, [{"hostPort": 8081, "containerPort": 80}], prev), b)
+    assert rc == 1 and out["code"] == 108, out
+    # And a policy turned back to accept is seen too.
+    box.host.run("nft", "add", "chain", "ip", "filter", "FORWARD", "{ policy accept; }", check=True)
+    rc, out = box.call("netkit-portmap", "ADD", _portmap_conf(box, [{"hostPort": 8081, "containerPort": 80}], prev), b)
+    assert rc == 0, out
+
+
 def _two_networks(box: Sandbox, **extra: Any) -> tuple[Namespace, Namespace, dict, dict]:
     a, b = box.container(), box.container()
     rc, res_a = box.call("netkit-bridge", "ADD", bridge_conf(box, **extra), a)
