@@ -58,11 +58,12 @@ def test_concurrent_adds_for_one_host_port_one_wins_the_rest_get_107_and_leave_n
     assert all(out["code"] == 107 and "already allocated" in out["msg"] for out in losers), losers
     win = containers[winners[0]]
     win_hash = names.attachment_hash(NET, win.name, "eth0")
-    # Only the winner's objects: its lease, interface, veth, masquerade chain, DNAT chain and its SNAT chain.
+    # Only the winner's objects: its lease, interface, veth, masquerade chain, DNAT chain, its SNAT
+    # chain and its port's index entry.
     left = leftovers(box, containers)
     assert sorted(x for x in left if win_hash not in x) == sorted([f"lease-dir {address(results[winners[0]][1])}",
                                                                    f"{win.name}: eth0"])
-    assert len(left) == 6, left
+    assert len(left) == 7, left
     assert win.ping(GATEWAY)
     assert box.call("netkit-bridge", "DEL", conf, win) == (0, None)
     assert leftovers(box, containers) == []
