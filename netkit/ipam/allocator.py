@@ -45,7 +45,7 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
     store.reclaim_previous_boots(boot_id)
     # Asked per candidate (usually the first is free) rather than listing every lease's address.
     taken = store.is_taken
-    mine = [lease.address for lease in store.leases(container_id) if lease.owned_by(container_id, ifname)]
+    mine = [lease.address for lease in store.owned(container_id, ifname)]
     left = list(requested)
     out: list[tuple[Address, Range]] = []
     superseded: list[Address] = []

@@ -9,6 +9,7 @@ reclaimed on the first ADD after a reboot (the reference leaks them).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -21,6 +22,11 @@ BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _BOOT_MARK = ".netkit-boot-id"
 _LAST_RESERVED = "last_reserved_ip."
 _TMP_MARK = ".tmp."  # fileio.write_atomic's temp files: "<path>.tmp.<pid>"
+# An attachment's addresses, so a repeated ADD finds its own leases without reading every lease:
+# "owner.<hash of containerID and ifname>", JSON.  Written before the lease and verified against
+# it, so a hint may name an address the attachment no longer holds, never miss one it holds.
+_HINT = "owner."
+_HINTS_COMPLETE = ".netkit-owners"  # every lease of the directory has its hint (written after an indexing scan)
 
 
 def current_boot_id() -> str:
@@ -79,6 +85,65 @@ class LeaseStore:
     def _path(self, addr: Address) -> str:
         return os.path.join(self.dir, str(addr))
 
+    def _hint_path(self, container_id: str, ifname: str) -> str:
+        digest = hashlib.sha256(f"{container_id}\0{ifname}".encode(errors="surrogateescape")).hexdigest()[:32]
+        return os.path.join(self.dir, _HINT + digest)
+
+    def _hinted(self, container_id: str, ifname: str) -> list[Address]:
+        try:
+            rec = json.loads(fileio.read_regular(self._hint_path(container_id, ifname), 1 << 16))
+            return [ipaddress.ip_address(a) for a in rec["addresses"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def _write_hint(self, container_id: str, ifname: str, addresses: list[Address]) -> None:
+        path = self._hint_path(container_id, ifname)
+        if not addresses:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        rec = {"containerID": container_id, "ifname": ifname, "addresses": sorted(map(str, set(addresses)))}
+        fileio.write_atomic(path, json.dumps(rec).encode(), durable=False)
+
+    def owned(self, container_id: str, ifname: str) -> list[Lease]:
+        """The attachment's leases; call with the store locked.
+
+        Through its hint once the directory is indexed (the first call indexes it: leases netkit
+        wrote before hints existed get theirs).  Leases of the reference host-local are not seen
+        here, only by DEL and GC: a repeated ADD through netkit of an attachment host-local
+        made gets an address of its own.
+        """
+        if not os.path.exists(os.path.join(self.dir, _HINTS_COMPLETE)):
+            owners: dict[tuple[str, str], list[Address]] = {}
+            for lease in self.leases():
+                if lease.boot_id:  # netkit's own: host-local's go on without a hint (read by DEL and GC)
+                    owners.setdefault((lease.container_id, lease.ifname), []).append(lease.address)
+            for (cid, ifn), addresses in owners.items():
+                self._write_hint(cid, ifn, addresses)
+            fileio.write_atomic(os.path.join(self.dir, _HINTS_COMPLETE), b"", durable=False)
+        leases = [self._read(a) for a in self._hinted(container_id, ifname)]
+        return [lease for lease in leases if lease is not None and lease.owned_by(container_id, ifname)]
+
+    def forget(self, container_id: str, ifname: str) -> None:
+        """Remove the attachment's hint (its leases are released)."""
+        self._write_hint(container_id, ifname, [])
+
+    def forget_all_but(self, valid: set[tuple[str, str]]) -> None:
+        """Remove the hints of attachments not in ``valid`` (GC)."""
+        try:
+            names = [n for n in os.listdir(self.dir) if n.startswith(_HINT) and _TMP_MARK not in n]
+        except OSError:
+            return
+        for name in names:
+            try:
+                rec = json.loads(fileio.read_regular(os.path.join(self.dir, name), 1 << 16))
+                owner = (str(rec["containerID"]), str(rec["ifname"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                owner = ("", "")  # unreadable: no valid attachment's
+            if owner not in valid:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, name))
+
     def leases(self, container_id: str | None = None) -> list[Lease]:
         """Every lease of the network (only those naming ``container_id``, if given); unreadable
         or corrupt files are skipped, not fatal."""
@@ -135,19 +200,25 @@ class LeaseStore:
         return out
 
     def reserve(self, addr: Address, container_id: str, ifname: str, boot_id: str) -> None:
-        """Write the lease for ``addr``."""
+        """Write the lease for ``addr`` (after the attachment's hint names it)."""
+        self._write_hint(container_id, ifname, [*self._hinted(container_id, ifname), addr])
         rec = {"containerID": container_id, "ifname": ifname, "bootID": boot_id}
         # No fsync: after a power loss every lease of this boot is reclaimed anyway (boot id).
         fileio.write_atomic(self._path(addr), json.dumps(rec).encode(), durable=False)
 
     def release(self, addr: Address) -> None:
-        """Remove the lease for ``addr``; already gone is fine."""
+        """Remove the lease for ``addr`` (and it from its holder's hint); already gone is fine."""
+        lease = self._read(addr)
         try:
             os.unlink(self._path(addr))
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise errors.CNIError(errors.IO_FAILURE, f"failed to release {addr}", str(exc)) from None
+        if lease is not None:
+            hinted = self._hinted(lease.container_id, lease.ifname)
+            if addr in hinted:
+                self._write_hint(lease.container_id, lease.ifname, [a for a in hinted if a != addr])
 
     def last_reserved(self, index: int) -> Address | None:
         """The last address handed out from range set ``index`` (round-robin position)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 from typing import Any
@@ -16,7 +17,7 @@ GATEWAY = "10.20.0.1"
 PORTS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
          {"hostPort": 8080, "containerPort": 80, "protocol": "udp"}]
 # Files of a lease directory that are the network's, not an attachment's.
-_NETWORK_FILES = ("lock", ".netkit-boot-id")
+_NETWORK_FILES = ("lock", ".netkit-boot-id", ".netkit-owners")
 
 
 def full_conf(box: Sandbox, ports: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -40,7 +41,31 @@ def lease_dir_files(box: Sandbox, network: str = NET) -> list[str]:
     d = os.path.join(box.data_dir, network)
     if not os.path.isdir(d):
         return []
-    return sorted(n for n in os.listdir(d) if n not in _NETWORK_FILES and not n.startswith("last_reserved_ip."))
+    return sorted(n for n in os.listdir(d) if n not in _NETWORK_FILES and not n.startswith("last_reserved_ip.")
+                  and not (n.startswith("owner.") and ".tmp." not in n))
+
+
+def orphan_hints(box: Sandbox, network: str = NET) -> list[str]:
+    """Owner hints (an attachment's list of addresses) whose attachment holds none of them any more."""
+    d = os.path.join(box.data_dir, network)
+    out = []
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        if not name.startswith("owner.") or ".tmp." in name:
+            continue
+        with open(os.path.join(d, name), encoding="utf-8") as f:
+            hint = json.load(f)
+        held = []
+        for addr in hint["addresses"]:
+            try:
+                with open(os.path.join(d, addr), encoding="utf-8") as f:
+                    lease = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if (lease.get("containerID"), lease.get("ifname")) == (hint["containerID"], hint["ifname"]):
+                held.append(addr)
+        if not held:
+            out.append(name)
+    return out
 
 
 def host_veths(box: Sandbox) -> list[str]:
@@ -51,6 +76,7 @@ def host_veths(box: Sandbox) -> list[str]:
 def leftovers(box: Sandbox, containers: list[Namespace] = (), network: str = NET) -> list[str]:  # type: ignore[assignment]
     """Everything attachments left: lease files, host veths, rule groups, container interfaces."""
     out = [f"lease-dir {n}" for n in lease_dir_files(box, network)]
+    out += [f"orphan owner hint {n}" for n in orphan_hints(box, network)]
     out += [f"veth {n}" for n in host_veths(box)]
     out += [f"chain {c}" for c in box.group_chains()]
     # The iptables backend's FORWARD accepts (present when FORWARD's policy is DROP) name their group.

@@ -133,3 +133,54 @@ def test_unusable_data_dir_is_code_5(tmp_path: Path) -> None:
         with store.locked():
             pass
     assert info.value.code == errors.IO_FAILURE
+
+
+def _hints(store: LeaseStore) -> list[str]:
+    return sorted(n for n in os.listdir(store.dir) if n.startswith("owner."))
+
+
+def test_an_attachment_finds_its_leases_through_its_hint_and_release_updates_it(store: LeaseStore) -> None:
+    with store.locked():
+        store.reserve(A("10.0.0.2"), "c1", "eth0", "boot-x")
+        store.reserve(A("fd00::2"), "c1", "eth0", "boot-x")
+        store.reserve(A("10.0.0.3"), "c2", "eth0", "boot-x")
+        assert {lease.address for lease in store.owned("c1", "eth0")} == {A("10.0.0.2"), A("fd00::2")}
+        assert len(_hints(store)) == 2
+        store.release(A("10.0.0.2"))
+        assert [lease.address for lease in store.owned("c1", "eth0")] == [A("fd00::2")]
+        store.release(A("fd00::2"))
+        assert store.owned("c1", "eth0") == [] and len(_hints(store)) == 1  # an empty hint goes
+
+
+def test_leases_written_before_hints_existed_are_found(store: LeaseStore) -> None:
+    with store.locked():
+        store.reserve(A("10.0.0.2"), "c1", "eth0", "boot-x")
+    for name in [*_hints(store), ".netkit-owners"]:
+        if os.path.exists(os.path.join(store.dir, name)):
+            os.unlink(os.path.join(store.dir, name))
+    (Path(store.dir) / "10.0.0.9").write_text("ref-ctr\r\neth0")  # the reference's: no hint, by design
+    with store.locked():
+        assert [lease.address for lease in store.owned("c1", "eth0")] == [A("10.0.0.2")]
+        assert store.owned("ref-ctr", "eth0") == []
+    assert len(_hints(store)) == 1
+
+
+def test_a_hint_naming_an_address_now_held_by_another_is_not_believed(store: LeaseStore) -> None:
+    with store.locked():
+        store.owned("c0", "eth0")  # indexes the (empty) directory
+        store.reserve(A("10.0.0.2"), "c1", "eth0", "boot-x")
+        os.unlink(os.path.join(store.dir, "10.0.0.2"))  # gone without its hint being updated
+        store.reserve(A("10.0.0.2"), "c2", "eth0", "boot-x")
+        assert store.owned("c1", "eth0") == []
+        assert [lease.address for lease in store.owned("c2", "eth0")] == [A("10.0.0.2")]
+
+
+def test_forget_all_but_keeps_only_valid_attachments_hints(store: LeaseStore) -> None:
+    with store.locked():
+        store.reserve(A("10.0.0.2"), "c1", "eth0", "boot-x")
+        store.reserve(A("10.0.0.3"), "c2", "eth0", "boot-x")
+        (Path(store.dir) / "owner.garbage").write_bytes(b"\xff")
+        store.forget_all_but({("c2", "eth0")})
+    assert len(_hints(store)) == 1
+    with store.locked():
+        assert [lease.address for lease in store.owned("c2", "eth0")] == [A("10.0.0.3")]
