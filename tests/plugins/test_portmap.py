@@ -170,7 +170,11 @@ def test_sixteen_parallel_adds_with_distinct_host_ports(fw_box: Sandbox, servers
                       enumerate(containers)))
     assert len([c for c in fw_box.group_chains() if c.startswith("NK-D-") and not c.endswith("-S")]) == 16
     servers += [containers[0].serve("C0", 80), containers[15].serve("C15", 80)]
-    assert x.ask("tcp", HOST, 7000).startswith("C0 ") and x.ask("tcp", HOST, 7015).startswith("C15 ")
+    # Up to three tries each: on a loaded 2-CPU machine (CI beside other work) a client has been
+    # seen to miss its 2 s connect timeout here; a mapping that is not there fails all three.
+    for port, name in ((7000, "C0 "), (7015, "C15 ")):
+        answers = [x.ask("tcp", HOST, port) for _ in range(3)]
+        assert any(a and a.startswith(name) for a in answers), answers
 
 
 def test_gc_removes_rules_of_attachments_not_in_the_valid_list(fw_box: Sandbox) -> None:
