@@ -98,10 +98,12 @@ def delete(req: Request) -> None:
     cfg = config.parse(req.config)
     store = _store(req, cfg)
     with store.locked():
+        # Every lease read (not only the hinted ones): the reference host-local may have written some.
         for lease in store.leases(req.container_id):
             if lease.owned_by(req.container_id, req.ifname):
                 store.release(lease.address)
                 failpoints.hit("ipam.del.after-release")
+        store.forget(req.container_id, req.ifname)
 
 
 def check(req: Request) -> None:
@@ -131,6 +133,7 @@ def gc(req: Request) -> None:
         for lease in store.leases():
             if (lease.container_id, lease.ifname) not in valid:
                 store.release(lease.address)
+        store.forget_all_but(valid)
 
 
 def status(req: Request) -> None:
