@@ -70,7 +70,7 @@ def allocate(store: LeaseStore, cfg: IPAMConfig, container_id: str, ifname: str,
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is the gateway")
                 if taken(chosen):
                     raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, f"requested address {chosen} is already allocated")
-                undo.push(store.release, chosen)
+                undo.push(store.unreserve, chosen, container_id, ifname)
                 store.reserve(chosen, container_id, ifname, boot_id)
                 failpoints.hit("ipam.add.after-reserve")
             superseded += [a for a in own if a != chosen]

@@ -220,6 +220,14 @@ class LeaseStore:
             if addr in hinted:
                 self._write_hint(lease.container_id, lease.ifname, [a for a in hinted if a != addr])
 
+    def unreserve(self, addr: Address, container_id: str, ifname: str) -> None:
+        """Undo ``reserve``, however far it got: the lease, and ``addr`` in the attachment's hint
+        (written first, so it may be there without the lease)."""
+        self.release(addr)
+        hinted = self._hinted(container_id, ifname)
+        if addr in hinted:
+            self._write_hint(container_id, ifname, [a for a in hinted if a != addr])
+
     def last_reserved(self, index: int) -> Address | None:
         """The last address handed out from range set ``index`` (round-robin position)."""
         try:

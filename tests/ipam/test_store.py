@@ -184,3 +184,11 @@ def test_forget_all_but_keeps_only_valid_attachments_hints(store: LeaseStore) ->
     assert len(_hints(store)) == 1
     with store.locked():
         assert [lease.address for lease in store.owned("c2", "eth0")] == [A("10.0.0.3")]
+
+
+def test_unreserve_after_a_reserve_that_wrote_only_the_hint_leaves_nothing(store: LeaseStore) -> None:
+    with store.locked():
+        store.reserve(A("10.0.0.2"), "c1", "eth0", "boot-x")
+        os.unlink(os.path.join(store.dir, "10.0.0.2"))  # as if the lease write had failed (full disk)
+        store.unreserve(A("10.0.0.2"), "c1", "eth0")
+    assert _hints(store) == [] and store.leases() == []
