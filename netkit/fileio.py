@@ -20,16 +20,17 @@ def _refuse_nul(path: str) -> None:
         raise errors.CNIError(errors.INVALID_CONFIG, "invalid path: contains a NUL character", repr(path)[:300])
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True, tmp_dir: str = "") -> None:
     """Write ``data`` to ``path`` so that readers see the old content or the new, never a part.
 
     ``durable`` also fsyncs before the rename, so the content survives a power loss; skip it for
-    data a reboot makes worthless anyway.
+    data a reboot makes worthless anyway.  ``tmp_dir`` (same filesystem) holds the temp file
+    instead of ``path``'s directory, so a writer's orphans are found without listing that directory.
     """
     _refuse_nul(path)
     # The thread too: the agent serves many requests in one process, and two writers sharing a
     # temp file would rename each other's half-written content into place.
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_native_id()}"
+    tmp = f"{os.path.join(tmp_dir, os.path.basename(path)) if tmp_dir else path}.tmp.{os.getpid()}.{threading.get_native_id()}"
     try:
         # A fresh file, so its mode is ``mode`` (less the umask), never a stale temp file's.
         with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,8 @@ namespace whose inode came back is verified away like any stale one)::
     <root>/<netns inode>/tcp-8080/*            owner chain of tcp/*/8080
     <root>/<netns inode>/tcp-8080/127.0.0.1    owner chain of tcp/127.0.0.1/8080
     <root>/<netns inode>/owners/<chain>        the entries a chain owns, one per line
+    <root>/<netns inode>/tmp/                  temp files of atomic writes: any there is a killed
+                                               writer's (every write holds the firewall lock), swept
 
 An entry can be stale (its writer was killed before the rules were committed, or the rules went
 another way: a flush, GC): every candidate clash is checked against the owner's rules, and a stale
@@ -50,6 +52,29 @@ class PortIndex:
 
     def __init__(self, root: str = ROOT, key: str = "") -> None:
         self.dir = os.path.join(root, key or namespace_key())
+        self._tmp = os.path.join(self.dir, "tmp")
+        self._swept = False
+
+    def _write(self, path: str, data: bytes) -> None:
+        """An atomic write whose temp file lives in tmp/ (swept first: a killed writer's orphans)."""
+        fileio.ensure_dir(self._tmp)
+        if not self._swept:
+            self.sweep()
+        fileio.write_atomic(path, data, durable=False, tmp_dir=self._tmp)
+
+    def sweep(self) -> None:
+        """Remove temp files of writers killed mid-write."""
+        self._swept = True
+        for name in self.strays():
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._tmp, name))
+
+    def strays(self) -> list[str]:
+        """Temp files left in tmp/ (none unless a writer was killed)."""
+        try:
+            return sorted(os.listdir(self._tmp))
+        except OSError:
+            return []
 
     def _port_dir(self, m: PortMapping) -> str:
         return os.path.join(self.dir, f"{m.protocol}-{m.host_port}")
@@ -72,8 +97,7 @@ class PortIndex:
         _sweep(os.path.dirname(self.dir), keep=os.path.basename(self.dir))
         for chain, mappings in published.items():
             self.add(chain, mappings)
-        fileio.ensure_dir(self.dir)
-        fileio.write_atomic(os.path.join(self.dir, "complete"), b"", durable=False)
+        self._write(os.path.join(self.dir, "complete"), b"")
 
     def candidates(self, m: PortMapping) -> list[tuple[PortMapping, str]]:
         """Indexed mappings that overlap ``m``, with their owner chains (possibly stale)."""
@@ -96,10 +120,10 @@ class PortIndex:
         if not entries:
             return
         fileio.ensure_dir(os.path.join(self.dir, "owners"))
-        fileio.write_atomic(self._owner_file(chain), "".join(e + "\n" for e in entries).encode(), durable=False)
+        self._write(self._owner_file(chain), "".join(e + "\n" for e in entries).encode())
         for entry in entries:
             fileio.ensure_dir(os.path.join(self.dir, os.path.dirname(entry)))
-            fileio.write_atomic(os.path.join(self.dir, entry), chain.encode(), durable=False)
+            self._write(os.path.join(self.dir, entry), chain.encode())
 
     def owners(self) -> list[str]:
         """Chains that own entries (some possibly stale)."""
@@ -113,7 +137,7 @@ class PortIndex:
         out = []
         with contextlib.suppress(OSError):
             for d in os.listdir(self.dir):
-                if "-" in d and os.path.isdir(os.path.join(self.dir, d)):
+                if "-" in d and d != "tmp" and os.path.isdir(os.path.join(self.dir, d)):
                     out += [os.path.join(d, n) for n in os.listdir(os.path.join(self.dir, d))]
         return sorted(out)
 
@@ -126,6 +150,8 @@ class PortIndex:
 
     def remove(self, chain: str) -> None:
         """Forget every entry ``chain`` owns; nothing recorded is fine."""
+        if not self._swept:
+            self.sweep()
         try:
             entries = fileio.read_regular(self._owner_file(chain), 1 << 20).decode(errors="replace").split()
         except OSError:

@@ -89,6 +89,7 @@ def leftovers(box: Sandbox, containers: list[Namespace] = (), network: str = NET
     entries = {e: index.owner_of(e) for e in index.entries()}
     out += [f"port index {e} of {o}" for e, o in entries.items()]
     out += [f"port index owner {o}" for o in index.owners() if o not in entries.values()]
+    out += [f"port index temp file {n}" for n in index.strays()]
     for c in containers:
         if os.path.exists(c.path):
             out += [f"{c.name}: {n}" for n in c.links() if n != "lo"]

@@ -61,3 +61,15 @@ def test_indexes_of_deleted_namespaces_are_swept(fw_box: Sandbox) -> None:
     assert fw_box.call("netkit-bridge", "ADD", _conf(fw_box, [PORT]), fw_box.container())[0] == 0
     assert not os.path.exists(dead)
     assert _index(fw_box).complete
+
+
+def test_temp_files_of_a_killed_writer_are_swept_by_the_next_change(fw_box: Sandbox) -> None:
+    a = fw_box.container()
+    conf = _conf(fw_box, [PORT])
+    assert fw_box.call("netkit-bridge", "ADD", conf, a)[0] == 0
+    index = _index(fw_box)
+    with open(os.path.join(index.dir, "tmp", "*.tmp.999999.999999"), "wb") as f:
+        f.write(b"NK-D-")  # what SIGKILL mid-write leaves
+    assert index.strays() == ["*.tmp.999999.999999"]
+    assert fw_box.call("netkit-bridge", "DEL", conf, a) == (0, None)
+    assert index.strays() == [] and index.entries() == []
