@@ -80,5 +80,10 @@ def unpublish(fw: Backend, req: Request, also: tuple[str, ...] = ()) -> None:
     """Remove the attachment's DNAT group (and groups of kinds ``also``, in the same change) and
     the UDP flows through it; nothing there is fine."""
     groups.remove(fw, (DNAT, *also), req.network, req.container_id, req.ifname)
-    mappings = parse_port_mappings(req.runtime_config.get("portMappings"))
+    try:
+        mappings = parse_port_mappings(req.runtime_config.get("portMappings"))
+    except errors.CNIError:
+        # DEL must succeed: the rules went by the attachment's name; mappings it cannot read (an ADD
+        # that never published them, e.g. without the capability) have no flows to restart.
+        return
     flush_udp(RuleGroup(DNAT, req.network, req.container_id, req.ifname, [], mappings))

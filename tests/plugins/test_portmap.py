@@ -249,6 +249,17 @@ def test_netkit_bridge_with_reference_portmap(box: Sandbox, servers: list, refer
     assert x.ask("tcp", HOST, 8080) is None
 
 
+def test_del_succeeds_whatever_port_mappings_it_is_given(box: Sandbox) -> None:
+    # Found by the full fuzz: a bridge without the portMappings capability ignores them on ADD, so
+    # its DEL must not refuse them either (DEL is idempotent and never fails on input ADD accepted).
+    a = box.container()
+    bad = {"portMappings": [None, {"hostPort": 8081, "containerPort": 81}]}
+    conf = bridge_conf(box, capabilities={}, runtimeConfig=bad)
+    assert box.call("netkit-bridge", "ADD", conf, a)[0] == 0
+    assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)
+    assert box.group_chains() == [] and box.leases("testnet") == []
+
+
 def test_forward_drop_in_another_table_fails_add_with_advice(box: Sandbox) -> None:
     box.firewall = "nftables"
     box.host.run("nft", "add", "table", "ip", "filter", check=True)
