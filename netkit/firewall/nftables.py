@@ -197,8 +197,9 @@ class NftablesBackend:
     name = "nftables"
 
     def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        changes = any("list" not in c for c in commands)
-        before = nftgen.current() if changes else None
+        # The generation is read around a commit only where a reading of other tables is kept
+        # (an agent, or a plugin after its own forward check): a one-shot ADD spares the two requests.
+        before = nftgen.current() if _blockers and any("list" not in c for c in commands) else None
         try:
             with Nft() as nft:
                 return nft.run(commands)

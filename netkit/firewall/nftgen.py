@@ -11,16 +11,14 @@ import socket
 import struct
 from typing import NamedTuple
 
+from netkit.net import rawnl
+
 _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
 _NFT_MSG_NEWGEN, _NFT_MSG_GETGEN = 15, 16
-_NLM_F_REQUEST = 0x1
-_NLMSG_ERROR = 2
 _NFTA_GEN_ID = 1
 _SO_NETNS_COOKIE = 71  # Linux >= 5.14: a namespace's number, never reused within a boot
-_NLMSG = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
-_RTATTR = struct.Struct("=HH")
 
 
 class Generation(NamedTuple):
@@ -41,21 +39,14 @@ def current() -> Generation | None:
             cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
             body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
             kind = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN
-            sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, _NLM_F_REQUEST, 1, 0) + body)
+            sock.send(rawnl.request(kind, rawnl.NLM_F_REQUEST, body))
             data = sock.recv(4096)
     except OSError:
         return None
-    if len(data) < _NLMSG.size:
+    if len(data) < rawnl.NLMSG.size:
         return None
-    length, kind, _, _, _ = _NLMSG.unpack_from(data)
+    length, kind, _, _, _ = rawnl.NLMSG.unpack_from(data)
     if kind != (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_NEWGEN:
         return None  # an error (nf_tables not loaded, say)
-    offset, end = _NLMSG.size + _NFGENMSG.size, min(length, len(data))
-    while offset + _RTATTR.size <= end:
-        size, attr = _RTATTR.unpack_from(data, offset)
-        if size < _RTATTR.size:
-            break
-        if attr & 0x3FFF == _NFTA_GEN_ID and size >= _RTATTR.size + 4:
-            return Generation(cookie, struct.unpack_from(">I", data, offset + _RTATTR.size)[0])
-        offset += (size + 3) & ~3
-    return None
+    gen = rawnl.attrs(data, rawnl.NLMSG.size + _NFGENMSG.size, min(length, len(data))).get(_NFTA_GEN_ID, b"")
+    return Generation(cookie, struct.unpack(">I", gen)[0]) if len(gen) == 4 else None
