@@ -162,6 +162,8 @@ def test_del_after_container_address_removed_leaves_no_rule(fw_box: Sandbox) -> 
     assert res["ips"]
 
 
+@pytest.mark.xfail(strict=False, reason="open defect (2026-11-28 note, issue 8): now and then one of sixteen "
+                   "ports published by parallel ADDs does not answer; not yet diagnosed")
 def test_sixteen_parallel_adds_with_distinct_host_ports(fw_box: Sandbox, servers: list) -> None:
     x = fw_box.machine([HOST, HOST2], MACHINE)
     containers = [fw_box.container() for _ in range(16)]
