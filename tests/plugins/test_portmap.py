@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -176,7 +177,10 @@ def test_sixteen_parallel_adds_with_distinct_host_ports(fw_box: Sandbox, servers
     # seen to miss its 2 s connect timeout here; a mapping that is not there fails all three.
     for port, c, name in ((7000, containers[0], "C0 "), (7015, containers[15], "C15 ")):
         answers = [x.ask("tcp", HOST, port) for _ in range(3)]
-        assert any(a and a.startswith(name) for a in answers), _unanswered(fw_box, x, c, port, answers)
+        if not any(a and a.startswith(name) for a in answers):
+            why = _unanswered(fw_box, x, c, port, answers)
+            warnings.warn(why)  # the warnings summary shows it even while the test is an xfail
+            pytest.fail(why)
 
 
 def _unanswered(box: Sandbox, x: Namespace, c: Namespace, port: int, answers: list) -> str:
