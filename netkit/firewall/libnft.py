@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
-import queue
-import threading
 from typing import Any
 
 from netkit import errors
+from netkit.firewall import release
 
 _OUTPUT_HANDLE = 1 << 3
 _OUTPUT_JSON = 1 << 4
@@ -47,41 +47,11 @@ def _load() -> ctypes.CDLL:
     return _lib
 
 
-_reaper: "queue.SimpleQueue[tuple[Any, int]] | None" = None
-_reaper_lock = threading.Lock()
-
-
-def _reap(contexts: "queue.SimpleQueue[tuple[Any, int]]") -> None:
-    from netkit.net import netns
-
-    netns.join_process_namespace()  # started from a request's thread, maybe inside its caller's namespace
-    while True:
-        lib, ctx = contexts.get()
-        lib.nft_ctx_free(ctx)
-
-
-def _free_later(lib: Any, ctx: int) -> None:
-    """Free ``ctx`` on a background thread.
-
-    Freeing a context whose socket committed a batch takes 10-30 ms on these machines (measured:
-    the kernel's release of the netfilter netlink socket), three times per ADD; nothing waits for
-    it, so it leaves the request's path.  A plugin process exits right after its answer, and the
-    kernel closes whatever is still open then.
-    """
-    global _reaper
-    with _reaper_lock:
-        if _reaper is None:
-            _reaper = queue.SimpleQueue()
-            threading.Thread(target=_reap, args=(_reaper,), name="nft-free", daemon=True).start()
-    _reaper.put((lib, ctx))
-
-
 class Nft:
     """One libnftables context, bound to the network namespace of the thread that made it."""
 
     def __init__(self) -> None:
         self._lib = _load()
-        self._committed = False
         self._ctx = self._lib.nft_ctx_new(0)
         if not self._ctx:
             raise errors.CNIError(errors.KERNEL, "failed to create an nftables context")
@@ -91,7 +61,6 @@ class Nft:
 
     def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run ``commands`` (JSON command objects) as one atomic batch; return the output objects."""
-        self._committed = self._committed or any("list" not in c for c in commands)
         text = json.dumps({"nftables": commands}).encode()
         rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text)
         out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
@@ -103,12 +72,10 @@ class Nft:
         return list(json.loads(out).get("nftables", []))
 
     def close(self) -> None:
-        """Free the context; one that committed a change is freed off this thread (see _free_later)."""
+        """Free the context off this thread: its socket's release may wait (see release.py), also
+        for a context that only listed, when someone's commit deleted something just before."""
         if self._ctx:
-            if self._committed:
-                _free_later(self._lib, self._ctx)
-            else:
-                self._lib.nft_ctx_free(self._ctx)
+            release.later(functools.partial(self._lib.nft_ctx_free, self._ctx))
             self._ctx = None
 
     def __enter__(self) -> "Nft":

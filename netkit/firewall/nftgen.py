@@ -11,6 +11,7 @@ import socket
 import struct
 from typing import NamedTuple
 
+from netkit.firewall import release
 from netkit.net import rawnl
 
 _NETLINK_NETFILTER = 12
@@ -35,14 +36,19 @@ class Generation(NamedTuple):
 def current() -> Generation | None:
     """The calling thread's namespace and its ruleset generation; None where the kernel cannot say."""
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_NETFILTER) as sock:
-            cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
-            body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
-            kind = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN
-            sock.send(rawnl.request(kind, rawnl.NLM_F_REQUEST, body))
-            data = sock.recv(4096)
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_NETFILTER)
     except OSError:
         return None
+    try:
+        cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
+        body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
+        kind = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN
+        sock.send(rawnl.request(kind, rawnl.NLM_F_REQUEST, body))
+        data = sock.recv(4096)
+    except OSError:
+        return None
+    finally:
+        release.later(sock.close)  # read right after a commit: its close would wait (see release.py)
     if len(data) < rawnl.NLMSG.size:
         return None
     length, kind, _, _, _ = rawnl.NLMSG.unpack_from(data)
