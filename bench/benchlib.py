@@ -92,6 +92,7 @@ class AgentOfTheRun:
     """A `netkit agent` for one benchmark run (mixed into a bench class that has ``tmp``)."""
 
     tmp: str
+    cleanup_problems: list[str]
     agent: subprocess.Popen[bytes] | None = None
     agent_sock = ""
     agent_log = ""
@@ -127,3 +128,22 @@ class AgentOfTheRun:
             with open(self.agent_log, "rb") as fh:
                 tail = fh.read()[-800:].decode(errors="replace")
             raise BenchError(f"the agent (pid {self.agent.pid}) exited with {self.agent.returncode}: {tail!r}")
+
+    def agent_cpu(self) -> float:
+        """utime + stime of the agent process, seconds."""
+        assert self.agent is not None
+        with open(f"/proc/{self.agent.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop_agent(self) -> None:
+        """SIGTERM (serve() unwinds and removes the socket); SIGKILL after 10 s, reported."""
+        if self.agent is None or self.agent.poll() is not None:
+            return
+        self.agent.terminate()
+        try:
+            self.agent.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.agent.kill()
+            self.agent.wait()
+            self.cleanup_problems.append(f"the agent (pid {self.agent.pid}) ignored SIGTERM and was killed")

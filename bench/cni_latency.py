@@ -135,24 +135,6 @@ class Bench(AgentOfTheRun):
             if proc.returncode != 0:
                 raise BenchError(f"bringing lo up in {host} failed: {proc.stderr.strip()}")
 
-    def agent_cpu(self) -> float:
-        """utime + stime of the agent process, seconds."""
-        assert self.agent is not None
-        with open(f"/proc/{self.agent.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop_agent(self) -> None:
-        if self.agent is None or self.agent.poll() is not None:
-            return
-        self.agent.terminate()               # SIGTERM: serve() unwinds and removes the socket
-        try:
-            self.agent.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.agent.kill()
-            self.agent.wait()
-            self.cleanup_problems.append(f"the agent (pid {self.agent.pid}) ignored SIGTERM and was killed")
-
     def teardown(self) -> None:
         self.stop_agent()
         # Containers first (their veths are already gone after DEL), then the hosts, which take the

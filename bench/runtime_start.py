@@ -48,7 +48,8 @@ import threading
 import time
 from typing import Any
 
-from benchlib import run, ip, netns_names, root_links, pct, summary, processes_of_run  # noqa: E402 - bench/ is on sys.path
+import benchlib  # noqa: E402 - bench/ is on sys.path
+from benchlib import AgentOfTheRun, run, ip, netns_names, root_links, pct, summary, processes_of_run  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -94,7 +95,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 
 
-class BenchError(RuntimeError):
+class BenchError(benchlib.BenchError):
     """Something failed: the numbers would be meaningless."""
 
     def __init__(self, msg: str, impl: str = "") -> None:
@@ -240,9 +241,10 @@ class Poller:
 
 
 # ---- statistics and output -------------------------------------------------------------------------
-class Bench:
-    def __init__(self, runs: int, warmup: int, want_podman: bool) -> None:
-        self.runs, self.warmup, self.want_podman = runs, warmup, want_podman
+class Bench(AgentOfTheRun):
+    def __init__(self, runs: int, warmup: int, want_podman: bool, use_agent: bool = False) -> None:
+        self.runs, self.warmup, self.want_podman, self.use_agent = runs, warmup, want_podman, use_agent
+        self.agent_cpu_s = 0.0
         while True:
             self.tag = f"nkr{secrets.token_hex(3)}"
             if not any(n.startswith(self.tag) for n in netns_names()):
@@ -289,6 +291,8 @@ class Bench:
         env = {"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root")}
         if impl == PODMAN:
             env.update(self.podman_env)
+        else:  # never a machine-wide agent: this run's (--agent), or a path where none listens
+            env["NETKIT_AGENT_SOCKET"] = self.agent_sock if self.use_agent else "/nonexistent/netkit-agent.sock"
         return env
 
     def argv(self, impl: str, *args: str) -> list[str]:
@@ -452,6 +456,8 @@ runroot = "{d}/run"
         with open(os.path.join(self.www, "index.html"), "wb") as f:
             f.write(INDEX)
         self.netns_add(self.sandbox[NETKIT])
+        if self.use_agent:
+            self.start_agent()
         proc = run([self.python, "--version"])
         self.versions["container python3"] = f"{self.python} ({(proc.stdout or proc.stderr).strip()})"
         if self.want_podman:
@@ -487,6 +493,7 @@ runroot = "{d}/run"
             if proc.stdout.strip():
                 self.cleanup_notes.append(f"podman containers left at cleanup: {proc.stdout.split()}")
                 run(self.argv(PODMAN, "rm", "-a", "-f", "-t", "0"), env=self.env(PODMAN), cwd=self.tmp)
+        self.stop_agent()  # its command line names the temp dir: not a leftover process
         # 2. Processes of ours still running (conmon's cleanup call finishes just after `rm -f`): wait, then kill.
         deadline = time.monotonic() + 10
         left = self._our_processes()
@@ -638,12 +645,18 @@ runroot = "{d}/run"
                 self.podman_skip_reason = f"podman failed in the warm-up round: {exc}"
                 print(f"\n{self.podman_skip_reason}", file=sys.stderr)
                 self.one_round(i, self.warmup_samples, [])
+        cpu0 = self.agent_cpu() if self.use_agent else 0.0
         try:
             for i in range(self.runs):
                 self.one_round(i, self.samples, self.baseline)
                 print(f"\r  round {i + 1}/{self.runs}", end="", file=sys.stderr, flush=True)
         finally:
             print(file=sys.stderr)
+        if self.use_agent:
+            self.check_agent()  # a dead agent would have turned the netkit rows into in-process ones
+            self.agent_cpu_s = self.agent_cpu() - cpu0
+            if self.agent_cpu_s <= 0:
+                raise BenchError("the agent used no CPU time: did netkit's plugins fall back in-process?")
 
     def sanity(self) -> list[str]:
         """After all runs: no container left in either runtime, no namespace or veth left in a sandbox."""
@@ -691,6 +704,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10, help="measured rounds (default 10)")
     ap.add_argument("--warmup", type=int, default=1, help="uncounted rounds first (default 1)")
     ap.add_argument("--no-podman", action="store_true", help="measure netkit alone")
+    ap.add_argument("--agent", action="store_true",
+                    help="netkit's plugins answered by a warm `netkit agent` this run starts (as `netkit cni "
+                         "install --agent` sets up); default: in-process, no agent")
     ap.add_argument("--json", metavar="FILE", help="also write all samples and statistics here")
     args = ap.parse_args()
     if args.runs < 1 or args.warmup < 1:
@@ -702,7 +718,7 @@ def main() -> int:
 
     cmdline = shlex.join(sys.orig_argv)
     print(f"command: {cmdline}")
-    bench = Bench(args.runs, args.warmup, not args.no_podman)
+    bench = Bench(args.runs, args.warmup, not args.no_podman, args.agent)
     if not os.access(bench.netkit_exe, os.X_OK):
         ap.error(f"{bench.netkit_exe} not found: run this with the venv's python (.venv/bin/python)")
     root_before = root_links()
@@ -724,7 +740,7 @@ def main() -> int:
         sanity = bench.sanity()
     except KeyboardInterrupt:
         error = "interrupted"
-    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+    except (benchlib.BenchError, OSError, subprocess.SubprocessError) as exc:
         error = str(exc)
     finally:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # let cleanup finish
@@ -776,6 +792,8 @@ def main() -> int:
           f"after {ATTEMPT_TIMEOUT_S * 1000:.0f} ms.")
     if not bench.podman_ok:
         print(f"podman: not measured: {bench.podman_skip_reason}")
+    print("netkit's plugins: " + (f"through the warm agent this run started ({bench.agent_cpu_s:.2f} s of its CPU "
+                                  f"time over the measured rounds)" if args.agent else "in-process (no agent)"))
     print()
     print("commands (as in the first round; HOSTPORT and NAME change every run):")
     for what, line in bench.commands.items():
@@ -788,6 +806,7 @@ def main() -> int:
             "command": cmdline, "runs": args.runs, "warmup_rounds": args.warmup,
             "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
             "versions": {"netkit": NETKIT_VERSION, **bench.versions}, "unit": "ms",
+            "netkit_agent": {"used": args.agent, "cpu_s_measured_rounds": bench.agent_cpu_s},
             "podman": {"measured": bench.podman_ok, "skip_reason": bench.podman_skip_reason,
                        "ulimits": getattr(bench, "podman_ulimits", None)},
             "baseline_nsenter_true": {"summary": base, "samples": bench.baseline},

@@ -326,23 +326,6 @@ class Scale(AgentOfTheRun):
                     out[key] = int(value.split()[0])
         return out
 
-    def agent_cpu(self) -> float:
-        assert self.agent is not None
-        with open(f"/proc/{self.agent.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop_agent(self) -> None:
-        if self.agent is None or self.agent.poll() is not None:
-            return
-        self.agent.terminate()
-        try:
-            self.agent.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.agent.kill()
-            self.agent.wait()
-            self.cleanup_problems.append(f"the agent (pid {self.agent.pid}) ignored SIGTERM and was killed")
-
     # ---- setup / teardown -------------------------------------------------------------------------
     def setup(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="netkit-scale-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,22 @@ def test_own_launcher_is_answered_without_exec_and_a_foreign_copy_is_execd(plugi
                              json.dumps(_ipam_conf(tmp_path)).encode(), [str(foreign_dir)])
     assert _execs == [str(foreign)]
     assert second is not None and second["ips"][0]["address"] != first["ips"][0]["address"]
+
+
+def test_a_runtime_without_plugins_loaded_asks_the_agent_for_our_own_plugins(
+        plugin_bin: str, agent: str, tmp_path: Path) -> None:
+    """`netkit run` imports the installer (and with it the plugin registry) but no plugin module: its
+    own plugins must then be answered by the warm agent, not loaded in-process."""
+    code = (
+        "import json, sys\n"
+        "import netkit.install\n"  # what the runtime imports: the registry comes with it
+        "from netkit.cni import delegate\n"
+        "res = delegate.invoke('netkit-ipam', 'ADD', json.loads(sys.argv[1]), sys.argv[2].encode(), [sys.argv[3]])\n"
+        "print(json.dumps({'ips': res['ips'], 'loaded': 'netkit.plugins.ipam' in sys.modules}))\n"
+    )
+    env = dict(_env(), NETKIT_AGENT_SOCKET=agent)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(env), json.dumps(_ipam_conf(tmp_path)), plugin_bin],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    answer = json.loads(out)
+    assert answer["ips"][0]["address"].startswith("10.7.0.")
+    assert answer["loaded"] is False  # served by the agent: the IPAM module never loaded here
