@@ -18,7 +18,6 @@ detection reads (``tcp/*/8080``).
 from __future__ import annotations
 
 import ipaddress
-import threading
 from typing import Any
 
 from netkit import errors
@@ -197,9 +196,7 @@ class NftablesBackend:
     name = "nftables"
 
     def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        # The generation is read around a commit only where a reading of other tables is kept
-        # (an agent, or a plugin after its own forward check): a one-shot ADD spares the two requests.
-        before = nftgen.current() if _blockers and any("list" not in c for c in commands) else None
+        before = _facts.before_commit() if any("list" not in c for c in commands) else None
         try:
             with Nft() as nft:
                 return nft.run(commands)
@@ -207,7 +204,7 @@ class NftablesBackend:
             raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
         finally:
             if before is not None:
-                _our_commit(before)
+                _facts.after_commit(before)
 
     def _listing(self) -> list[dict[str, Any]]:
         try:
@@ -215,17 +212,20 @@ class NftablesBackend:
         except errors.CNIError:
             return []  # no table yet
 
-    def _partial_listing(self, rules_of: set[str]) -> list[dict[str, Any]]:
-        """The base chains and ``rules_of`` that exist, with their rules, and the bridges set: the
-        table minus other attachments' chains.
+    def _partial_listing(self, rules_of: set[str], base: bool = True) -> list[dict[str, Any]]:
+        """The chains of ``rules_of`` that exist, with their rules, and (``base``) the base chains
+        and the bridges set: the table minus other attachments' chains.
 
         The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD
-        reads only what it may change, so its cost does not grow with the number of containers.
+        reads only what it may change.  Each list command still makes libnftables fetch the names
+        of every chain (~0.6 ms more per command at 500 attachments), so the base chains are
+        skipped when they are known to be in place (``_facts``).
         """
         out: list[dict[str, Any]] = []
         # One command per run: libnftables refuses a batch of several list commands.
-        cmds = [{"list": _chain(n)} for n in sorted(set(_BASE) | rules_of)]
-        cmds.append({"list": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges"}}})
+        cmds = [{"list": _chain(n)} for n in sorted((set(_BASE) if base else set()) | rules_of)]
+        if base:
+            cmds.append({"list": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges"}}})
         try:
             with Nft() as nft:
                 for cmd in cmds:
@@ -260,10 +260,15 @@ class NftablesBackend:
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        listing = self._partial_listing(set(expected))
+        now, base_known = _facts.recall("base")
+        listing = self._partial_listing(set(expected), base=not base_known)
         if set(expected) & {o["chain"]["name"] for o in listing if "chain" in o}:
-            listing = self._partial_listing(set(expected) | set(_PARENTS))  # a re-ADD: old jumps to remove
-        cmds = ([] if _base_in_place(listing) else _base()) + self._removal(listing, set(expected))
+            # A re-ADD: old jumps to remove.
+            listing = self._partial_listing(set(expected) | set(_PARENTS), base=not base_known)
+        in_place = bool(base_known) or _base_in_place(listing)
+        if in_place and not base_known:
+            _facts.remember(now, "base", True)
+        cmds = ([] if in_place else _base()) + self._removal(listing, set(expected))
         for chain, rules in expected.items():
             cmds.append({"add": _chain(chain)})
             cmds += rules
@@ -276,10 +281,18 @@ class NftablesBackend:
 
         Nothing is written when all of it is already in place (every ADD but a network's first).
         """
+        # What the network's rules depend on: its settings, and whether br_netfilter is loaded (the
+        # icc rules), which no ruleset generation shows.
+        state = repr((net, self._icc_subnets(net)))
+        now, known = _facts.recall(f"network {net.chain}")
+        if known == state:
+            return
         listing = self._partial_listing({net.chain, "isolation"})
         rules = self._network_rules(net)
         bridge_listing = self._bridge_listing()
         if _base_in_place(listing) and self._network_in_place(net, listing, rules, bridge_listing):
+            _facts.remember(now, "base", True)
+            _facts.remember(now, f"network {net.chain}", state)
             return
         cmds = _base() + self._removal(listing, {net.chain})
         cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": "bridges", "elem": [net.bridge]}}})
@@ -382,47 +395,23 @@ class NftablesBackend:
 
         Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
         answer is kept, per namespace, for as long as the ruleset generation shows no change other
-        than netkit's own commits (see ``_our_commit``).
+        than netkit's own commits (see ``nftgen.Facts``).
         """
-        now = nftgen.current()
-        if now is not None:
-            with _blockers_lock:
-                known = _blockers.get(now.netns)
-            if known is not None and known[0] == now:
-                return list(known[1])
+        now, known = _facts.recall("forward blockers")
+        if known is not None:
+            return list(known)
         try:
             listing = self._run([{"list": {"chains": {}}}])
         except errors.CNIError:
             return []
         found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
                  and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != TABLE]
-        if now is not None:
-            with _blockers_lock:
-                if len(_blockers) > 256:
-                    _blockers.clear()  # namespaces come and go (tests, labs): keep it bounded
-                _blockers[now.netns] = (now, found)
+        _facts.remember(now, "forward blockers", found)
         return found
 
 
-# Namespace cookie -> (the generation at which other tables' forward chains were read, what was
-# found).  An agent answers for many namespaces at once.
-_blockers: dict[int, tuple[nftgen.Generation, list[str]]] = {}
-_blockers_lock = threading.Lock()
-
-
-def _our_commit(before: nftgen.Generation) -> None:
-    """Carry what is known of other tables past a commit of netkit's own table.
-
-    Valid only if the generation moved by exactly one since ``before`` (read just before the
-    commit) and ``before`` is the generation the knowledge is of: then no one else changed anything.
-    A commit that failed and did not move the generation changes nothing either.
-    """
-    after = nftgen.current()
-    with _blockers_lock:
-        known = _blockers.get(before.netns)
-        if known is None or known[0] != before or after is None:
-            return
-        if after == before.after_one_commit():
-            _blockers[before.netns] = (after, known[1])
-        elif after != before:
-            del _blockers[before.netns]
+# What netkit read of each namespace's ruleset (keys "forward blockers", "base", "network NK-N-..."),
+# kept while only netkit's own commits change it; an agent answers for many namespaces at once.  No
+# commit of netkit's undoes one: base chains and network rules are only ever (re)written whole, and
+# only group chains and their jumps are removed.
+_facts = nftgen.Facts()

@@ -1,15 +1,18 @@
-"""The nftables ruleset generation of the calling thread's network namespace.
+"""The nftables ruleset generation of the calling thread's network namespace, and what netkit
+knows of a ruleset while it stays unchanged.
 
 The kernel counts committed nftables transactions per namespace (``NFT_MSG_GETGEN``); a value read
 now that equals one read earlier means no table, chain or rule changed in between.  netkit uses it
-to reuse what it read of other tables (forward chains with a drop policy) until anything changes.
+to reuse what it read (other tables' forward chains, its own base chains and network rules) until
+anything changes that netkit did not change itself.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from typing import NamedTuple
+import threading
+from typing import Any, NamedTuple
 
 from netkit.firewall import release
 from netkit.net import rawnl
@@ -56,3 +59,61 @@ def current() -> Generation | None:
         return None  # an error (nf_tables not loaded, say)
     gen = rawnl.attrs(data, rawnl.NLMSG.size + _NFGENMSG.size, min(length, len(data))).get(_NFTA_GEN_ID, b"")
     return Generation(cookie, struct.unpack(">I", gen)[0]) if len(gen) == 4 else None
+
+
+class Facts:
+    """What was read of each namespace's ruleset, usable while its generation shows no change but ours.
+
+    A fact is recorded at the generation read *before* the reading that established it: a change
+    made in between leaves it unusable, never wrong.  A commit of netkit's own that moves the
+    generation by exactly one carries the facts along (``before_commit``/``after_commit``); the
+    caller promises that none of its commits makes a recorded fact untrue.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[int, tuple[Generation, dict[str, Any]]] = {}
+        self._limit = limit
+
+    def recall(self, key: str) -> tuple[Generation | None, Any]:
+        """The calling thread's generation now, and fact ``key`` if it is valid at it (else None)."""
+        now = current()
+        if now is None:
+            return None, None
+        with self._lock:
+            known = self._known.get(now.netns)
+        return now, (known[1].get(key) if known is not None and known[0] == now else None)
+
+    def remember(self, at: Generation | None, key: str, value: Any) -> None:
+        """Record fact ``key`` as read at generation ``at`` (from ``recall``, before the reading)."""
+        if at is None:
+            return
+        with self._lock:
+            known = self._known.get(at.netns)
+            facts = known[1] if known is not None and known[0] == at else {}
+            if len(self._known) >= self._limit and at.netns not in self._known:
+                self._known.clear()  # namespaces come and go (tests, labs): keep it bounded
+            self._known[at.netns] = (at, {**facts, key: value})
+
+    def before_commit(self) -> Generation | None:
+        """The generation before a commit of ours, read only when anything is kept (a one-shot
+        plugin that has recorded nothing spares the request)."""
+        return current() if self._known else None
+
+    def after_commit(self, before: Generation) -> None:
+        """Carry the facts of ``before``'s namespace past our commit, or drop them.
+
+        Valid only if the generation moved by exactly one since ``before`` (read just before the
+        commit) and ``before`` is the generation the facts are of: then no one else changed
+        anything.  A commit that failed and did not move the generation changes nothing either.
+        """
+        after = current()
+        with self._lock:
+            known = self._known.get(before.netns)
+            if known is None or known[0] != before or after is None:
+                return
+            if after == before.after_one_commit():
+                self._known[before.netns] = (after, known[1])
+            elif after != before:
+                del self._known[before.netns]
+

@@ -6,7 +6,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netkit.firewall.model import DNAT, PortMapping, RuleGroup
+import pytest
+
+from netkit.firewall.libnft import Nft
+from netkit.firewall.model import DNAT, NetworkRules, PortMapping, RuleGroup
 from netkit.firewall.nftables import NftablesBackend
 from netkit.net import netns
 from tests.sandbox import Sandbox
@@ -35,3 +38,60 @@ def test_other_tables_are_read_again_only_after_someone_elses_change(inproc: San
         assert fw.forward_blockers() == ["ip filter FORWARD"] and len(readings) == 2
         fw.remove_chains({group.chain, group.chain + "-S"})
         assert fw.forward_blockers() == ["ip filter FORWARD"] and len(readings) == 2
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the chains any libnftables context lists from now on."""
+    listed: list[str] = []
+    run = Nft.run
+
+    def counting_run(self: Nft, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        listed.extend(c["list"]["chain"]["name"] for c in commands if "chain" in c.get("list", {}))
+        return run(self, commands)
+
+    monkeypatch.setattr(Nft, "run", counting_run)
+    return listed
+
+
+def _group(cid: str, port: int) -> RuleGroup:
+    return RuleGroup(DNAT, "nftnet", cid, "eth0", [ipaddress.ip_interface("10.123.0.2/24")], [PortMapping(port, 80)])
+
+
+def test_base_chains_known_in_place_are_not_listed_and_are_restored_after_someone_elses_flush(
+        inproc: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = NftablesBackend()
+    listed = _counting(monkeypatch)
+    with netns.entered(inproc.host.path):
+        fw.apply(_group("c1", 18081))           # lists the base chains, finds none, writes them
+        fw.apply(_group("c2", 18082))           # lists them again, finds them in place: remembered
+        assert listed.count("prerouting") == 2
+        listed.clear()
+        fw.apply(_group("c3", 18083))           # only netkit's own commits since: not listed
+        assert "prerouting" not in listed and listed
+        inproc.host.run("nft", "flush", "chain", "inet", "netkit", "prerouting", check=True)
+        listed.clear()
+        fw.apply(_group("c4", 18084))           # someone else's change: listed, found wanting, rewritten
+        assert "prerouting" in listed
+    rules = inproc.host.run("nft", "list", "chain", "inet", "netkit", "prerouting", check=True).stdout
+    assert "jump hostports" in rules
+
+
+def test_network_rules_known_in_place_are_not_listed_and_are_restored_after_someone_elses_change(
+        inproc: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = NftablesBackend()
+    listed = _counting(monkeypatch)
+    net = NetworkRules("nftnet", "nkbr9", isolate=True, icc=True, subnets=["10.123.0.0/24"])
+    with netns.entered(inproc.host.path):
+        fw.apply_network(net)
+        fw.apply_network(net)                   # verified in place: remembered
+        listed.clear()
+        fw.apply_network(net)
+        assert listed == []
+        inproc.host.run("nft", "flush", "chain", "inet", "netkit", net.chain, check=True)
+        fw.apply_network(net)
+        assert net.chain in listed
+        changed = net._replace(isolate=False)   # new settings are never taken for the old ones
+        listed.clear()
+        fw.apply_network(changed)
+        assert net.chain in listed
+    assert inproc.host.run("nft", "list", "chain", "inet", "netkit", net.chain).returncode != 0  # nothing to isolate
