@@ -216,14 +216,15 @@ class LeaseStore:
         except OSError as exc:
             raise errors.CNIError(errors.IO_FAILURE, f"failed to release {addr}", str(exc)) from None
         if lease is not None:
-            hinted = self._hinted(lease.container_id, lease.ifname)
-            if addr in hinted:
-                self._write_hint(lease.container_id, lease.ifname, [a for a in hinted if a != addr])
+            self._unhint(addr, lease.container_id, lease.ifname)
 
     def unreserve(self, addr: Address, container_id: str, ifname: str) -> None:
         """Undo ``reserve``, however far it got: the lease, and ``addr`` in the attachment's hint
         (written first, so it may be there without the lease)."""
         self.release(addr)
+        self._unhint(addr, container_id, ifname)
+
+    def _unhint(self, addr: Address, container_id: str, ifname: str) -> None:
         hinted = self._hinted(container_id, ifname)
         if addr in hinted:
             self._write_hint(container_id, ifname, [a for a in hinted if a != addr])
