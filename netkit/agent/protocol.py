@@ -4,7 +4,8 @@ Request: 8 bytes (header length, stdin length, network byte order), a JSON heade
 ``{"version", "plugin", "env"}``, the stdin bytes, and the caller's network namespace as a file
 descriptor (SCM_RIGHTS) — the agent runs the request in the namespace the plugin was exec'd in.
 Reply: 8 bytes (exit status as a signed int, stdout length) and stdout.  Exit status -1 means "not
-served, run it yourself" (another netkit version).
+served, run it yourself": another netkit version, or a CNI_NETNS that names another file for the
+agent than for the caller (a namespace bound in the caller's private mount namespace).
 """
 
 from __future__ import annotations

@@ -71,9 +71,31 @@ class _Locks:
             return len(self._locks)
 
 
-def _peer_uid(sock: socket.socket) -> int:
+def _peer(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of ``sock``."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def seen_alike(peer: int, path: str) -> bool:
+    """True when ``path`` names the same file (or nothing) here as for process ``peer``.
+
+    The agent joins its caller's network namespace but cannot join its mount namespace (setns
+    refuses that to a threaded process): a namespace the caller bound in a private mount namespace
+    of its own (``ip netns exec``, ``unshare -m``) is a plain file here, or nothing at all.
+    /proc/PID/root and /proc/PID/cwd resolve a path the way that process does.
+    """
+    theirs = f"/proc/{peer}/root{path}" if path.startswith("/") else f"/proc/{peer}/cwd/{path}"
+    return _identity(path) == _identity(theirs)
 
 
 def _error(msg: str) -> bytes:
@@ -88,7 +110,8 @@ class _Handler(socketserver.BaseRequestHandler):
         fds: list[int] = []
         moved = False
         try:
-            if _peer_uid(sock) != 0:
+            peer, uid = _peer(sock)
+            if uid != 0:
                 protocol.send_reply(sock, 1, _error("the netkit agent serves root only"))
                 return
             head, stdin, fds = protocol.recv_request(sock)
@@ -97,6 +120,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 protocol.send_reply(sock, protocol.NOT_SERVED, b"")
                 return
             env: dict[str, str] = {str(k): str(v) for k, v in header["env"].items()}
+            if env.get("CNI_NETNS") and not seen_alike(peer, env["CNI_NETNS"]):
+                protocol.send_reply(sock, protocol.NOT_SERVED, b"")  # the launcher runs it itself
+                return
             # Failpoints are the agent's own business (its environment at start): a client must not
             # arm one here, nor in the delegates exec'd with this environment.
             env.pop(failpoints.ENV, None)

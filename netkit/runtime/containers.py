@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from netkit import errors, fileio
 from netkit.cni import chain
 from netkit.net import netns
-from netkit.runtime import networks, ports, process, state
+from netkit.runtime import networks, ports, process, sandbox, state
 from netkit.runtime.root import Root
 from netkit.runtime.state import ContainerError, Record
 
@@ -48,12 +48,15 @@ def _valid_name(name: str) -> None:
         raise ContainerError(f"invalid container name {name!r}", "letters, digits, '_', '.', '-'")
 
 
-def _attachment(rec: Record) -> chain.Attachment:
+def _attachment(rec: Record, path: str | None = None) -> chain.Attachment:
+    """The CNI attachment of ``rec``; ``path`` is its CNI_NETNS when not the recorded one."""
     args = {"IgnoreUnknown": "1", "K8S_POD_NAME": rec["name"]}
     if rec.get("ip"):
         args["IP"] = rec["ip"]
     caps: dict[str, Any] = {"portMappings": rec.get("ports", [])}
-    return chain.Attachment(rec["id"], rec["netns"] or "/proc/self/ns/net", "eth0", args, caps)
+    if path is None:
+        path = rec["netns"] or "/proc/self/ns/net"
+    return chain.Attachment(rec["id"], path, "eth0", args, caps)
 
 
 def _conflist(root: Root, rec: Record) -> dict[str, Any]:
@@ -108,7 +111,9 @@ def _create(root: Root, opts: RunOptions) -> Record:
             "auto_remove": opts.auto_remove, "log": os.path.join(root.container_dir(cid), "log"),
         }
         if kind == "container":
-            rec["netns"] = owner["netns"] if owner and owner["netns"] else f"/proc/{owner['pid']}/ns/net"  # type: ignore[index]
+            # The owner's namespace as this process reaches it: its bind mount may be visible only
+            # in the mount namespace of the command that ran it (ip netns exec); its PID's always is.
+            rec["netns"] = sandbox.reachable(owner)  # type: ignore[arg-type]
         elif kind == "host":
             rec["netns"] = ""
         else:
@@ -141,9 +146,11 @@ def release_network(root: Root, rec: Record) -> None:
     """Detach the container's network (DEL through the plugins) and drop its namespace.
 
     Works when the process or the namespace is already gone; a container joined to another's
-    network never tears that network down.
+    network never tears that network down.  CNI_NETNS is the namespace as reachable from here, or
+    empty when it is not (spec: DEL then still releases what it can find by name: lease, veth, rules).
     """
-    chain.delete(_conflist(root, rec), _attachment(rec), root.cni_path, root.cni_cache)
+    path = None if rec["net_kind"] == "host" else sandbox.reachable(rec)
+    chain.delete(_conflist(root, rec), _attachment(rec, path), root.cni_path, root.cni_cache)
     if rec["net_kind"] in ("bridge", "none"):
         netns.remove(rec["netns"])
 
@@ -299,7 +306,7 @@ def inspect(root: Root, ref: str) -> dict[str, Any]:
         "State": {"Status": rec["state"], "Running": state.alive(rec), "Pid": rec["pid"] if state.alive(rec) else 0,
                   "ExitCode": rec.get("exit_code"), "Error": rec.get("error", "")},
         "NetworkMode": rec["network"],
-        "NetworkSettings": {"Network": rec["network"], "SandboxKey": rec["netns"], "Addresses": rec.get("addresses", []),
+        "NetworkSettings": {"Network": rec["network"], "SandboxKey": sandbox.reachable(rec) if rec["net_kind"] != "host" else "", "Addresses": rec.get("addresses", []),
                             "Ports": [ports.describe(m) for m in rec.get("ports", [])]},
         "Hostname": rec["hostname"], "Created": rec["created"], "LogPath": rec["log"],
         "Config": {"Labels": rec.get("labels", {})},

@@ -75,3 +75,22 @@ def test_absent_or_stale_socket_means_in_process(tmp_path: Path) -> None:
         s.bind(str(stale))  # bound, never listening: what a crashed agent leaves
     for path in (str(tmp_path / "absent.sock"), str(stale)):
         assert client.forward("netkit-ipam", {"CNI_COMMAND": "VERSION", protocol.ENV_SOCKET: path}, CONF) is None
+
+
+def test_a_namespace_bound_where_the_agent_cannot_see_it_is_left_to_the_launcher(agent: str, tmp_path: Path) -> None:
+    # The caller binds a namespace inside a private mount namespace of its own (what `ip netns exec`
+    # gives every command): at that path the agent would open a plain empty file.  Not served, the
+    # launcher runs the request itself; a path both see alike (the control) is served.
+    path = str(tmp_path / "ns")
+    code = "\n".join([
+        "from netkit.agent import client",
+        "from netkit.net import netns",
+        f"netns.create({path!r})",
+        f"env = {{'CNI_COMMAND': 'VERSION', 'NETKIT_AGENT_SOCKET': {agent!r}}}",
+        f"for where in ({path!r}, '/proc/self/ns/net'):",
+        f"    print(client.forward('netkit-ipam', dict(env, CNI_NETNS=where), {CONF!r}) is not None)",
+    ])
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "slave", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]

@@ -1,13 +1,16 @@
-"""A netkit runtime inside a sandbox host: its own --root, run through nsenter.
+"""A netkit runtime inside a sandbox host: its own --root, run through nsenter or ``ip netns exec``.
 
-nsenter (not ``ip netns exec``) keeps the runtime in the machine's mount namespace, so the network
-namespaces it binds under its root outlive each command, as they do for a real host.
+nsenter keeps the runtime in the machine's mount namespace, so the network namespaces it binds
+under its root outlive each command, as they do for a real host.  ``ip netns exec`` (what many
+users type) gives each command a private mount namespace that ends with it: ``rt_ip_netns_exec``
+runs the installed console script that way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +18,12 @@ from typing import Iterator
 
 import pytest
 
+from netkit.runtime import state
+from netkit.runtime.root import Root
 from tests.sandbox import Sandbox
+
+# The console script users type, as installed in this venv by ./setup.sh.
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "netkit")
 
 
 class Runtime:
@@ -58,14 +66,40 @@ class Runtime:
         return False
 
     def cleanup(self) -> None:
-        """Force-remove every container of the root, then whatever namespaces are still bound."""
+        """Force-remove every container of the root, then whatever namespaces are still bound.
+
+        A container whose `rm -f` failed is killed by its recorded PID: its process (and, under
+        ``ip netns exec``, its supervisor) would otherwise keep the sandbox's namespaces alive.
+        """
         records = os.path.join(self.root, "containers")
         for cid in os.listdir(records) if os.path.isdir(records) else []:
             # Not self(): its traceback assertion would stop the cleanup at the first broken record.
             subprocess.run(self.argv("rm", "-f", cid), capture_output=True, timeout=60, env=self.env)
+        for rec in state.all_records(Root(self.root)):
+            if state.alive(rec):
+                os.kill(rec["pid"], signal.SIGKILL)
         netns_dir = os.path.join(self.root, "netns")
         for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
             subprocess.run(["umount", "-l", os.path.join(netns_dir, name)], capture_output=True)
+
+
+class IpNetnsExecRuntime(Runtime):
+    """Runs `ip netns exec HOST netkit --root ROOT ...` with the installed console script."""
+
+    def argv(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.box.host.name, CONSOLE_SCRIPT, "--root", self.root, *args]
+
+
+@pytest.fixture
+def rt_ip_netns_exec(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
+    """A runtime whose every command runs as a user types it under `ip netns exec`."""
+    if not os.access(CONSOLE_SCRIPT, os.X_OK):
+        pytest.fail(f"the netkit console script is missing: {CONSOLE_SCRIPT} (run ./setup.sh deps)")
+    runtime = IpNetnsExecRuntime(box, os.path.join(str(tmp_path), "root"))
+    try:
+        yield runtime
+    finally:
+        runtime.cleanup()
 
 
 @pytest.fixture
