@@ -72,6 +72,17 @@ class Namespace:
         proc = self.run(*args)
         return proc.stdout.strip() if proc.returncode == 0 else None
 
+    def ask_each(self, addr: str, ports: list[int], tries: int = 3) -> dict[int, str | None]:
+        """A TCP connection to each of ``ports`` on ``addr`` from one client process (up to ``tries``
+        each): port -> the answer, or None when every try went unanswered."""
+        proc = self.run(sys.executable, TRAFFIC, "tcp-each", str(tries), addr, *map(str, ports),
+                        timeout=20 + 7 * tries * len(ports))
+        out: dict[int, str | None] = {}
+        for line in proc.stdout.splitlines():
+            port, _, answer = line.partition(" ")
+            out[int(port)] = None if answer == "-" else answer
+        return out
+
     def links(self) -> list[str]:
         """Interface names in the namespace."""
         out = self.run("ip", "-j", "link", "show").stdout
@@ -201,6 +212,16 @@ def sandbox(bin_dir: str, data_dir: str, agent_socket: str = "") -> Iterator[San
             ports.forget_namespace(ports.namespace_key(host.path))  # the port index of its published ports
         for ns in [*box.containers, host]:
             ip("netns", "del", ns.name, check=False)
+
+
+def serve_in(named: dict[str, Namespace], port: int) -> subprocess.Popen[str]:
+    """One server process answering TCP on ``port`` in each namespace ("NAME PEER", NAME its key);
+    stop it with .kill()."""
+    proc = subprocess.Popen([sys.executable, TRAFFIC, "serve-in", str(port),
+                             *(f"{name}={ns.path}" for name, ns in named.items())],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
 
 
 def bridge_conf(box: Sandbox, name: str = "testnet", version: str = "1.0.0", subnet: str = "10.20.0.0/24",

@@ -4,6 +4,9 @@ Run inside a namespace with ``ip netns exec NS python3 tests/traffic.py ...``:
 
     serve NAME PORT [PORT...]  answer TCP connections and UDP datagrams on each PORT (all addresses)
     tcp ADDR PORT              connect, print the answer
+    serve-in PORT NAME=NETNS...  one process answering TCP on PORT inside each namespace (by path)
+    tcp-each TRIES ADDR PORT...  connect to each PORT (up to TRIES tries each), one line per port:
+                                 "PORT ANSWER", or "PORT -" when every try went unanswered
     udp ADDR PORT [SPORT]      send one datagram (from SPORT if given), print the answer
 
 Answers are "NAME PEER_ADDRESS".  Exit status 1 and nothing printed when there is no answer
@@ -43,6 +46,46 @@ def serve(name: str, ports: list[int]) -> None:
                 sock.sendto(f"{name} {_plain(peer[0])}".encode(), peer)  # type: ignore[union-attr]
 
 
+def serve_in(port: int, named: list[str]) -> None:
+    """``serve`` for many namespaces from one process: each listening socket is made inside its
+    namespace (a socket stays in the namespace it was made in), so N containers cost one interpreter."""
+    from netkit.net import netns  # the venv's netkit: this file runs with the suite's interpreter
+
+    sel = selectors.DefaultSelector()
+    for spec in named:
+        name, _, path = spec.partition("=")
+        with netns.entered(path):
+            tcp = socket.socket(socket.AF_INET6)
+        tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("::", port))
+        tcp.listen(64)
+        sel.register(tcp, selectors.EVENT_READ, name)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            conn, peer = key.fileobj.accept()  # type: ignore[union-attr]
+            conn.sendall(f"{key.data} {_plain(peer[0])}".encode())
+            conn.close()
+
+
+def tcp_each(tries: int, addr: str, ports: list[int]) -> int:
+    """One line per port: its answer, or "-" after ``tries`` unanswered connections."""
+    for port in ports:
+        answer = "-"
+        for _ in range(tries):
+            try:
+                with socket.create_connection((addr, port), timeout=2) as s:
+                    data = s.recv(200)
+            except OSError:
+                continue
+            if data:
+                answer = data.decode()
+                break
+        print(f"{port} {answer}", flush=True)
+    return 0
+
+
 def _plain(addr: str) -> str:
     return addr[7:] if addr.startswith("::ffff:") else addr
 
@@ -79,6 +122,10 @@ if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
     if cmd == "serve":
         serve(rest[0], [int(p) for p in rest[1:]])
+    elif cmd == "serve-in":
+        serve_in(int(rest[0]), rest[1:])
+    elif cmd == "tcp-each":
+        sys.exit(tcp_each(int(rest[0]), rest[1], [int(p) for p in rest[2:]]))
     elif cmd == "tcp":
         sys.exit(tcp_client(rest[0], int(rest[1])))
     elif cmd == "udp":
