@@ -143,7 +143,8 @@ def _files(dirs: Iterable[str], port_keys: set[str]) -> dict[str, str]:
     return out
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
+    """A mountinfo field with its octal escapes (\\040 for a space) decoded."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -152,7 +153,7 @@ def _mounts(under: Iterable[str]) -> dict[str, str]:
     out = {}
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
-            target = _unescape(line.split()[4])
+            target = unescape(line.split()[4])
             if any(target == r or target.startswith(r + "/") for r in roots):
                 out[f"mount {target}"] = f"mount {target}"
     return out
