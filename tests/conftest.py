@@ -103,8 +103,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_BEFORE] = machine.snapshot(mounts_under=(_basetemp(session.config),))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if anything this suite made or changed is still on the machine."""
+    """Fail the run if anything this suite made or changed is still on the machine.
+
+    Last: after a stop (-x, Ctrl-C) pytest tears module and session fixtures (the agent, podman's
+    networks) down in its own pytest_sessionfinish; what they remove then is not left.
+    """
     left = sb.leftovers(session.config.stash.get(_BEFORE, None), mounts_under=(_basetemp(session.config),))
     if left:
         print("\nLEFT ON THE MACHINE BY THE SUITE: " + ", ".join(left))
