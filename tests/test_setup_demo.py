@@ -37,3 +37,18 @@ def test_demo_serves_its_own_page_and_no_host_files_and_leaves_what_the_readme_s
     assert link.returncode == 0 and link.stdout.startswith("netkit0")
     assert netns.stdout.strip() == ""
     assert forward.stdout.strip() == "1"
+
+
+def test_the_suite_passes_on_a_machine_the_demo_ran_on() -> None:
+    # The README's two commands, one after the other on one (throwaway) machine: the demo leaves
+    # `inet netkit`, netkit0 and ip_forward=1, which the suite's end-of-run check must not call its own.
+    basetemp = "/var/tmp/netkit-suite"  # under a fresh dir: the inner run's temp files stay in the throwaway
+    with machine_untouched():
+        demo, suite = throwaway.run([
+            Step(["./setup.sh", "demo"], cwd=REPO, timeout=600),
+            Step(["./setup.sh", "test", "tests/test_install.py", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}"],
+                 cwd=REPO, timeout=900),
+        ], fresh=(*throwaway.DEFAULT_DIRS, basetemp))
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "LEFT ON THE MACHINE" not in suite.stdout, suite.stdout
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-3000:]
