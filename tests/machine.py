@@ -127,15 +127,16 @@ def _legacy() -> dict[str, str]:
     return out
 
 
-def _files(dirs: Iterable[str], port_keys: set[str]) -> dict[str, str]:
+def _files(dirs: Iterable[str], own_key: str) -> dict[str, str]:
     """Files under ``dirs``.  Directories are not listed (the port index root and /run/netkit are made
-    once, as the lock files are); under the port index only the namespaces of ``port_keys`` are
-    looked at: other namespaces' entries belong to whoever else runs netkit on the machine."""
+    once, as the lock files are).  Under the port index only the looked-at namespace's own entries:
+    the others belong to other namespaces, whose inode numbers the kernel hands out again and again
+    (a sandbox's stale entry is verified away by netkit like any other; a machine's is the machine's)."""
     out = {}
     for top in dirs:
         for d, subdirs, names in os.walk(top):
             if os.path.normpath(d) == os.path.normpath(ports.ROOT):
-                subdirs[:] = [s for s in subdirs if s in port_keys]
+                subdirs[:] = [sub for sub in subdirs if sub == own_key]
             for name in names:
                 if not name.endswith(".lock"):
                     line = f"file {os.path.join(d, name)}"
@@ -149,7 +150,7 @@ def unescape(field: str) -> str:
 
 
 def _mounts(under: Iterable[str]) -> dict[str, str]:
-    roots = [os.path.normpath(u) for u in under]
+    roots = [os.path.normpath(u) for u in under if u]
     out = {}
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -168,10 +169,9 @@ def _inside(path: str | None) -> Iterator[None]:
             yield
 
 
-def snapshot(netns: str | None = None, dirs: Iterable[str] = WATCHED_DIRS, mounts_under: Iterable[str] = (),
-             port_keys: Iterable[str] = ()) -> Snapshot:
-    """Look at network namespace ``netns`` (a path; None = the machine's own), ``dirs`` and the mounts
-    under ``mounts_under``.  The port index is looked at for that namespace and ``port_keys``."""
+def snapshot(netns: str | None = None, dirs: Iterable[str] = WATCHED_DIRS, mounts_under: Iterable[str] = ()) -> Snapshot:
+    """Look at network namespace ``netns`` (a path; None = the machine's own), ``dirs`` (of the port
+    index, that namespace's entries) and the mounts under ``mounts_under``."""
     with _inside(netns):
         # Children forked inside the block (nft, ip, iptables-legacy-save) start in the entered namespace.
         links, addresses = _links_and_addresses()
@@ -179,7 +179,7 @@ def snapshot(netns: str | None = None, dirs: Iterable[str] = WATCHED_DIRS, mount
         nft, legacy = _nft(), _legacy()
         own_key = ports.namespace_key()
     return Snapshot(links=links, addresses=addresses, sysctls=sysctls, nft=nft, legacy=legacy,
-                    files=_files(dirs, {own_key, *port_keys}), mounts=_mounts(mounts_under))
+                    files=_files(dirs, own_key), mounts=_mounts(mounts_under))
 
 
 def changes(before: Snapshot, after: Snapshot) -> list[str]:

@@ -30,8 +30,6 @@ RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 # Set to RUN_PREFIX in the session's environment (tests/conftest.py): every process the run starts
 # inherits it, so one still running at the end is found by it.
 RUN_MARK = "NETKIT_TEST_RUN"
-# Port index keys (namespace inodes) of this run's sandbox hosts: their index entries are this run's.
-OWN_PORT_KEYS: set[str] = set()
 _counter = itertools.count()
 REFERENCE_BIN = "/usr/lib/cni"
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -199,7 +197,6 @@ def sandbox(bin_dir: str, data_dir: str, agent_socket: str = "") -> Iterator[San
     """A fresh sandbox host; every namespace of it is deleted afterwards, even on failure."""
     host = Namespace(unique("h"))
     ip("netns", "add", host.name)
-    OWN_PORT_KEYS.add(ports.namespace_key(host.path))
     box = Sandbox(host, bin_dir, data_dir, agent_socket=agent_socket)
     try:
         host.run("ip", "link", "set", "lo", "up")
@@ -268,6 +265,6 @@ def leftovers(before: machine.Snapshot | None, netns: str | None = None,
            if line.startswith((RUN_PREFIX, f"nkl-{RUN_PREFIX}"))]  # nkl-: lab hosts of labs named by this run
     out += [f"process {pid} ({cmd[:100]})" for pid, cmd in sorted(own_processes().items())]
     if before is not None:
-        after = machine.snapshot(netns, mounts_under=mounts_under, port_keys=OWN_PORT_KEYS)
+        after = machine.snapshot(netns, mounts_under=mounts_under)
         out += machine.changes(before, after)
     return out
