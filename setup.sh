@@ -74,8 +74,10 @@ demo() {
   ip netns exec "$ns" ping -c 3 -W 2 "$gw"
   demo_cleanup
   trap demo_web_cleanup EXIT
-  echo "setup.sh: netkit run -d --name $DEMO_WEB --net=bridge -p 8080:80 -- python3 -m http.server 80"
-  .venv/bin/netkit run -d --name "$DEMO_WEB" --net=bridge -p 8080:80 -- python3 -m http.server 80
+  # The container sees the host's filesystem: serve the demo's own directory, never a listing of
+  # the host's files (http.server's default is its working directory).
+  echo "setup.sh: netkit run -d --name $DEMO_WEB --net=bridge -p 8080:80 -- python3 -m http.server 80 --directory $DEMO_SITE"
+  .venv/bin/netkit run -d --name "$DEMO_WEB" --net=bridge -p 8080:80 -- python3 -m http.server 80 --directory "$DEMO_SITE"
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.2; done
   echo "setup.sh: curl http://127.0.0.1:8080/"
   curl -sS http://127.0.0.1:8080/ | head -n 5
@@ -83,6 +85,7 @@ demo() {
 }
 
 DEMO_WEB=netkit-demo-web
+DEMO_SITE=$PWD/demo  # the page the demo's web server publishes (demo/index.html)
 demo_web_cleanup() {
   .venv/bin/netkit rm -f "$DEMO_WEB" >/dev/null 2>&1 || true
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from typing import Iterator
 import pytest
 
 from netkit import install
+from tests import machine
 from tests import sandbox as sb
 
 
@@ -84,11 +87,35 @@ def reference_plugins() -> str:
     return sb.REFERENCE_BIN
 
 
+_BEFORE = pytest.StashKey[machine.Snapshot]()
+
+
+def _basetemp(config: pytest.Config) -> str:
+    """This session's temp root: runtime roots there bind namespaces, and a mount left there is ours."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    return str(factory.getbasetemp()) if factory is not None else ""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Mark the run's processes and look at the machine before any test runs: what is already there
+    (a demo's `inet netkit` table, `netkit0`, ip_forward=1) is not the suite's to report."""
+    os.environ[sb.RUN_MARK] = sb.RUN_PREFIX
+    session.config.stash[_BEFORE] = machine.snapshot(mounts_under=(_basetemp(session.config),))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if anything this suite made is still on the machine."""
-    left = sb.leftovers()
+    """Fail the run if anything this suite made or changed is still on the machine.
+
+    Last: after a stop (-x, Ctrl-C) pytest tears module and session fixtures (the agent, podman's
+    networks) down in its own pytest_sessionfinish; what they remove then is not left.
+    """
+    left = sb.leftovers(session.config.stash.get(_BEFORE, None), mounts_under=(_basetemp(session.config),))
     if left:
         print("\nLEFT ON THE MACHINE BY THE SUITE: " + ", ".join(left))
         for name in [x.split()[1] for x in left if x.startswith("netns ")]:
             sb.ip("netns", "del", name, check=False)
+        for pid in [int(x.split()[1]) for x in left if x.startswith("process ")]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # marked as this run's: nothing else carries the mark
         session.exitstatus = 1

@@ -14,17 +14,22 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from netkit.cni import handler
 from netkit.firewall import ports
 from netkit.net import netns
+from tests import machine
 
 # NETKIT_FULL=1 runs the long forms of the reliability suites (fuzzing, kill trials, soak).
 FULL = os.environ.get("NETKIT_FULL", "") not in ("", "0")
 # Unique per test run: every namespace this suite makes starts with it.
 RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
+# Set to RUN_PREFIX in the session's environment (tests/conftest.py): every process the run starts
+# inherits it, so one still running at the end is found by it.
+RUN_MARK = "NETKIT_TEST_RUN"
 _counter = itertools.count()
 REFERENCE_BIN = "/usr/lib/cni"
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -240,14 +245,47 @@ def bridge_conf(box: Sandbox, name: str = "testnet", version: str = "1.0.0", sub
     return conf
 
 
-def leftovers() -> list[str]:
-    """Objects of this run still on the machine: namespaces, and links in the root namespace."""
+def own_processes() -> dict[int, str]:
+    """Processes started by this run (their environment carries RUN_MARK), by PID: command line.
+
+    A process whose exit is under way gets a moment to finish: only what stays is reported.
+    """
+    mark = f"{RUN_MARK}={RUN_PREFIX}".encode()
+    found: dict[int, str] = {}
+    for _ in range(50):  # up to ~5 s for children a test killed to be reaped; not a time bound on anything
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            if cmd:  # a zombie has none: it is its parent's to reap, not running
+                found[int(entry)] = cmd
+        if not found:
+            break
+        time.sleep(0.1)
+    return found
+
+
+def leftovers(before: machine.Snapshot | None, netns: str | None = None,
+              mounts_under: tuple[str, ...] = ()) -> list[str]:
+    """What this run left: its namespaces, its processes, and what changed since ``before``.
+
+    ``before`` is the snapshot taken when the session started (None: the comparison is skipped) of
+    network namespace ``netns`` (None = the machine's own), netkit's directories and the mounts under
+    ``mounts_under``: what was there already (the demo's table, bridge, ip_forward) is not reported,
+    what the run added or changed, also inside something that was there, is.
+    """
     out = [f"netns {line.split()[0]}" for line in ip("netns", "list").stdout.splitlines()
            if line.startswith((RUN_PREFIX, f"nkl-{RUN_PREFIX}"))]  # nkl-: lab hosts of labs named by this run
-    links = json.loads(ip("-j", "link", "show").stdout or "[]")
-    out += [f"link {link['ifname']}" for link in links if link["ifname"].startswith(("nk", RUN_PREFIX))]
-    if subprocess.run(["nft", "list", "table", "inet", "netkit"], capture_output=True).returncode == 0:
-        out.append("nft table inet netkit")
-    legacy = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
-    out += [f"iptables-legacy {line.split()[0]}" for line in legacy.splitlines() if "NK-" in line or "NETKIT" in line]
+    out += [f"process {pid} ({cmd[:100]})" for pid, cmd in sorted(own_processes().items())]
+    if before is not None:
+        after = machine.snapshot(netns, mounts_under=mounts_under)
+        out += machine.changes(before, after)
     return out
