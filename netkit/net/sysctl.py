@@ -5,21 +5,37 @@ from __future__ import annotations
 from netkit import errors
 
 
-def ensure(key: str, value: str) -> None:
-    """Set sysctl ``key`` to ``value`` unless it already has it.
+def _path(key: str) -> str:
+    """``key`` is dotted (``net.ipv4.ip_forward``) or, where a part may hold dots (interface
+    names), slashed (``net/ipv4/conf/br0.5/route_localnet``)."""
+    return "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
 
-    ``key`` is dotted (``net.ipv4.ip_forward``) or, where a part may hold dots (interface
-    names), slashed (``net/ipv4/conf/br0.5/route_localnet``).
-    """
-    path = "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
+
+def read(key: str) -> str | None:
+    """Sysctl ``key``'s value, or None where it does not exist (or cannot be read)."""
     try:
-        with open(path, encoding="ascii") as f:
-            if f.read().strip() == value:
-                return
-        with open(path, "w", encoding="ascii") as f:
+        with open(_path(key), encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def write(key: str, value: str) -> None:
+    """Set sysctl ``key`` to ``value``."""
+    try:
+        with open(_path(key), "w", encoding="ascii") as f:
             f.write(value)
     except OSError as exc:
         raise errors.CNIError(errors.IO_FAILURE, f"failed to set {key}={value}", str(exc)) from None
+
+
+def ensure(key: str, value: str) -> None:
+    """Set sysctl ``key`` to ``value`` unless it already has it (key as for ``read``).
+
+    Not for ``ip_forward``: see netkit.net.forwarding.
+    """
+    if read(key) != value:
+        write(key, value)
 
 
 def br_netfilter_active() -> bool:

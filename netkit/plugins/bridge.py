@@ -23,7 +23,7 @@ from netkit.cni.result import Result
 from netkit.firewall import groups, publish
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
-from netkit.net import links, names, netns, sysctl
+from netkit.net import forwarding, links, names, netns
 from netkit.net.netlink import IPRoute, kind, lookup
 from netkit.rollback import Rollback
 
@@ -225,11 +225,8 @@ def add(req: Request) -> Result:
         failpoints.hit("bridge.add.after-ipam")
         if not ipam_result.get("ips"):
             raise errors.CNIError(errors.INVALID_CONFIG, "IPAM plugin returned no addresses")
-        versions = {ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}
-        if 4 in versions:
-            sysctl.ensure("net.ipv4.ip_forward", "1")
-        if 6 in versions:
-            sysctl.ensure("net.ipv6.conf.all.forwarding", "1")
+        for version in sorted({ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}):
+            forwarding.enable(version)
         if cfg.is_gateway:
             for gw in _gateways(ipam_result):
                 _ensure_gateway(ipr, bridge["index"], gw, cfg.force_address)

@@ -194,6 +194,19 @@ def test_parallel_adds_publish_every_port(fw_box: Sandbox, servers: list, n: int
                                   for p in silent))
 
 
+def test_add_switches_on_forwarding_whose_copy_to_the_interfaces_was_lost(fw_box: Sandbox, servers: list) -> None:
+    # What concurrent writers of ip_forward can leave (netkit.net.forwarding): the switch reads 1,
+    # the interfaces and the default do not forward.  A published port must answer all the same.
+    x = fw_box.machine([HOST, HOST2], MACHINE)
+    fw_box.host.run("sysctl", "-w", "net.ipv4.ip_forward=1", check=True)
+    fw_box.host.run("sysctl", "-w", "net.ipv4.conf.default.forwarding=0", "net.ipv4.conf.uplink0.forwarding=0",
+                    check=True)
+    a = fw_box.container()
+    _attach(fw_box, a, [{"hostPort": 8080, "containerPort": 80}])
+    servers.append(a.serve("A", 80))
+    assert x.ask_each(HOST, [8080]) == {8080: f"A {MACHINE}"}
+
+
 def _unanswered(box: Sandbox, client: Namespace, addr: str, c: Namespace, port: int, answer: str | None) -> str:
     """What to know when a published port did not answer: which hop failed, and the state behind it."""
     caddr = c.addresses("eth0")
