@@ -81,9 +81,12 @@ def fw_box(request: pytest.FixtureRequest, box: sb.Sandbox) -> sb.Sandbox:
 
 @pytest.fixture(scope="session")
 def reference_plugins() -> str:
-    """Debian's containernetworking-plugins; the setup script installs them."""
-    if not os.path.exists(os.path.join(sb.REFERENCE_BIN, "bridge")):
-        pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: run ./setup.sh test")
+    """Debian's containernetworking-plugins; the setup script installs them, so a missing one is a
+    broken install: every test that needs them fails, none is skipped."""
+    missing = sb.missing_reference_plugins()
+    if missing:
+        pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: {', '.join(missing)}: run ./setup.sh test "
+                    f"(it installs Debian's containernetworking-plugins)", pytrace=False)
     return sb.REFERENCE_BIN
 
 

@@ -32,7 +32,14 @@ RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 RUN_MARK = "NETKIT_TEST_RUN"
 _counter = itertools.count()
 REFERENCE_BIN = "/usr/lib/cni"
+# The reference plugins the suite runs (Debian's containernetworking-plugins, which setup.sh installs).
+REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "firewall", "tuning")
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
+
+
+def missing_reference_plugins() -> list[str]:
+    """The reference plugins of REFERENCE_PLUGINS that are not executables in REFERENCE_BIN."""
+    return [p for p in REFERENCE_PLUGINS if not os.access(os.path.join(REFERENCE_BIN, p), os.X_OK)]
 
 
 def unique(kind: str) -> str:

@@ -45,7 +45,8 @@ class Backend(Protocol):
         """What rule_comments() shows for the group once applied."""
 
     def forward_blockers(self) -> list[str]:
-        """Forward chains outside netkit's control that drop by policy."""
+        """Forward chains outside netkit's control that drop forwarded traffic by default and
+        that this backend cannot let its attachments through (described, for the error)."""
 
 
 def detect() -> str:

@@ -53,11 +53,14 @@ def apply(backend: Backend, group: RuleGroup) -> None:
             return
         blockers = backend.forward_blockers()
         if blockers:
+            # Only the iptables backend can let its traffic through a legacy FORWARD that drops.
+            legacy = any(b.startswith("legacy ") for b in blockers)
             raise errors.CNIError(
                 errors.FORWARD_BLOCKED, "forwarded traffic is dropped by another firewall table",
-                f"{'; '.join(blockers)} has policy drop: accept traffic to and from the container "
-                f"bridge there (e.g. Docker's DOCKER-USER chain), or use firewallBackend=iptables on a "
-                f"legacy-iptables host")
+                f"{'; '.join(blockers)} drops forwarded traffic by default: accept traffic to and from "
+                f"the container bridge there (e.g. Docker's DOCKER-USER chain)"
+                + (", or use firewallBackend=iptables, which lets its attachments through the legacy "
+                   "FORWARD" if legacy else ""))
         index = ports.PortIndex()
         if not index.complete:
             index.rebuild(_published(backend))

@@ -20,11 +20,19 @@ IPv4 only: the container's IPv6 addresses (and IPv6 hostIP mappings) are skipped
 process: an extension library registers its targets for the family current when it is first
 loaded, and DNAT/MASQUERADE live in libxt_NAT.so, so the second family gets "can't find target".
 
-The legacy FORWARD chain is in the same tables netkit writes, so instead of reporting a drop policy
-(``forward_blockers``), ``apply`` lets the attachment's own traffic through: when filter FORWARD's
-policy is DROP, a ``NETKIT-FORWARD`` chain jumped from the top of FORWARD gets accept rules for the
-container address (published ports: DNAT'd flows in, replies out; ipMasq: outbound and its
-replies), commented ``<group chain>/<what>/<address>`` and removed with the group.
+The legacy FORWARD chain is in the same tables netkit writes, so instead of reporting it
+(``forward_blockers``), ``apply`` lets the attachment's own traffic through when filter FORWARD
+drops by default (``_Session.forward_drops``): its policy is DROP (Docker's), or an unconditional
+DROP or REJECT rule decides what nothing accepted before it (RHEL's iptables-services, firewalld's
+iptables backend, a chain of one's own that FORWARD jumps to).  A ``NETKIT-FORWARD`` chain jumped
+from the top of FORWARD (after netkit's isolation) then gets accept rules for the container
+address (published ports: DNAT'd flows in, replies out; ipMasq: outbound and its replies),
+commented ``<group chain>/<what>/<address>`` and removed with the group.  A FORWARD that accepts by
+default gets none: a conditional DROP there is the admin's deliberate filter, not a default, and
+stays in force.  What this backend cannot let through is another stack's drop: an nft base forward
+chain whose policy drops (Docker on iptables-nft) - ``forward_blockers`` reports those.
+Known limit: the accepts are made at ADD, so a FORWARD turned to drop after an attachment's ADD
+(another firewall started later) drops that attachment's traffic until its next ADD.
 
 Atomicity: libiptc reads a whole table, edits it in memory and writes it back with one
 ``IPT_SO_SET_REPLACE``, so each table changes all at once or not at all.  An operation touches at
@@ -152,7 +160,7 @@ def _jumps(group: RuleGroup) -> list[tuple[str, _Spec]]:
 
 
 def _accepts(group: RuleGroup) -> list[_Spec]:
-    """NETKIT-FORWARD rules letting the attachment's traffic past a FORWARD policy of DROP."""
+    """NETKIT-FORWARD rules letting the attachment's traffic past a FORWARD that drops by default."""
     out = []
     for addr in group.addresses:
         ip, tag = str(addr.ip), group.chain
@@ -433,6 +441,48 @@ class _Session:
             else:
                 chain.append_rule(self.build(table, spec))
 
+    @staticmethod
+    def unconditional(rule: Any) -> bool:
+        """True if the rule matches every packet: no address, interface, protocol or fragment test,
+        nothing inverted, and no match but a comment."""
+        ip = rule.entry.ip
+        return (rule.src == rule.dst == "0.0.0.0/0.0.0.0" and rule.in_interface is None
+                and rule.out_interface is None and rule.protocol == "ip" and not ip.invflags
+                and not ip.flags & ip.IPT_F_FRAG and all(m.name == "comment" for m in rule.matches))
+
+    def _fate(self, filt: Any, chain: str, seen: set[str]) -> str | None:
+        """What the chain's unconditional rules do with a packet no other rule took: "ACCEPT", a
+        description of the DROP/REJECT rule that decides it, or None (it falls through the chain).
+
+        Jumps to chains of others are followed (each once); netkit's own NETKIT-* chains are not
+        (their rules are all conditional, and NETKIT-FORWARD holds two per attachment).
+        """
+        for rule in self.rules(filt, chain):
+            if not self.unconditional(rule):
+                continue
+            target = self.target(rule)
+            if target in ("DROP", "REJECT"):
+                return f"unconditional {target} in {chain}"
+            if target == "ACCEPT":
+                return "ACCEPT"
+            if target == "RETURN":
+                return None
+            if target not in seen and not target.startswith("NETKIT-") and filt.is_chain(target):
+                fate = self._fate(filt, target, seen | {target})
+                if fate is not None or rule.target.goto:  # falling off a goto's chain returns from this one
+                    return fate
+        return None
+
+    def forward_drops(self, filt: Any) -> str | None:
+        """Why filter FORWARD drops what no rule accepts (policy DROP, or an unconditional DROP or
+        REJECT rule reached from it), or None when it accepts by default."""
+        fate = self._fate(filt, "FORWARD", {"FORWARD"})
+        if fate == "ACCEPT":
+            return None
+        if fate is not None:
+            return fate
+        return "policy DROP" if filt.get_policy("FORWARD")[0].name == "DROP" else None
+
     def localnet_guard_in_place(self) -> bool:
         """True when raw PREROUTING starts with netkit's jump to the 127/8 guard, and the guard is whole."""
         if not self.exists("raw"):
@@ -567,7 +617,7 @@ class IptablesBackend:
                 filt = s.table("filter")
                 snap = s.snapshot(filt, [FORWARD])
                 changed = s.drop_accepts(filt, chains)
-                if accepts and filt.get_policy("FORWARD")[0].name == "DROP":
+                if accepts and s.forward_drops(filt) is not None:
                     s.ensure_chain(filt, FORWARD)
                     # Right after the isolation jump: accepting the container's traffic must not
                     # let it past isolation.
@@ -692,5 +742,23 @@ class IptablesBackend:
         return {chain: [spec.comment for spec in specs] for chain, specs in _expected(_ipv4(group)).items()}
 
     def forward_blockers(self) -> list[str]:
-        """None: apply() lets the attachment's traffic through FORWARD in these same tables."""
+        """nft base forward chains whose policy drops: an accept in the legacy tables does not
+        override them.  The legacy FORWARD is not reported: apply() lets the attachment's traffic
+        through it (see the module docstring)."""
+        from netkit.firewall.nftables import NftablesBackend  # its reading, kept per ruleset generation
+
+        return NftablesBackend().nft_forward_blockers()
+
+
+def legacy_forward_blockers() -> list[str]:
+    """The legacy filter FORWARD chain of this thread's namespace when it drops by default
+    (described), for the nftables backend, whose accepts cannot override it.
+
+    Without a legacy filter table (the usual nft host) nothing is read and python-iptables is not
+    loaded; reading one that is absent would create it.
+    """
+    if not _Session.exists("filter"):
         return []
+    with _session() as s:
+        why = s.forward_drops(s.table("filter"))
+    return [] if why is None else [f"legacy iptables filter FORWARD ({why})"]

@@ -391,12 +391,21 @@ class NftablesBackend:
         return {chain: [r["add"]["rule"]["comment"] for r in rules] for chain, rules in _expected(group).items()}
 
     def forward_blockers(self) -> list[str]:
-        """Base forward chains of other tables whose policy drops (Docker's, firewalld's).
+        """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
+        legacy iptables FORWARD when it drops by default (the kernel applies it beside nft).
 
         Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
-        answer is kept, per namespace, for as long as the ruleset generation shows no change other
-        than netkit's own commits (see ``nftgen.Facts``).
+        nft answer is kept, per namespace, for as long as the ruleset generation shows no change
+        other than netkit's own commits (see ``nftgen.Facts``).  The legacy tables change outside
+        that generation: they are read each time, which costs one file read where there is no
+        legacy filter table.
         """
+        from netkit.firewall import iptables
+
+        return self.nft_forward_blockers() + iptables.legacy_forward_blockers()
+
+    def nft_forward_blockers(self) -> list[str]:
+        """Base forward chains of nft tables other than netkit's whose policy drops."""
         now, known = _facts.recall("forward blockers")
         if known is not None:
             return list(known)

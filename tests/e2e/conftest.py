@@ -26,9 +26,9 @@ def podman_store() -> Iterator[pmod.Store]:
         pytest.fail(f"the podman end-to-end suite needs {', '.join(missing)}: "
                     f"apt-get install --no-install-recommends {' '.join(pmod.PACKAGES)} (or ./setup.sh deps)",
                     pytrace=False)
-    if not os.path.exists(os.path.join(sb.REFERENCE_BIN, "bridge")):
-        pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: apt-get install containernetworking-plugins",
-                    pytrace=False)
+    if sb.missing_reference_plugins():
+        pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: {', '.join(sb.missing_reference_plugins())}: "
+                    f"apt-get install containernetworking-plugins", pytrace=False)
     with pmod.store() as store:
         yield store
 

@@ -130,7 +130,6 @@ def test_dnat_group_layout_and_comments(host: Namespace) -> None:
     assert call(host, fw.chains) == {g.chain, g.chain + "-S"}
     assert call(host, fw.rule_comments) == fw.expected_comments(g)
     assert fw.expected_comments(g) == NftablesBackend().expected_comments(g)
-    assert call(host, fw.forward_blockers) == []
     # No filter table (FORWARD cannot drop, nothing to let through); raw holds the 127/8 guard.
     assert legacy_tables(host) == {"nat", "raw"}
     raw = host.run("iptables-legacy-save", "-t", "raw", check=True).stdout
@@ -277,12 +276,58 @@ def test_forward_drop_policy_gets_accepts_for_the_group(host: Namespace) -> None
         f"-A NETKIT-FORWARD -s {CONTAINER_IP}/32 -m conntrack --ctstate RELATED,ESTABLISHED "
         f"-m comment --comment \"{d.chain}/reply/{CONTAINER_IP}\" -j ACCEPT",
     ]
-    assert call(host, fw.forward_blockers) == []
     call(host, fw.remove_chains, {d.chain, d.chain + "-S"})
     assert not any(d.chain in line for line in save(host, "filter"))
     call(host, fw.remove_chains, {m.chain})
     assert save(host, "filter") == ["-A FORWARD -m comment --comment netkit -j NETKIT-FORWARD",
                                     "-A FORWARD -i lo -j ACCEPT"]
+
+
+@pytest.mark.parametrize("rules, drops", [
+    ([], None),
+    (["-P FORWARD DROP"], "policy DROP"),
+    (["-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "-A FORWARD -i lo -j ACCEPT",
+      "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"], "unconditional REJECT in FORWARD"),
+    (["-N MYFW", "-A FORWARD -m comment --comment mine -j MYFW", "-A MYFW -p tcp -j RETURN", "-A MYFW -j DROP"],
+     "unconditional DROP in MYFW"),
+    (["-N MYFW", "-A FORWARD -g MYFW", "-A FORWARD -j DROP"], None),  # falling off -g MYFW ends FORWARD...
+    (["-N MYFW", "-A FORWARD -j MYFW", "-A FORWARD -j DROP"], "unconditional DROP in FORWARD"),  # ...-j goes on
+    (["-N MYFW", "-A FORWARD -j MYFW", "-A MYFW -j RETURN", "-A MYFW -j DROP"], None),
+    (["-A FORWARD -j ACCEPT", "-A FORWARD -j DROP", "-P FORWARD DROP"], None),
+    (["-A FORWARD -s 10.9.9.9 -j DROP", "-A FORWARD ! -i eth0 -j DROP", "-A FORWARD -p udp -j REJECT",
+      "-A FORWARD -f -j DROP", "-A FORWARD -m conntrack --ctstate INVALID -j DROP"], None),
+    (["-N A", "-N B", "-A FORWARD -j A", "-A FORWARD -j A", "-A A -j B", "-A B -p tcp -j REJECT"], None),
+], ids=["accept", "policy-drop", "rhel-reject", "own-chain", "goto", "jump", "return-first", "accept-first",
+        "conditional-only", "twice"])
+def test_accepts_are_made_exactly_when_forward_drops_by_default(host: Namespace, rules: list[str],
+                                                                drops: str | None) -> None:
+    host.run("iptables-legacy", "-S", check=True)  # the filter table exists in every case
+    for rule in rules:
+        host.run("iptables-legacy", *rule.split(), check=True)
+    fw, g = IptablesBackend(), dnat()
+    call(host, fw.apply, g)
+    made = [line for line in save(host, "filter") if g.chain in line]
+    assert bool(made) == (drops is not None), save(host, "filter")
+    # What the nftables backend, which cannot let it through, reports of it.
+    expected = [] if drops is None else [f"legacy iptables filter FORWARD ({drops})"]
+    assert call(host, NftablesBackend().forward_blockers) == expected
+
+
+def test_forward_blockers_are_the_nft_drops_not_the_legacy_one(host: Namespace) -> None:
+    fw = IptablesBackend()
+    host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
+    assert call(host, fw.forward_blockers) == []  # apply() lets its traffic through this one
+    host.run("nft", "add", "table", "ip", "filter", check=True)
+    host.run("nft", "add", "chain", "ip", "filter", "FORWARD",
+             "{ type filter hook forward priority 0; policy drop; }", check=True)
+    assert call(host, fw.forward_blockers) == ["ip filter FORWARD"]
+    host.run("nft", "add", "chain", "ip", "filter", "FORWARD", "{ policy accept; }", check=True)
+    assert call(host, fw.forward_blockers) == []
+
+
+def test_no_legacy_filter_table_is_read_or_made_for_the_nftables_backend(host: Namespace) -> None:
+    assert call(host, iptables.legacy_forward_blockers) == []
+    assert legacy_tables(host) == set()
 
 
 # --- all or nothing ------------------------------------------------------------------------------------

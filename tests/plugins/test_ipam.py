@@ -16,7 +16,6 @@ from netkit.cni import handler
 
 PLUGIN = "netkit-ipam"
 NET = "ipamnet"
-REFERENCE_HOST_LOCAL = "/usr/lib/cni/host-local"
 
 
 @pytest.fixture(autouse=True)
@@ -426,12 +425,12 @@ def test_executable_reboot_reclaim_via_boot_id_env(plugin_bin: str, tmp_path: Pa
     assert _lease(tmp_path, "10.10.0.10") == {"containerID": "new", "ifname": "eth0", "bootID": "boot-b"}
 
 
-@pytest.mark.skipif(not os.access(REFERENCE_HOST_LOCAL, os.X_OK), reason="reference host-local not installed")
-def test_shares_a_data_dir_with_reference_host_local(plugin_bin: str, tmp_path: Path) -> None:
+def test_shares_a_data_dir_with_reference_host_local(plugin_bin: str, reference_plugins: str, tmp_path: Path) -> None:
+    # reference_plugins fails the test loudly when host-local is missing: setup.sh installs it.
     conf = _conf(tmp_path)
     conf["ipam"]["type"] = "host-local"
-    env = dict(_env("ADD", "ref1"), CNI_PATH="/usr/lib/cni")
-    proc = subprocess.run([REFERENCE_HOST_LOCAL], input=json.dumps(conf).encode(), env=env,
+    env = dict(_env("ADD", "ref1"), CNI_PATH=reference_plugins)
+    proc = subprocess.run([os.path.join(reference_plugins, "host-local")], input=json.dumps(conf).encode(), env=env,
                           capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ref_addr = json.loads(proc.stdout)["ips"][0]["address"]
