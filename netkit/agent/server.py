@@ -172,13 +172,23 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         # that namespace (and everything in it) alive after the caller deleted it.
         self.home_netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        # Bound under a temporary name and renamed into place once listening: a socket file that
+        # exists accepts.  Bound in place, it existed before listen(), and a plugin connecting in
+        # between was refused and ran in-process (and a test taking the file for readiness failed).
+        self.path = path
+        self._binding = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            os.unlink(self._binding)
         old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
         try:
-            super().__init__(path, _Handler)
+            super().__init__(self._binding, _Handler)
         finally:
             os.umask(old)
+
+    def server_activate(self) -> None:
+        """Listen, then put the socket where plugins look for it (replacing a stale one)."""
+        super().server_activate()
+        os.rename(self._binding, self.path)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the request on a pooled worker."""
@@ -187,6 +197,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def server_close(self) -> None:
         """Stop accepting; requests already running finish on their workers."""
         super().server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._binding)  # failed before its rename
         self._pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(OSError):
             os.close(self.home_netns)
