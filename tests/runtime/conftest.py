@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.sandbox import Sandbox
+from tests.sandbox import Namespace, Sandbox
 
 
 class Runtime:
@@ -49,7 +49,13 @@ class Runtime:
     def ip(self, name: str) -> str:
         return self.inspect(name)["NetworkSettings"]["Addresses"][0].split("/")[0]
 
-    def wait_answer(self, check: "callable", timeout: float = 10) -> bool:  # type: ignore[valid-type]
+    def netns(self, name: str) -> Namespace:
+        """The network namespace of container ``name`` (bound under the runtime's root), for traffic checks."""
+        return Namespace(name, bound_at=self.inspect(name)["NetworkSettings"]["SandboxKey"])
+
+    def wait_answer(self, check: "callable", timeout: float = 60) -> bool:  # type: ignore[valid-type]
+        """Poll ``check()`` until it holds; ``timeout`` only stops a hung test (a server that never
+        comes up), it is no bound on how fast one does: the poll ends at the first success."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
