@@ -12,6 +12,12 @@ Run as root from the repository root::
     ``--attachments`` (500) attachments already present, each with a published port: netkit through
     the agent on the nftables and the iptables backend, and the reference plugins.
 (c) Peak RSS of the agent process (VmHWM) and of single plugin execs (GNU time's %M).
+(d) The agent over time: ``--requests`` (1500) STATUS requests straight through the client for
+    warm-up, then as many again, with its VmRSS and threads before and after the second batch; then
+    ``--cycles`` (300) attachment ADD/DEL cycles through it, the cycle time of the first 100 against
+    the last 100 and its VmRSS every 100 cycles.  (Figures the tests once bounded: the agent's RSS
+    in tests/faults/test_agent_faults.py and the NETKIT_FULL soak's RSS and slow-down in
+    tests/faults/test_soak.py; a loaded machine moves them, so the tests now check what load cannot.)
 
 Every sandbox is a throwaway network namespace made for the run (netkit and reference never share
 one), containers are namespaces of their own, and no traffic is sent.  The agent runs on a socket in
@@ -454,6 +460,58 @@ class Scale(AgentOfTheRun):
                 raise BenchError("; ".join(problems))
         self.doc["exec_maxrss_kib"] = rss
 
+    # ---- (d) the agent's resident memory per request -----------------------------------------------
+    def part_d(self) -> None:
+        """STATUS requests through the agent client (no exec), each from a sandbox host's namespace."""
+        from netkit.agent import client, protocol
+        from netkit.net import netns
+
+        t0 = time.monotonic()
+        n = self.args.requests
+        sb = self.sandbox("dr", AGENT, "nftables", 87, "netkit agent, STATUS requests")
+        conf = json.dumps({"cniVersion": "1.1.0", "name": sb.network, "type": "netkit-portmap"}).encode()
+        env = {"CNI_COMMAND": "STATUS", "CNI_PATH": f"{self.bin_dir}:{REFERENCE_BIN}",
+               protocol.ENV_SOCKET: self.agent_sock}
+
+        def serve(count: int, phase: str) -> None:
+            with netns.entered(f"/run/netns/{sb.host}"):  # the client hands the agent its thread's namespace
+                for i in range(count):
+                    if i % 100 == 0:
+                        print(f"\r  (d) {phase}: {i}/{count}   ", end="", file=sys.stderr, flush=True)
+                    got = client.forward("netkit-portmap", env, conf)
+                    if got != (b"", 0):
+                        raise BenchError(f"(d) STATUS through the agent answered {got!r}")
+            print(file=sys.stderr)
+
+        self.check_agent()
+        serve(n, "warm-up")
+        before = self.agent_status()
+        serve(n, "measured")
+        after = self.agent_status()
+        self.check_agent()
+        # Attachment cycles: one container at a time, ADD then DEL, as the soak test runs them.
+        ms: list[float] = []
+        rss = [after["VmRSS"]]
+        for i in range(self.args.cycles):
+            if i % 10 == 0:
+                print(f"\r  (d) cycles: {i}/{self.args.cycles}   ", end="", file=sys.stderr, flush=True)
+            (c,) = sb.new_containers(1)
+            port = sb.next_port()
+            ms_add, result, _ = sb.chain_add(c, port)
+            ms_del, _ = sb.chain_del(c, port, result)
+            self.netns_del_many([c])
+            ms.append(ms_add + ms_del)
+            if (i + 1) % 100 == 0:
+                self.check_agent()
+                rss.append(self.agent_status()["VmRSS"])
+        print(file=sys.stderr)
+        problems = sb.leftovers()
+        if problems:
+            raise BenchError("; ".join(problems))
+        self.doc["d"] = {"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss}
+        self.doc["agent_after_d"] = self.agent_status()
+        self.doc["d_seconds"] = time.monotonic() - t0
+
     # ---- (b) ADD latency with 0 and N attachments present -----------------------------------------
     def samples(self, sbs: list[Sandbox], phase: str) -> dict[str, dict[str, list[float]]]:
         out: dict[str, dict[str, list[float]]] = {sb.label: {k: [] for k in SAMPLE_KEYS} for sb in sbs}
@@ -592,7 +650,7 @@ def print_c(doc: dict[str, Any]) -> None:
     if "agent_after_b" in doc:
         parts.append(f"after (b) {mib(doc['agent_after_b']['VmHWM'])}")
     print("agent process VmHWM: " + ", ".join(parts))
-    last = doc.get("agent_after_b") or doc.get("agent_after_a") or st
+    last = doc.get("agent_after_d") or doc.get("agent_after_b") or doc.get("agent_after_a") or st
     print(f"agent process at the end: VmRSS {mib(last['VmRSS'])}, {last['Threads']} threads")
     rss = doc.get("exec_maxrss_kib")
     if not rss:
@@ -607,6 +665,24 @@ def print_c(doc: dict[str, Any]) -> None:
         print("GNU time's %M (ru_maxrss) of `ip netns exec HOST plugin` (ip execs the plugin in place): the peak of "
               "the plugin\nand of the children it waited for, so in-process and reference `bridge ADD/DEL` include "
               "their IPAM delegate;\nthrough the agent the delegate runs under the agent and the launcher only forwards.")
+
+
+def print_d(doc: dict[str, Any]) -> None:
+    d = doc["d"]
+    n, before, after = d["requests"], d["before"], d["after"]
+    grown = after["VmRSS"] - before["VmRSS"]
+    print(f"(d) agent VmRSS over {n} STATUS requests after {n} for warm-up: {before['VmRSS']} -> {after['VmRSS']} KiB, "
+          f"{grown:+d} KiB ({grown * 1000 / n:+.0f} KiB per 1,000 requests); threads {before['Threads']} -> "
+          f"{after['Threads']}; part (d) took {doc['d_seconds']:.0f} s")
+    print("A request that leaked (a thread per request once cost 1-4 KiB each) grows the measured batch as much as "
+          "the warm-up;\nnew pool workers under load add ~45 KiB each (glibc arenas capped).")
+    ms = d["cycle_ms"]
+    if ms:
+        w = min(100, max(1, len(ms) // 2))
+        first, last = summary(ms[:w])["median"], summary(ms[-w:])["median"]
+        print(f"{len(ms)} ADD/DEL cycles (bridge+ipam+portmap through the agent, one container at a time): median of the "
+              f"first {w} {first:.0f} ms, last {w} {last:.0f} ms ({last / first:.2f}x); agent VmRSS every 100 cycles "
+              f"{d['cycle_rss_kib']} KiB")
 
 
 def ensure_gnu_time() -> None:
@@ -632,12 +708,16 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=20, help="(b): ADD/DEL samples at 0 and at N (20)")
     ap.add_argument("--populate-concurrency", type=int, default=8, help="(b): concurrency of the populating ADDs (8)")
     ap.add_argument("--no-iptables", action="store_true", help="(b): skip netkit's iptables backend")
-    ap.add_argument("--parts", default="ab", help="which of (a), (b) to run, e.g. 'a' (default 'ab'; (c) comes with both)")
+    ap.add_argument("--requests", type=int, default=1500, help="(d): STATUS requests for warm-up, then measured (1500)")
+    ap.add_argument("--cycles", type=int, default=300, help="(d): ADD/DEL cycles through the agent (300; 0: none)")
+    ap.add_argument("--parts", default="abd",
+                    help="which of (a), (b), (d) to run, e.g. 'a' (default 'abd'; (c) comes with (a) and (b))")
     ap.add_argument("--json", metavar="FILE", help="also write every sample and figure here")
     args = ap.parse_args()
-    if not set(args.parts) <= {"a", "b"} or not args.parts:
-        ap.error("--parts takes the letters a and b")
-    if min(args.concurrency, args.rounds, args.attachments, args.samples, args.populate_concurrency) < 1:
+    if not set(args.parts) <= {"a", "b", "d"} or not args.parts:
+        ap.error("--parts takes the letters a, b and d")
+    if min(args.concurrency, args.rounds, args.attachments, args.samples, args.populate_concurrency,
+           args.requests) < 1:
         ap.error("counts must be at least 1")
     if os.geteuid() != 0:
         ap.error("must run as root (network namespaces)")
@@ -672,6 +752,8 @@ def main() -> int:
             run.part_a()
         if "b" in args.parts:
             run.part_b()
+        if "d" in args.parts:
+            run.part_d()
     except KeyboardInterrupt:
         error = "interrupted"
     except BenchError as exc:
@@ -707,6 +789,9 @@ def main() -> int:
         print_b(run.doc, args.samples)
     print()
     print_c(run.doc)
+    if "d" in run.doc:
+        print()
+        print_d(run.doc)
 
     if args.json:
         run.doc["cleanup_problems"] = run.cleanup_problems

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from netkit.cni import handler
 from netkit.firewall import ports
 from netkit.net import netns
-from tests import machine
+from tests import machine, reach
 
 # NETKIT_FULL=1 runs the long forms of the reliability suites (fuzzing, kill trials, soak).
 FULL = os.environ.get("NETKIT_FULL", "") not in ("", "0")
@@ -54,35 +54,64 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class Namespace:
-    """A named network namespace under /run/netns."""
+    """A named network namespace under /run/netns, or one bound elsewhere (``bound_at``).
+
+    Traffic checks (tests/reach.py): ``ask`` and ``ping`` must be answered and try a few times;
+    ``unanswered`` and ``unreachable`` must not be, try once, and need a control.
+    """
 
     name: str
+    bound_at: str = ""  # a namespace bound outside /run/netns (a runtime's): entered with nsenter
 
     @property
     def path(self) -> str:
-        return f"/run/netns/{self.name}"
+        return self.bound_at or f"/run/netns/{self.name}"
+
+    def _enter(self) -> list[str]:
+        return ["nsenter", f"--net={self.bound_at}"] if self.bound_at else ["ip", "netns", "exec", self.name]
 
     def run(self, *argv: str, timeout: float = 20, **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace."""
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
-                              timeout=timeout, **kw)
+        return subprocess.run([*self._enter(), *argv], capture_output=True, text=True, timeout=timeout, **kw)
 
-    def ping(self, addr: str) -> bool:
-        """True if one ICMP echo to ``addr`` is answered within 2 s."""
-        return self.run("ping", "-c1", "-W2", addr).returncode == 0
+    def _echo(self, addr: str) -> str | None:
+        proc = self.run("ping", "-c1", f"-W{reach.TRY_TIMEOUT}", addr)
+        return f"echo reply from {addr}" if proc.returncode == 0 else None
+
+    def ping(self, addr: str, tries: int = reach.TRIES) -> reach.Answer | None:
+        """The echo reply from ``addr`` (up to ``tries`` echoes, 2 s each), or None if none came back."""
+        got = reach.first_answer(lambda: self._echo(addr), tries)
+        return None if got is None else reach.Answer(got, self.path)
+
+    def unreachable(self, addr: str, *, control: reach.Control) -> bool:
+        """True when one echo to ``addr`` gets no reply; ``control``: see tests/reach.py."""
+        return reach.unanswered(lambda: self._echo(addr), control, f"ping {addr} from {self.name}", self.path)
 
     def serve(self, name: str, port: int) -> subprocess.Popen[str]:
         """Start the test server (tests/traffic.py) inside the namespace; stop it with .kill()."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, TRAFFIC, "serve", name, str(port)],
+        proc = subprocess.Popen([*self._enter(), sys.executable, TRAFFIC, "serve", name, str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         return proc
 
-    def ask(self, proto: str, addr: str, port: int, sport: int = 0) -> str | None:
-        """One TCP connection or UDP datagram to ``addr:port``; the answer ("NAME PEER") or None."""
+    def _ask_once(self, proto: str, addr: str, port: int, sport: int = 0) -> str | None:
         args = [sys.executable, TRAFFIC, proto, addr, str(port)] + ([str(sport)] if sport else [])
         proc = self.run(*args)
         return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def ask(self, proto: str, addr: str, port: int, sport: int = 0, tries: int = reach.TRIES) -> reach.Answer | None:
+        """The answer ("NAME PEER") of a TCP connection or UDP datagram to ``addr:port``, or None.
+
+        Up to ``tries`` tries, each with its own 2 s timeout: the first answer counts.
+        """
+        got = reach.first_answer(lambda: self._ask_once(proto, addr, port, sport), tries)
+        return None if got is None else reach.Answer(got, self.path)
+
+    def unanswered(self, proto: str, addr: str, port: int, *, control: reach.Control, sport: int = 0) -> bool:
+        """True when one try to ``addr:port`` gets no answer; ``control`` (an answer this namespace got
+        over the same path, or a check run right after) must prove the path exists: tests/reach.py."""
+        return reach.unanswered(lambda: self._ask_once(proto, addr, port, sport), control,
+                                f"{proto} {addr}:{port} from {self.name}", self.path)
 
     def ask_each(self, addr: str, ports: list[int], tries: int = 3) -> dict[int, str | None]:
         """A TCP connection to each of ``ports`` on ``addr`` from one client process (up to ``tries``

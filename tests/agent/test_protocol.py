@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from netkit import __version__
 from netkit.agent import client
-from tests.fuzz import examples
+from tests.fuzz import derandomize, examples, seeded
 
 
-@settings(max_examples=examples(300, 3000), database=None, derandomize=True)
+@seeded
+@settings(max_examples=examples(300, 3000), database=None, derandomize=derandomize())
 @given(st.dictionaries(st.text(), st.text(), max_size=20), st.text(max_size=40))
 def test_header_is_byte_for_byte_what_json_dumps_writes(env: dict[str, str], plugin: str) -> None:
     expected = json.dumps({"version": __version__, "plugin": plugin, "env": env}, separators=(",", ":"))

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator
 
 from netkit import install
 from netkit.net import netns
+from tests import reach
 from tests import sandbox as sb
 
 PACKAGES = ("podman", "runc", "busybox-static")
@@ -309,8 +310,10 @@ lock_type = "file"
                 found[pid] = cmd or "?"
         return found
 
-    def wait_processes(self, timeout: float = 10) -> None:
-        """conmon's clean-up call may finish just after ``rm -f``: wait for it, then kill what is left."""
+    def wait_processes(self, timeout: float = 60) -> None:
+        """conmon's clean-up call may finish just after ``rm -f``: wait for it, then kill what is left.
+
+        ``timeout`` only stops a clean-up that hangs (the wait ends as soon as nothing is left)."""
         deadline = time.monotonic() + timeout
         left = self.processes()
         while left and time.monotonic() < deadline:
@@ -459,8 +462,14 @@ class Network:
                       if re.match(r":CNI-(DN-[0-9a-f]+|[0-9a-f]{24}) ", line))
 
     def http(self, url: str, deadline: float = 0) -> str | None:
-        """The page at ``url`` fetched from the sandbox host; retried until ``deadline`` seconds if given."""
-        return poll(lambda: http_get(self.host, url), deadline)
+        """The page at ``url`` fetched from the sandbox host: a few tries (tests/reach.py), and again
+        until ``deadline`` seconds if given (a server just starting); the body or None."""
+        return poll(lambda: reach.first_answer(lambda: http_get(self.host, url)), deadline)
+
+    def no_http(self, url: str, control: reach.Control) -> bool:
+        """True when one GET of ``url`` from the sandbox host gets no answer; ``control`` (the same page
+        fetched before the change, or another over the same path) proves the path: tests/reach.py."""
+        return reach.unanswered(lambda: http_get(self.host, url), control, f"GET {url} from the sandbox host")
 
 
 def http_get(ns: sb.Namespace, url: str, timeout: float = 3) -> str | None:

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import os
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
 from netkit.firewall import ports
 from tests.sandbox import Namespace, Sandbox, bridge_conf
@@ -116,9 +116,13 @@ def detach_clean(box: Sandbox, conf: dict[str, Any], c: Namespace, **kw: Any) ->
     assert leftovers(box, [c]) == []
 
 
-def run_killed(box: Sandbox, env: dict[str, str], conf: dict[str, Any] | bytes, delay: float,
-               plugin: str = "netkit-bridge") -> int:
-    """Exec ``plugin`` and SIGKILL it ``delay`` seconds later (unless it finished); its exit status."""
+def run_killed(box: Sandbox, env: dict[str, str], conf: dict[str, Any] | bytes,
+               when: float | Callable[[], bool], plugin: str = "netkit-bridge", timeout: float = 60) -> int:
+    """Exec ``plugin`` and SIGKILL it (unless it finished first); its exit status.
+
+    ``when``: seconds after the exec, or a condition polled until it holds (what the test waits for,
+    not a time).  ``timeout`` only stops a hung test.
+    """
     import json
     import time
 
@@ -130,6 +134,11 @@ def run_killed(box: Sandbox, env: dict[str, str], conf: dict[str, Any] | bytes, 
     assert proc.stdin is not None
     proc.stdin.write(stdin)
     proc.stdin.close()
-    time.sleep(delay)
+    if callable(when):
+        deadline = time.monotonic() + timeout
+        while not when() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        time.sleep(when)
     proc.kill()
-    return proc.wait(timeout=30)
+    return proc.wait(timeout=timeout)

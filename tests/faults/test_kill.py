@@ -1,42 +1,72 @@
 """SIGKILL of the plugin process at random moments: the next DEL (or GC) leaves nothing, and ADD still works.
 
-The plugin runs in-process (no agent), exec'd as a runtime execs it; it is killed 0-300 ms after
-the exec, wherever it happens to be (interpreter start, netlink, IPAM delegate, firewall batch).
-24 trials by default, 240 with NETKIT_FULL=1; half on each firewall backend.
+The plugin runs in-process (no agent), exec'd as a runtime execs it, and is killed at a moment drawn
+from the whole length of an unkilled run of the same command measured at the start (interpreter
+start, netlink, IPAM delegate, firewall batch).  So that every kill lands mid-run however fast or
+loaded the machine is, a sleep failpoint after the last step holds the plugin before it answers: a
+run faster than the measured one is killed there, with its attachment complete and no answer given.
+24 trials by default, 240 with NETKIT_FULL=1; half on each firewall backend.  The moments come from
+a seed that is printed (tests/seeds.py; NETKIT_SEED repeats them).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import time
 
+from tests import seeds
 from tests.faults.common import attach_and_prove, detach_clean, full_conf, gc_conf, leftovers, run_killed
 from tests.faults.conftest import FULL
-from tests.sandbox import Sandbox
+from tests.sandbox import Namespace, Sandbox
 
 TRIALS = 240 if FULL else 24
+BACKENDS = ("nftables", "iptables")
+# After the last step of each command: the plugin waits here, so a kill drawn within the measured run
+# always finds it still running.  A hang guard, never waited out (every kill comes first).
+PAD = {"ADD": "bridge.add.after-dnat=sleep:120000", "DEL": "bridge.del.after-container-veth=sleep:120000"}
+HANG_GUARD = 300  # seconds a killed plugin may take to be reaped: only a hung test gets there
+
+
+def _run_length(box: Sandbox, c: Namespace) -> dict[str, float]:
+    """Seconds an unkilled ADD and DEL of ``c`` take now, exec'd as in the trials (not asserted: the
+    kill moments are drawn from them)."""
+    conf = full_conf(box)
+    lengths = {}
+    for command in ("ADD", "DEL"):
+        start = time.monotonic()
+        rc, out = box.exec_plugin("netkit-bridge", box.env(command, c), conf)
+        lengths[command] = time.monotonic() - start
+        assert rc == 0, (command, out)
+    return lengths
 
 
 def test_plugin_sigkilled_at_random_moments_leaves_nothing_after_del_or_gc(inproc: Sandbox) -> None:
     box = inproc
-    rng = random.Random(int(time.time()))
-    seed_note = f"seed {rng.random()}"  # printed on failure through the assertion messages
-    tally = {"killed": 0, "finished": 0, "del": 0, "gc": 0, "killed-del": 0}
+    trial_seed = seeds.trial("plugin kills")
+    rng = trial_seed.rng
+    lengths = {}
+    for backend in BACKENDS:
+        box.firewall = backend
+        c = box.container()
+        lengths[backend] = _run_length(box, c)
+        assert leftovers(box, [c]) == []
+    print(f"unkilled runs (s): {lengths}")
+    tally = {"killed ADD": 0, "killed DEL": 0, "del": 0, "gc": 0}
     for trial in range(TRIALS):
-        box.firewall = "nftables" if trial % 2 == 0 else "iptables"
+        box.firewall = BACKENDS[trial % 2]
         conf = full_conf(box)
         c = box.container()
-        what = f"trial {trial} ({box.firewall}, {seed_note})"
-        if trial % 6 == 5:
+        command = "DEL" if trial % 6 == 5 else "ADD"
+        if command == "DEL":
             # Kill a DEL instead: the attachment is complete, DEL dies part-way, the next DEL finishes.
             attach_and_prove(box, conf, c)
-            rc = run_killed(box, box.env("DEL", c), conf, rng.uniform(0, 0.3))
-            tally["killed-del"] += 1
-        else:
-            rc = run_killed(box, box.env("ADD", c), conf, rng.uniform(0, 0.3))
-        tally["killed" if rc == -9 else "finished"] += 1
+        delay = rng.uniform(0, lengths[box.firewall][command])
+        what = f"trial {trial} ({box.firewall}, {command} killed at {delay * 1000:.0f} ms, {trial_seed})"
+        env = dict(box.env(command, c), NETKIT_FAILPOINTS=PAD[command])
+        rc = run_killed(box, env, conf, delay, timeout=HANG_GUARD)
+        assert rc == -9, f"{what}: the plugin exited {rc} on its own before the kill"
+        tally[f"killed {command}"] += 1
         if trial % 4 == 3:
             # A runtime that lost track of the container: GC with no valid attachment.
             assert box.call("netkit-bridge", "GC", gc_conf(conf, [])) == (0, None), what
@@ -48,29 +78,38 @@ def test_plugin_sigkilled_at_random_moments_leaves_nothing_after_del_or_gc(inpro
         box.containers.remove(c)
         subprocess.run(["ip", "netns", "del", c.name], check=True)
     print(f"plugin kills: {TRIALS} trials, {tally}")
-    assert tally["killed"] >= TRIALS // 3  # most trials really died mid-way
-    for backend in ("nftables", "iptables"):
+    for backend in BACKENDS:
         box.firewall = backend
         c = box.container()
         attach_and_prove(box, full_conf(box), c)
         detach_clean(box, full_conf(box), c)
 
 
+def _ipam_children(box: Sandbox) -> bool:
+    """Whether an IPAM executable of this test's bin dir is running."""
+    return subprocess.run(["pgrep", "-f", f"{box.bin_dir}/netkit-ipam"], capture_output=True).returncode == 0
+
+
+def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:  # type: ignore[valid-type]
+    """Poll ``condition()`` until it holds; ``guard`` only stops a hung test."""
+    deadline = time.monotonic() + guard
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inproc: Sandbox) -> None:
-    # The bridge is killed while its IPAM child is still starting; the runtime's DEL runs at once
-    # and finds no lease yet; the orphaned child must not reserve one afterwards (nobody would
-    # ever release it).  The sleep failpoint holds the child before the lease store's lock.
+    # The bridge is killed once its IPAM child runs; the runtime's DEL runs at once and finds no
+    # lease yet; the orphaned child must not reserve one afterwards (nobody would ever release it).
+    # The sleep failpoint holds the child before the lease store's lock.
     box = inproc
     conf = full_conf(box)
     c = box.container()
     env = dict(box.env("ADD", c), NETKIT_FAILPOINTS="ipam.add.before-lock=sleep:1500")
-    assert run_killed(box, env, conf, 0.8) == -9
+    rc = run_killed(box, env, conf, lambda: _ipam_children(box), timeout=HANG_GUARD)
+    assert rc == -9  # the bridge waits for its child, which sleeps: it cannot have finished
     assert box.call("netkit-bridge", "DEL", conf, c) == (0, None)
-    time.sleep(1.5)  # the orphan wakes up and carries on
-    deadline = time.monotonic() + 10
-    while subprocess.run(["pgrep", "-f", f"{box.bin_dir}/netkit-ipam"], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "the orphaned IPAM child never finished"
-        time.sleep(0.1)
+    _until(lambda: not _ipam_children(box), "the orphaned IPAM child never finished")
     assert leftovers(box, [c]) == []
     attach_and_prove(box, conf, c)
     detach_clean(box, conf, c)

@@ -1,9 +1,10 @@
 """Soak: ADD/CHECK/DEL cycles with published ports and masquerade, GC mixed in, through one warm agent.
 
-Default: 25 cycles per firewall backend, checking leaks and the agent's descriptor count.
-``NETKIT_FULL=1``: 2,000 cycles per backend, also the agent's memory and the latency of the last 100
-cycles against the first 100 (medians; within 10%, with a second look when a load burst slowed
-the last window).
+Default: 25 cycles per firewall backend, ``NETKIT_FULL=1``: 2,000.  Checked: nothing of any
+attachment left (every 250 cycles and at the end), the agent alive with no more descriptors than
+after warm-up, a fresh attachment working.  Printed, not checked: the agent's memory and the cycle
+times of the first and last 100 cycles (a loaded machine moves both; bench/scale.py part (d)
+measures them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _ms(durations: list[float]) -> str:
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
-def test_soak_cycles_leak_nothing_and_the_agent_neither_grows_nor_slows(
+def test_soak_cycles_leak_nothing_and_the_agent_keeps_its_descriptors(
         inproc: Sandbox, agents: Callable[..., Agent], backend: str) -> None:
     box = inproc
     box.firewall = backend
@@ -86,19 +87,9 @@ def test_soak_cycles_leak_nothing_and_the_agent_neither_grows_nor_slows(
     print(f"\nsoak {backend}: {CYCLES} cycles, agent fds {baseline[0]} -> {end[0]}, RSS {baseline[1]} -> {end[1]} KiB "
           f"(every 250 cycles: {rss}), cycle median first 100 {first * 1000:.1f} ms, last 100 {last * 1000:.1f} ms; "
           + ", ".join(f"{op} {_ms(t[:100])} -> {_ms(t[-100:])} ms" for op, t in per_op.items()))
-    if FULL and last > first * 1.10:
-        # On a shared machine a burst of load slows a window of 100 cycles by 5-15% (measured here:
-        # windows of one 1,000-cycle run ranged 180-200 ms with no trend, a fresh agent and a fresh
-        # container measuring the same).  A real growth slows the next 100 as well: take a second look.
-        again = [cycle(CYCLES + i) for i in range(100)]
-        print(f"soak {backend}: second look at the last 100: median {statistics.median(again) * 1000:.1f} ms")
-        last = min(last, statistics.median(again))
     assert leftovers(box, [c]) == []
     assert agent.alive()
     assert end[0] <= baseline[0] + 2, f"agent descriptors grew {baseline[0]} -> {end[0]}"
-    if FULL:
-        assert end[1] <= baseline[1] + 8 * 1024, f"agent RSS grew {baseline[1]} -> {end[1]} KiB"
-        assert last <= first * 1.10, f"last 100 cycles slower: median {last:.3f}s vs first {first:.3f}s"
     # And the host still works: a fresh attachment reaches its gateway.
     attach_and_prove(box, conf, c)
     assert c.ping(GATEWAY)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -444,23 +443,16 @@ def container_server(host: Namespace, make_ns: Callable[[], Namespace]) -> Itera
         proc.wait()
 
 
-def fetch(ns: Namespace, addr: str, port: int, timeout: float = 5) -> bytes | None:
-    """Connect from inside ``ns`` and read what the server says; None if nothing answers."""
-    with netns.entered(ns.path):
-        try:
-            with socket.create_connection((addr, port), timeout=timeout) as s:
-                return s.recv(200)
-        except OSError:
-            return None
-
-
 def test_host_reaches_published_port_on_its_own_address(host: Namespace, container_server: Namespace) -> None:
     fw, g = IptablesBackend(), dnat([PortMapping(18080, 80)])
-    assert fetch(host, HOST_IP, 18080, timeout=1) is None
+    direct = host.ask("tcp", CONTAINER_IP, 80)  # control: the host reaches the container's server
+    assert direct == f"hello from the container to {HOST_IP}"
+    assert host.unanswered("tcp", HOST_IP, 18080, control=direct)
     call(host, fw.apply, g)
-    assert fetch(host, HOST_IP, 18080) == f"hello from the container to {HOST_IP}".encode()
+    published = host.ask("tcp", HOST_IP, 18080)
+    assert published == f"hello from the container to {HOST_IP}"
     call(host, fw.remove_chains, {g.chain, g.chain + "-S"})
-    assert fetch(host, HOST_IP, 18080, timeout=1) is None
+    assert host.unanswered("tcp", HOST_IP, 18080, control=published)  # control: the same port, before
 
 
 def test_forwarded_client_passes_a_drop_policy(host: Namespace, container_server: Namespace,
@@ -471,7 +463,8 @@ def test_forwarded_client_passes_a_drop_policy(host: Namespace, container_server
     host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
     fw, g = IptablesBackend(), dnat([PortMapping(18080, 80)])
     call(host, fw.apply, g)
-    assert fetch(client, HOST_UPLINK, 18080) == f"hello from the container to {CLIENT_IP}".encode()
+    through = client.ask("tcp", HOST_UPLINK, 18080)
+    assert through == f"hello from the container to {CLIENT_IP}"
     # Without netkit's accepts the DROP policy stops it: the rules really were what let it through.
     host.run("iptables-legacy", "-F", "NETKIT-FORWARD", check=True)
-    assert fetch(client, HOST_UPLINK, 18080, timeout=1) is None
+    assert client.unanswered("tcp", HOST_UPLINK, 18080, control=through)  # control: the same port, before

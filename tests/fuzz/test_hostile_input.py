@@ -19,11 +19,16 @@ from typing import Any
 import pytest
 
 from netkit import errors
+from tests import seeds
 from tests.fuzz import cni
 from tests.sandbox import Namespace, Sandbox, bridge_conf
 
 PRIVATE_MOUNT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "private_mount.py")
 MB = 1024 * 1024
+# How long a plugin facing a FIFO may take before the test gives up on it.  Not a speed bound: no
+# writer ever opens the FIFO while the plugin runs, so a plugin that blocked on it would never
+# answer; any answer at all proves it did not block.
+FIFO_HANG_GUARD = 120
 
 
 def _run(box: Sandbox, plugin: str, env: dict[Any, Any], stdin: bytes, timeout: float = 60) -> tuple[int, Any]:
@@ -159,18 +164,19 @@ def _release_readers(fifo: str) -> None:
         time.sleep(0.1)
 
 
-def _exec_killable(box: Sandbox, plugin: str, env: dict[str, str], stdin: bytes,
-                   timeout: float) -> tuple[int, bytes]:
-    """Exec a plugin in its own process group; on timeout the whole group (delegated IPAM too) dies."""
+def _exec_beside_a_fifo(box: Sandbox, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+    """Exec a plugin in its own process group while nobody writes to the test's FIFO; a plugin that
+    has not answered by ``FIFO_HANG_GUARD`` is blocked on it: the whole group (delegated IPAM too) dies
+    and the test fails saying so."""
     proc = subprocess.Popen(["ip", "netns", "exec", box.host.name, os.path.join(box.bin_dir, plugin)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     try:
-        out, _ = proc.communicate(stdin, timeout=timeout)
+        out, _ = proc.communicate(stdin, timeout=FIFO_HANG_GUARD)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise
+        pytest.fail(f"{plugin} never answered: it blocked opening the FIFO (no writer ever came)")
     return proc.returncode, out
 
 
@@ -223,8 +229,8 @@ def test_netns_that_is_a_fifo_is_refused_without_blocking(box: Sandbox, tmp_path
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
     try:
-        rc, out = _exec_killable(box, "netkit-bridge", box.env("ADD", c, netns=fifo),
-                                 json.dumps(bridge_conf(box)).encode(), timeout=3)
+        rc, out = _exec_beside_a_fifo(box, "netkit-bridge", box.env("ADD", c, netns=fifo),
+                                      json.dumps(bridge_conf(box)).encode())
         assert rc == 1 and json.loads(out)["code"] == errors.INVALID_ENV
     finally:
         _release_readers(fifo)
@@ -333,11 +339,12 @@ def test_full_disk_is_code_5_with_nothing_half_written_then_add_recovers(host: S
 # Corrupt leases ----------------------------------------------------------------------------------
 
 def test_odd_lease_files_neither_crash_add_nor_are_handed_out(box: Sandbox) -> None:
+    garbage = seeds.trial("garbage lease").rng.randbytes(5 * MB)
     c = box.container()
     net = os.path.join(box.data_dir, "testnet")
     os.makedirs(os.path.join(net, "10.20.0.2"))                              # a directory
     Path(net, "10.20.0.3").write_bytes(b"")                                  # empty
-    Path(net, "10.20.0.4").write_bytes(os.urandom(5 * MB))                   # huge garbage
+    Path(net, "10.20.0.4").write_bytes(garbage)                               # huge garbage
     os.symlink("/dev/zero", os.path.join(net, "10.20.0.5"))                 # endless
     Path(net, "10.20.0.6").write_bytes(b'{"containerID": 5, "ifname": []}')  # wrong types
     Path(net, "last_reserved_ip.0").write_bytes(b"\xff\xfe")
@@ -356,8 +363,8 @@ def test_a_fifo_among_the_leases_does_not_block_add(host: Sandbox) -> None:
     fifo = os.path.join(net, "10.20.0.2")
     os.mkfifo(fifo)
     try:
-        rc, raw = _exec_killable(host, "netkit-bridge", host.env("ADD", c), json.dumps(bridge_conf(host)).encode(),
-                                 timeout=3)
+        rc, raw = _exec_beside_a_fifo(host, "netkit-bridge", host.env("ADD", c),
+                                      json.dumps(bridge_conf(host)).encode())
         assert rc == 0 and json.loads(raw)["ips"][0]["address"] == "10.20.0.3/24"
         assert host.call("netkit-bridge", "DEL", bridge_conf(host), c) == (0, None)
     finally:

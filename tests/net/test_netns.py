@@ -24,7 +24,7 @@ def test_entered_switches_this_thread_only_and_restores(box: Sandbox) -> None:
     go = threading.Event()
 
     def other_thread() -> None:  # started before entering: stays in the original namespace
-        go.wait(10)
+        go.wait(60)  # a hang guard: set as soon as the main thread has entered
         seen_elsewhere.append(_links())
 
     t = threading.Thread(target=other_thread)

@@ -84,9 +84,12 @@ def test_host_ip_binds_the_mapping_to_one_address(fw_box: Sandbox, servers: list
     a = fw_box.container()
     _attach(fw_box, a, WEB)
     servers.append(a.serve("A", 80))
-    assert x.ask("tcp", HOST2, 8081) == f"A {MACHINE}"
-    assert x.ask("tcp", HOST, 8081) is None
-    assert x.ask("udp", HOST2, 8081) is None  # only tcp was mapped on 8081
+    tcp = x.ask("tcp", HOST2, 8081)
+    assert tcp == f"A {MACHINE}"
+    assert x.unanswered("tcp", HOST, 8081, control=tcp)  # control: the same port on the other address
+    udp = x.ask("udp", HOST2, 8080)
+    assert udp == f"A {MACHINE}"
+    assert x.unanswered("udp", HOST2, 8081, control=udp)  # only tcp was mapped on 8081; control: udp 8080
 
 
 def test_mappings_of_two_containers_and_the_rules_go_with_del(fw_box: Sandbox, servers: list) -> None:
@@ -95,10 +98,11 @@ def test_mappings_of_two_containers_and_the_rules_go_with_del(fw_box: Sandbox, s
     ma, mb = [{"hostPort": 8080, "containerPort": 80}], [{"hostPort": 9090, "containerPort": 80}]
     res_a, res_b = _attach(fw_box, a, ma), _attach(fw_box, b, mb)
     servers += [a.serve("A", 80), b.serve("B", 80)]
-    assert x.ask("tcp", HOST, 8080).startswith("A ") and x.ask("tcp", HOST, 9090).startswith("B ")
+    before = x.ask("tcp", HOST, 8080)
+    assert (before or "").startswith("A ") and (x.ask("tcp", HOST, 9090) or "").startswith("B ")
     _detach(fw_box, a, ma, res_a)
-    assert x.ask("tcp", HOST, 8080) is None
-    assert x.ask("tcp", HOST, 9090).startswith("B ")
+    assert x.unanswered("tcp", HOST, 8080, control=before)  # control: the same port answered before the DEL
+    assert (x.ask("tcp", HOST, 9090) or "").startswith("B ")
     _detach(fw_box, b, mb, res_b)
     assert fw_box.group_chains() == []
 
@@ -114,7 +118,7 @@ def test_port_already_published_is_refused_and_nothing_remains(fw_box: Sandbox, 
         assert rc == 1 and out["code"] == 107 and "already allocated" in out["msg"]
     assert fw_box.group_chains() == before
     servers.append(a.serve("A", 80))
-    assert x.ask("tcp", HOST, 8080).startswith("A ")
+    assert (x.ask("tcp", HOST, 8080) or "").startswith("A ")
     # Another protocol or port is no conflict.
     rc, out = fw_box.call("netkit-portmap", "ADD", _portmap_conf(
         fw_box, [{"hostPort": 8080, "containerPort": 80, "protocol": "udp"}], prev_b), b)
@@ -126,9 +130,11 @@ def test_udp_flows_follow_mapping_changes(fw_box: Sandbox, servers: list) -> Non
     # entries must not keep sending it where it went before.
     x = fw_box.machine([HOST, HOST2], MACHINE)
     a, b = fw_box.container(), fw_box.container()
-    servers += [a.serve("A", 80), b.serve("B", 80)]
+    servers += [a.serve("A", 80), b.serve("B", 80), fw_box.host.serve("H", 9998)]
     m = [{"hostPort": 9999, "containerPort": 80, "protocol": "udp"}]
-    assert x.ask("udp", HOST, 9999, sport=40000) is None  # nothing published yet: a plain entry
+    host = x.ask("udp", HOST, 9998)  # control: X's datagrams reach the host
+    assert host == f"H {MACHINE}"
+    assert x.unanswered("udp", HOST, 9999, sport=40000, control=host)  # nothing published yet: a plain entry
     res_a = _attach(fw_box, a, m)
     assert x.ask("udp", HOST, 9999, sport=40000) == f"A {MACHINE}"
     _detach(fw_box, a, m, res_a)
@@ -254,8 +260,9 @@ def test_bridge_publishes_ports_itself_with_the_capability(fw_box: Sandbox, serv
     servers.append(a.serve("A", 80))
     assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
     assert fw_box.call("netkit-bridge", "CHECK", dict(conf, prevResult=res), a) == (0, None)
+    before = x.ask("tcp", HOST, 8080)
     assert fw_box.call("netkit-bridge", "DEL", conf, a) == (0, None)
-    assert x.ask("tcp", HOST, 8080) is None and fw_box.group_chains() == []
+    assert x.unanswered("tcp", HOST, 8080, control=before) and fw_box.group_chains() == []
 
 
 def test_failed_bridge_add_after_firewall_rolls_back_rules(fw_box: Sandbox) -> None:
@@ -289,9 +296,10 @@ def test_netkit_bridge_with_reference_portmap(box: Sandbox, servers: list, refer
     m = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]  # the reference needs the protocol
     res = _attach(box, a, m, portmap="portmap")
     servers.append(a.serve("A", 80))
-    assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
+    before = x.ask("tcp", HOST, 8080)
+    assert before == f"A {MACHINE}"
     _detach(box, a, m, res, portmap="portmap")
-    assert x.ask("tcp", HOST, 8080) is None
+    assert x.unanswered("tcp", HOST, 8080, control=before)  # control: the same port answered before the DEL
 
 
 def test_del_succeeds_whatever_port_mappings_it_is_given(box: Sandbox) -> None:
@@ -349,12 +357,17 @@ def test_networks_are_isolated_but_published_ports_reach_across(fw_box: Sandbox,
     fw_box.machine([HOST, HOST2], MACHINE)
     a, b, res_a, res_b = _two_networks(fw_box)
     servers += [a.serve("A", 80), b.serve("B", 80)]
-    assert a.ask("tcp", _ip(res_b), 80) is None and b.ask("tcp", _ip(res_a), 80) is None
-    assert not a.ping(_ip(res_b))
-    assert a.ping("10.20.0.1") and b.ping("10.21.0.1")
+    # Controls: each container reaches the host, and the host reaches both servers: only the
+    # forwarding between the two bridges is left to block.
+    from_a, from_b = a.ping("10.20.0.1"), b.ping("10.21.0.1")
+    assert from_a and from_b
+    assert (fw_box.host.ask("tcp", _ip(res_a), 80) or "").startswith("A ")
+    assert (fw_box.host.ask("tcp", _ip(res_b), 80) or "").startswith("B ")
+    assert a.unanswered("tcp", _ip(res_b), 80, control=from_a) and b.unanswered("tcp", _ip(res_a), 80, control=from_b)
+    assert a.unreachable(_ip(res_b), control=from_a)
     conf_b = _portmap_conf(fw_box, [{"hostPort": 8080, "containerPort": 80}], res_b, name="othernet")
     assert fw_box.call("netkit-portmap", "ADD", conf_b, b)[0] == 0
-    assert a.ask("tcp", HOST, 8080) is not None and a.ask("tcp", HOST, 8080).startswith("B ")
+    assert (a.ask("tcp", HOST, 8080) or "").startswith("B ")
 
 
 def test_isolate_false_lets_networks_talk(fw_box: Sandbox, servers: list) -> None:
@@ -376,11 +389,14 @@ def test_icc_false_separates_containers_of_one_bridge(box: Sandbox, servers: lis
     res_a = box.call("netkit-bridge", "ADD", conf, a)[1]
     res_b = box.call("netkit-bridge", "ADD", conf, b)[1]
     servers.append(b.serve("B", 80))
-    assert a.ask("tcp", _ip(res_b), 80) is None
-    assert a.ping("10.20.0.1") and b.ping("10.20.0.1")
+    # Controls: A reaches its gateway over the bridge, and the host reaches B's server.
+    gateway = a.ping("10.20.0.1")
+    assert gateway and b.ping("10.20.0.1")
+    assert (box.host.ask("tcp", _ip(res_b), 80) or "").startswith("B ")
+    assert a.unanswered("tcp", _ip(res_b), 80, control=gateway)
     assert box.call("netkit-portmap", "ADD", _portmap_conf(box, [{"hostPort": 8080, "containerPort": 80}], res_b),
                     b)[0] == 0
-    assert a.ask("tcp", HOST, 8080).startswith("B ")
+    assert (a.ask("tcp", HOST, 8080) or "").startswith("B ")
     assert box.call("netkit-bridge", "ADD", bridge_conf(box, icc=True, hairpinMode=True), box.container())[0] == 0
     assert a.ask("tcp", _ip(res_b), 80) == f"B {_ip(res_a)}"  # switching icc back on takes effect
 

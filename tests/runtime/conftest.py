@@ -20,7 +20,7 @@ import pytest
 
 from netkit.runtime import state
 from netkit.runtime.root import Root
-from tests.sandbox import Sandbox
+from tests.sandbox import Namespace, Sandbox
 
 # The console script users type, as installed in this venv by ./setup.sh.
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "netkit")
@@ -57,7 +57,13 @@ class Runtime:
     def ip(self, name: str) -> str:
         return self.inspect(name)["NetworkSettings"]["Addresses"][0].split("/")[0]
 
-    def wait_answer(self, check: "callable", timeout: float = 10) -> bool:  # type: ignore[valid-type]
+    def netns(self, name: str) -> Namespace:
+        """The network namespace of container ``name`` (bound under the runtime's root), for traffic checks."""
+        return Namespace(name, bound_at=self.inspect(name)["NetworkSettings"]["SandboxKey"])
+
+    def wait_answer(self, check: "callable", timeout: float = 60) -> bool:  # type: ignore[valid-type]
+        """Poll ``check()`` until it holds; ``timeout`` only stops a hung test (a server that never
+        comes up), it is no bound on how fast one does: the poll ends at the first success."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():

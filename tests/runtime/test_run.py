@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests import reach
 from tests.runtime.conftest import Runtime
 from tests.sandbox import TRAFFIC
 
@@ -24,8 +25,19 @@ def _serve(rt: Runtime, name: str, *ports: int, extra: tuple[str, ...] = ()) -> 
 
 
 def _http(ns: object, url: str) -> str | None:
-    proc = ns.run(sys.executable, "-c", f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=3).status)")  # type: ignore[attr-defined]
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    """The HTTP status of ``url`` fetched inside ``ns``, trying a few times (tests/reach.py); None if none answered."""
+    def once() -> str | None:
+        proc = ns.run(sys.executable, "-c", f"import urllib.request;print(urllib.request.urlopen({url!r}, timeout=3).status)")  # type: ignore[attr-defined]
+        return proc.stdout.strip() if proc.returncode == 0 else None
+    return reach.first_answer(once)
+
+
+def _exec_answer(rt: Runtime, name: str, *argv: str) -> str | None:
+    """The output of ``netkit exec NAME -- ARGV`` that probes the network, trying a few times; None if every try failed."""
+    def once() -> str | None:
+        proc = rt("exec", name, "--", *argv, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+    return reach.first_answer(once)
 
 
 def test_published_http_answers_from_host_localhost_other_container_and_machine(rt: Runtime) -> None:
@@ -35,9 +47,9 @@ def test_published_http_answers_from_host_localhost_other_container_and_machine(
     assert _http(rt.box.host, f"http://{HOST}:8080/") == "200"
     assert _http(x, f"http://{HOST}:8080/") == "200"
     rt("run", "-d", "--name", "client", "--", "sleep", "300")
-    got = rt("exec", "client", "--", sys.executable, "-c",
-             f"import urllib.request;print(urllib.request.urlopen('http://{HOST}:8080/', timeout=3).status)")
-    assert got.stdout.strip() == "200"
+    got = _exec_answer(rt, "client", sys.executable, "-c",
+                       f"import urllib.request;print(urllib.request.urlopen('http://{HOST}:8080/', timeout=3).status)")
+    assert got == "200"
     assert "80/tcp -> 0.0.0.0:8080" in rt("port", "web").stdout
 
 
@@ -48,12 +60,13 @@ def test_publish_forms_localhost_udp_random_and_ranges(rt: Runtime) -> None:
     _serve(rt, "rnd", 80, extra=("-p", "80"))
     _serve(rt, "rng", 80, 81, 82, extra=("-p", "8000-8002:80-82"))
     assert rt.wait_answer(lambda: rt.box.host.ask("tcp", "127.0.0.1", 8081) is not None)
-    assert x.ask("tcp", HOST, 8081) is None  # bound to 127.0.0.1 only
-    assert x.ask("udp", HOST, 8082).startswith("udp ")
+    assert (x.ask("udp", HOST, 8082) or "").startswith("udp ")
     port = int(rt("port", "rnd").stdout.strip().rsplit(":", 1)[1])
-    assert port > 1024 and x.ask("tcp", HOST, port).startswith("rnd ")
+    assert port > 1024 and (x.ask("tcp", HOST, port) or "").startswith("rnd ")
     for p in (8000, 8001, 8002):
-        assert x.ask("tcp", HOST, p).startswith("rng ")
+        assert (x.ask("tcp", HOST, p) or "").startswith("rng ")
+    # Bound to 127.0.0.1 only; control: X reaches the ports published on all addresses.
+    assert x.unanswered("tcp", HOST, 8081, control=x.ask("tcp", HOST, 8000))
 
 
 @pytest.mark.parametrize("mode", ["host", "none"])
@@ -103,23 +116,41 @@ def test_cmd_is_pid_1_with_own_proc_sys_and_hostname(rt: Runtime) -> None:
     assert rt("run", "--rm", "--", "sh", "-c", "echo $$").stdout.strip() == "1"
 
 
-def test_stop_waits_ten_seconds_for_a_process_ignoring_sigterm(rt: Runtime) -> None:
-    rt("run", "-d", "--name", "stubborn", "--", "sleep", "300")  # PID 1 without a handler: SIGTERM ignored
-    t = time.monotonic()
-    rt("stop", "stubborn", timeout=30)
-    took = time.monotonic() - t
-    assert 9.5 <= took <= 15
-    assert "Exited (137)" in rt("ps", "-a").stdout
+GRACE = 10  # `netkit stop`'s default, Docker's
 
 
-def test_stop_of_a_process_handling_sigterm_is_quick(rt: Runtime) -> None:
-    rt("run", "-d", "--name", "polite", "--", sys.executable, "-c",
-       "import signal,sys,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(300)")
-    time.sleep(0.5)
-    t = time.monotonic()
-    rt("stop", "polite")
-    assert time.monotonic() - t < 5
-    assert "Exited (0)" in rt("ps", "-a").stdout
+def test_stop_kills_a_process_ignoring_sigterm_with_sigkill_after_the_grace_period(rt: Runtime) -> None:
+    # PID 1 notes each SIGTERM in its log and carries on: it ignores SIGTERM, with evidence of receiving it.
+    rt("run", "-d", "--name", "stubborn", "--", sys.executable, "-u", "-c",
+       "import signal,time\n"
+       "signal.signal(signal.SIGTERM, lambda s, f: print('got SIGTERM', flush=True))\n"
+       "print('ready', flush=True)\n"
+       "while True:\n    time.sleep(0.2)\n    print('alive', flush=True)")
+    assert rt.wait_answer(lambda: "ready" in rt("logs", "stubborn").stdout)
+    asked = time.monotonic()
+    rt("stop", "stubborn", timeout=120)  # a hang guard only: the grace period is 10 s
+    # A lower bound on elapsed time holds however loaded the machine is (load only adds time): SIGKILL
+    # came no earlier than the grace period after the SIGTERM, which came after `asked`.
+    assert time.monotonic() - asked >= GRACE
+    log = rt("logs", "stubborn").stdout.splitlines()
+    assert log.count("got SIGTERM") == 1, log          # SIGTERM first, once ...
+    assert "alive" in log[log.index("got SIGTERM"):]   # ... it did not end the process ...
+    assert "Exited (137)" in rt("ps", "-a").stdout     # ... SIGKILL did (128 + 9)
+
+
+def test_stop_of_a_process_handling_sigterm_does_not_wait_for_the_grace_period(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "polite", "--", sys.executable, "-u", "-c",
+       "import signal,sys,time\n"
+       "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+       "print('ready', flush=True)\ntime.sleep(3600)")
+    assert rt.wait_answer(lambda: "ready" in rt("logs", "polite").stdout)  # its handler is in place
+    # A grace period of an hour: a stop that waited for it instead of for the process would hit the
+    # hang guard; one that returns at all ended with the process.
+    try:
+        rt("stop", "-t", "3600", "polite", timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`netkit stop -t 3600` was still waiting after PID 1 exited on SIGTERM")
+    assert "Exited (0)" in rt("ps", "-a").stdout       # its own handler ended it, not SIGKILL (137)
 
 
 def test_sigterm_to_foreground_run_reaches_the_command(rt: Runtime) -> None:
@@ -129,7 +160,7 @@ def test_sigterm_to_foreground_run_reaches_the_command(rt: Runtime) -> None:
                     "print('ready', flush=True)\ntime.sleep(300)")
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=120)  # a hang guard
     assert proc.returncode == 3 and "got 15" in out
 
 
@@ -178,8 +209,11 @@ def test_user_network_fixed_ip_isolation_and_rm(rt: Runtime) -> None:
     rt("run", "-d", "--name", "n1", "--net", "net1", "--ip", "10.55.0.50", "--", sys.executable, TRAFFIC, "serve", "n1", "80")
     assert rt.ip("n1") == "10.55.0.50"
     rt("run", "-d", "--name", "d1", "--", "sleep", "300")
-    probe = rt("exec", "d1", "--", sys.executable, TRAFFIC, "tcp", "10.55.0.50", "80", check=False)
-    assert probe.returncode == 1  # the default network cannot reach net1's containers
+    # The default network cannot reach net1's containers.  Controls: the host reaches n1's server, and
+    # d1 reaches the host's address on net1's bridge (routed by the host, not forwarded).
+    assert rt.wait_answer(lambda: (rt.box.host.ask("tcp", "10.55.0.50", 80) or "").startswith("n1 "))
+    d1 = rt.netns("d1")
+    assert d1.unanswered("tcp", "10.55.0.50", 80, control=d1.ping("10.55.0.1"))
     assert rt("network", "rm", "net1", check=False).returncode == 1
     rt("rm", "-f", "n1")
     rt("network", "rm", "net1")
@@ -213,8 +247,7 @@ def test_two_runtimes_sharing_one_ipam_store_never_hand_out_an_address_twice(rt:
         # One runtime's prune must not collect the other's attachments (its GC list would be partial).
         rt("system", "prune")
         assert leases() == sorted(addrs)
-        got = rt("exec", "c0", "--", "ping", "-c", "1", "-W", "2", other.ip("c0"))
-        assert got.returncode == 0
+        assert _exec_answer(rt, "c0", "ping", "-c", "1", "-W", "2", other.ip("c0")) is not None
         for r in (rt, other):
             r("rm", "-f", *[f"c{i}" for i in range(4)])
         assert leases() == []

@@ -22,6 +22,7 @@ from tests.sandbox import Namespace, Sandbox, bridge_conf
 
 HOST, MACHINE, GATEWAY = "10.30.0.1", "10.30.0.2", "10.20.0.1"
 LOCAL_ONLY = 9999  # a host service bound to 127.0.0.1 only
+OPEN = 9000  # a host service on all addresses: the control of the host's own address
 
 
 
@@ -35,7 +36,8 @@ def _drop_localnet_guard(box: Sandbox) -> None:
 
 @pytest.fixture
 def published(fw_inproc: Sandbox) -> Iterator[tuple[Sandbox, Namespace, Namespace]]:
-    """(box, machine X, container A): A serves on 80, published on 127.0.0.1:8081; the host serves 127.0.0.1:9999."""
+    """(box, machine X, container A): A serves on 80, published on 127.0.0.1:8081; the host serves 127.0.0.1:9999
+    and, on all its addresses, port ``OPEN``."""
     box = fw_inproc
     x = box.machine([HOST], MACHINE)
     a = box.container()
@@ -43,13 +45,13 @@ def published(fw_inproc: Sandbox) -> Iterator[tuple[Sandbox, Namespace, Namespac
                        runtimeConfig={"portMappings": [{"hostPort": 8081, "containerPort": 80, "hostIP": "127.0.0.1"}]})
     rc, out = box.call("netkit-bridge", "ADD", conf, a)
     assert rc == 0, out
-    procs = [a.serve("A", 80), subprocess.Popen(
+    procs = [a.serve("A", 80), box.host.serve("H", OPEN), subprocess.Popen(
         ["ip", "netns", "exec", box.host.name, sys.executable, "-c",
          "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
          f"s.bind(('127.0.0.1', {LOCAL_ONLY}))\ns.listen(8)\nprint('ready', flush=True)\n"
          "while True:\n    c, peer = s.accept()\n    c.sendall(f'LOCAL {peer[0]}'.encode())\n    c.close()\n"],
         stdout=subprocess.PIPE, text=True)]
-    assert procs[1].stdout is not None and procs[1].stdout.readline().strip() == "ready"
+    assert procs[2].stdout is not None and procs[2].stdout.readline().strip() == "ready"
     try:
         # Controls: the mapping and the local service answer where they should.
         assert (box.host.ask("tcp", "127.0.0.1", 8081) or "").startswith("A ")
@@ -71,38 +73,52 @@ def _route_loopback_via(ns: Namespace, gateway: str) -> None:
 
 def test_port_on_localhost_is_not_published_on_the_hosts_addresses(published: tuple) -> None:
     box, x, _ = published
-    assert x.ask("tcp", HOST, 8081) is None
-    assert box.host.ask("tcp", HOST, 8081) is None
+    # Controls: both clients reach a service on the host's address.
+    assert x.unanswered("tcp", HOST, 8081, control=x.ask("tcp", HOST, OPEN))
+    assert box.host.unanswered("tcp", HOST, 8081, control=box.host.ask("tcp", HOST, OPEN))
 
 
 def test_port_on_localhost_is_unreachable_from_another_machine_routing_127_0_0_1_to_the_host(
         published: tuple) -> None:
     box, x, _ = published
     _route_loopback_via(x, HOST)
-    try:
-        assert x.ask("tcp", "127.0.0.1", 8081) is None
-    finally:
+
+    def without_the_guard() -> str | None:
         # Control: without netkit's guard X's crafted packets get to the published port, so the
         # path above was really tried.
         _drop_localnet_guard(box)
-        assert (x.ask("tcp", "127.0.0.1", 8081) or "").startswith("A ")
+        got = x.ask("tcp", "127.0.0.1", 8081)
+        assert (got or "").startswith("A "), got
+        return got
+
+    assert x.unanswered("tcp", "127.0.0.1", 8081, control=without_the_guard)
 
 
 def test_container_cannot_reach_the_hosts_loopback_only_services(published: tuple) -> None:
     box, _, a = published
     _route_loopback_via(a, GATEWAY)
-    assert a.ask("tcp", "127.0.0.1", LOCAL_ONLY) is None
-    _drop_localnet_guard(box)  # control: the bridge's route_localnet alone would let it in
-    assert (a.ask("tcp", "127.0.0.1", LOCAL_ONLY) or "").startswith("LOCAL ")
+
+    def without_the_guard() -> str | None:
+        _drop_localnet_guard(box)  # control: the bridge's route_localnet alone would let it in
+        got = a.ask("tcp", "127.0.0.1", LOCAL_ONLY)
+        assert (got or "").startswith("LOCAL "), got
+        return got
+
+    assert a.unanswered("tcp", "127.0.0.1", LOCAL_ONLY, control=without_the_guard)
 
 
 def test_another_machine_cannot_reach_the_hosts_loopback_services(published: tuple) -> None:
     # The uplink keeps the kernel's default (route_localnet=0): only the bridge got it.
     box, x, _ = published
     _route_loopback_via(x, HOST)
-    assert x.ask("tcp", "127.0.0.1", LOCAL_ONLY) is None
+
+    def with_route_localnet_and_without_the_guard() -> str | None:
+        box.host.run("sysctl", "-qw", "net.ipv4.conf.uplink0.route_localnet=1", check=True)
+        _drop_localnet_guard(box)
+        got = x.ask("tcp", "127.0.0.1", LOCAL_ONLY)  # control: the path is real
+        assert (got or "").startswith("LOCAL "), got
+        return got
+
     assert box.host.run("sysctl", "-n", "net.ipv4.conf.uplink0.route_localnet").stdout.strip() == "0"
     assert box.host.run("sysctl", "-n", "net.ipv4.conf.all.route_localnet").stdout.strip() == "0"
-    box.host.run("sysctl", "-qw", "net.ipv4.conf.uplink0.route_localnet=1", check=True)
-    _drop_localnet_guard(box)
-    assert (x.ask("tcp", "127.0.0.1", LOCAL_ONLY) or "").startswith("LOCAL ")  # control: the path is real
+    assert x.unanswered("tcp", "127.0.0.1", LOCAL_ONLY, control=with_route_localnet_and_without_the_guard)
