@@ -113,7 +113,7 @@ class Namespace:
         return reach.unanswered(lambda: self._ask_once(proto, addr, port, sport), control,
                                 f"{proto} {addr}:{port} from {self.name}", self.path)
 
-    def ask_each(self, addr: str, ports: list[int], tries: int = 3) -> dict[int, str | None]:
+    def ask_each(self, addr: str, ports: list[int], tries: int = reach.TRIES) -> dict[int, str | None]:
         """A TCP connection to each of ``ports`` on ``addr`` from one client process (up to ``tries``
         each): port -> the answer, or None when every try went unanswered."""
         proc = self.run(sys.executable, TRAFFIC, "tcp-each", str(tries), addr, *map(str, ports),
