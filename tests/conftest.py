@@ -79,6 +79,16 @@ def fw_box(request: pytest.FixtureRequest, box: sb.Sandbox) -> sb.Sandbox:
     return box
 
 
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Test servers a test starts (Namespace.serve, sandbox.serve_in); killed when it ends."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 @pytest.fixture(scope="session")
 def reference_plugins() -> str:
     """Debian's containernetworking-plugins; the setup script installs them, so a missing one is a

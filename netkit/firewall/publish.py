@@ -7,7 +7,6 @@ so a one-plugin conflist does everything in one exec; netkit-portmap does the sa
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from netkit import errors
 from netkit.cni.request import Request, flag

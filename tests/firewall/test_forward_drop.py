@@ -11,8 +11,7 @@ iptables-nft) is beyond both: ADD fails on either.  Real rules in the sandbox ho
 
 from __future__ import annotations
 
-import subprocess
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -86,15 +85,6 @@ def _attach(box: Sandbox, c: Namespace, mappings: list[dict[str, Any]]) -> dict:
 def _portmap_conf(mappings: list[dict[str, Any]], prev: dict) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "testnet", "type": "netkit-portmap",
             "capabilities": {"portMappings": True}, "runtimeConfig": {"portMappings": mappings}, "prevResult": prev}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 @pytest.mark.parametrize("ruleset", sorted(RULESETS))

@@ -12,7 +12,6 @@ import os
 import subprocess
 from typing import Any
 
-import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 

@@ -286,7 +286,7 @@ def test_podman_conflist_works_with_types_replaced(box: Sandbox) -> None:
 def test_netkit_bridge_with_reference_host_local(box: Sandbox, reference_plugins: str) -> None:
     conf = bridge_conf(box, ipam_type="host-local")
     a, b = box.container(), box.container()
-    out_a, out_b = _add(box, conf, a), _add(box, conf, b)
+    _out_a, out_b = _add(box, conf, a), _add(box, conf, b)
     assert a.ping(_addr(out_b))
     assert len(box.leases("testnet")) == 2
     assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)

@@ -7,9 +7,8 @@ X (10.30.0.2); the host's addresses on the uplink are 10.30.0.1 and 10.30.0.11.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -46,15 +45,6 @@ def _detach(box: Sandbox, c: Namespace, mappings: list[dict[str, Any]], prev: di
 
 def _ip(result: dict) -> str:
     return str(ipaddress.ip_interface(result["ips"][0]["address"]).ip)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 WEB = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},

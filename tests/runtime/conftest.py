@@ -32,6 +32,15 @@ class Runtime:
     def __init__(self, box: Sandbox, root: str) -> None:
         self.box, self.root = box, root
 
+    def assert_nothing_left(self) -> None:
+        """No namespace bind mount, veth, lease, rule chain or container record is left."""
+        assert os.listdir(os.path.join(self.root, "netns")) == []
+        assert [n for n in self.box.host.links() if n.startswith("nk") and n != "netkit0"] == []
+        leases = os.path.join(self.root, "ipam", "bridge")
+        assert [f for f in os.listdir(leases) if f[0].isdigit()] == []
+        assert self.box.group_chains() == []
+        assert self("ps", "-a").stdout.count("\n") == 1
+
     def argv(self, *args: str) -> list[str]:
         return ["nsenter", f"--net={self.box.host.path}", sys.executable, "-m", "netkit", "--root", self.root, *args]
 

@@ -168,12 +168,7 @@ def test_rm_and_auto_remove_leave_no_namespace_veth_lease_or_rule(rt: Runtime) -
     rt("run", "-d", "--name", "gone", "-p", "8080:80", "--", "sleep", "300")
     rt("run", "--rm", "-p", "8081:80", "--", "true")
     rt("rm", "-f", "gone")
-    assert os.listdir(os.path.join(rt.root, "netns")) == []
-    assert [n for n in rt.box.host.links() if n.startswith("nk") and n != "netkit0"] == []
-    leases = os.path.join(rt.root, "ipam", "bridge")
-    assert [f for f in os.listdir(leases) if f[0].isdigit()] == []
-    assert rt.box.group_chains() == []
-    assert rt("ps", "-a").stdout.count("\n") == 1
+    rt.assert_nothing_left()
 
 
 def test_a_dead_process_shows_as_exited_and_rm_still_releases(rt: Runtime) -> None:

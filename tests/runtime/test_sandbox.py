@@ -27,15 +27,6 @@ def _bind_mount_gone(rt: Runtime, name: str) -> bool:
     return not netns.exists(os.path.join(rt.root, "netns", rt.inspect(name)["Id"]))
 
 
-def _nothing_left(rt: Runtime) -> None:
-    assert os.listdir(os.path.join(rt.root, "netns")) == []
-    assert [n for n in rt.box.host.links() if n.startswith("nk") and n != "netkit0"] == []
-    leases = os.path.join(rt.root, "ipam", "bridge")
-    assert [f for f in os.listdir(leases) if f[0].isdigit()] == []
-    assert rt.box.group_chains() == []
-    assert rt("ps", "-a").stdout.count("\n") == 1
-
-
 def test_under_ip_netns_exec_a_container_joins_the_network_a_previous_command_made(rt_ip_netns_exec: Runtime) -> None:
     rt = rt_ip_netns_exec
     x = rt.box.machine([HOST], MACHINE)
@@ -59,7 +50,7 @@ def test_under_ip_netns_exec_a_container_joins_the_network_a_previous_command_ma
     assert web_ip in rt("exec", "sidecar", "--", "ip", "-br", "addr").stdout
     rt("rm", "-f", "sidecar", "web")
     assert x.ask("tcp", HOST, 8080) is None
-    _nothing_left(rt)
+    rt.assert_nothing_left()
 
 
 def test_under_ip_netns_exec_stop_then_rm_release_the_lease_veth_and_rules(rt_ip_netns_exec: Runtime) -> None:
@@ -71,4 +62,4 @@ def test_under_ip_netns_exec_stop_then_rm_release_the_lease_veth_and_rules(rt_ip
     assert rt.wait_answer(lambda: rt("ps", "-a").stdout.count("Exited (137)") == 2)
     assert rt.inspect("web")["NetworkSettings"]["SandboxKey"] == ""  # its namespace ended with it
     rt("rm", "sidecar", "web")
-    _nothing_left(rt)
+    rt.assert_nothing_left()
