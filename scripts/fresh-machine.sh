@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves the README's commands on a fresh Debian 12: builds a minimal bookworm root with debootstrap
 # from Debian's archive, copies the committed tree of this checkout into it (`git archive HEAD`, what a
-# clean clone holds: no .venv, no uncommitted change), and runs, chrooted into it on this kernel:
+# clean clone holds: no .venv, no uncommitted change), and runs, with that root as / on this kernel:
 #   1. ./setup.sh deps   with the machine's network (it fetches from Debian's archive and PyPI only)
 #   2. ./setup.sh test   (ARGS go to pytest) in a new network namespace with only lo, up
 #      --demo: ./setup.sh demo && ./setup.sh test, both in that one fresh network namespace
@@ -9,7 +9,8 @@
 # every mount, process and namespace it makes ends with it; the script compares the machine's mounts,
 # network namespaces, links, cgroups, ip_forward and nft ruleset before and after.
 #
-#   scripts/fresh-machine.sh [--demo] [--cache] [--keep] [--root DIR] [-- PYTEST_ARGS...]
+#   scripts/fresh-machine.sh [--demo] [--cache] [--keep] [--root DIR] [--clone-dir DIR] [-- PYTEST_ARGS...]
+#     --clone-dir where in the root the checkout goes (default /root/netkit, root's home)
 #     --cache     keep the debootstrap result in /var/cache/netkit-fresh and start from it next time
 #     --keep      leave the root (and the log) in place; --root DIR reuses such a root: step 1 then
 #                 finds the packages installed (not a fresh machine any more: for debugging only)
@@ -19,7 +20,7 @@ set -euo pipefail
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 CACHE_DIR=/var/cache/netkit-fresh
-GUEST_DIR=/root/netkit                       # where a user would have cloned it
+CLONE_DIR=/root/netkit                       # where a new user, root, clones it: root's home (mode 700)
 GUEST_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SELF=$(readlink -f "$0")
 REPO=$(cd "$(dirname "$SELF")/.." && pwd)
@@ -34,14 +35,14 @@ usage() {
 
 # ---- inside the namespaces (the script runs itself here as PID 1 of a new PID namespace) ----------
 
-mount_root() {
+enter_root() {
+  # Makes the root this mount namespace's /, as / is a machine's: mounts first, then pivot_root
+  # (not chroot: setns() into a mount namespace puts a process at that namespace's root, so under a
+  # chroot `netkit exec` and nsenter would land outside the root).  unshare gave the namespace
+  # private propagation: nothing here reaches the machine's mount table, and all of it goes when the
+  # namespace's last process exits.
   local root=$1
-  # unshare gave this mount namespace private propagation: nothing below reaches the machine's
-  # mount table, and all of it goes when the namespace's last process exits.
-  # The root becomes a mount point with shared propagation, as / is on a systemd machine: `ip netns`
-  # and podman bind-mount namespaces under /run and rely on it.
   mount --bind "$root" "$root"
-  mount --make-rshared "$root"
   mount -t proc -o nosuid,nodev,noexec proc "$root/proc"          # this PID namespace's processes
   mount -t sysfs -o nosuid,nodev,noexec sysfs "$root/sys"         # this network namespace's devices
   mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"              # the kernel's hierarchy (podman, runc)
@@ -51,26 +52,32 @@ mount_root() {
   mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs "$root/dev/shm"   # podman's locks: not the machine's
   mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs "$root/run"
   mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs "$root/tmp"
+  cd "$root"
+  pivot_root . .          # pivot_root(2)'s own recipe: the old root lands on top of "." ...
+  umount -l .             # ... and goes; from here on every command is the root's own
+  cd /
+  # Shared propagation, as systemd makes /: `ip netns` and podman bind-mount namespaces under /run.
+  mount --make-rshared /
 }
 
 guest() {
   # A login's environment, nothing of the caller's (no pip or proxy settings of this machine).
-  local root=$1; shift
-  chroot "$root" /usr/bin/env -i PATH="$GUEST_PATH" HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-    "$GUEST_DIR/setup.sh" "$@"
+  env -i PATH="$GUEST_PATH" HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" "$CLONE_DIR/setup.sh" "$@" 3>&-
 }
 
 inside() {
-  local root=$1 status=$2 step=$3 rc=0; shift 3
+  local root=$1 status=$2 step=$4 rc=0
+  CLONE_DIR=$3; shift 4
   trap 'exit 130' INT TERM              # PID 1 ignores signals it has no handler for
-  mount_root "$root"
+  exec 3>>"$status"                     # the machine's file, still reachable after pivot_root
   if [[ $step != deps ]]; then ip link set lo up; fi
+  enter_root "$root"
   case $step in
-    deps) guest "$root" deps || rc=$?; echo "deps $rc" >> "$status" ;;
-    test) guest "$root" test "$@" || rc=$?; echo "test $rc" >> "$status" ;;
+    deps) guest deps || rc=$?; echo "deps $rc" >&3 ;;
+    test) guest test "$@" || rc=$?; echo "test $rc" >&3 ;;
     demo)
-      guest "$root" demo || rc=$?; echo "demo $rc" >> "$status"
-      if ((rc == 0)); then guest "$root" test "$@" || rc=$?; echo "test $rc" >> "$status"; fi ;;
+      guest demo || rc=$?; echo "demo $rc" >&3
+      if ((rc == 0)); then guest test "$@" || rc=$?; echo "test $rc" >&3; fi ;;
   esac
   exit "$rc"
 }
@@ -137,7 +144,7 @@ build_root() {
 }
 
 copy_checkout() {
-  local root=$1 dest=$1$GUEST_DIR
+  local root=$1 dest=$1$CLONE_DIR
   if [[ -d $dest ]]; then
     # A reused root keeps its .venv (setup.sh rebuilds it when pyproject.toml changed).
     find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
@@ -152,7 +159,7 @@ step() {
   local ns=(--mount --propagation private --pid --fork --uts --ipc)
   if [[ ${1:-} == --net ]]; then ns+=(--net); shift; fi
   set +e
-  unshare "${ns[@]}" -- "$SELF" --inside "$ROOT" "$WORK/status" "$name" "$@" 2>&1 | tee -a "$WORK/run.log"
+  unshare "${ns[@]}" -- "$SELF" --inside "$ROOT" "$WORK/status" "$CLONE_DIR" "$name" "$@" 2>&1 | tee -a "$WORK/run.log"
   rc=${PIPESTATUS[0]}
   set -e
   return "$rc"
@@ -211,6 +218,7 @@ main() {
       --demo) DEMO=1 ;;
       --cache) CACHE=1 ;;
       --keep) KEEP=1 ;;
+      --clone-dir) [[ $# -ge 2 && $2 == /* ]] || usage; CLONE_DIR=$2; shift ;;
       --root) [[ $# -ge 2 ]] || usage; ROOT=$(readlink -f "$2"); shift ;;
       -h|--help) usage ;;
       --) shift; break ;;
