@@ -170,7 +170,6 @@ mounts_under() { findmnt -rn -o TARGET | grep -F -- "$1" || true; }
 finish() {
   local rc=$? changed="machine unchanged" diffs line result total
   set +e
-  total=$((SECONDS - T0))
   if [[ -n ${ROOT:-} && -n $(mounts_under "$ROOT") ]]; then
     # Cannot happen (every mount was made in a namespace that is gone); if it does, remove nothing.
     say "mounts left under $ROOT (nothing removed):"; mounts_under "$ROOT" >&2; rc=1; KEEP=1
@@ -207,6 +206,7 @@ finish() {
   if ((rc)) && ! ((KEEP)); then cp "$WORK/run.log" "/var/tmp/netkit-fresh-last.log" 2>/dev/null \
     && say "log: /var/tmp/netkit-fresh-last.log"; fi
   ((KEEP)) || rm -rf "$WORK"
+  total=$((SECONDS - T0))
   say "$result${MODE} root of $SUITE built in ${BUILD_S:-?} s, deps in ${DEPS_S:-?} s, total ${total} s; HEAD ${HEAD_ID:-?}; $changed"
   exit "$rc"
 }
