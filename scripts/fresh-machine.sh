@@ -14,7 +14,7 @@
 #     --cache     keep the debootstrap result in /var/cache/netkit-fresh and start from it next time
 #     --keep      leave the root (and the log) in place; --root DIR reuses such a root: step 1 then
 #                 finds the packages installed (not a fresh machine any more: for debugging only)
-# Not part of the test suite; takes 20-30 minutes on 2 cores (the suite itself is most of it).
+# Not part of the test suite; takes 15-20 minutes on 2 shared cores (the suite itself is most of it).
 set -euo pipefail
 
 SUITE=bookworm
@@ -251,10 +251,10 @@ main() {
   t=$SECONDS; step deps || rc=$?; DEPS_S=$((SECONDS - t))
   ((rc == 0)) || die "./setup.sh deps failed (exit $rc)"
   if ((DEMO)); then
-    say "step 2: ./setup.sh demo && ./setup.sh test ${pytest_args[*]} (new network namespace)"
+    say "step 2: ./setup.sh demo && ./setup.sh test${pytest_args[*]:+ ${pytest_args[*]}} (new network namespace)"
     t=$SECONDS; step demo --net "${pytest_args[@]}" || rc=$?; TEST_S=$((SECONDS - t))
   else
-    say "step 2: ./setup.sh test ${pytest_args[*]} (new network namespace)"
+    say "step 2: ./setup.sh test${pytest_args[*]:+ ${pytest_args[*]}} (new network namespace)"
     t=$SECONDS; step test --net "${pytest_args[@]}" || rc=$?; TEST_S=$((SECONDS - t))
   fi
   exit "$rc"
