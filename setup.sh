@@ -9,12 +9,25 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
-# System packages the plugins and the tests need: iproute2 (ip netns in tests), ping, the firewall
-# libraries python-iptables and libnftables load, the reference plugins (interop tests and
-# benchmarks), and a compiler + headers because python-iptables ships only an sdist.
-PACKAGES=(iproute2 iputils-ping procps curl util-linux iptables nftables libxtables12 libip4tc2 libip6tc2 libnftables1
-          containernetworking-plugins python3 python3-venv python3-dev gcc podman runc busybox-static
-          time iperf3 graphviz vagrant)
+# System packages the plugins, the tests and the benchmarks need, each named here (a fresh Debian 12
+# has none of them; scripts/fresh-machine.sh proves the list on a debootstrapped root):
+#   iproute2 (ip, bridge; ip netns in tests), iputils-ping (labs' probes), procps (sysctl, pgrep, ps,
+#   kill), util-linux (nsenter, unshare, setpriv), mount (mount, umount), curl (the demo),
+#   iptables (iptables-legacy[-save], iptables-save) and nftables (nft), the firewall libraries
+#   python-iptables and libnftables load, the reference plugins (interop tests and benchmarks),
+#   Debian's Python with venv, ca-certificates (Debian's pip checks PyPI's certificate against the
+#   system's bundle; python3.11 only recommends it), a compiler with the C library headers
+#   (python-iptables ships only an sdist), podman + runc + busybox-static (end-to-end tests), time
+#   and iperf3 (benchmarks), graphviz (dot: lab pictures).
+# vagrant-libvirt is named explicitly: vagrant only *recommends* it, and without a provider that is
+# usable as the default `vagrant validate` (tests/lab/test_vagrant.py) fails with "No usable default
+# provider could be found".  It is the one provider Debian 12 ships (VirtualBox is not in bookworm;
+# vagrant's docker provider cannot be the default), and validating needs no libvirt daemon: the
+# package brings only the libvirt client library.  Its own recommendations (qemu-utils,
+# nfs-kernel-server, libguestfs-tools) are not needed to validate and stay out.
+PACKAGES=(iproute2 iputils-ping procps util-linux mount curl iptables nftables libxtables12 libip4tc2 libip6tc2
+          libnftables1 containernetworking-plugins python3 python3-venv python3-dev ca-certificates gcc libc6-dev
+          podman runc busybox-static time iperf3 graphviz vagrant vagrant-libvirt)
 
 need_root() {
   if [[ $(id -u) != 0 ]]; then echo "setup.sh: run as root (network namespaces need it)" >&2; exit 1; fi
