@@ -32,6 +32,11 @@ RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 RUN_MARK = "NETKIT_TEST_RUN"
 _counter = itertools.count()
 REFERENCE_BIN = "/usr/lib/cni"
+# The unprivileged user of the suite's "non-root is refused" checks: nobody, allowed to read (never
+# write) what root can, so the checks hold wherever the checkout is (root's home is 0700 on Debian,
+# and nobody could not even start the venv's interpreter from a clone there).
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
 # The reference plugins the suite runs (Debian's containernetworking-plugins, which setup.sh installs).
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "firewall", "tuning")
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")

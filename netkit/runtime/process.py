@@ -136,8 +136,15 @@ def enter(pid: int, argv: list[str], env: dict[str, str], cwd: str) -> int:
         try:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
+            # The container's root directory, opened before joining: setns() into a mount namespace
+            # puts the caller at that namespace's root, which is not the container's when the
+            # runtime itself runs under a chroot (as `nsenter --root` knows).
+            root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS)):
                 setns(f"/proc/{pid}/ns/{ns}", flag)
+            os.fchdir(root)
+            os.chroot(".")
+            os.close(root)
             inner = os.fork()  # joining a PID namespace takes effect for children only
             if inner == 0:
                 try:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from netkit.agent import client, protocol
+from tests.sandbox import AS_NOBODY
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "netkit-ipam"}).encode()
 
@@ -50,8 +51,7 @@ def _refused_as_nobody(agent: str) -> None:
                 f"    except OSError as e: print('connect', e)\n"
                 f"    print('exists', os.path.exists({agent!r}), 'ns', os.access('/proc/thread-self/ns/net', os.R_OK))")
         for _ in range(3):
-            peer = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                                   "-c", code], capture_output=True, text=True, timeout=60)
+            peer = subprocess.run([*AS_NOBODY, sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
             if not peer.stdout.startswith("None"):
                 break
             time.sleep(1)

@@ -14,7 +14,7 @@ import pytest
 
 from tests import reach
 from tests.runtime.conftest import Runtime
-from tests.sandbox import TRAFFIC
+from tests.sandbox import AS_NOBODY, TRAFFIC
 
 HOST, MACHINE = "10.30.0.1", "10.30.0.2"
 HTTP = ["python3", "-m", "http.server", "80"]
@@ -193,7 +193,7 @@ def test_readable_errors(rt: Runtime) -> None:
         proc = rt(*args, check=False)
         assert proc.returncode != 0 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
     argv = rt.argv("ps")
-    unprivileged = argv[:2] + ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv[2:]
+    unprivileged = argv[:2] + AS_NOBODY + argv[2:]
     proc = subprocess.run(unprivileged, capture_output=True, text=True)
     assert proc.returncode != 0 and "must run as root" in proc.stderr
 
