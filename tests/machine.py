@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from netkit.firewall import ports
 from netkit.net import netns as nsmod
+from netkit.net import sysctl
 
 # netkit's default places: agent socket, locks, port index and lab state; plugins; configs; runtime root.
 WATCHED_DIRS = ("/run/netkit", "/opt/cni", "/etc/cni", "/var/lib/netkit")
@@ -63,21 +64,13 @@ def _links_and_addresses() -> tuple[dict[str, str], dict[str, str]]:
     return links, addrs
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _sysctls() -> dict[str, str]:
     """The values netkit's plugins set: forwarding, and route_localnet on each link (published ports
     answering on 127.0.0.1).  /proc/sys/net follows the reading thread's namespace."""
     keys = list(_SYSCTLS)
     with contextlib.suppress(OSError):
         keys += [f"net/ipv4/conf/{name}/route_localnet" for name in sorted(os.listdir("/proc/sys/net/ipv4/conf"))]
-    return {k: v for k in keys if (v := _read(f"/proc/sys/{k}")) is not None}
+    return {k: v for k in keys if (v := sysctl.read(k)) is not None}
 
 
 def _strip(obj: Any) -> Any:
@@ -144,20 +137,23 @@ def _files(dirs: Iterable[str], own_key: str) -> dict[str, str]:
     return out
 
 
-def unescape(field: str) -> str:
+def _unescape(field: str) -> str:
     """A mountinfo field with its octal escapes (\\040 for a space) decoded."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _mounts(under: Iterable[str]) -> dict[str, str]:
-    roots = [os.path.normpath(u) for u in under if u]
-    out = {}
+def mount_table() -> Iterator[tuple[str, str, str]]:
+    """(where, what, filesystem type) of every mount this process sees (/proc/self/mountinfo)."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
-            target = unescape(line.split()[4])
-            if any(target == r or target.startswith(r + "/") for r in roots):
-                out[f"mount {target}"] = f"mount {target}"
-    return out
+            fields = line.split()
+            yield _unescape(fields[4]), fields[3], fields[fields.index("-") + 1]
+
+
+def _mounts(under: Iterable[str]) -> dict[str, str]:
+    roots = [os.path.normpath(u) for u in under if u]
+    return {f"mount {target}": f"mount {target}" for target, _, _ in mount_table()
+            if any(target == r or target.startswith(r + "/") for r in roots)}
 
 
 @contextlib.contextmanager

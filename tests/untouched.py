@@ -30,16 +30,9 @@ def _netns() -> set[str]:
 
 
 def _mounts() -> set[str]:
-    out = set()
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            target = machine.unescape(fields[4])
-            if target.startswith("/tmp/") or (
-                    target.startswith("/run/netns/") and not os.path.basename(target).startswith(OURS)):
-                continue
-            out.add(f"{target} {fields[3]} {fields[fields.index('-') + 1]}")  # where, what, fs type
-    return out
+    return {f"{target} {what} {fstype}" for target, what, fstype in machine.mount_table()
+            if not target.startswith("/tmp/")
+            and not (target.startswith("/run/netns/") and not os.path.basename(target).startswith(OURS))}
 
 
 def _paths() -> set[str]:

@@ -59,6 +59,7 @@ import warnings
 from typing import Any, Iterator, NamedTuple
 
 from netkit import errors, failpoints
+from netkit.firewall import xtables
 from netkit.firewall.model import DNAT, MASQ, NetworkRules, RuleGroup
 from netkit.net import sysctl
 
@@ -75,7 +76,6 @@ _INFRA = (HOSTPORTS, MASQUERADE, FORWARD, ISOLATION, ISOLATION2)
 _MULTICAST = "224.0.0.0/4"
 _LOOPBACK = "127.0.0.0/8"
 _COMMENT_MAX = 256  # sizeof(xt_comment_info.comment)
-_TABLE_NAMES = "/proc/thread-self/net/ip_tables_names"  # this thread's namespace, not the process's
 
 
 class _Spec(NamedTuple):
@@ -313,18 +313,8 @@ class _Session:
         self.tables: dict[str, Any] = {}
         self._comment_off = ctypes.sizeof(ipt.xtables.xt_entry_match)
 
-    @staticmethod
-    def exists(name: str) -> bool:
-        """True if the table is already there in this thread's namespace.
-
-        Reading a legacy table that is not there creates it (and hooks it into the stack): reads,
-        removals and the FORWARD check skip absent tables instead.
-        """
-        try:
-            with open(_TABLE_NAMES) as f:
-                return name in f.read().split()
-        except FileNotFoundError:  # ip_tables not loaded: no table anywhere
-            return False
+    # Reads, removals and the FORWARD check skip absent tables: reading one would create it.
+    exists = staticmethod(xtables.exists)
 
     def table(self, name: str) -> Any:
         """The table, freshly read (created if absent)."""
@@ -754,10 +744,10 @@ def legacy_forward_blockers() -> list[str]:
     """The legacy filter FORWARD chain of this thread's namespace when it drops by default
     (described), for the nftables backend, whose accepts cannot override it.
 
-    Without a legacy filter table (the usual nft host) nothing is read and python-iptables is not
-    loaded; reading one that is absent would create it.
+    Without a legacy filter table (the usual nft host) nothing is read: reading one that is absent
+    would create it.
     """
-    if not _Session.exists("filter"):
+    if not xtables.exists("filter"):
         return []
     with _session() as s:
         why = s.forward_drops(s.table("filter"))

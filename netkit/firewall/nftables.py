@@ -21,7 +21,7 @@ import ipaddress
 from typing import Any
 
 from netkit import errors
-from netkit.firewall import nftgen
+from netkit.firewall import nftgen, xtables
 from netkit.firewall.libnft import Nft, NftError
 from netkit.firewall.model import MASQ, NetworkRules, RuleGroup
 from netkit.net import sysctl
@@ -397,12 +397,15 @@ class NftablesBackend:
         Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
         nft answer is kept, per namespace, for as long as the ruleset generation shows no change
         other than netkit's own commits (see ``nftgen.Facts``).  The legacy tables change outside
-        that generation: they are read each time, which costs one file read where there is no
-        legacy filter table.
+        that generation: they are looked at each time, which costs one file read (and no import
+        of the iptables backend) where there is no legacy filter table.
         """
-        from netkit.firewall import iptables
+        blockers = self.nft_forward_blockers()
+        if xtables.exists("filter"):
+            from netkit.firewall import iptables  # python-iptables: only where a legacy table is
 
-        return self.nft_forward_blockers() + iptables.legacy_forward_blockers()
+            blockers += iptables.legacy_forward_blockers()
+        return blockers
 
     def nft_forward_blockers(self) -> list[str]:
         """Base forward chains of nft tables other than netkit's whose policy drops."""
