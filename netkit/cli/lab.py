@@ -1,30 +1,42 @@
-"""``netkit lab ...``: the click layer over netkit.lab (parse options, print, exit codes)."""
+"""``netkit lab up|down|test|inspect|exec|graph|vagrantfile|validate``: the click layer over netkit.lab
+(parse options, print, exit codes)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from netkit.cli import _after_dashes, _fail, _root, _run
+from netkit.cli.shared import after_dashes, call, fail, options, require_root, root
 
-_STATE_HELP = "Where the local backend keeps lab state (default /run/netkit/lab)."
+if TYPE_CHECKING:
+    from netkit.lab.local import LocalLab
+
+# FILE, --name, --state-dir: every verb that acts on a lab built on this machine.
+_lab_options = options([
+    click.argument("file", type=click.Path(dir_okay=False)),
+    click.option("--name", default="", help="Lab name (default: the scenario's name:), to run a file twice."),
+    click.option("--state-dir", default="", metavar="DIR",
+                 help="Where the local backend keeps lab state (default /run/netkit/lab)."),
+])
 
 
-def _lab_options(fn: Any) -> Any:
-    fn = click.option("--state-dir", default="", metavar="DIR", help=_STATE_HELP)(fn)
-    fn = click.option("--name", default="", help="Lab name (default: the scenario's name:), to run a file twice.")(fn)
-    return click.argument("file", type=click.Path(dir_okay=False))(fn)
-
-
-def _local(ctx: click.Context, file: str, name: str, state_dir: str) -> Any:
+def _local(file: str, name: str, state_dir: str) -> LocalLab:
+    """The lab FILE describes on this machine (not necessarily up)."""
     from netkit.lab import local, scenario
 
-    _root(ctx)  # namespaces need root: fail early with one line
-    sc = _run(lambda: scenario.load(file))
+    require_root()  # namespaces need root: fail early with one line
+    sc = call(lambda: scenario.load(file))
     return local.LocalLab(sc, name, state_dir)
+
+
+def _built(file: str, name: str, state_dir: str) -> LocalLab:
+    """The lab FILE describes, refused with one line unless it is up."""
+    lab_ = _local(file, name, state_dir)
+    call(lab_.require_built)
+    return lab_
 
 
 @click.group()
@@ -42,38 +54,35 @@ def up(ctx: click.Context, file: str, name: str, state_dir: str, host: str, fabr
     if host:
         from netkit.lab import provision, scenario
 
-        root = _root(ctx)
-        sc = _run(lambda: scenario.load(file))
+        rt = root(ctx)
+        sc = call(lambda: scenario.load(file))
         if name:
             sc.name = name
-        for line in _run(lambda: provision.provision(sc, host, root)):
+        for line in call(lambda: provision.provision(sc, host, rt)):
             click.echo(line)
         return
-    lab_ = _local(ctx, file, name, state_dir)
-    _run(lambda: lab_.up(fabric_only=fabric_only, say=click.echo))
+    lab_ = _local(file, name, state_dir)
+    call(lambda: lab_.up(fabric_only=fabric_only, say=click.echo))
     click.echo(f"{lab_.name}: up")
 
 
 @lab.command()
 @_lab_options
-@click.pass_context
-def down(ctx: click.Context, file: str, name: str, state_dir: str) -> None:
+def down(file: str, name: str, state_dir: str) -> None:
     """Remove every namespace, link, rule, process and state of the lab (half-built ones too)."""
-    lab_ = _local(ctx, file, name, state_dir)
-    _run(lab_.down)
+    lab_ = _local(file, name, state_dir)
+    call(lab_.down)
     click.echo(f"{lab_.name}: down")
 
 
 @lab.command("test")
 @_lab_options
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def test_(ctx: click.Context, file: str, name: str, state_dir: str, as_json: bool) -> None:
+def test_(file: str, name: str, state_dir: str, as_json: bool) -> None:
     """Run the scenario's checks; exit 0 only when every one passes."""
     from netkit.lab import checks
 
-    lab_ = _local(ctx, file, name, state_dir)
-    _run(lab_.require_built)
+    lab_ = _built(file, name, state_dir)
     verdicts = checks.run_all(lab_.sc.checks, lab_)
     if as_json:
         click.echo(json.dumps([{"line": v.check.line, "from": v.check.source, "to": v.check.to,
@@ -87,12 +96,10 @@ def test_(ctx: click.Context, file: str, name: str, state_dir: str, as_json: boo
 @lab.command()
 @_lab_options
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def inspect(ctx: click.Context, file: str, name: str, state_dir: str, as_json: bool) -> None:
+def inspect(file: str, name: str, state_dir: str, as_json: bool) -> None:
     """Hosts, links, addresses, routes, containers and published ports."""
-    lab_ = _local(ctx, file, name, state_dir)
-    _run(lab_.require_built)
-    view = _run(lab_.hosts_view)
+    lab_ = _built(file, name, state_dir)
+    view = call(lab_.hosts_view)
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
@@ -108,14 +115,13 @@ def inspect(ctx: click.Context, file: str, name: str, state_dir: str, as_json: b
 @_lab_options
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True)
-@click.pass_context
-def exec_(ctx: click.Context, file: str, name: str, state_dir: str, target: str, command: tuple[str, ...]) -> None:
+def exec_(file: str, name: str, state_dir: str, target: str, command: tuple[str, ...]) -> None:
     """Run CMD on HOST or in HOST/CONTAINER: netkit lab exec FILE TARGET -- CMD."""
-    lab_ = _local(ctx, file, name, state_dir)
-    argv = _after_dashes(command)
+    lab_ = _local(file, name, state_dir)
+    argv = after_dashes(command)
     if not argv:
-        _fail(ValueError("no command given"))
-    sys.exit(_run(lambda: lab_.exec_argv(target, argv)))
+        fail(ValueError("no command given"))
+    sys.exit(call(lambda: lab_.exec_argv(target, argv)))
 
 
 @lab.command()
@@ -128,8 +134,8 @@ def graph(file: str, fmt: str, output: str) -> None:
     from netkit.lab import graph as draw
     from netkit.lab import scenario
 
-    sc = _run(lambda: scenario.load(file))
-    data = _run(lambda: draw.render(sc, fmt))
+    sc = call(lambda: scenario.load(file))
+    data = call(lambda: draw.render(sc, fmt))
     if output == "-":
         sys.stdout.buffer.write(data)
     else:
@@ -145,7 +151,7 @@ def vagrantfile(file: str, box: str, name: str) -> None:
     """Print a multi-machine Vagrantfile for FILE: one box per host, one private network per link."""
     from netkit.lab import scenario, vagrant
 
-    sc = _run(lambda: scenario.load(file))
+    sc = call(lambda: scenario.load(file))
     click.echo(vagrant.render(sc, box, name), nl=False)
 
 
@@ -155,6 +161,9 @@ def validate(file: str) -> None:
     """Check FILE and print what it describes."""
     from netkit.lab import scenario
 
-    sc = _run(lambda: scenario.load(file))
+    sc = call(lambda: scenario.load(file))
     click.echo(f"{sc.name}: {len(sc.hosts)} hosts, {len(sc.links)} links, "
                f"{sum(len(h.containers) for h in sc.hosts.values())} containers, {len(sc.checks)} checks")
+
+
+COMMANDS = [lab]

@@ -1,0 +1,33 @@
+"""The ``netkit`` command: thin click verb files over the library; failures are reported as one line.
+
+Click lives only in this package; the library never imports it.  One file per area:
+
+- ``containers``: ``run``, ``ps``, ``inspect``, ``stop``, ``rm``, ``exec``, ``logs``, ``port``, ``system prune``
+- ``networks``:   ``network create|ls|inspect|rm``
+- ``agent``:      ``agent``
+- ``cni``:        ``cni install|add|del|check|gc|status``
+- ``lab``:        ``lab up|down|test|inspect|exec|graph|vagrantfile|validate``
+- ``shared``:     what they all use (one-line errors, the root check, the runtime root)
+"""
+
+from __future__ import annotations
+
+import click
+
+from netkit import __version__
+from netkit.cli import agent, cni, containers, lab, networks
+
+
+@click.group()
+@click.version_option(__version__, prog_name="netkit")
+@click.option("--root", envvar="NETKIT_ROOT", default=None, metavar="DIR",
+              help="Where this netkit host keeps its state (default /var/lib/netkit).")
+@click.pass_context
+def main(ctx: click.Context, root: str | None) -> None:
+    """netkit: container networking (CNI plugins, runtime, labs)."""
+    ctx.obj = root
+
+
+for _verbs in (containers, networks, agent, cni, lab):
+    for _command in _verbs.COMMANDS:
+        main.add_command(_command)
