@@ -76,9 +76,9 @@ def run(ctx: click.Context, command: tuple[str, ...], labels: tuple[str, ...], *
                                                             for k, v in kw.items()})
     rec, code = _run(lambda: containers.run(root, opts))
     if opts.detach:
-        for m in rec.get("ports", []):
+        for m in rec.ports:
             click.echo(f"published {ports.describe(m)}", err=True)
-        click.echo(rec["id"])
+        click.echo(rec.id)
     sys.exit(code)
 
 
@@ -97,10 +97,10 @@ def ps(ctx: click.Context, show_all: bool) -> None:
         running = state.alive(rec)
         if not running and not show_all:
             continue
-        since = time.time() - (rec.get("started_at") or rec["created"])
-        status = f"Up {int(since)} seconds" if running else f"Exited ({rec.get('exit_code')})"
-        rows.append((rec["id"][:12], " ".join(rec["command"])[:30], status,
-                     ", ".join(ports.describe(m) for m in rec.get("ports", [])), rec["name"]))
+        since = time.time() - (rec.started_at or rec.created)
+        status = f"Up {int(since)} seconds" if running else f"Exited ({rec.exit_code})"
+        rows.append((rec.id[:12], " ".join(rec.command)[:30], status,
+                     ", ".join(ports.describe(m) for m in rec.ports), rec.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -177,7 +177,7 @@ def port(ctx: click.Context, name: str) -> None:
     from netkit.runtime import ports, state
 
     root = _root(ctx)
-    for m in _run(lambda: state.find(root, name)).get("ports", []):
+    for m in _run(lambda: state.find(root, name)).ports:
         click.echo(ports.describe(m))
 
 
@@ -216,7 +216,7 @@ def network_ls(ctx: click.Context) -> None:
     _run(lambda: networks.ensure_default(root) if os.path.isdir(root.networks) else None)
     click.echo(f"{'NAME':20} {'DRIVER':8} {'BRIDGE':16} SUBNET")
     for n in _run(lambda: networks.listing(root)):
-        click.echo(f"{n['name']:20} {n['driver']:8} {n['bridge']:16} {n['subnet']}".rstrip())
+        click.echo(f"{n.name:20} {n.driver:8} {n.bridge:16} {n.subnet}".rstrip())
 
 
 @network.command("inspect")
@@ -224,11 +224,11 @@ def network_ls(ctx: click.Context) -> None:
 @click.pass_context
 def network_inspect(ctx: click.Context, name: str) -> None:
     """Show a network's config and the containers on it."""
-    from netkit.runtime import networks, state
+    from netkit.runtime import containers, networks
 
     root = _root(ctx)
     conf = _run(lambda: networks.load(root, name))
-    users = [r["name"] for r in state.all_records(root) if r.get("network") == name]
+    users = containers.users(root, name)
     click.echo(json.dumps({"Name": name, "Config": conf, "Containers": users}, indent=2))
 
 
@@ -237,10 +237,10 @@ def network_inspect(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def network_rm(ctx: click.Context, name: str) -> None:
     """Remove a network (refused while containers use it)."""
-    from netkit.runtime import networks, state
+    from netkit.runtime import containers, networks
 
     root = _root(ctx)
-    users = [r["name"] for r in state.all_records(root) if r.get("network") == name and r["net_kind"] == "bridge"]
+    users = containers.users(root, name, bridge_only=True)
     _run(lambda: networks.remove(root, name, users))
     click.echo(name)
 
