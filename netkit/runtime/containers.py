@@ -113,8 +113,8 @@ def _owner(root: Root, ref: str) -> Container:
     return owner
 
 
-def _record(root: Root, opts: RunOptions, cid: str, name: str, kind: str, arg: str, owner: Container | None,
-            mappings: list[dict[str, Any]]) -> Container:
+def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, str], kind: str, arg: str,
+            owner: Container | None, mappings: list[dict[str, Any]]) -> Container:
     """The new container's record, state created, not yet saved."""
     if owner is not None:
         # The owner's namespace as this process reaches it: its bind mount may be visible only
@@ -125,7 +125,7 @@ def _record(root: Root, opts: RunOptions, cid: str, name: str, kind: str, arg: s
     else:
         path = os.path.join(root.netns, cid)
     return Container(
-        id=cid, name=name, command=list(opts.command), env=_environment(opts, cid), cwd=os.getcwd(),
+        id=cid, name=name, command=list(opts.command), env=env, cwd=os.getcwd(),
         hostname=opts.hostname or cid[:12], network=arg if kind == "bridge" else opts.network, net_kind=kind,
         owner=owner.id if owner else "", ports=mappings, ip=opts.ip, dns=list(opts.dns), labels=dict(opts.labels),
         created=time.time(), auto_remove=opts.auto_remove, log=os.path.join(root.container_dir(cid), "log"),
@@ -137,6 +137,7 @@ def _create(root: Root, opts: RunOptions) -> Container:
     """Validate, reserve the name and attach the network; returns the record (state created)."""
     kind, arg, mappings = _validate(opts)
     cid = state.new_id()
+    env = _environment(opts, cid)
     with root.locked():
         records = state.all_records(root)
         name = _name(opts, cid, records)
@@ -144,7 +145,7 @@ def _create(root: Root, opts: RunOptions) -> Container:
         if kind == "bridge":
             networks.load(root, arg)  # an unknown network fails here, before anything is made
         mappings = ports.choose_free(mappings, _published(records))
-        ctr = _record(root, opts, cid, name, kind, arg, owner, mappings)
+        ctr = _record(root, opts, cid, name, env, kind, arg, owner, mappings)
         with Rollback() as undo:
             state.save(root, ctr)  # the name is taken from here on
             undo.push(state.remove, root, cid)
