@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 
 from netkit import fileio, plugins
 from netkit.cni import launcher
+from netkit.ipam.pool import DEFAULT_BRIDGE, DOCKER_SUBNETS, choose_subnet
+from netkit.net.routes import host_routes
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_NETWORK = "netkit"
-DEFAULT_BRIDGE = "netkit0"
 CONFLIST_NAME = "netkit.conflist"
-# Docker's docker0 default, then the rest of its default pool of /16s, in order.
-CANDIDATE_SUBNETS = [ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(17, 32)]
 
 
 @dataclass
@@ -43,27 +42,6 @@ def import_paths() -> list[str]:
         if path not in out:
             out.append(path)
     return out
-
-
-def host_routes() -> list[ipaddress.IPv4Network]:
-    """IPv4 destinations of the current namespace's main routing table, default route excluded."""
-    from netkit.net.netlink import IPRoute
-
-    out = []
-    with IPRoute() as ipr:
-        for msg in ipr.get_routes(family=2, table=254):
-            if msg["dst_len"] == 0:
-                continue
-            out.append(ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}", strict=False))
-    return out
-
-
-def choose_subnet(routes: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
-    """The first candidate /16 that no existing route overlaps (Docker's default-pool rule)."""
-    for candidate in CANDIDATE_SUBNETS:
-        if not any(candidate.overlaps(r) for r in routes):
-            return candidate
-    raise ValueError("every subnet of 172.17.0.0/16 .. 172.31.0.0/16 overlaps a route on this host")
 
 
 def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
@@ -154,8 +132,8 @@ def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, py
         return report
     subnet = choose_subnet(host_routes())
     report.subnet = str(subnet)
-    if subnet != CANDIDATE_SUBNETS[0]:
-        report.notes.append(f"{CANDIDATE_SUBNETS[0]} overlaps a route on this host; using {subnet}")
+    if subnet != DOCKER_SUBNETS[0]:
+        report.notes.append(f"{DOCKER_SUBNETS[0]} overlaps a route on this host; using {subnet}")
     body = json.dumps(default_conflist(subnet), indent=2) + "\n"
     fileio.write_atomic(report.conflist, body.encode())
     report.conflist_written = True

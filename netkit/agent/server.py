@@ -23,9 +23,9 @@ from typing import Any, Iterator
 from netkit import __version__, errors, failpoints
 from netkit.agent import protocol
 from netkit.cni import handler
+from netkit.net import netns
 
 _libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -127,9 +127,11 @@ class _Handler(socketserver.BaseRequestHandler):
             # arm one here, nor in the delegates exec'd with this environment.
             env.pop(failpoints.ENV, None)
             moved = True  # set before the call: a failed setns may still have been partial
-            if _libc.setns(fds[0], CLONE_NEWNET) != 0:
+            try:
+                netns.setns_fd(fds[0])
+            except OSError as exc:
                 protocol.send_reply(sock, 1, _error(f"agent could not join the caller's namespace: "
-                                                    f"{os.strerror(ctypes.get_errno())}"))
+                                                    f"{exc.strerror}"))
                 return
             # Per plugin and attachment: a bridge ADD waits for the IPAM ADD it delegated, which
             # comes back here for the same container.
@@ -149,7 +151,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             if moved:
-                _libc.setns(self.server.home_netns, CLONE_NEWNET)
+                with contextlib.suppress(OSError):
+                    netns.setns_fd(self.server.home_netns)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

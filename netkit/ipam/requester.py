@@ -14,26 +14,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from netkit.procinfo import start_time
+
 ENV = "NETKIT_IPAM_REQUESTER"
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot), or None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):  # dead, not yet reaped: as good as gone
-        return None
-    return fields[19].decode()  # field 22 of the whole line
 
 
 def token() -> str:
     """``pid:start-time`` of this process, for the delegate's environment."""
     pid = os.getpid()
-    return f"{pid}:{_start_time(pid)}"
+    return f"{pid}:{start_time(pid)}"
 
 
 def gone(env: Mapping[str, str]) -> bool:
@@ -41,4 +30,4 @@ def gone(env: Mapping[str, str]) -> bool:
     pid, _, started = env.get(ENV, "").partition(":")
     if not pid.isdigit() or not started:
         return False
-    return _start_time(int(pid)) != started
+    return start_time(int(pid)) != started

@@ -55,7 +55,7 @@ class LocalLab:
 
     # -- resolution of check endpoints -------------------------------------------------------
 
-    def _record(self, host: str, container: str) -> state.Record:
+    def _record(self, host: str, container: str) -> state.Container:
         rec = state.refresh(state.find(self.root(host), container))
         if not state.alive(rec):
             raise errors.CNIError(errors.UNKNOWN_CONTAINER, f"container {host}/{container} is not running")
@@ -67,7 +67,7 @@ class LocalLab:
         if not container:
             return self.host_ns(host)
         rec = self._record(host, container)
-        return rec["netns"] or self.host_ns(host)  # host mode: the host's own namespace
+        return rec.netns or self.host_ns(host)  # host mode: the host's own namespace
 
     def address_of(self, ref: str, from_host: str) -> str:
         """The address of HOST, HOST@LINK, HOST/CONTAINER, or a literal address."""
@@ -78,19 +78,19 @@ class LocalLab:
         if not container:
             return self.sc.address_of(host, from_host, link)
         rec = self._record(host, container)
-        if rec["net_kind"] == "container":
-            rec = state.find(self.root(host), rec["owner"])
-        if rec["net_kind"] == "host":
+        if rec.net_kind == "container":
+            rec = state.find(self.root(host), rec.owner)
+        if rec.net_kind == "host":
             return self.sc.address_of(host, from_host)
-        if not rec.get("addresses"):
+        if not rec.addresses:
             raise errors.CNIError(errors.INVALID_CONFIG, f"container {host}/{container} has no address "
-                                                         f"(net: {rec['network']})")
-        return rec["addresses"][0].split("/")[0]
+                                                         f"(net: {rec.network})")
+        return rec.addresses[0].split("/")[0]
 
     def published_port(self, host: str, spec: str) -> int:
         """The host port ``host`` published for CONTAINER/PORT[/PROTO]."""
         name, port, proto = (spec.split("/") + ["tcp"])[:3]
-        for m in self._record(host, name).get("ports", []):
+        for m in self._record(host, name).ports:
             if m["containerPort"] == int(port) and m["protocol"] == proto:
                 return int(m["hostPort"])
         raise errors.CNIError(errors.INVALID_CONFIG, f"container {host}/{name} publishes no {port}/{proto}")
@@ -165,10 +165,10 @@ class LocalLab:
                 "links": {link: str(iface) for link, iface in host.addresses.items()},
                 "routes": [f"{r.to} via {r.via}" for r in host.routes],
                 "containers": [{
-                    "name": r["name"], "id": r["id"], "network": r["network"], "state": "running" if state.alive(r) else "exited",
-                    "addresses": r.get("addresses", []),
-                    "ports": [ports.describe(m) for m in r.get("ports", [])],
-                } for r in sorted(recs, key=lambda r: r["name"])],
+                    "name": r.name, "id": r.id, "network": r.network, "state": "running" if state.alive(r) else "exited",
+                    "addresses": r.addresses,
+                    "ports": [ports.describe(m) for m in r.ports],
+                } for r in sorted(recs, key=lambda r: r.name)],
             }
         return out
 
@@ -180,9 +180,7 @@ class LocalLab:
         self.require_built()
         if container:
             return containers.exec_in(self.root(host), container, argv, [])
-        from netkit.runtime import process
-
-        process.setns(self.host_ns(host), netns.CLONE_NEWNET)
+        netns.setns(self.host_ns(host), netns.CLONE_NEWNET)
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:

@@ -60,28 +60,28 @@ def _routes(host: Host) -> None:
 
 
 def _networks(root: Root, host: Host) -> None:
-    present = {n["name"]: n for n in networks.listing(root)}
+    present = {n.name: n for n in networks.listing(root)}
     for net in host.networks.values():
         options = {"isolate": str(net.isolate).lower(), "icc": str(net.icc).lower()}
         have = present.get(net.name)
         if have is not None:
             conf = networks.load(root, net.name)["plugins"][0]
-            same = (net.subnet in (None, have["subnet"]) and conf.get("isolate") == net.isolate
+            same = (net.subnet in (None, have.subnet) and conf.get("isolate") == net.isolate
                     and conf.get("icc") == net.icc and conf.get("ipMasq") == (not net.internal))
             if same:
                 continue
-            users = [r["name"] for r in state.all_records(root) if r.get("network") == net.name]
+            users = containers.users(root, net.name)
             for name in users:  # recreated below with the network's new shape
                 containers.remove(root, name, force=True)
             networks.remove(root, net.name, [])
         networks.create(root, net.name, net.subnet, None, net.internal, options)
 
 
-def _wait_ready(rec: state.Record, c: Container) -> None:
+def _wait_ready(rec: state.Container, c: Container) -> None:
     """Wait until the container's test servers answer on 127.0.0.1, so checks never race start-up."""
     ports = [("tcp", p) for k in ("http", "tcp", "proxy") for p in serve_ports(c.serve, k)]
     ports += [("udp", p) for p in serve_ports(c.serve, "udp")]
-    path = rec["netns"] or ""
+    path = rec.netns
     deadline = time.monotonic() + READY_TIMEOUT
     for proto, port in ports:
         while not probe.probe(path, proto, "127.0.0.1", port, timeout=0.5).reached:
@@ -101,10 +101,10 @@ def provision(sc: Scenario, host_name: str, root: Root) -> list[str]:
     networks.ensure_default(root)
     _routes(host)
     _networks(root, host)
-    records = {r["name"]: state.refresh(r) for r in state.all_records(root)}
+    records = {r.name: state.refresh(r) for r in state.all_records(root)}
     wanted = {c.name for c in host.containers.values()}
     for name, rec in records.items():
-        if rec.get("labels", {}).get(LABEL_LAB) == sc.name and name not in wanted:
+        if rec.labels.get(LABEL_LAB) == sc.name and name not in wanted:
             containers.remove(root, name, force=True)
             done.append(f"{host_name}: removed {name}")
     started: set[str] = set()
@@ -115,7 +115,7 @@ def provision(sc: Scenario, host_name: str, root: Root) -> list[str]:
         except errors.CNIError:
             rec = None
         owner = c.net.split(":", 1)[1] if c.net.startswith("container:") else ""
-        current = rec is not None and state.alive(rec) and rec.get("labels", {}).get(LABEL_SPEC) == digest
+        current = rec is not None and state.alive(rec) and rec.labels.get(LABEL_SPEC) == digest
         if current and owner not in started:  # a joiner follows its owner into the new namespace
             continue
         if rec is not None:

@@ -2,7 +2,8 @@
 
 setns(2) acts on the calling thread only, so entering here never disturbs other threads; netlink
 sockets opened inside the block belong to the entered namespace.  Python 3.11 has no os.setns, so
-this uses libc through ctypes.
+this uses libc through ctypes: ``setns_fd`` is netkit's one binding of it (the runtime and the agent
+join namespaces through it too).
 """
 
 from __future__ import annotations
@@ -20,10 +21,22 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SELF = "/proc/thread-self/ns/net"
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+def setns_fd(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move this thread into the namespace open on ``fd`` (of kind ``nstype``); OSError if refused."""
+    if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def setns(path: str, nstype: int = CLONE_NEWNET) -> None:
+    """Move this thread into the namespace at ``path`` (of kind ``nstype``); OSError if refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns_fd(fd, nstype)
+    except OSError as exc:
+        raise OSError(exc.errno, f"setns {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def open_netns(path: str) -> int:
@@ -90,7 +103,7 @@ def join_process_namespace() -> None:
     """
     fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # /proc/self: the main thread
     try:
-        _setns(fd)
+        setns_fd(fd)
     finally:
         os.close(fd)
 
@@ -102,13 +115,13 @@ def entered(path: str) -> Iterator[None]:
     own = os.open(SELF, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
-            _setns(target)
+            setns_fd(target)
         except OSError as exc:
             raise errors.CNIError(errors.INVALID_ENV, "not a network namespace", f"{path}: {exc}") from None
         try:
             yield
         finally:
-            _setns(own)
+            setns_fd(own)
     finally:
         os.close(target)
         os.close(own)

@@ -10,19 +10,28 @@ import hashlib
 import ipaddress
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from netkit import fileio, install
+from netkit import fileio
+from netkit.ipam import pool
+from netkit.net.routes import host_routes
 from netkit.runtime.root import Root
 from netkit.runtime.state import ContainerError
 
 CNI_VERSION = "1.1.0"  # the runtime's own conflists: GC and STATUS need 1.1.0
 DEFAULT = "bridge"
-DEFAULT_BRIDGE = "netkit0"
 MODES = ("host", "none")
-# Docker's default pools after docker0's 172.17/16, then 10.x /16s.
-_POOL = [ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(17, 32)] + \
-        [ipaddress.ip_network(f"10.{n}.0.0/16") for n in range(100, 200)]
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of a root as `network ls` lists it."""
+
+    name: str
+    driver: str  # bridge, or the mode: host | none
+    bridge: str = ""  # the Linux bridge of a bridge network
+    subnet: str = ""  # its IPAM ranges' subnets, comma-separated
 
 
 def _path(root: Root, name: str) -> str:
@@ -73,11 +82,10 @@ def _ranges(conf: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _free_subnet(root: Root) -> ipaddress.IPv4Network:
-    used = install.host_routes() + _subnets_in_use(root)
-    for candidate in _POOL:
-        if not any(candidate.overlaps(u) for u in used):
-            return candidate
-    raise ContainerError("no free subnet left in the default pools; pass --subnet")
+    try:
+        return pool.choose_subnet(host_routes() + _subnets_in_use(root), pool.RUNTIME_SUBNETS)
+    except pool.PoolExhausted:
+        raise ContainerError("no free subnet left in the default pools; pass --subnet") from None
 
 
 def ensure_default(root: Root) -> None:
@@ -85,7 +93,7 @@ def ensure_default(root: Root) -> None:
     if os.path.exists(_path(root, DEFAULT)):
         return
     subnet = _free_subnet(root)
-    conf = bridge_conflist(DEFAULT, DEFAULT_BRIDGE, subnet, str(subnet.network_address + 1), root.ipam)
+    conf = bridge_conflist(DEFAULT, pool.DEFAULT_BRIDGE, subnet, str(subnet.network_address + 1), root.ipam)
     fileio.write_atomic(_path(root, DEFAULT), json.dumps(conf, indent=2).encode())
 
 
@@ -171,11 +179,11 @@ def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:
     return os.path.abspath(data_dir) != os.path.abspath(root.ipam)
 
 
-def listing(root: Root) -> list[dict[str, Any]]:
-    """name, driver, subnet of every network, the mode ones included."""
-    out = [{"name": n, "driver": "bridge", "bridge": c["plugins"][0].get("bridge", ""),
-            "subnet": ",".join(r["subnet"] for r in _ranges(c))} for n, c in _user_conflists(root).items()]
-    out += [{"name": m, "driver": m, "bridge": "", "subnet": ""} for m in MODES]
+def listing(root: Root) -> list[Network]:
+    """Every network of the root, the mode ones included."""
+    out = [Network(n, "bridge", c["plugins"][0].get("bridge", ""), ",".join(r["subnet"] for r in _ranges(c)))
+           for n, c in _user_conflists(root).items()]
+    out += [Network(m, m) for m in MODES]
     return out
 
 

@@ -17,12 +17,12 @@ import os
 import signal
 from typing import NamedTuple
 
+from netkit.net import netns
+from netkit.net.netns import CLONE_NEWNET, CLONE_NEWNS
 from netkit.runtime.state import ContainerError
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 1 << 18
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -36,15 +36,6 @@ def _check(rc: int, what: str) -> None:
 def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
     _check(_libc.mount(source.encode() if source else None, target.encode(),
                        fstype.encode() if fstype else None, flags, None), f"mount {target}")
-
-
-def setns(path: str, nstype: int) -> None:
-    """Join the namespace at ``path`` (this thread)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_libc.setns(fd, nstype), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 class Spec(NamedTuple):
@@ -65,7 +56,7 @@ def _init(spec: Spec, report: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE; CMD must not inherit that
         if spec.netns:
-            setns(spec.netns, CLONE_NEWNET)
+            netns.setns(spec.netns, CLONE_NEWNET)
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
@@ -141,7 +132,7 @@ def enter(pid: int, argv: list[str], env: dict[str, str], cwd: str) -> int:
             # runtime itself runs under a chroot (as `nsenter --root` knows).
             root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS)):
-                setns(f"/proc/{pid}/ns/{ns}", flag)
+                netns.setns(f"/proc/{pid}/ns/{ns}", flag)
             os.fchdir(root)
             os.chroot(".")
             os.close(root)

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 from netkit.net import netns
 from netkit.runtime import state
-from netkit.runtime.state import Record
+from netkit.runtime.state import Container
 
 OWN_NAMESPACE = ("bridge", "none")  # the kinds whose namespace the runtime creates and binds
 
 
-def reachable(rec: Record) -> str:
+def reachable(ctr: Container) -> str:
     """The container's network namespace as a path this process can open; "" when there is none.
 
     The bind mount when it is visible here; otherwise, while the container runs, its process's
     namespace (a host-mode container's process is in the host's, a joiner's in its owner's);
     otherwise "": the namespace is gone, or held only where this process cannot see it.
     """
-    own = rec["netns"] if rec["net_kind"] in OWN_NAMESPACE else ""
+    own = ctr.netns if ctr.net_kind in OWN_NAMESPACE else ""
     if own and netns.exists(own):
         return own
-    if state.alive(rec):  # checks the process's start time too: never a reused PID
-        return f"/proc/{rec['pid']}/ns/net"
+    if state.alive(ctr):  # checks the process's start time too: never a reused PID
+        return f"/proc/{ctr.pid}/ns/net"
     return ""

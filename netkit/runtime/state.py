@@ -1,17 +1,22 @@
-"""Container records: one JSON file per container, written atomically under the root's lock."""
+"""Container records: the ``Container`` type and the one JSON file per container that stores it.
+
+This module is the only place that turns a record into JSON and back: everything else in the
+runtime reads and sets the attributes of a ``Container``.  The file format is the one netkit has
+always written (same keys, same JSON types), so records written by earlier versions still load.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from netkit import errors, fileio
+from netkit import errors, fileio, procinfo
 from netkit.runtime.root import Root
-
-Record = dict[str, Any]
 
 
 class ContainerError(errors.CNIError):
@@ -19,6 +24,95 @@ class ContainerError(errors.CNIError):
 
     def __init__(self, msg: str, details: str = "") -> None:
         super().__init__(errors.INTERNAL, msg, details)
+
+
+@dataclass(kw_only=True)
+class Container:
+    """One container as the runtime records it (fields in the order the file has always had)."""
+
+    id: str
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: str
+    hostname: str
+    network: str  # a bridge network's name, or the mode as given: host, none, container:REF
+    net_kind: str  # bridge | host | none | container
+    owner: str = ""  # container mode: the ID of the container whose namespace this one joined
+    ports: list[dict[str, Any]] = field(default_factory=list)  # CNI portMappings, as handed to the plugins
+    ip: str = ""  # the fixed address asked for with --ip
+    dns: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    state: str = "created"  # created | running | exited
+    created: float
+    pid: int = 0
+    auto_remove: bool = False
+    log: str
+    netns: str  # the namespace's path as recorded ("" in host mode)
+    # Set once the network is attached, the process started or ended: absent from the file until then.
+    cni_result: dict[str, Any] = field(default_factory=dict)
+    addresses: list[str] = field(default_factory=list)  # the container's non-loopback CIDRs
+    pid_start: str | None = None  # procinfo.start_time of pid: tells it from a reused PID
+    started_at: float | None = None
+    exit_code: int | None = None
+    finished_at: float | None = None
+    error: str | None = None  # why the process could not be started
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Container)}
+# The fields a record has had from its first write: a record lacking one (hand-edited, written by
+# a buggy version, damaged on disk) would crash every `ps`, `run` and `prune` that lists it, so it
+# is refused at load instead.  The others default when absent.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "id": str, "name": str, "command": list, "env": dict, "cwd": str, "hostname": str, "network": str,
+    "net_kind": str, "netns": str, "state": str, "created": (int, float), "pid": int, "auto_remove": bool,
+    "log": str, "dns": list, "ports": list,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "owner": str, "ip": str, "labels": dict, "cni_result": dict, "addresses": list, "pid_start": str,
+    "started_at": (int, float), "exit_code": int, "finished_at": (int, float), "error": str,
+}
+# Written only once set, as before: a record just created has none of them.
+_LATER = ("cni_result", "addresses", "pid_start", "started_at", "exit_code", "finished_at", "error")
+
+
+def _of_type(value: object, kind: type | tuple[type, ...]) -> bool:
+    # bool is an int in Python, never a pid or a time.
+    return isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+
+
+def _problem(data: object, cid: str) -> str:
+    """Why ``data`` is not a usable record of container ``cid``, or "" when it is."""
+    if not isinstance(data, dict):
+        return f"not a JSON object but {type(data).__name__}"
+    for key, kind in _REQUIRED.items():
+        if not _of_type(data.get(key), kind):
+            return f"field {key!r} is missing or not of type {getattr(kind, '__name__', 'number')}"
+    for key, kind in _OPTIONAL.items():
+        if data.get(key) is not None and not _of_type(data[key], kind):
+            return f"field {key!r} is not of type {getattr(kind, '__name__', 'number')}"
+    if data["id"] != cid:
+        return f"record names container {data['id'][:12]!r}"
+    if not all(isinstance(m, dict) for m in data["ports"]):
+        return "field 'ports' holds a non-object"
+    return ""
+
+
+def _from_json(data: dict[str, Any]) -> Container:
+    """A checked record (see _problem) as a Container; keys it does not know are dropped."""
+    known = {k: v for k, v in data.items() if k in _FIELDS and v is not None}
+    return Container(**known)
+
+
+def _to_json(ctr: Container) -> dict[str, Any]:
+    """The record as the file holds it: the fields set so far, in their order."""
+    out = {}
+    for f in dataclasses.fields(ctr):
+        value = getattr(ctr, f.name)
+        if f.name in _LATER and value in (None, {}, []):
+            continue
+        out[f.name] = value
+    return out
 
 
 def new_id() -> str:
@@ -31,52 +125,26 @@ def path(root: Root, cid: str) -> str:
     return os.path.join(root.container_dir(cid), "config.json")
 
 
-def save(root: Root, rec: Record) -> None:
+def save(root: Root, ctr: Container) -> None:
     """Write the record (atomically: a crash leaves the old one or the new one)."""
-    fileio.ensure_dir(root.container_dir(rec["id"]))
-    fileio.write_atomic(path(root, rec["id"]), json.dumps(rec, indent=2).encode(), mode=0o600)
+    fileio.ensure_dir(root.container_dir(ctr.id))
+    fileio.write_atomic(path(root, ctr.id), json.dumps(_to_json(ctr), indent=2).encode(), mode=0o600)
 
 
-# The keys every reader indexes directly, with their JSON types: a record lacking one (hand-edited,
-# written by a buggy version, damaged on disk) would crash every `ps`, `run` and `prune` that
-# lists it, so it is refused at load instead.
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str, "name": str, "command": list, "env": dict, "cwd": str, "hostname": str, "network": str,
-    "net_kind": str, "netns": str, "state": str, "created": (int, float), "pid": int, "auto_remove": bool,
-    "log": str, "dns": list, "ports": list,
-}
-
-
-def _problem(rec: object, cid: str) -> str:
-    """Why ``rec`` is not a usable record of container ``cid``, or "" when it is."""
-    if not isinstance(rec, dict):
-        return f"not a JSON object but {type(rec).__name__}"
-    for key, kind in _FIELDS.items():
-        value = rec.get(key)
-        # bool is an int in Python, never a pid or a time.
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            return f"field {key!r} is missing or not of type {getattr(kind, '__name__', 'number')}"
-    if rec["id"] != cid:
-        return f"record names container {rec['id'][:12]!r}"
-    if not all(isinstance(m, dict) for m in rec["ports"]):
-        return "field 'ports' holds a non-object"
-    return ""
-
-
-def load(root: Root, cid: str) -> Record:
+def load(root: Root, cid: str) -> Container:
     """Read one record, with its state corrected if its process died unseen."""
     try:
         with open(path(root, cid), encoding="utf-8") as f:
-            rec = json.load(f)
+            data = json.load(f)
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ContainerError(f"cannot read container {cid[:12]}", str(exc)) from None
-    problem = _problem(rec, cid)
+    problem = _problem(data, cid)
     if problem:
         raise ContainerError(f"cannot read container {cid[:12]}: corrupt record", problem)
-    return refresh(rec)
+    return refresh(_from_json(data))
 
 
-def all_records(root: Root) -> list[Record]:
+def all_records(root: Root) -> list[Container]:
     """Every container of the root, oldest first; unreadable records are skipped."""
     out = []
     try:
@@ -88,54 +156,39 @@ def all_records(root: Root) -> list[Record]:
             out.append(load(root, cid))
         except ContainerError:
             continue
-    return sorted(out, key=lambda r: r.get("created", 0))
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (tells a live process from a reused PID)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    return sorted(out, key=lambda c: c.created)
 
 
 def process_identity(pid: int) -> str | None:
     """What to store to recognise this process later."""
-    return _start_time(pid)
+    return procinfo.start_time(pid)
 
 
-def alive(rec: Record) -> bool:
-    """True while the container's process runs."""
-    pid = rec.get("pid") or 0
-    if pid <= 0:
+def alive(ctr: Container) -> bool:
+    """True while the container's process runs (a zombie or a reused PID does not)."""
+    if ctr.pid <= 0:
         return False
-    start = _start_time(pid)
-    if start is None or start != rec.get("pid_start"):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    start = procinfo.start_time(ctr.pid)
+    return start is not None and start == ctr.pid_start
 
 
-def refresh(rec: Record) -> Record:
+def refresh(ctr: Container) -> Container:
     """A running record whose process is gone (supervisor killed too) shows as exited."""
-    if rec.get("state") == "running" and not alive(rec):
-        rec["state"] = "exited"
-        rec.setdefault("exit_code", -1)
-        rec["finished_at"] = rec.get("finished_at") or time.time()
-    return rec
+    if ctr.state == "running" and not alive(ctr):
+        ctr.state = "exited"
+        if ctr.exit_code is None:
+            ctr.exit_code = -1
+        ctr.finished_at = ctr.finished_at or time.time()
+    return ctr
 
 
-def find(root: Root, ref: str) -> Record:
+def find(root: Root, ref: str) -> Container:
     """A container by name, full ID or unique ID prefix."""
     records = all_records(root)
-    for rec in records:
-        if rec.get("name") == ref or rec["id"] == ref:
-            return rec
-    matches = [r for r in records if r["id"].startswith(ref)] if len(ref) >= 3 else []
+    for ctr in records:
+        if ref in (ctr.name, ctr.id):
+            return ctr
+    matches = [c for c in records if c.id.startswith(ref)] if len(ref) >= 3 else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

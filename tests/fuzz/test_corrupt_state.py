@@ -75,15 +75,16 @@ def test_load_of_a_corrupt_record_is_a_container_error(tmp_path: Path, kind: str
 
 
 @pytest.mark.parametrize("field, value", [("id", "b" * 64), ("created", "yesterday"), ("pid", True),
-                                          ("ports", [1]), ("name", None), ("env", [])])
+                                          ("ports", [1]), ("name", None), ("env", []),
+                                          ("addresses", "10.0.0.2/24"), ("exit_code", "3")])
 def test_record_with_a_wrong_field_is_refused(tmp_path: Path, field: str, value: object) -> None:
     root = Root(str(tmp_path))
     cid = "a" * 64
     rec = _good_record(cid)
-    state.save(root, rec)
-    assert state.load(root, cid)["name"] == "n"
+    os.makedirs(root.container_dir(cid))
+    Path(state.path(root, cid)).write_text(json.dumps(rec))
+    assert state.load(root, cid).name == "n"
     rec[field] = value
-    os.makedirs(root.container_dir(cid), exist_ok=True)
     Path(state.path(root, cid)).write_text(json.dumps(rec))
     with pytest.raises(state.ContainerError):
         state.load(root, cid)

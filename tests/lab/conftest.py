@@ -54,7 +54,7 @@ def container_pids(lab: Lab) -> list[int]:
     hosts = os.path.join(lab.state_dir, lab.name, "hosts")
     pids = []
     for host in os.listdir(hosts) if os.path.isdir(hosts) else []:
-        pids += [r["pid"] for r in state.all_records(Root(os.path.join(hosts, host))) if r.get("pid")]
+        pids += [r.pid for r in state.all_records(Root(os.path.join(hosts, host))) if r.pid]
     return pids
 
 

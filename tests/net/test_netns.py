@@ -60,3 +60,27 @@ def test_require_other_refuses_the_current_namespace(box: Sandbox) -> None:
     with pytest.raises(errors.CNIError) as exc:
         netns.require_other("/proc/self/ns/net")
     assert exc.value.code == errors.INVALID_ENV
+
+
+def test_setns_by_path_joins_on_this_thread_and_names_the_path_when_refused(box: Sandbox,
+                                                                           tmp_path: os.PathLike[str]) -> None:
+    box.host.run("ip", "link", "add", "setns-here", "type", "veth", "peer", "name", "setns-here2", check=True)
+    seen: list[list[str]] = []
+    refused: list[OSError] = []
+    regular = os.path.join(str(tmp_path), "file")
+    open(regular, "w").close()
+
+    def worker() -> None:  # a thread of its own: the test's thread never leaves its namespace
+        try:
+            netns.setns(regular)
+        except OSError as exc:
+            refused.append(exc)
+        netns.setns(box.host.path)
+        seen.append(_links())
+        netns.join_process_namespace()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert "setns-here" in seen[0] and "setns-here" not in _links()
+    assert refused and f"setns {regular}" in str(refused[0])

@@ -92,7 +92,7 @@ class Runtime:
             subprocess.run(self.argv("rm", "-f", cid), capture_output=True, timeout=60, env=self.env)
         for rec in state.all_records(Root(self.root)):
             if state.alive(rec):
-                os.kill(rec["pid"], signal.SIGKILL)
+                os.kill(rec.pid, signal.SIGKILL)
         netns_dir = os.path.join(self.root, "netns")
         for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
             subprocess.run(["umount", "-l", os.path.join(netns_dir, name)], capture_output=True)
