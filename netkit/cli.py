@@ -35,6 +35,9 @@ def _run(fn: Callable[[], Any]) -> Any:
 @click.pass_context
 def main(ctx: click.Context, root: str | None) -> None:
     """netkit: container networking (CNI plugins, runtime, labs)."""
+    from netkit.launch import invoker
+
+    invoker.use()  # netkit's own plugins, wherever a command runs one, answer without an exec
     ctx.obj = root
 
 
@@ -250,6 +253,7 @@ def network_rm(ctx: click.Context, name: str) -> None:
 def agent(path: str) -> None:
     """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
     from netkit.agent import server
+    from netkit.launch import invoker
 
     if os.geteuid() != 0:
         _fail(errors.CNIError(errors.INTERNAL, "netkit must run as root"))
@@ -258,7 +262,7 @@ def agent(path: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds serve(): the socket file goes
     click.echo(f"netkit agent listening on {path}", err=True)
     try:
-        server.serve(path)
+        server.serve(invoker.Invoker(), path)
     except KeyboardInterrupt:
         pass
 
@@ -292,7 +296,7 @@ def cni() -> None:
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
 def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, with_agent: bool, unit_dir: str) -> None:
     """Write the plugin executables and the default network config."""
-    from netkit import install
+    from netkit.launch import install
 
     report = _run(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist))
     if with_agent:

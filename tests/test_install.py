@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from netkit import install
+from netkit.launch import install
 from netkit.cni.version import SUPPORTED
 from tests.sandbox import Sandbox
 

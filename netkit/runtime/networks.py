@@ -12,7 +12,8 @@ import json
 import os
 from typing import Any
 
-from netkit import fileio, install
+from netkit import fileio
+from netkit.launch import install
 from netkit.runtime.root import Root
 from netkit.runtime.state import ContainerError
 

@@ -47,7 +47,7 @@ class Root:
                     return
         except OSError:
             pass
-        from netkit import install
+        from netkit.launch import install
 
         install.install_plugins(self.bin)
         fileio.write_atomic(stamp, __version__.encode())
