@@ -126,6 +126,20 @@ def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
     return out
 
 
+def plugins_current(bin_dir: str, python: str | None = None) -> bool:
+    """True when ``bin_dir`` holds every plugin executable exactly as install_plugins writes it now."""
+    python = python or sys.executable
+    paths = executable.import_paths()
+    for name in plugins.REGISTRY:
+        try:
+            with open(os.path.join(bin_dir, name), encoding="utf-8") as f:
+                if f.read() != executable.render(name, python, paths):
+                    return False
+        except (OSError, UnicodeDecodeError):
+            return False
+    return True
+
+
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
             force_conflist: bool = False) -> InstallReport:
     """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
