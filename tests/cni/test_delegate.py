@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,9 @@ from typing import Any
 import pytest
 
 from netkit import errors
-from netkit.cni import chain, delegate, request
+from netkit.cni import delegate, request
 from netkit.cni import executor as executors
+from tests.cni.fake_exec import FakeExec, result_of
 
 
 def _script(directory: Path, name: str, body: str) -> str:
@@ -121,32 +121,8 @@ def test_call_uses_the_request_env_path_and_stdin(tmp_path: Path) -> None:
     assert (info.value.code, info.value.msg) == (errors.POOL_EXHAUSTED, "pool exhausted")
 
 
-class FakeExec(executors.Executor):
-    """An executor that runs nothing: every plugin is found in a fake directory and answers from
-    ``answers`` (type -> {command: (stdout, exit status)}); each call is recorded."""
-
-    def __init__(self, answers: dict[str, dict[str, tuple[bytes, int]]]) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-
-    def find(self, plugin_type: str, path: list[str]) -> str:
-        if plugin_type not in self.answers:
-            raise errors.CNIError(errors.DELEGATE_FAILED, "not found", plugin_type)
-        return f"/fake/{plugin_type}"
-
-    def run(self, exe: str, env: Any, stdin: bytes) -> tuple[bytes, bytes, int]:
-        name = os.path.basename(exe)
-        self.calls.append((name, env["CNI_COMMAND"], json.loads(stdin)))
-        out, code = self.answers[name].get(env["CNI_COMMAND"], (b"", 0))
-        return out, b"", code
-
-
-def _result(address: str) -> bytes:
-    return json.dumps({"cniVersion": "1.0.0", "ips": [{"address": address}]}).encode()
-
-
 def test_a_delegate_runs_through_the_executor_given() -> None:
-    fake = FakeExec({"ipam": {"ADD": (_result("10.1.0.2/24"), 0)}})
+    fake = FakeExec({"ipam": {"ADD": (result_of("10.1.0.2/24"), 0)}})
     res = delegate.invoke("ipam", "ADD", _env("DEL"), b'{"x": 1}', ["/nowhere"], fake)
     assert res is not None and res["ips"] == [{"address": "10.1.0.2/24"}]
     assert fake.calls == [("ipam", "ADD", {"x": 1})]
@@ -162,39 +138,6 @@ def test_the_process_executor_is_the_default_and_can_be_replaced() -> None:
         executors.use(previous)
     assert (info.value.code, info.value.msg) == (11, "try again")
     assert fake.calls == [("ipam", "DEL", {})]
-
-
-def _conflist(*types: str) -> dict[str, Any]:
-    return {"cniVersion": "1.0.0", "name": "fakenet", "plugins": [{"type": t} for t in types]}
-
-
-def test_a_failed_add_in_a_list_takes_back_the_plugins_already_added(tmp_path: Path) -> None:
-    fake = FakeExec({"first": {"ADD": (_result("10.1.0.2/24"), 0)},
-                     "second": {"ADD": (_result("10.1.0.3/24"), 0)},
-                     "third": {"ADD": (b'{"code": 7, "msg": "bad config"}', 1)}})
-    att = chain.Attachment("c1", "/run/netns/x")
-    with pytest.raises(errors.CNIError) as info:
-        chain.add(_conflist("first", "second", "third"), att, ["/nowhere"], str(tmp_path), fake)
-    assert info.value.code == 7
-    assert [(name, command) for name, command, _ in fake.calls] == [
-        ("first", "ADD"), ("second", "ADD"), ("third", "ADD"), ("second", "DEL"), ("first", "DEL")]
-    # Both DELs see the result so far (the last successful ADD's), as a DEL of the whole list would.
-    assert [conf["prevResult"]["ips"] for _, command, conf in fake.calls if command == "DEL"] == [
-        [{"address": "10.1.0.3/24"}]] * 2
-    assert chain.cached_attachments(str(tmp_path), "fakenet") == []
-
-
-def test_a_list_runs_in_order_and_deletes_in_reverse(tmp_path: Path) -> None:
-    fake = FakeExec({"first": {"ADD": (_result("10.1.0.2/24"), 0)},
-                     "second": {"ADD": (_result("10.1.0.2/24"), 0)}})
-    att = chain.Attachment("c1", "/run/netns/x")
-    conflist = _conflist("first", "second")
-    chain.add(conflist, att, ["/nowhere"], str(tmp_path), fake)
-    chain.delete(conflist, att, ["/nowhere"], str(tmp_path), fake)
-    assert [(name, command) for name, command, _ in fake.calls] == [
-        ("first", "ADD"), ("second", "ADD"), ("second", "DEL"), ("first", "DEL")]
-    assert "prevResult" not in fake.calls[0][2] and fake.calls[1][2]["prevResult"]["ips"] == [
-        {"address": "10.1.0.2/24"}]
 
 
 def test_a_runtime_without_plugins_loaded_asks_the_agent_for_our_own_plugins(
