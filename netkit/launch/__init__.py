@@ -3,5 +3,5 @@
 ``executable`` is a plugin executable's source and entry point, ``install`` writes them (and the
 default network), ``invoker`` decides how a delegated netkit plugin runs: asked of the warm agent,
 answered in this process, or exec'd.  Above the agent and the plugins, which it starts; below the
-runtime and the CLI, which install its choice (``invoker.use()``) before running a plugin.
+runtime and the CLI (whose every command installs that choice with ``invoker.use()``).
 """

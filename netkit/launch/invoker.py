@@ -6,8 +6,9 @@ an interpreter for it (~25-50 ms) buys nothing.  Where the plugins are already l
 a plugin running in-process) the handler runs right here; elsewhere (the runtime, ``netkit cni``)
 the warm agent is asked first.  Anything else is exec'd as the spec describes.
 
-Every process that runs plugins installs this choice once with ``use()``: a plugin executable
-(before running its plugin in-process), ``netkit agent``, ``netkit cni``, the runtime.
+Every process that runs plugins installs this choice with ``use()``: a plugin executable running
+its plugin in-process (``handle``), every ``netkit`` command (the runtime's and ``netkit cni``'s
+conflists included), and ``netkit agent``, which is handed an ``Invoker``.
 """
 
 from __future__ import annotations
