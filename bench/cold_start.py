@@ -26,7 +26,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from netkit import install  # noqa: E402
+from netkit.launch import install  # noqa: E402
 
 
 def ip(*args: str) -> None:

@@ -51,7 +51,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
-from netkit import install  # noqa: E402
+from netkit.launch import install  # noqa: E402
 from netkit.agent import protocol as agent_protocol  # noqa: E402
 from tests.e2e.podman import adapt  # noqa: E402 - the conflist shape of the e2e suite, not a copy of it
 

@@ -44,7 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from netkit import install as nk_install  # noqa: E402
+from netkit.launch import install as nk_install  # noqa: E402
 
 REFERENCE_BIN = "/usr/lib/cni"
 NETKIT, REFERENCE = "netkit", "reference"

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from netkit import install
+from netkit.launch import install
 from tests import machine
 from tests import sandbox as sb
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from netkit.cni import handler
+from netkit.launch import invoker
 from netkit.firewall import ports
 from netkit.net import netns
 from tests import machine, reach
@@ -233,7 +233,7 @@ class Sandbox:
         """Run the protocol handler in-process inside the sandbox host (no exec, same code)."""
         stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
         with netns.entered(self.host.path):
-            out, code = handler.handle(plugin, self.env(command, container, **kw), stdin)
+            out, code = invoker.handle(plugin, self.env(command, container, **kw), stdin)
         return code, (json.loads(out) if out.strip() else None)
 
     def leases(self, network: str) -> list[str]:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from netkit import install
+from netkit.launch import install
 from netkit.cni.version import SUPPORTED
 from tests.sandbox import Sandbox
 
@@ -151,3 +151,22 @@ def test_install_agent_writes_a_unit_running_this_interpreter(tmp_path: os.PathL
         unit = f.read()
     assert f"ExecStart={sys.executable} -m netkit agent --socket /run/netkit/agent.sock" in unit
     assert "[Install]" in unit and "systemctl" in proc.stdout
+
+
+def test_plugins_current_notices_a_launcher_of_another_install(tmp_path: os.PathLike[str]) -> None:
+    """The runtime rewrites its launchers when they are not what this installation writes: missing,
+    edited, or from a netkit whose launchers imported another module (netkit.cni.launcher, before
+    netkit.launch)."""
+    bin_dir = os.path.join(str(tmp_path), "bin")
+    assert not install.plugins_current(bin_dir)
+    install.install_plugins(bin_dir)
+    assert install.plugins_current(bin_dir)
+    exe = os.path.join(bin_dir, "netkit-ipam")
+    with open(exe, encoding="utf-8") as f:
+        text = f.read()
+    with open(exe, "w", encoding="utf-8") as f:
+        f.write(text.replace("from netkit.launch.executable import main", "from netkit.cni.launcher import main"))
+    assert not install.plugins_current(bin_dir)
+    install.install_plugins(bin_dir)
+    os.unlink(exe)
+    assert not install.plugins_current(bin_dir)

@@ -20,8 +20,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
-from netkit import __version__, errors, failpoints
+from netkit import __version__, errors, failpoints, plugins
 from netkit.agent import protocol
+from netkit.cni import executor as executors
 from netkit.cni import handler
 from netkit.net import netns
 
@@ -139,7 +140,7 @@ class _Handler(socketserver.BaseRequestHandler):
             with self.server.locks.held(key):
                 try:
                     failpoints.hit("agent.after-setns")
-                    out, code = handler.handle(str(header["plugin"]), env, stdin)
+                    out, code = handler.handle(plugins.get(str(header["plugin"])), env, stdin)
                     failpoints.hit("agent.before-reply")
                 except failpoints.FailpointError as exc:
                     out, code = json.dumps(exc.to_dict("1.1.0")).encode() + b"\n", 1
@@ -207,19 +208,16 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.close(self.home_netns)
 
 
-def warm_up() -> None:
-    """Import what requests will need, once, before serving."""
-    import netkit.firewall.nftables  # noqa: F401
-    import netkit.net.links  # noqa: F401
-    import netkit.plugins.bridge  # noqa: F401
-    import netkit.plugins.ipam  # noqa: F401
-    import netkit.plugins.portmap  # noqa: F401
+def serve(executor: executors.Executor, path: str = protocol.DEFAULT_SOCKET, ready: Any = None) -> None:
+    """Serve until interrupted; ``ready`` (a callable) is told once the socket accepts.
 
-
-def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None) -> None:
-    """Serve until interrupted; ``ready`` (a callable) is told once the socket accepts."""
+    ``executor`` runs what the served plugins delegate (bridge -> netkit-ipam): whoever starts the
+    agent passes the one that answers netkit's own plugins right here (netkit.launch.invoker), so
+    a delegation costs no interpreter; the agent itself knows no launcher.
+    """
     limit_malloc_arenas()
-    warm_up()
+    executors.use(executor)
+    plugins.warm_up()  # every plugin's imports, once, before the first request
     server = AgentServer(path)
     if ready is not None:
         ready()

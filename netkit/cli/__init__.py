@@ -25,6 +25,9 @@ from netkit.cli import agent, cni, containers, lab, networks
 @click.pass_context
 def main(ctx: click.Context, root: str | None) -> None:
     """netkit: container networking (CNI plugins, runtime, labs)."""
+    from netkit.launch import invoker
+
+    invoker.use()  # netkit's own plugins, wherever a command runs one, answer without an exec
     ctx.obj = root
 
 

@@ -1,5 +1,5 @@
 """``netkit cni install|add|del|check|gc|status``: install the plugins, and drive a network like cnitool
-(netkit.install, netkit.cni.chain)."""
+(netkit.launch.install, netkit.cni.chain)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def cni() -> None:
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
 def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, with_agent: bool, unit_dir: str) -> None:
     """Write the plugin executables and the default network config."""
-    from netkit import install
+    from netkit.launch import install
 
     report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist))
     if with_agent:

@@ -36,9 +36,9 @@ def run(ctx: click.Context, command: tuple[str, ...], labels: tuple[str, ...], *
                                                            for k, v in kw.items()})
     rec, code = call(lambda: containers.run(rt, opts))
     if opts.detach:
-        for m in rec.get("ports", []):
+        for m in rec.ports:
             click.echo(f"published {ports.describe(m)}", err=True)
-        click.echo(rec["id"])
+        click.echo(rec.id)
     sys.exit(code)
 
 
@@ -57,10 +57,10 @@ def ps(ctx: click.Context, show_all: bool) -> None:
         running = state.alive(rec)
         if not running and not show_all:
             continue
-        since = time.time() - (rec.get("started_at") or rec["created"])
-        status = f"Up {int(since)} seconds" if running else f"Exited ({rec.get('exit_code')})"
-        rows.append((rec["id"][:12], " ".join(rec["command"])[:30], status,
-                     ", ".join(ports.describe(m) for m in rec.get("ports", [])), rec["name"]))
+        since = time.time() - (rec.started_at or rec.created)
+        status = f"Up {int(since)} seconds" if running else f"Exited ({rec.exit_code})"
+        rows.append((rec.id[:12], " ".join(rec.command)[:30], status,
+                     ", ".join(ports.describe(m) for m in rec.ports), rec.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -133,7 +133,7 @@ def port(ctx: click.Context, name: str) -> None:
     from netkit.runtime import ports, state
 
     rt = root(ctx)
-    for m in call(lambda: state.find(rt, name)).get("ports", []):
+    for m in call(lambda: state.find(rt, name)).ports:
         click.echo(ports.describe(m))
 
 

@@ -45,7 +45,7 @@ def network_ls(ctx: click.Context) -> None:
     call(lambda: networks.ensure_default(rt) if os.path.isdir(rt.networks) else None)
     click.echo(f"{'NAME':20} {'DRIVER':8} {'BRIDGE':16} SUBNET")
     for n in call(lambda: networks.listing(rt)):
-        click.echo(f"{n['name']:20} {n['driver']:8} {n['bridge']:16} {n['subnet']}".rstrip())
+        click.echo(f"{n.name:20} {n.driver:8} {n.bridge:16} {n.subnet}".rstrip())
 
 
 @network.command("inspect")
@@ -53,11 +53,11 @@ def network_ls(ctx: click.Context) -> None:
 @click.pass_context
 def network_inspect(ctx: click.Context, name: str) -> None:
     """Show a network's config and the containers on it."""
-    from netkit.runtime import networks, state
+    from netkit.runtime import containers, networks
 
     rt = root(ctx)
     conf = call(lambda: networks.load(rt, name))
-    users = [r["name"] for r in state.all_records(rt) if r.get("network") == name]
+    users = containers.users(rt, name)
     click.echo(json.dumps({"Name": name, "Config": conf, "Containers": users}, indent=2))
 
 
@@ -66,10 +66,10 @@ def network_inspect(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def network_rm(ctx: click.Context, name: str) -> None:
     """Remove a network (refused while containers use it)."""
-    from netkit.runtime import networks, state
+    from netkit.runtime import containers, networks
 
     rt = root(ctx)
-    users = [r["name"] for r in state.all_records(rt) if r.get("network") == name and r["net_kind"] == "bridge"]
+    users = containers.users(rt, name, bridge_only=True)
     call(lambda: networks.remove(rt, name, users))
     click.echo(name)
 

@@ -3,7 +3,8 @@
 ADD runs the plugins in list order, each getting the previous one's result as ``prevResult``; DEL
 runs them in reverse with the cached ADD result; CHECK in order with it.  Capability arguments
 (``runtimeConfig``) go only to plugins that declare the capability.  The result of ADD is cached
-per attachment so DEL and CHECK can send it on.
+per attachment so DEL and CHECK can send it on.  Each plugin runs through ``executor`` (default:
+the process's, see executor.use), so a test can run a list against a fake.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 from netkit import errors, fileio
 from netkit.cni import delegate
+from netkit.cni import executor as executors
 from netkit.cni import result as results
 from netkit.cni import version as versions
+from netkit.rollback import Rollback
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"
 
@@ -106,26 +109,23 @@ def _validate(conflist: dict[str, Any]) -> None:
         raise errors.CNIError(errors.INVALID_CONFIG, "conflist has no plugins")
 
 
-def add(conflist: dict[str, Any], att: Attachment, path: list[str],
-        cache_dir: str = DEFAULT_CACHE_DIR) -> dict[str, Any]:
+def add(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR,
+        executor: executors.Executor | None = None) -> dict[str, Any]:
     """ADD every plugin in order; on failure, DEL those already added (in reverse)."""
     _validate(conflist)
     env = _env(att, path)
     prev: dict[str, Any] | None = None
-    done: list[dict[str, Any]] = []
-    try:
+
+    def take_back(plugin: dict[str, Any]) -> None:
+        # With the result so far (read when undoing), as a DEL of the whole list gets the cached one.
+        delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path, executor)
+
+    with Rollback() as undo:
         for plugin in conflist["plugins"]:
-            res = delegate.invoke(plugin["type"], "ADD", env, _netconf(conflist, plugin, att, prev), path)
+            res = delegate.invoke(plugin["type"], "ADD", env, _netconf(conflist, plugin, att, prev), path, executor)
             assert res is not None
             prev = results.encode(res, conflist["cniVersion"])
-            done.append(plugin)
-    except errors.CNIError:
-        for plugin in reversed(done):
-            try:
-                delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path)
-            except errors.CNIError:
-                pass
-        raise
+            undo.push(take_back, plugin)
     assert prev is not None
     _write_cache(cache_dir, conflist, att, prev)
     return prev
@@ -155,30 +155,32 @@ def cached_attachments(cache_dir: str, network: str) -> list[dict[str, str]]:
     return out
 
 
-def status(conflist: dict[str, Any], path: list[str]) -> None:
+def status(conflist: dict[str, Any], path: list[str], executor: executors.Executor | None = None) -> None:
     """STATUS every plugin (spec 1.1.0); the first that is not ready raises."""
     _validate(conflist)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env["CNI_PATH"] = ":".join(path)
     for plugin in conflist["plugins"]:
         conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
-        delegate.invoke(plugin["type"], "STATUS", env, json.dumps(conf).encode(), path)
+        delegate.invoke(plugin["type"], "STATUS", env, json.dumps(conf).encode(), path, executor)
 
 
-def delete(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+def delete(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR,
+           executor: executors.Executor | None = None) -> None:
     """DEL every plugin in reverse order with the cached result; then forget the cache."""
     _validate(conflist)
     env = _env(att, path)
     prev = _cached(conflist, att, cache_dir)
     for plugin in reversed(conflist["plugins"]):
-        delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path)
+        delegate.invoke(plugin["type"], "DEL", env, _netconf(conflist, plugin, att, prev), path, executor)
     try:
         os.unlink(_cache_path(cache_dir, conflist["name"], att))
     except FileNotFoundError:
         pass
 
 
-def check(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+def check(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir: str = DEFAULT_CACHE_DIR,
+          executor: executors.Executor | None = None) -> None:
     """CHECK every plugin in order with the cached result."""
     _validate(conflist)
     prev = _cached(conflist, att, cache_dir)
@@ -187,10 +189,11 @@ def check(conflist: dict[str, Any], att: Attachment, path: list[str], cache_dir:
                               f"{conflist['name']}/{att.container_id}/{att.ifname}")
     env = _env(att, path)
     for plugin in conflist["plugins"]:
-        delegate.invoke(plugin["type"], "CHECK", env, _netconf(conflist, plugin, att, prev), path)
+        delegate.invoke(plugin["type"], "CHECK", env, _netconf(conflist, plugin, att, prev), path, executor)
 
 
-def gc(conflist: dict[str, Any], valid: list[dict[str, str]], path: list[str]) -> None:
+def gc(conflist: dict[str, Any], valid: list[dict[str, str]], path: list[str],
+       executor: executors.Executor | None = None) -> None:
     """GC every plugin (spec 1.1.0): everything not in ``valid`` ({containerID, ifname}) may go."""
     _validate(conflist)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
@@ -198,4 +201,4 @@ def gc(conflist: dict[str, Any], valid: list[dict[str, str]], path: list[str]) -
     for plugin in conflist["plugins"]:
         conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
         conf["cni.dev/valid-attachments"] = valid
-        delegate.invoke(plugin["type"], "GC", env, json.dumps(conf).encode(), path)
+        delegate.invoke(plugin["type"], "GC", env, json.dumps(conf).encode(), path, executor)

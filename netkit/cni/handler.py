@@ -1,8 +1,10 @@
 """The protocol core: ``handle(plugin, env, stdin) -> (stdout, exit code)``.
 
 Pure: no sys.exit, no process-global state, so the same function serves a plugin executable, an
-in-process test, and (later) a long-lived agent.  Every failure, expected or not, comes out as the
-spec's error object; nothing escapes as a traceback.
+in-process test, and the warm agent (netkit.agent).  It is handed the plugin's functions (see
+``plugin.Plugin``), the way the reference ``skel`` is handed cmdAdd/cmdDel: looking a plugin up by
+name is the caller's business.  Every failure, expected or not, comes out as the spec's error
+object; nothing escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from collections.abc import Mapping
 from netkit import __version__, errors
 from netkit.cni import version as versions
 
-# request/result/plugins are imported inside handle(): VERSION, the commonest call (a runtime
-# sends it to every plugin whenever it loads a network), then costs only json.
+TYPE_CHECKING = False  # typing's own import costs a plugin exec ~3 ms; mypy honours this spelling
+if TYPE_CHECKING:
+    from netkit.cni.plugin import Plugin
+
+# request/result are imported inside handle(), and the plugin passed in imports its module only
+# when a command needs it: VERSION, the commonest call (a runtime sends it to every plugin whenever
+# it loads a network), then costs only json.
 
 
-def about(plugin: str) -> str:
-    """The short human description printed when a plugin runs without CNI_COMMAND."""
-    from netkit import plugins
-
-    return (f"{plugin} (netkit {__version__}): {plugins.describe(plugin)}\n"
+def about(name: str, description: str) -> str:
+    """The short human description printed when plugin ``name`` runs without CNI_COMMAND."""
+    return (f"{name} (netkit {__version__}): {description}\n"
             f"CNI protocol versions supported: {', '.join(versions.SUPPORTED)}\n")
 
 
@@ -42,37 +47,35 @@ def _version_reply(stdin: bytes) -> bytes:
     return _dump({"cniVersion": asked, "supportedVersions": list(versions.SUPPORTED)})
 
 
-def handle(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
+def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
     """Run one CNI command of ``plugin`` and return what goes to stdout and the exit status."""
     reply_version = versions.LATEST
     try:
         if env.get("CNI_COMMAND") == "VERSION":
             return _version_reply(stdin), 0
-        from netkit import plugins
         from netkit.cni import request as requests
         from netkit.cni import result as results
 
         req = requests.parse(env, stdin)
         reply_version = req.cni_version
-        module = plugins.load(plugin)
         if req.command == "ADD":
-            result = module.add(req)
+            result = plugin.add(req)
             try:
                 return _dump(results.encode(result, req.cni_version)), 0
             except Exception:
                 # The attachment exists but cannot be reported: the runtime will see a failed ADD,
                 # so take it back, as any failed ADD leaves nothing.
                 with contextlib.suppress(Exception):
-                    module.delete(req)
+                    plugin.delete(req)
                 raise
         if req.command == "DEL":
-            module.delete(req)
+            plugin.delete(req)
         elif req.command == "CHECK":
-            module.check(req)
+            plugin.check(req)
         elif req.command == "STATUS":
-            module.status(req)
+            plugin.status(req)
         elif req.command == "GC":
-            module.gc(req)
+            plugin.gc(req)
         return b"", 0
     except errors.CNIError as exc:
         return _dump(exc.to_dict(reply_version)), 1

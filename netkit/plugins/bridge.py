@@ -20,7 +20,7 @@ from netkit import errors, failpoints
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
-from netkit.firewall import groups, publish
+from netkit.firewall import backend, groups, publish
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns
@@ -354,3 +354,9 @@ def status(req: Request) -> None:
             ipr.get_links()
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot work"
         raise errors.CNIError(errors.NOT_AVAILABLE, "rtnetlink unavailable", str(exc)) from None
+
+
+def warm_up() -> None:
+    """For a long-lived process (the agent): the firewall backend this host uses, which a request
+    chooses, and so imports, only when it publishes."""
+    backend.choose({}, os.environ)

@@ -6,10 +6,12 @@ Chained after a bridge: reads the container's addresses from prevResult, takes t
 
 from __future__ import annotations
 
+import os
+
 from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
-from netkit.firewall import groups, publish
+from netkit.firewall import backend, groups, publish
 from netkit.rollback import Rollback
 
 
@@ -63,3 +65,9 @@ def status(req: Request) -> None:
         fw.chains()
     except errors.CNIError as exc:
         raise errors.CNIError(errors.NOT_AVAILABLE, f"{fw.name} firewall unavailable", str(exc)) from None
+
+
+def warm_up() -> None:
+    """For a long-lived process (the agent): the firewall backend this host uses, which a request
+    chooses, and so imports, only when it publishes."""
+    backend.choose({}, os.environ)

@@ -10,7 +10,7 @@ import contextlib
 import os
 from typing import Iterator
 
-from netkit import __version__, fileio
+from netkit import fileio
 
 DEFAULT_ROOT = "/var/lib/netkit"
 ENV_ROOT = "NETKIT_ROOT"
@@ -37,20 +37,14 @@ class Root:
             yield
 
     def prepare(self) -> None:
-        """Create the directories and (re)write the plugin launchers when netkit's version changed."""
+        """Create the directories and (re)write the plugin launchers unless they are already what
+        this installation writes (an upgrade may change what they import, not only the version)."""
         for d in (self.containers, self.networks, self.bin, self.ipam, self.cni_cache, self.netns):
             fileio.ensure_dir(d)
-        stamp = os.path.join(self.bin, ".version")
-        try:
-            with open(stamp, encoding="ascii") as f:
-                if f.read().strip() == __version__:
-                    return
-        except OSError:
-            pass
-        from netkit import install
+        from netkit.launch import install
 
-        install.install_plugins(self.bin)
-        fileio.write_atomic(stamp, __version__.encode())
+        if not install.plugins_current(self.bin):
+            install.install_plugins(self.bin)
 
     @property
     def cni_path(self) -> list[str]:

@@ -1,9 +1,8 @@
-"""Delegation to another plugin: lookup in CNI_PATH, exec (or not, for our own), passing its answer through."""
+"""Delegation to another plugin: lookup in CNI_PATH, exec through an executor, passing its answer through."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 
 from netkit import errors
 from netkit.cni import delegate, request
+from netkit.cni import executor as executors
+from tests.cni.fake_exec import FakeExec, result_of
 
 
 def _script(directory: Path, name: str, body: str) -> str:
@@ -36,13 +37,13 @@ def _ipam_conf(tmp_path: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[
 @pytest.mark.parametrize("plugin_type", ["../netkit-ipam", "/usr/bin/true", "a/b", "", ".", ".."])
 def test_find_refuses_types_with_slash_or_dots(plugin_bin: str, plugin_type: str) -> None:
     with pytest.raises(errors.CNIError) as info:
-        delegate.find(plugin_type, [plugin_bin])
+        executors.find(plugin_type, [plugin_bin])
     assert info.value.code == errors.INVALID_CONFIG
 
 
 def test_find_missing_plugin_is_code_105(plugin_bin: str, tmp_path: Path) -> None:
     with pytest.raises(errors.CNIError) as info:
-        delegate.find("host-nowhere", [plugin_bin, str(tmp_path)])
+        executors.find("host-nowhere", [plugin_bin, str(tmp_path)])
     assert info.value.code == errors.DELEGATE_FAILED
 
 
@@ -53,7 +54,7 @@ def test_find_skips_non_executable_and_directories(tmp_path: Path) -> None:
     (first / "plug").write_text("#!/bin/sh\n")  # not executable
     (second / "plug").mkdir()  # a directory
     exe = _script(third, "plug", "exit 0\n")
-    assert delegate.find("plug", [str(first), str(second), str(third)]) == exe
+    assert executors.find("plug", [str(first), str(second), str(third)]) == exe
 
 
 def test_find_takes_first_match_in_path_order(tmp_path: Path) -> None:
@@ -61,8 +62,8 @@ def test_find_takes_first_match_in_path_order(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     exe_a = _script(tmp_path / "a", "plug", "exit 0\n")
     _script(tmp_path / "b", "plug", "exit 0\n")
-    assert delegate.find("plug", [str(tmp_path / "b"), str(tmp_path / "a")]) != exe_a
-    assert delegate.find("plug", [str(tmp_path / "a"), str(tmp_path / "b")]) == exe_a
+    assert executors.find("plug", [str(tmp_path / "b"), str(tmp_path / "a")]) != exe_a
+    assert executors.find("plug", [str(tmp_path / "a"), str(tmp_path / "b")]) == exe_a
 
 
 def test_delegate_error_code_is_passed_through(tmp_path: Path) -> None:
@@ -120,27 +121,23 @@ def test_call_uses_the_request_env_path_and_stdin(tmp_path: Path) -> None:
     assert (info.value.code, info.value.msg) == (errors.POOL_EXHAUSTED, "pool exhausted")
 
 
-_execs: list[str] = []
-sys.addaudithook(lambda event, args: _execs.append(str(args[0])) if event == "subprocess.Popen" else None)
+def test_a_delegate_runs_through_the_executor_given() -> None:
+    fake = FakeExec({"ipam": {"ADD": (result_of("10.1.0.2/24"), 0)}})
+    res = delegate.invoke("ipam", "ADD", _env("DEL"), b'{"x": 1}', ["/nowhere"], fake)
+    assert res is not None and res["ips"] == [{"address": "10.1.0.2/24"}]
+    assert fake.calls == [("ipam", "ADD", {"x": 1})]
 
 
-def test_own_launcher_is_answered_without_exec_and_a_foreign_copy_is_execd(plugin_bin: str, tmp_path: Path) -> None:
-    """This installation's netkit-ipam answers in-process (no interpreter start); a launcher that is
-    not byte-for-byte ours (another install, an edited file) is exec'd like any plugin."""
-    own = os.path.join(plugin_bin, "netkit-ipam")
-    env = dict(_env(), NETKIT_AGENT_SOCKET="/nonexistent/agent.sock")
-    _execs.clear()
-    first = delegate.invoke("netkit-ipam", "ADD", env, json.dumps(_ipam_conf(tmp_path)).encode(), [plugin_bin])
-    assert first is not None and own not in _execs and _execs == []
-    foreign_dir = tmp_path / "foreign"
-    foreign_dir.mkdir()
-    foreign = foreign_dir / "netkit-ipam"
-    foreign.write_text(Path(own).read_text() + "# edited\n")
-    foreign.chmod(0o755)
-    second = delegate.invoke("netkit-ipam", "ADD", dict(env, CNI_CONTAINERID="c2"),
-                             json.dumps(_ipam_conf(tmp_path)).encode(), [str(foreign_dir)])
-    assert _execs == [str(foreign)]
-    assert second is not None and second["ips"][0]["address"] != first["ips"][0]["address"]
+def test_the_process_executor_is_the_default_and_can_be_replaced() -> None:
+    fake = FakeExec({"ipam": {"DEL": (b'{"code": 11, "msg": "try again"}', 1)}})
+    previous = executors.use(fake)
+    try:
+        with pytest.raises(errors.CNIError) as info:
+            delegate.invoke("ipam", "DEL", _env(), b"{}", ["/nowhere"])
+    finally:
+        executors.use(previous)
+    assert (info.value.code, info.value.msg) == (11, "try again")
+    assert fake.calls == [("ipam", "DEL", {})]
 
 
 def test_a_runtime_without_plugins_loaded_asks_the_agent_for_our_own_plugins(
@@ -149,8 +146,10 @@ def test_a_runtime_without_plugins_loaded_asks_the_agent_for_our_own_plugins(
     own plugins must then be answered by the warm agent, not loaded in-process."""
     code = (
         "import json, sys\n"
-        "import netkit.install\n"  # what the runtime imports: the registry comes with it
+        "import netkit.launch.install\n"  # what the runtime imports: the registry comes with it
         "from netkit.cni import delegate\n"
+        "from netkit.launch import invoker\n"
+        "invoker.use()\n"  # as every netkit command does
         "res = delegate.invoke('netkit-ipam', 'ADD', json.loads(sys.argv[1]), sys.argv[2].encode(), [sys.argv[3]])\n"
         "print(json.dumps({'ips': res['ips'], 'loaded': 'netkit.plugins.ipam' in sys.modules}))\n"
     )

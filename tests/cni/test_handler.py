@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from netkit import errors
+from netkit import errors, plugins
 from netkit.cni import handler, version
+from netkit.cni.request import Request
+from netkit.cni.result import Result
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
@@ -31,7 +33,7 @@ def _conf(tmp_path: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, 
 
 def _call(env: dict[str, str], stdin: bytes | dict[str, Any], plugin: str = "netkit-ipam") -> tuple[int, Any, bytes]:
     raw = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
-    out, code = handler.handle(plugin, env, raw)
+    out, code = handler.handle(plugins.get(plugin), env, raw)
     assert isinstance(out, bytes)
     return code, (json.loads(out) if out.strip() else None), out
 
@@ -84,7 +86,7 @@ def test_undecodable_config_is_code_6(stdin: bytes) -> None:
 
 
 def test_error_json_output_is_terminated_and_parseable() -> None:
-    out, code = handler.handle("netkit-ipam", _env(), b"{")
+    out, code = handler.handle(plugins.get("netkit-ipam"), _env(), b"{")
     assert code == 1
     assert out.endswith(b"\n")
     json.loads(out)
@@ -197,14 +199,50 @@ def test_add_answers_in_the_requested_version(tmp_path: Path, cni_version: str) 
 
 
 def test_del_success_prints_nothing(tmp_path: Path) -> None:
-    out, code = handler.handle("netkit-ipam", _env("DEL"), json.dumps(_conf(tmp_path)).encode())
+    out, code = handler.handle(plugins.get("netkit-ipam"), _env("DEL"), json.dumps(_conf(tmp_path)).encode())
     assert (out, code) == (b"", 0)
 
 
 def test_about_names_plugin_and_versions() -> None:
-    text = handler.about("netkit-ipam")
+    text = handler.about("netkit-ipam", plugins.describe("netkit-ipam"))
     assert "netkit-ipam" in text and "host-local" in text
     assert "1.1.0" in text and "0.3.0" in text
+
+
+class _Recorder:
+    """A plugin as the handler sees one: just its functions (no registry, no module)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def add(self, req: Request) -> Result:
+        self.calls.append(f"ADD {req.container_id}")
+        return {"ips": [{"address": "10.9.9.9/24"}]}
+
+    def delete(self, req: Request) -> None:
+        self.calls.append("DEL")
+
+    def check(self, req: Request) -> None:
+        self.calls.append("CHECK")
+
+    def status(self, req: Request) -> None:
+        self.calls.append("STATUS")
+
+    def gc(self, req: Request) -> None:
+        self.calls.append("GC")
+
+
+def test_the_handler_runs_the_functions_it_is_given(tmp_path: Path) -> None:
+    plugin = _Recorder()
+    for command in ("ADD", "CHECK", "DEL"):
+        stdin = dict(_conf(tmp_path), prevResult={"cniVersion": "1.0.0"}) if command == "CHECK" else _conf(tmp_path)
+        out, code = handler.handle(plugin, _env(command), json.dumps(stdin).encode())
+        assert code == 0, out
+    assert json.loads(handler.handle(plugin, _env(), json.dumps(_conf(tmp_path)).encode())[0])["ips"] == [
+        {"address": "10.9.9.9/24"}]
+    out, code = handler.handle(plugin, {"CNI_COMMAND": "VERSION"}, b"{}")
+    assert code == 0 and "supportedVersions" in json.loads(out)
+    assert plugin.calls == ["ADD c1", "CHECK", "DEL", "ADD c1"]  # VERSION never reaches the plugin
 
 
 # The real executable ---------------------------------------------------------------------------

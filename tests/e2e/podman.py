@@ -38,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from netkit import install
+from netkit.launch import install
 from netkit.net import netns
 from tests import reach
 from tests import sandbox as sb

@@ -16,7 +16,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from netkit import errors
-from netkit.cni import handler, request
+from netkit.cni import request
+from netkit.launch import invoker
 from netkit.net import netns
 from tests.fuzz import cni, fuzz_settings
 from tests.sandbox import Namespace, Sandbox, bridge_conf
@@ -71,7 +72,7 @@ def _invocation(draw: st.DrawFn, box: Sandbox, c: Namespace, focus: str) -> tupl
 
 def _in_process(box: Sandbox, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[bytes, int]:
     with netns.entered(box.host.path):
-        return handler.handle(plugin, env, stdin)
+        return invoker.handle(plugin, env, stdin)
 
 
 def _exec(box: Sandbox, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[bytes, int]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from netkit import errors
-from netkit.cni import handler
+from netkit.launch import invoker
 
 PLUGIN = "netkit-ipam"
 NET = "ipamnet"
@@ -44,7 +44,7 @@ def _env(command: str, cid: str = "c1", ifname: str = "eth0", args: str = "") ->
 
 def _call(command: str, conf: dict[str, Any], cid: str = "c1", ifname: str = "eth0",
           args: str = "") -> tuple[int, Any]:
-    out, code = handler.handle(PLUGIN, _env(command, cid, ifname, args), json.dumps(conf).encode())
+    out, code = invoker.handle(PLUGIN, _env(command, cid, ifname, args), json.dumps(conf).encode())
     assert b"Traceback" not in out
     body = json.loads(out) if out.strip() else None
     if code != 0:

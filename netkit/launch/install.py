@@ -1,4 +1,5 @@
-"""`netkit cni install`: plugin executables and the default network config."""
+"""`netkit cni install`: plugin executables (see executable), the agent's systemd unit, the default
+network config."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import ipaddress
 import json
 import os
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 
 from netkit import fileio, plugins
-from netkit.cni import launcher
 from netkit.ipam.pool import DEFAULT_BRIDGE, DOCKER_SUBNETS, choose_subnet
+from netkit.launch import executable
 from netkit.net.routes import host_routes
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
@@ -29,19 +29,6 @@ class InstallReport:
     conflist_written: bool = False
     subnet: str = ""
     notes: list[str] = field(default_factory=list)
-
-
-def import_paths() -> list[str]:
-    """Directories a launcher puts on sys.path: netkit's own and this interpreter's site-packages."""
-    import netkit
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
-    out = [here]
-    for key in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[key]
-        if path not in out:
-            out.append(path)
-    return out
 
 
 def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
@@ -106,15 +93,29 @@ def install_agent_unit(unit_dir: str = UNIT_DIR) -> str:
 def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
     """Write every plugin executable into ``bin_dir``; return their paths."""
     python = python or sys.executable
-    paths = import_paths()
+    paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
     out = []
     for name in plugins.REGISTRY:
         target = os.path.join(bin_dir, name)
-        fileio.write_atomic(target, launcher.render(name, python, paths).encode(), mode=0o755)
+        fileio.write_atomic(target, executable.render(name, python, paths).encode(), mode=0o755)
         os.chmod(target, 0o755)
         out.append(target)
     return out
+
+
+def plugins_current(bin_dir: str, python: str | None = None) -> bool:
+    """True when ``bin_dir`` holds every plugin executable exactly as install_plugins writes it now."""
+    python = python or sys.executable
+    paths = executable.import_paths()
+    for name in plugins.REGISTRY:
+        try:
+            with open(os.path.join(bin_dir, name), encoding="utf-8") as f:
+                if f.read() != executable.render(name, python, paths):
+                    return False
+        except (OSError, UnicodeDecodeError):
+            return False
+    return True
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,

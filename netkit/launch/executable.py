@@ -14,9 +14,24 @@ TEMPLATE = """#!{python} -IS
 # netkit CNI plugin "{name}", written by `netkit cni install`; regenerate rather than edit.
 import sys
 sys.path[:0] = {paths!r}
-from netkit.cni.launcher import main
+from netkit.launch.executable import main
 sys.exit(main({name!r}))
 """
+
+
+def import_paths() -> list[str]:
+    """Directories a launcher puts on sys.path: netkit's own and this interpreter's site-packages."""
+    import sysconfig  # here, not above: a plugin exec imports this module and never needs it
+
+    import netkit
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
+    out = [here]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths()[key]
+        if path not in out:
+            out.append(path)
+    return out
 
 
 def render(name: str, python: str, paths: list[str]) -> str:
@@ -31,18 +46,19 @@ def main(plugin: str) -> int:
     otherwise the handler runs here: the same answer, slower.
     """
     if not os.environ.get("CNI_COMMAND"):
+        from netkit import plugins
         from netkit.cni import handler
 
-        sys.stderr.write(handler.about(plugin))
+        sys.stderr.write(handler.about(plugin, plugins.describe(plugin)))
         return 0
     stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
     from netkit.agent import client
 
     answer = client.forward(plugin, os.environ, stdin)
     if answer is None:
-        from netkit.cni import handler
+        from netkit.launch import invoker
 
-        answer = handler.handle(plugin, os.environ, stdin)
+        answer = invoker.handle(plugin, os.environ, stdin)
     out, code = answer
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
