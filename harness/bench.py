@@ -134,8 +134,18 @@ class Run:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def check_reference(ap: argparse.ArgumentParser, plugins: tuple[str, ...] = (), tools: tuple[str, ...] = ()) -> None:
-    """Root, the reference plugins and the tools a script needs, or a usage error naming the package."""
+def _on_term(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(ap: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Run], plugins: tuple[str, ...] = (),
+         tools: tuple[str, ...] = (), check: Callable[[argparse.Namespace], str] | None = None) -> int:
+    """Run the benchmark ``make(args)``; 1 if it aborted, left something or found a problem.
+
+    Usage errors first: ``check(args)`` (a message, or ""), root, the reference ``plugins`` and ``tools``."""
+    args = ap.parse_args()
+    if check is not None and (message := check(args)):
+        ap.error(message)
     if os.geteuid() != 0:
         ap.error("must run as root (network namespaces)")
     for name in plugins:
@@ -144,15 +154,6 @@ def check_reference(ap: argparse.ArgumentParser, plugins: tuple[str, ...] = (), 
     for tool in tools:
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found (apt-get install nftables iptables)")
-
-
-def _on_term(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(ap: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Run]) -> int:
-    """Run the benchmark ``make(args)``; 1 if it aborted or left or found a problem."""
-    args = ap.parse_args()
     run = make(args)
     run.cmdline = shlex.join(sys.orig_argv)
     print(f"command: {run.cmdline}", flush=True)
