@@ -19,7 +19,6 @@ from harness.hostns import Netns
 
 EXEC_TIMEOUT_S = 120  # a ceiling, not an expectation
 GNU_TIME = "/usr/bin/time"
-CONTAINER_PORT = 80
 
 
 @dataclass
@@ -84,6 +83,8 @@ class Network:
     names the container IDs.
     """
 
+    container_port = 80  # of the one tcp mapping the portmap config asks for
+
     def __init__(self, host: str, bin_dir: str, netkit: bool, name: str, bridge: str, subnet: str,
                  data_dir: str, agent: str | None = None, firewall: str = "", label: str = "") -> None:
         self.host, self.bin_dir, self.netkit, self.name, self.bridge = host, bin_dir, netkit, name, bridge
@@ -121,7 +122,7 @@ class Network:
         # "protocol" spelled out: the reference portmap requires it (netkit defaults to tcp).
         return {"cniVersion": "1.0.0", "name": self.name, "type": self.type("portmap"),
                 "capabilities": {"portMappings": True},
-                "runtimeConfig": {"portMappings": [{"hostPort": host_port, "containerPort": CONTAINER_PORT,
+                "runtimeConfig": {"portMappings": [{"hostPort": host_port, "containerPort": self.container_port,
                                                     "protocol": "tcp"}]},
                 "prevResult": prev}
 
