@@ -1,9 +1,10 @@
-"""Set-up shared by the test suite and the benchmarks: podman sandbox, process scans, benchmark skeleton.
+"""What the tests and the benchmarks share: sandbox host namespaces, the agent process, the podman
+sandbox, process scans and the benchmarks' skeleton, each written once.
 
-Imported as ``harness.X`` from tests/ and from bench/ scripts (which put the repository root on sys.path);
-not part of the netkit wheel.
+Not shipped (pyproject packages only ``netkit*``): tests import it as ``harness.X``, and the scripts
+in bench/ put the repository root on ``sys.path`` first.
 """
 
 
 class HarnessError(RuntimeError):
-    """A set-up or clean-up command of the harness failed."""
+    """Setting up or tearing down a sandbox, agent or benchmark failed."""
