@@ -156,6 +156,7 @@ class Store:
         self.storage_conf = os.path.join(top, "storage.conf")
         self.inodes: set[int] = set()
         self.networks: list[str] = []               # network names whose CNI cache podman may leave
+        self.net_dirs: dict[str, str] = {}          # containers.conf -> its network_config_dir
         self.paths_before: dict[str, bool] | None = None
         self.cgroups_before: set[str] = set()
         self.problems: list[str] = []
@@ -172,11 +173,12 @@ class Store:
         with open(self.storage_conf, "w") as f:
             f.write(f'[storage]\ndriver = "overlay"\ngraphroot = "{self.dir}/graph"\nrunroot = "{self.dir}/run"\n')
 
-    def write_conf(self, name: str, plugin_dirs: list[str], engine: str = "") -> str:
-        """``NAME/containers.conf`` with network configs in ``NAME/net.d``: every configuration shares
-        storage, tmp dir and locks, not its network dir; ``engine`` adds lines to [engine]."""
-        net_dir = os.path.join(self.dir, name, "net.d")
+    def write_conf(self, name: str, plugin_dirs: list[str], engine: str = "", net_dir: str = "") -> str:
+        """``NAME/containers.conf`` with network configs in ``net_dir`` (default ``NAME/net.d``): every
+        configuration shares storage, tmp dir and locks, not its network dir; ``engine``: lines for [engine]."""
+        net_dir = net_dir or os.path.join(self.dir, name, "net.d")
         os.makedirs(net_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.dir, name), exist_ok=True)
         lim = ulimits()
         path = os.path.join(self.dir, name, "containers.conf")
         with open(path, "w") as f:
@@ -197,6 +199,7 @@ tmp_dir = "{self.dir}/tmp"
 image_copy_tmp_dir = "{self.dir}/tmp"
 lock_type = "file"
 """)
+        self.net_dirs[path] = net_dir
         return path
 
     def processes(self) -> dict[int, str]:
@@ -284,9 +287,11 @@ class Podman:
                                f"{tail(proc.stderr or proc.stdout)}")
         return proc
 
-    def import_image(self, files: dict[str, bytes]) -> None:
-        """The store's image from a busybox rootfs with ``files``."""
-        self("import", rootfs_tar(os.path.join(self.store.dir, "rootfs.tar"), files), self.store.image)
+    def import_image(self, files: dict[str, bytes]) -> str:
+        """The store's image from a busybox rootfs with ``files``; the command, as ``show`` gives it."""
+        args = ("import", rootfs_tar(os.path.join(self.store.dir, "rootfs.tar"), files), self.store.image)
+        self(*args)
+        return self.show(*args)
 
     def version(self) -> str:
         return self("version", "--format", "{{.Client.Version}}", check=False).stdout.strip() or "?"
@@ -316,7 +321,7 @@ class Podman:
         self("network", "create", "--disable-dns", "--subnet", SUBNET, "--gateway", GATEWAY, name)
         if name not in self.store.networks:
             self.store.networks.append(name)
-        path = os.path.join(os.path.dirname(self.conf), "net.d", f"{name}.conflist")
+        path = os.path.join(self.store.net_dirs[self.conf], f"{name}.conflist")
         with open(path) as f:
             written = json.load(f)
         conflist = adapt(written, variant, data_dir)

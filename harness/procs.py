@@ -64,6 +64,12 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])       # fields 14 and 15 of proc(5)
 
 
+def read_syscalls(pid: int) -> int:
+    """Read syscalls ``pid`` made so far (``syscr`` of /proc/PID/io, exited threads included)."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("syscr:")).split()[1])
+
+
 def unmount_under(top: str) -> list[str]:
     """Detach every mount below ``top`` (podman's overlay and shm, netns bind mounts), deepest first;
     a problem line per failure."""
