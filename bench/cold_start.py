@@ -56,14 +56,14 @@ class ColdStart(Run):
                         body = dict(self.conf, **{"cni.dev/valid-attachments": [{"containerID": "cold1", "ifname": "eth0"}]})
                     e = self.exec([exe], command, body)
                     if e.code != 0:
-                        raise BenchError(f"{plugin} {command} failed: {e.out.decode()}{e.err.decode()}")
+                        raise BenchError(f"{plugin} {command} failed: {e.out}{e.err}")
                     if command == "ADD":
                         prev = json.loads(e.out)
                     samples[command].append(e.ms)
             self.rows += [(f"{plugin} {c}", v) for c, v in samples.items()]
         bridge = os.path.join(self.bin_dir, "netkit-bridge")
         e = self.exec([sys.executable, "-IS", "-X", "importtime", bridge], "ADD", self.conf)
-        lines = [ln for ln in e.err.decode().splitlines() if ln.startswith("import time:") and "|" in ln]
+        lines = [ln for ln in e.err.splitlines() if ln.startswith("import time:") and "|" in ln]
         cum = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in lines[1:]), reverse=True)
         self.top = [(us, name) for us, name in cum if not name.startswith(" ")][:6]
         self.exec([bridge], "DEL", self.conf)

@@ -10,14 +10,12 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.bench import REFERENCE_BIN, BenchError
+from harness.bench import REFERENCE_BIN, BenchError, timed
 from harness.hostns import Netns
 
-EXEC_TIMEOUT_S = 120  # a ceiling, not an expectation
 GNU_TIME = "/usr/bin/time"
 
 
@@ -25,8 +23,8 @@ GNU_TIME = "/usr/bin/time"
 class Exec:
     ms: float
     code: int
-    out: bytes
-    err: bytes
+    out: str
+    err: str
     maxrss_kib: int = 0  # with rss=True: GNU time's %M, the peak RSS of `ip netns exec` + the plugin
 
     def json(self) -> Any:
@@ -40,39 +38,21 @@ class Exec:
 
 
 def exec_in(host: str, argv: list[str], env: dict[str, str], stdin: bytes, rss: bool = False) -> Exec:
-    """``ip netns exec HOST argv``: wall time from spawn to exit and its outputs.
+    """``ip netns exec HOST argv`` (harness.bench.timed): wall time from spawn to exit, its outputs.
 
     With ``rss`` the command runs under ``/usr/bin/time -f %M``, which reports its peak RSS (not
     wait4 on our own child: Python spawns with vfork, so a child's ru_maxrss starts at this script's
     own RSS; time(1) is a small C program, so the child it forks starts small).
     """
     full = ["ip", "netns", "exec", host, *argv]
-    rss_file = ""
-    if rss:
-        fd, rss_file = tempfile.mkstemp(prefix="rss-")
-        os.close(fd)
-        full = [GNU_TIME, "-f", "%M", "-o", rss_file, *full]
-    try:
-        t0 = time.perf_counter_ns()
-        proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            out, err = proc.communicate(stdin, timeout=EXEC_TIMEOUT_S)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        t1 = time.perf_counter_ns()
-        maxrss = 0
-        if rss_file:
-            with open(rss_file) as fh:
-                words = fh.read().split()
-            if not words or not words[-1].isdigit():
-                raise BenchError(f"{GNU_TIME} gave no %M for {argv}: {words!r}")
-            maxrss = int(words[-1])
-        return Exec((t1 - t0) / 1e6, proc.returncode, out, err, maxrss)
-    finally:
-        if rss_file:
-            os.unlink(rss_file)
+    if not rss:
+        return Exec(*timed(full, env, stdin=stdin)[:4])
+    with tempfile.NamedTemporaryFile("r", prefix="rss-") as fh:
+        ms, code, out, err, _ = timed([GNU_TIME, "-f", "%M", "-o", fh.name, *full], env, stdin=stdin)
+        words = fh.read().split()
+    if not words or not words[-1].isdigit():
+        raise BenchError(f"{GNU_TIME} gave no %M for {argv}: {words!r}")
+    return Exec(ms, code, out, err, int(words[-1]))
 
 
 class Network:
@@ -164,7 +144,7 @@ class Network:
 
     # ---- what the sandbox host holds ------------------------------------------------------------
     def in_host(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return Netns(self.host).run(*argv, timeout=EXEC_TIMEOUT_S)
+        return Netns(self.host).run(*argv, timeout=120)
 
     def nat_text(self) -> str:
         """The host's NAT rules as the implementation's own tool lists them."""
