@@ -82,6 +82,11 @@ def timed(argv: list[str], env: dict[str, str], cwd: str | None = None, stdin: b
     return ms, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), t0
 
 
+def ruled(head: str) -> str:
+    """A table's head line and a rule as long under it."""
+    return f"{head}\n{'-' * len(head)}"
+
+
 def machine() -> dict[str, Any]:
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()}
 
