@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from harness import HarnessError
+from harness import HarnessError, procs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 30  # a ceiling for a loaded machine, not an expectation
@@ -81,9 +81,7 @@ class Agent:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the agent process."""
-        with open(f"/proc/{self.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procs.cpu_ticks(self.pid) / os.sysconf("SC_CLK_TCK")
 
     def status(self, keys: tuple[str, ...] = ("VmHWM", "VmRSS", "Threads")) -> dict[str, int]:
         """Numeric fields of /proc/PID/status (memory in KiB)."""

@@ -19,12 +19,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Callable
 
 from harness import HarnessError, hostns
 from harness.agent import Agent
 
 REFERENCE_BIN = "/usr/lib/cni"
+EXEC_TIMEOUT_S = 120  # a ceiling for one measured command, not an expectation
 NO_AGENT = "/nonexistent"  # NETKIT_AGENT_SOCKET for in-process rows: no agent listens there
 
 
@@ -53,6 +55,31 @@ def summary(values: list[float]) -> dict[str, float]:
     """median, p95, min, max, mean and n of samples."""
     return {"median": statistics.median(values), "p95": pct(values, 0.95), "min": min(values),
             "max": max(values), "mean": statistics.fmean(values), "n": len(values)}
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: str | None = None, stdin: bytes | None = None,
+          before: Callable[[], Any] | None = None) -> tuple[float, int, str, str, int]:
+    """Run ``argv``: ms from spawn to exit, exit status, stdout, stderr, and the spawn's perf_counter_ns.
+
+    In a session of its own, so a terminal's Ctrl-C reaches only us: the command gets up to
+    EXEC_TIMEOUT_S to finish (no half-made attachment), then is killed, and the interrupt goes on.
+    ``before()`` runs right before the spawn (a poller's start)."""
+    if before is not None:
+        before()
+    t0 = time.perf_counter_ns()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=EXEC_TIMEOUT_S)
+    except BaseException:
+        try:
+            proc.communicate(timeout=EXEC_TIMEOUT_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+        raise
+    ms = (time.perf_counter_ns() - t0) / 1e6
+    return ms, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), t0
 
 
 def machine() -> dict[str, Any]:
@@ -99,6 +126,7 @@ class Run:
         self.bin_dir = ""
         self.agent: Agent | None = None
         self.cleanup_problems: list[str] = []
+        self.cleanup_notes: list[str] = []  # what cleanup did that is worth a line, not a problem
         self.cmdline = ""
 
     def setup(self) -> None:
@@ -134,8 +162,18 @@ class Run:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def check_reference(ap: argparse.ArgumentParser, plugins: tuple[str, ...] = (), tools: tuple[str, ...] = ()) -> None:
-    """Root, the reference plugins and the tools a script needs, or a usage error naming the package."""
+def _on_term(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(ap: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Run], plugins: tuple[str, ...] = (),
+         tools: tuple[str, ...] = (), check: Callable[[argparse.Namespace], str] | None = None) -> int:
+    """Run the benchmark ``make(args)``; 1 if it aborted, left something or found a problem.
+
+    Usage errors first: ``check(args)`` (a message, or ""), root, the reference ``plugins`` and ``tools``."""
+    args = ap.parse_args()
+    if check is not None and (message := check(args)):
+        ap.error(message)
     if os.geteuid() != 0:
         ap.error("must run as root (network namespaces)")
     for name in plugins:
@@ -144,15 +182,6 @@ def check_reference(ap: argparse.ArgumentParser, plugins: tuple[str, ...] = (), 
     for tool in tools:
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found (apt-get install nftables iptables)")
-
-
-def _on_term(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(ap: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Run]) -> int:
-    """Run the benchmark ``make(args)``; 1 if it aborted or left or found a problem."""
-    args = ap.parse_args()
     run = make(args)
     run.cmdline = shlex.join(sys.orig_argv)
     print(f"command: {run.cmdline}", flush=True)
@@ -182,6 +211,8 @@ def main(ap: argparse.ArgumentParser, make: Callable[[argparse.Namespace], Run])
     ours = sorted(n for n in root_after if n.startswith(run.tag))
     if ours:
         run.cleanup_problems.append(f"links named {run.tag}* in the root namespace: {ours}")
+    for note in run.cleanup_notes:
+        print(f"cleanup: {note}", file=sys.stderr)
     for problem in run.cleanup_problems:
         print(f"CLEANUP PROBLEM: {problem}", file=sys.stderr)
     for problem in sanity:
