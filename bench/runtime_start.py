@@ -31,13 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import HarnessError, procs  # noqa: E402
 from harness import podman as hp  # noqa: E402
-from harness.bench import BenchError, Run, check_reference, main, parser, summary, tail  # noqa: E402
+from harness.bench import BenchError, Run, machine, main, parser, summary, tail, timed  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.net import netns as nk_netns  # noqa: E402
 
 NETKIT, PODMAN = "netkit", "podman"
 NSENTER = hp.NSENTER
+NETKIT_EXE = os.path.join(os.path.dirname(sys.executable), "netkit")
 CONTAINER_PORT = 80
 PORT_BASE = {"http-python": 18000, "http-busybox": 17000, "http-podman": 19000}   # + run number (warm-up included)
 POLL_INTERVAL_S = 0.005                       # a new connect+GET attempt every 5 ms
@@ -195,7 +196,6 @@ class StartRun(Run):
         self.hosts: dict[str, Netns] = {}
         self.inodes: set[int] = set()
         self.nk_root = self.www = ""
-        self.netkit_exe = os.path.join(os.path.dirname(sys.executable), "netkit")
         self.python = shutil.which("python3", path=hp.CLEAN_PATH) or "python3"
         self.store: hp.Store | None = None
         self.pm: hp.Podman | None = None
@@ -209,7 +209,6 @@ class StartRun(Run):
         self.baseline: list[float] = []
         self.poll_stats: dict[str, list[dict[str, Any]]] = {NETKIT: [], PODMAN: []}
         self.commands: dict[str, str] = {}
-        self.cleanup_notes: list[str] = []
         self.agent_cpu_s = 0.0
 
     # ---- commands ------------------------------------------------------------------------------------
@@ -222,7 +221,7 @@ class StartRun(Run):
 
     def argv(self, impl: str, *args: str) -> list[str]:
         if impl == NETKIT:
-            return [NSENTER, f"--net={self.hosts[NETKIT].path}", self.netkit_exe, "--root", self.nk_root, *args]
+            return [NSENTER, f"--net={self.hosts[NETKIT].path}", NETKIT_EXE, "--root", self.nk_root, *args]
         assert self.pm is not None
         return self.pm.argv(*args)
 
@@ -234,27 +233,8 @@ class StartRun(Run):
         return f"{env} {shlex.join(argv)}"
 
     def timed(self, impl: str, argv: list[str], before: Any = None) -> tuple[float, int, str, str, int]:
-        """Wall time in ms from spawning argv to its exit; (ms, status, stdout, stderr, t0 ns).  The child
-        has a session of its own: a Ctrl-C reaches only us, and the child is left to finish before the
-        clean-up.  ``before`` is called right before the spawn (the HTTP poller's go)."""
-        cwd = self.www if impl == NETKIT else self.tmp
-        env = self.env(impl)
-        if before is not None:
-            before()
-        t0 = time.perf_counter_ns()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env, cwd=cwd, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=hp.EXEC_TIMEOUT_S)
-        except BaseException:
-            try:
-                proc.communicate(timeout=hp.EXEC_TIMEOUT_S)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-            raise
-        t1 = time.perf_counter_ns()
-        return (t1 - t0) / 1e6, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), t0
+        """harness.bench.timed in the runtime's environment and directory."""
+        return timed(argv, self.env(impl), self.www if impl == NETKIT else self.tmp, before=before)
 
     def must(self, impl: str, argv: list[str], what: str) -> tuple[float, str]:
         ms, code, out, err, _ = self.timed(impl, argv)
@@ -326,8 +306,6 @@ class StartRun(Run):
             self.cleanup_problems += procs.unmount_under(self.tmp)   # netkit's netns bind mounts
         super().teardown()
         self.inodes.clear()                 # namespace inode numbers are reused once a namespace is gone
-        for note in self.cleanup_notes:
-            print(f"cleanup: {note}", file=sys.stderr)
 
     # ---- the measurements ------------------------------------------------------------------------------
     def _put(self, into: dict[str, dict[str, list[float]]], row: str, impl: str, ms: float) -> None:
@@ -489,7 +467,7 @@ class StartRun(Run):
             print(f"removed what podman made outside the temp dir: {', '.join(removed)}")
         return {
             "runs": args.runs, "warmup_rounds": args.warmup,
-            "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "machine": machine(),
             "versions": {"netkit": NETKIT_VERSION, **self.versions}, "unit": "ms",
             "netkit_agent": {"used": args.agent, "cpu_s_measured_rounds": self.agent_cpu_s},
             "podman": {"measured": self.podman_ok, "skip_reason": self.podman_skip_reason,
@@ -503,16 +481,15 @@ class StartRun(Run):
         }
 
 
-def make(args: Any) -> StartRun:
+def check(args: Any) -> str:
+    """A usage error, or ""."""
     if args.runs < 1 or args.warmup < 1:
-        ap.error("--runs and --warmup must be at least 1 (the first runs also create the bridges)")
-    check_reference(ap)
+        return "--runs and --warmup must be at least 1 (the first runs also create the bridges)"
     if not os.access(NSENTER, os.X_OK):
-        ap.error(f"{NSENTER} not found (apt-get install util-linux)")
-    run = StartRun(args)
-    if not os.access(run.netkit_exe, os.X_OK):
-        ap.error(f"{run.netkit_exe} not found: run this with the venv's python (.venv/bin/python)")
-    return run
+        return f"{NSENTER} not found (apt-get install util-linux)"
+    if not os.access(NETKIT_EXE, os.X_OK):
+        return f"{NETKIT_EXE} not found: run this with the venv's python (.venv/bin/python)"
+    return ""
 
 
 ap = parser(__doc__)
@@ -524,4 +501,4 @@ ap.add_argument("--agent", action="store_true",
                      "install --agent` sets up); default: in-process, no agent")
 
 if __name__ == "__main__":
-    sys.exit(main(ap, make))
+    sys.exit(main(ap, StartRun, check=check))

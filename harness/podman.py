@@ -28,6 +28,7 @@ import tarfile
 from typing import Any
 
 from harness import HarnessError, procs
+from harness.bench import tail
 
 PACKAGES = ("podman", "runc", "busybox-static")
 NSENTER = "/usr/bin/nsenter"
@@ -89,12 +90,6 @@ def install_packages() -> None:
     if proc.returncode != 0 or missing:
         raise HarnessError(f"apt-get install {' '.join(PACKAGES)} failed (still missing: {', '.join(missing)}): "
                            f"{tail(proc.stderr)}")
-
-
-def tail(text: str, n: int = 500) -> str:
-    """The end of a command's output on one line."""
-    text = " ".join(text.split())
-    return text if len(text) <= n else "..." + text[-n:]
 
 
 def ulimits() -> dict[str, str]:
