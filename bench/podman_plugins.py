@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from typing import Any
@@ -133,9 +132,7 @@ class PodmanRun(Run):
         self.pm["probe"] = podman("probe", [os.path.join(self.tmp, "probe", "bin")], NETKIT,
                                   store.net_dirs[self.pm[NETKIT].conf])
         self.commands["import"] = self.pm[FLOOR].import_image({})
-        self.versions["podman"] = self.pm[FLOOR].version()
-        self.versions["runc"] = (subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout
-                                 .splitlines() or ["?"])[0]
+        self.versions.update(self.pm[FLOOR].versions())
         for variant in VARIANTS:
             self.data_dir[variant] = os.path.join(self.tmp, variant, "leases")
             written, self.conflists[variant], _ = self.pm[variant].create_network(

@@ -277,9 +277,7 @@ class StartRun(Run):
         self.store.inodes = self.inodes
         self.pm = hp.Podman(self.store, self.store.write_conf("conf", [hp.REFERENCE_BIN]), self.hosts[PODMAN].path)
         self.commands["podman import"] = self.pm.import_image({"index.html": INDEX})
-        self.versions["podman"] = self.pm.version()
-        self.versions["runc"] = (subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout
-                                 .splitlines() or ["?"])[0]
+        self.versions.update(self.pm.versions())
         self.podman_ok = True
 
     def teardown(self) -> None:

@@ -288,8 +288,11 @@ class Podman:
         self(*args)
         return self.show(*args)
 
-    def version(self) -> str:
-        return self("version", "--format", "{{.Client.Version}}", check=False).stdout.strip() or "?"
+    def versions(self) -> dict[str, str]:
+        """podman's and runc's versions, for a report."""
+        runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines() or ["?"]
+        return {"podman": self("version", "--format", "{{.Client.Version}}", check=False).stdout.strip() or "?",
+                "runc": runc[0]}
 
     def remove_all(self, *filters: str) -> list[str]:
         """Remove every container (``filters``: ``network=NAME``...); the IDs that were there.
