@@ -17,17 +17,17 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from harness import bench  # noqa: E402
 from harness import podman as hp  # noqa: E402
 from harness import procs  # noqa: E402
 from harness.agent import Agent  # noqa: E402
-from harness.bench import BenchError, Run, check_reference, main, parser, summary, tail  # noqa: E402
+from harness.bench import BenchError, Run, main, parser, summary, tail  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.agent import protocol as agent_protocol  # noqa: E402
@@ -59,23 +59,10 @@ def attachment_chains(text: str) -> list[str]:
 
 
 def timed(pm: hp.Podman, *args: str) -> float:
-    """Wall time in ms from spawning ``podman ARGS`` to its exit, which must be 0.  The child has a
-    session of its own: a Ctrl-C reaches only us, and the child is left to finish before the clean-up."""
-    t0 = time.perf_counter_ns()
-    proc = subprocess.Popen(pm.argv(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=pm.env, cwd=pm.store.dir, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=hp.EXEC_TIMEOUT_S)
-    except BaseException:
-        try:
-            proc.communicate(timeout=hp.EXEC_TIMEOUT_S)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-        raise
-    ms = (time.perf_counter_ns() - t0) / 1e6
-    if proc.returncode != 0:
-        raise BenchError(f"{pm.show(*args)} failed (exit {proc.returncode}): {tail(err or out)}")
+    """Wall time in ms from spawning ``podman ARGS`` to its exit, which must be 0 (harness.bench.timed)."""
+    ms, code, out, err, _ = bench.timed(pm.argv(*args), pm.env, pm.store.dir)
+    if code != 0:
+        raise BenchError(f"{pm.show(*args)} failed (exit {code}): {tail(err or out)}")
     return ms
 
 
@@ -110,7 +97,6 @@ class PodmanRun(Run):
         self.checks: list[str] = []
         self.commands: dict[str, str] = {}
         self.versions: dict[str, str] = {}
-        self.cleanup_notes: list[str] = []
         self.machine_agent = os.path.exists(agent_protocol.DEFAULT_SOCKET)
         self.load_before = loadavg()
 
@@ -146,9 +132,7 @@ class PodmanRun(Run):
         self.pm["probe"] = podman("probe", [os.path.join(self.tmp, "probe", "bin")], NETKIT,
                                   store.net_dirs[self.pm[NETKIT].conf])
         self.commands["import"] = self.pm[FLOOR].import_image({})
-        self.versions["podman"] = self.pm[FLOOR].version()
-        self.versions["runc"] = (subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout
-                                 .splitlines() or ["?"])[0]
+        self.versions.update(self.pm[FLOOR].versions())
         for variant in VARIANTS:
             self.data_dir[variant] = os.path.join(self.tmp, variant, "leases")
             written, self.conflists[variant], _ = self.pm[variant].create_network(
@@ -313,8 +297,6 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             self.cleanup_problems += store.problems
             self.cleanup_notes += store.notes
         super().teardown()
-        for note in self.cleanup_notes:
-            print(f"cleanup: {note}", file=sys.stderr)
 
     # ---- output ------------------------------------------------------------------------------------------
     def table(self) -> str:
@@ -380,8 +362,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         return {
             "runs": args.runs, "warmup_rounds": args.warmup, "agent": args.agent,
             "conmon_env": self.conmon_env if args.agent else None, "netkit_mode": mode,
-            "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                        "loadavg_start": self.load_before, "loadavg_end": load_after},
+            "machine": {**bench.machine(), "loadavg_start": self.load_before, "loadavg_end": load_after},
             "versions": {"netkit": NETKIT_VERSION, **self.versions}, "unit": "ms", "conflists": self.conflists,
             "rows": {row: {"label": ROWS[row], **{impl: {"summary": summary(v), "samples": v}
                                                   for impl, v in self.samples[row].items() if v}} for row in ROWS},
@@ -396,17 +377,15 @@ def loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def make(args: Any) -> PodmanRun:
+def check(args: Any) -> str:
+    """A usage error, or ""."""
     if args.runs < 1 or args.warmup < 1:
-        ap.error("--runs and --warmup must be at least 1 (the first runs also create the bridges)")
+        return "--runs and --warmup must be at least 1 (the first runs also create the bridges)"
     if args.no_conmon_env and not args.agent:
-        ap.error("--no-conmon-env only makes sense with --agent")
-    check_reference(ap, ("bridge", "host-local", "portmap", "firewall", "tuning"))
+        return "--no-conmon-env only makes sense with --agent"
     missing = hp.missing_packages()
-    if missing:
-        ap.error(f"missing {', '.join(missing)}: apt-get install --no-install-recommends podman runc busybox-static "
-                 f"containernetworking-plugins util-linux")
-    return PodmanRun(args)
+    return (f"missing {', '.join(missing)}: apt-get install --no-install-recommends podman runc busybox-static "
+            f"containernetworking-plugins util-linux") if missing else ""
 
 
 ap = parser(__doc__)
@@ -419,4 +398,4 @@ ap.add_argument("--no-conmon-env", action="store_true",
                      "(then the DEL, which conmon's `podman container cleanup` runs, does not get it)")
 
 if __name__ == "__main__":
-    sys.exit(main(ap, make))
+    sys.exit(main(ap, PodmanRun, plugins=("bridge", "host-local", "portmap", "firewall", "tuning"), check=check))

@@ -28,6 +28,7 @@ import tarfile
 from typing import Any
 
 from harness import HarnessError, procs
+from harness.bench import tail
 
 PACKAGES = ("podman", "runc", "busybox-static")
 NSENTER = "/usr/bin/nsenter"
@@ -89,12 +90,6 @@ def install_packages() -> None:
     if proc.returncode != 0 or missing:
         raise HarnessError(f"apt-get install {' '.join(PACKAGES)} failed (still missing: {', '.join(missing)}): "
                            f"{tail(proc.stderr)}")
-
-
-def tail(text: str, n: int = 500) -> str:
-    """The end of a command's output on one line."""
-    text = " ".join(text.split())
-    return text if len(text) <= n else "..." + text[-n:]
 
 
 def ulimits() -> dict[str, str]:
@@ -293,8 +288,11 @@ class Podman:
         self(*args)
         return self.show(*args)
 
-    def version(self) -> str:
-        return self("version", "--format", "{{.Client.Version}}", check=False).stdout.strip() or "?"
+    def versions(self) -> dict[str, str]:
+        """podman's and runc's versions, for a report."""
+        runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines() or ["?"]
+        return {"podman": self("version", "--format", "{{.Client.Version}}", check=False).stdout.strip() or "?",
+                "runc": runc[0]}
 
     def remove_all(self, *filters: str) -> list[str]:
         """Remove every container (``filters``: ``network=NAME``...); the IDs that were there.

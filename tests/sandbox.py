@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from harness import hostns
-from harness.hostns import ip  # noqa: F401 - the suite's `sb.ip`
+from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
 from netkit.cni import handler
 from netkit.firewall import ports
 from netkit.net import netns
@@ -54,12 +53,10 @@ def unique(kind: str) -> str:
     return f"{RUN_PREFIX}-{kind}{next(_counter)}"
 
 
-@dataclass
-class Namespace(hostns.Netns):
-    """A named network namespace (harness.hostns.Netns) with the suite's traffic checks.
-
-    Traffic checks (tests/reach.py): ``ask`` and ``ping`` must be answered and try a few times;
-    ``unanswered`` and ``unreachable`` must not be, try once, and need a control.
+class Namespace(Netns):
+    """A named network namespace (harness/hostns.py) with the suite's traffic checks (tests/reach.py):
+    ``ask`` and ``ping`` must be answered and try a few times; ``unanswered`` and ``unreachable`` must
+    not be, try once, and need a control.
     """
 
     def _echo(self, addr: str) -> str | None:
@@ -146,7 +143,7 @@ class Sandbox:
         ip("netns", "add", ns.name)
         self.containers.append(ns)
         ns.run("ip", "link", "set", "lo", "up", check=True)
-        hostns.wire(self.host, ns, host_addrs, addr)
+        wire(self.host, ns, host_addrs, addr)
         return ns
 
     def container(self) -> Namespace:
