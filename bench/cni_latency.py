@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, summary  # noqa: E402
+from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, rounds, summary  # noqa: E402
 from harness.cnichain import Network, exec_in  # noqa: E402
 from harness.agent import Agent  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
@@ -139,12 +139,7 @@ class Bench(Run):
         for i in range(self.args.warmup):  # first ADD creates the bridge; page cache; not counted
             self.one_round(i, self.warmup_samples, warm_base)
         cpu0 = self.agent.cpu_seconds()
-        try:
-            for i in range(self.args.runs):
-                self.one_round(i, self.samples, self.baseline)
-                print(f"\r  round {i + 1}/{self.args.runs}", end="", file=sys.stderr, flush=True)
-        finally:
-            print(file=sys.stderr)
+        rounds(self.args.runs, lambda i: self.one_round(i, self.samples, self.baseline))
         self.agent_cpu_s = self.agent.cpu_seconds() - cpu0
 
     def sanity(self) -> list[str]:

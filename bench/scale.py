@@ -37,6 +37,8 @@ SAMPLE_KEYS = ("add_ms", "del_ms", "bridge_add_ms", "portmap_add_ms", "portmap_d
 class Sandbox(Network):
     """A sandbox host namespace holding one bridge network of one implementation (and firewall backend)."""
 
+    port_floor = HOSTPORT_BASE
+
     def __init__(self, run: "Scale", key: str, impl: str, firewall: str, subnet_octet: int, label: str) -> None:
         super().__init__(f"{run.tag}-{key}", run.bin_dir, impl != REFERENCE, f"scale-{key}", f"{run.tag}{key}",
                          f"10.{subnet_octet}.0.0/16", os.path.join(run.tmp, "data", key),
@@ -56,9 +58,6 @@ class Sandbox(Network):
         self._count += n
         self.run.ns.add(*names)
         return names
-
-    def published_ports(self, floor: int = HOSTPORT_BASE) -> set[int]:
-        return super().published_ports(floor)
 
     def cycle(self, rss: bool = False) -> tuple[float, float, list[Any], list[Any], int]:
         """One attachment in a fresh container, ADDed and DELed again: ms of both, their execs, its port."""
@@ -367,11 +366,8 @@ def print_b(doc: dict[str, Any], samples: int) -> None:
 def print_c(doc: dict[str, Any]) -> None:
     print("(c) peak RSS, MiB")
     st = doc["agent_at_start"]
-    parts = [f"at start (idle, warm imports) {mib(st['VmHWM'])}"]
-    if "agent_after_a" in doc:
-        parts.append(f"after (a) {mib(doc['agent_after_a']['VmHWM'])}")
-    if "agent_after_b" in doc:
-        parts.append(f"after (b) {mib(doc['agent_after_b']['VmHWM'])}")
+    parts = [f"at start (idle, warm imports) {mib(st['VmHWM'])}"] + [
+        f"after ({p}) {mib(doc[f'agent_after_{p}']['VmHWM'])}" for p in "ab" if f"agent_after_{p}" in doc]
     print("agent process VmHWM: " + ", ".join(parts))
     last = doc.get("agent_after_d") or doc.get("agent_after_b") or doc.get("agent_after_a") or st
     print(f"agent process at the end: VmRSS {mib(last['VmRSS'])}, {last['Threads']} threads")
