@@ -21,6 +21,8 @@ GNU_TIME = "/usr/bin/time"
 
 @dataclass
 class Exec:
+    """One timed command: ms from spawn to exit, exit status, outputs."""
+
     ms: float
     code: int
     out: str
@@ -28,12 +30,14 @@ class Exec:
     maxrss_kib: int = 0  # with rss=True: GNU time's %M, the peak RSS of `ip netns exec` + the plugin
 
     def json(self) -> Any:
+        """stdout as JSON ({} if it is none)."""
         try:
             return json.loads(self.out)
         except ValueError:
             return {}
 
     def why(self) -> str:
+        """For an error message: the status and the start of both outputs."""
         return f"exit {self.code}: stdout {self.out[:400]!r} stderr {self.err[:400]!r}"
 
 
