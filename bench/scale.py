@@ -156,9 +156,7 @@ class Scale(Run):
                     lambda i: sb.chain_del(containers[i], ports[i], adds[i][1]), n, n)
                 self.agent.check()
                 cpu = self.agent.cpu_seconds() - cpu0
-                problems = sb.leftovers()
-                if problems:
-                    raise BenchError("; ".join(problems))
+                sb.must_be_clean()
                 self.ns.delete(*containers)
                 row = res[sb.label]
                 row["add_wall_s"].append(wall_add)
@@ -181,9 +179,7 @@ class Scale(Run):
             _, _, e_add, e_del, _ = sb.cycle(rss=True)
             rss[sb.label] = {"bridge ADD": e_add[0].maxrss_kib, "portmap ADD": e_add[1].maxrss_kib,
                              "portmap DEL": e_del[0].maxrss_kib, "bridge DEL": e_del[1].maxrss_kib}
-            problems = sb.leftovers()
-            if problems:
-                raise BenchError("; ".join(problems))
+            sb.must_be_clean()
         self.doc["exec_maxrss_kib"] = rss
 
     # ---- (d) the agent's resident memory per request -----------------------------------------------
@@ -227,9 +223,7 @@ class Scale(Run):
                 self.agent.check()
                 rss.append(self.agent.status()["VmRSS"])
         print(file=sys.stderr)
-        problems = sb.leftovers()
-        if problems:
-            raise BenchError("; ".join(problems))
+        sb.must_be_clean()
         self.doc["d"] = {"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss}
         self.doc["agent_after_d"] = self.agent.status()
         self.doc["d_seconds"] = time.monotonic() - t0

@@ -201,3 +201,8 @@ class Network:
         if foreign:  # netkit's tables are all named netkit; the reference's never
             problems.append(f"the other implementation's nft tables: {foreign}")
         return [f"{self.label} ({self.host}): {p}" for p in problems]
+
+    def must_be_clean(self) -> None:
+        """leftovers(), as a BenchError if there are any."""
+        if problems := self.leftovers():
+            raise BenchError("; ".join(problems))
