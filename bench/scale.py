@@ -47,22 +47,20 @@ class Sandbox(Network):
         self._next_port = HOSTPORT_BASE
         self._count = 0
 
-    def next_port(self) -> int:
-        self._next_port += 1
-        if self._next_port > 65535:
-            raise BenchError(f"{self.host}: out of host ports")
-        return self._next_port
-
-    def new_containers(self, n: int) -> list[str]:
+    def attachments(self, n: int) -> tuple[list[str], list[int]]:
+        """n new container namespaces, and a hostPort for each no attachment here had before."""
         names = [f"{self.host}c{self._count + i}" for i in range(n)]
         self._count += n
         self.run.ns.add(*names)
-        return names
+        ports = list(range(self._next_port + 1, self._next_port + 1 + n))
+        self._next_port += n
+        if self._next_port > 65535:
+            raise BenchError(f"{self.host}: out of host ports")
+        return names, ports
 
     def cycle(self, rss: bool = False) -> tuple[float, float, list[Any], list[Any], int]:
         """One attachment in a fresh container, ADDed and DELed again: ms of both, their execs, its port."""
-        (c,) = self.new_containers(1)
-        port = self.next_port()
+        (c,), (port,) = self.attachments(1)
         ms_add, result, e_add = self.chain_add(c, port, rss)
         if port not in self.published_ports():                     # not timed
             raise BenchError(f"{self.label}: ADD exited 0 but no DNAT for hostPort {port}")
@@ -136,8 +134,7 @@ class Scale(Run):
             k = r % len(sbs)
             for sb in sbs[k:] + sbs[:k]:      # rotate who goes first
                 print(f"\r  (a) round {r + 1}/{rounds}: {sb.label:<20}", end="", file=sys.stderr, flush=True)
-                containers = sb.new_containers(n)
-                ports = [sb.next_port() for _ in containers]
+                containers, ports = sb.attachments(n)
                 self.agent.check()
                 cpu0 = self.agent.cpu_seconds()
                 wall_add, adds = self.concurrently(lambda i: sb.chain_add(containers[i], ports[i]), n, n)
@@ -244,8 +241,7 @@ class Scale(Run):
 
     def populate(self, sb: Sandbox, n: int) -> tuple[float, set[int]]:
         """n attachments, each with a published port, ``--populate-concurrency`` at a time."""
-        containers = sb.new_containers(n)
-        ports = [sb.next_port() for _ in containers]
+        containers, ports = sb.attachments(n)
         done = [0]
         lock = threading.Lock()
 
