@@ -155,19 +155,14 @@ class Scale(Run):
                 cpu = self.agent.cpu_seconds() - cpu0
                 sb.must_be_clean()
                 self.ns.delete(*containers)
-                row = res[sb.label]
-                row["add_wall_s"].append(wall_add)
-                row["del_wall_s"].append(wall_del)
-                row["add_each_ms"] += [ms for ms, _, _ in adds]
-                row["del_each_ms"] += [ms for ms, _ in dels]
-                row["agent_cpu_s"].append(cpu)
+                for key, got in (("add_wall_s", [wall_add]), ("del_wall_s", [wall_del]), ("agent_cpu_s", [cpu]),
+                                 ("add_each_ms", [ms for ms, _, _ in adds]), ("del_each_ms", [ms for ms, _ in dels])):
+                    res[sb.label][key] += got
                 if sb.impl == AGENT and cpu <= 0:
                     raise BenchError("the agent used no CPU time for the agent batch: did the launchers fall back?")
         print(file=sys.stderr)
-        self.doc["a"] = res
-        self.doc["a_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_a"] = self.agent.status()
-        self.doc["a_sandboxes"] = {sb.label: sb.host for sb in sbs}
+        self.doc.update(a=res, a_seconds=time.monotonic() - t0, agent_after_a=self.agent.status(),
+                        a_sandboxes={sb.label: sb.host for sb in sbs})
         if not os.access(GNU_TIME, os.X_OK):
             return
         # (c) one more attachment per sandbox, sequential: peak RSS of each plugin exec.
@@ -221,9 +216,8 @@ class Scale(Run):
                 rss.append(self.agent.status()["VmRSS"])
         print(file=sys.stderr)
         sb.must_be_clean()
-        self.doc["d"] = {"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss}
-        self.doc["agent_after_d"] = self.agent.status()
-        self.doc["d_seconds"] = time.monotonic() - t0
+        self.doc.update(d={"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss},
+                        agent_after_d=self.agent.status(), d_seconds=time.monotonic() - t0)
 
     # ---- (b) ADD latency with 0 and N attachments present -----------------------------------------
     def samples(self, sbs: list[Sandbox], phase: str) -> dict[str, dict[str, list[float]]]:
@@ -281,10 +275,9 @@ class Scale(Run):
                 raise BenchError(f"{sb.label}: the {n} populated DNATs changed during the samples")
             if len(sb.leases()) != n:
                 raise BenchError(f"{sb.label}: {len(sb.leases())} leases with {n} attachments present")
-        self.doc["b"] = {"attachments": n, "at_0": at0, "at_n": atn, "populate_s": populate_s,
-                         "sandboxes": {sb.label: sb.host for sb in sbs}}
-        self.doc["b_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_b"] = self.agent.status()
+        self.doc.update(b={"attachments": n, "at_0": at0, "at_n": atn, "populate_s": populate_s,
+                           "sandboxes": {sb.label: sb.host for sb in sbs}},
+                        b_seconds=time.monotonic() - t0, agent_after_b=self.agent.status())
 
     def report(self) -> dict[str, Any]:
         m = self.doc["machine"]
