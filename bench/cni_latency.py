@@ -123,15 +123,10 @@ class Bench(Run):
         self.chain_round += 1
         containers = dict(zip(attach_order, self.containers()))
         for impl in attach_order:
-            ms, results[impl], _ = self.chains[impl].chain_add(containers[impl], port)
-            if port not in self.chains[impl].published_ports():  # not timed
-                raise BenchError(f"{impl}: portmap ADD exited 0 but no DNAT rule for hostPort {port}")
+            ms, results[impl], _ = self.chains[impl].chain_add(containers[impl], port, checked=True)
             put(CHAIN_ADD_ROW, impl, ms)
         for impl in attach_order:
-            ms, _ = self.chains[impl].chain_del(containers[impl], port, results[impl])
-            if port in self.chains[impl].published_ports():  # not timed
-                raise BenchError(f"{impl}: portmap DEL exited 0 but the DNAT rule for hostPort {port} is still there")
-            put(CHAIN_DEL_ROW, impl, ms)
+            put(CHAIN_DEL_ROW, impl, self.chains[impl].chain_del(containers[impl], port, results[impl], checked=True)[0])
         self.ns.delete(*containers.values())
         self.agent.check()
 

@@ -142,22 +142,30 @@ class Network:
             raise BenchError(f"{self.label}: bridge DEL in {container} failed ({e.why()})")
         return e
 
-    def chain_add(self, container: str, host_port: int, rss: bool = False) -> tuple[float, dict[str, Any], list[Exec]]:
-        """bridge ADD, then portmap ADD with the bridge's result as prevResult: ms of both, the result."""
+    def chain_add(self, container: str, host_port: int, rss: bool = False,
+                  checked: bool = False) -> tuple[float, dict[str, Any], list[Exec]]:
+        """bridge ADD, then portmap ADD with the bridge's result as prevResult: ms of both, the result.
+        ``checked``: then (untimed) the host's NAT rules must hold a DNAT for ``host_port``."""
         e1, prev = self.add(container, rss)
         e2 = self.call("ADD", self.portmap_conf(host_port, prev), container, rss)
         result = e2.json()
         if e2.code != 0 or not isinstance(result, dict) or result.get("ips") != prev["ips"]:
             raise BenchError(f"{self.label}: portmap ADD in {container} failed ({e2.why()})")
+        if checked and host_port not in self.published_ports():
+            raise BenchError(f"{self.label}: portmap ADD exited 0 but no DNAT for hostPort {host_port}")
         return e1.ms + e2.ms, result, [e1, e2]
 
-    def chain_del(self, container: str, host_port: int, prev: dict[str, Any],
-                  rss: bool = False) -> tuple[float, list[Exec]]:
-        """portmap DEL, then bridge DEL, both with the chain's result as prevResult."""
+    def chain_del(self, container: str, host_port: int, prev: dict[str, Any], rss: bool = False,
+                  checked: bool = False) -> tuple[float, list[Exec]]:
+        """portmap DEL, then bridge DEL, both with the chain's result as prevResult; ``checked``: then
+        (untimed) no DNAT for ``host_port`` may be left."""
         e1 = self.call("DEL", self.portmap_conf(host_port, prev), container, rss)
         if e1.code != 0:
             raise BenchError(f"{self.label}: portmap DEL in {container} failed ({e1.why()})")
-        return e1.ms + (e2 := self.delete(container, prev, rss)).ms, [e1, e2]
+        e2 = self.delete(container, prev, rss)
+        if checked and host_port in self.published_ports():
+            raise BenchError(f"{self.label}: DEL exited 0 but the DNAT for hostPort {host_port} is still there")
+        return e1.ms + e2.ms, [e1, e2]
 
     # ---- what the sandbox host holds ------------------------------------------------------------
     def in_host(self, *argv: str) -> subprocess.CompletedProcess[str]:
