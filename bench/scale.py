@@ -382,15 +382,6 @@ def print_d(doc: dict[str, Any]) -> None:
               f"{d['cycle_rss_kib']} KiB")
 
 
-def check(args: Any) -> str:
-    if not set(args.parts) <= {"a", "b", "d"} or not args.parts:
-        return "--parts takes the letters a, b and d"
-    if min(args.concurrency, args.rounds, args.attachments, args.samples, args.populate_concurrency,
-           args.requests) < 1:
-        return "counts must be at least 1"
-    return ""
-
-
 if __name__ == "__main__":
     ap = parser(__doc__)
     ap.add_argument("--concurrency", type=int, default=32, help="(a): attachments ADDed (then DELed) at once (32)")
@@ -403,4 +394,7 @@ if __name__ == "__main__":
     ap.add_argument("--cycles", type=int, default=300, help="(d): ADD/DEL cycles through the agent (300; 0: none)")
     ap.add_argument("--parts", default="abd",
                     help="which of (a), (b), (d) to run, e.g. 'a' (default 'abd'; (c) comes with (a) and (b))")
-    sys.exit(main(ap, Scale, ("bridge", "host-local", "portmap"), ("nft", "iptables-save", "iptables-legacy-save"), check))
+    sys.exit(main(ap, Scale, ("bridge", "host-local", "portmap"), ("nft", "iptables-save", "iptables-legacy-save"),
+                  lambda a: "--parts takes the letters a, b and d" if not a.parts or set(a.parts) - set("abd") else
+                  "counts must be at least 1" if min(a.concurrency, a.rounds, a.attachments, a.samples,
+                                                     a.populate_concurrency, a.requests) < 1 else ""))
