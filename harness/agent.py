@@ -60,13 +60,16 @@ class Agent:
 
     @property
     def pid(self) -> int:
+        """The agent's pid (nsenter execs python in place)."""
         assert self.proc is not None
         return self.proc.pid
 
     def alive(self) -> bool:
+        """Started and not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, n: int = 800) -> str:
+        """The end of the agent's output, for an error message."""
         try:
             with open(self.log, "rb") as fh:
                 return fh.read()[-n:].decode(errors="replace")

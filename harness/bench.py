@@ -106,6 +106,7 @@ def ruled(head: str) -> str:
 
 
 def machine() -> dict[str, Any]:
+    """Kernel, CPUs and Python of this machine, for the report."""
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()}
 
 

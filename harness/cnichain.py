@@ -95,9 +95,11 @@ class Network:
         return nk if self.netkit else plugin
 
     def exe(self, type_: str) -> str:
+        """The executable of a plugin type: netkit's launchers in bin_dir, the reference's in /usr/lib/cni."""
         return os.path.join(self.bin_dir if type_.startswith("netkit-") else REFERENCE_BIN, type_)
 
     def env(self, command: str, container: str | None = None) -> dict[str, str]:
+        """The CNI_* environment of one call (for ``container``, a namespace in /run/netns)."""
         env = {"CNI_COMMAND": command, "CNI_PATH": f"{self.bin_dir}:{REFERENCE_BIN}",
                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
         if self.netkit and self.agent is not None:  # never a machine-wide agent: ours, or none
@@ -109,6 +111,7 @@ class Network:
         return env
 
     def bridge_conf(self, prev: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The bridge config (with its IPAM), ``prev`` as prevResult for a DEL."""
         conf = {"cniVersion": "1.0.0", "name": self.name, "type": self.type("bridge"), "bridge": self.bridge,
                 "isGateway": True,
                 "ipam": {"type": self.type("host-local"), "ranges": [[{"subnet": str(self.subnet)}]],
@@ -116,6 +119,7 @@ class Network:
         return conf if prev is None else dict(conf, prevResult=prev)  # DEL: as libcni sends it
 
     def portmap_conf(self, host_port: int, prev: dict[str, Any]) -> dict[str, Any]:
+        """The portmap config publishing ``host_port`` -> container_port/tcp, the bridge's result as prevResult."""
         # "protocol" spelled out: the reference portmap requires it (netkit defaults to tcp).
         return {"cniVersion": "1.0.0", "name": self.name, "type": self.type("portmap"),
                 "capabilities": {"portMappings": True},
@@ -124,6 +128,7 @@ class Network:
                 "prevResult": prev}
 
     def call(self, command: str, conf: dict[str, Any], container: str | None = None, rss: bool = False) -> Exec:
+        """Exec the plugin of ``conf`` in the sandbox host, timed."""
         return exec_in(self.host, [self.exe(conf["type"])], self.env(command, container), json.dumps(conf).encode(),
                        rss)
 
@@ -137,6 +142,7 @@ class Network:
         return e, result
 
     def delete(self, container: str, prev: dict[str, Any], rss: bool = False) -> Exec:
+        """bridge DEL with the ADD's result as prevResult; it must exit 0."""
         e = self.call("DEL", self.bridge_conf(prev), container, rss)
         if e.code != 0:
             raise BenchError(f"{self.label}: bridge DEL in {container} failed ({e.why()})")
@@ -169,6 +175,7 @@ class Network:
 
     # ---- what the sandbox host holds ------------------------------------------------------------
     def in_host(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run a command in the sandbox host (read only, never timed)."""
         return Netns(self.host).run(*argv, timeout=120)
 
     def nat_text(self) -> str:
@@ -190,9 +197,11 @@ class Network:
         return dnat_ports(self.nat_text(), self.port_floor)
 
     def attachment_chains(self) -> list[str]:
+        """The per-attachment chains in the host's NAT rules."""
         return attachment_chains(self.nat_text())
 
     def leases(self) -> list[str]:
+        """Lease files (addresses) of this network in its data dir."""
         d = os.path.join(self.data_dir, self.name)
         return sorted(n for n in os.listdir(d) if n[0].isdigit()) if os.path.isdir(d) else []
 
