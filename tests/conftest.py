@@ -9,8 +9,8 @@ import subprocess
 from typing import Iterator
 
 import pytest
-
 from harness.agent import Agent
+
 from netkit import install
 from tests import machine
 from tests import sandbox as sb
