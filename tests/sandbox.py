@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
+
 from netkit.cni import handler
 from netkit.firewall import ports
 from netkit.net import netns
