@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
-
 from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
 
 from netkit.cni import handler
