@@ -126,8 +126,8 @@ class PodmanRun(Run):
             nk = conf in (NETKIT, "probe")
             return hp.Podman(store, store.write_conf(conf, dirs, conmon if nk else "", net_dir), self.hosts[host].path,
                              **({agent_protocol.ENV_SOCKET: sock} if nk else {}))
-        self.pm = {FLOOR: podman(FLOOR, [hp.REFERENCE_BIN], FLOOR), NETKIT: podman(NETKIT, [self.bin_dir], NETKIT),
-                   REFERENCE: podman(REFERENCE, [hp.REFERENCE_BIN], REFERENCE)}
+        self.pm = {FLOOR: podman(FLOOR, [bench.REFERENCE_BIN], FLOOR), NETKIT: podman(NETKIT, [self.bin_dir], NETKIT),
+                   REFERENCE: podman(REFERENCE, [bench.REFERENCE_BIN], REFERENCE)}
         # The env check: the same network and sandbox as netkit's, plugins behind logging wrappers.
         self.pm["probe"] = podman("probe", [os.path.join(self.tmp, "probe", "bin")], NETKIT,
                                   store.net_dirs[self.pm[NETKIT].conf])
@@ -307,8 +307,8 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         for row, label in ROWS.items():
             nk, ref = summary(self.samples[row][NETKIT]), summary(self.samples[row][REFERENCE])
             dn, dr = nk["median"] - floor, ref["median"] - floor
-            lines.append(f"{label:<52} {nk['median']:>10.1f} {nk['p95']:>7.1f} {ref['median']:>8.1f} {ref['p95']:>7.1f} "
-                         f"{nk['median'] / ref['median']:>6.2f} {dn:>9.1f} {dr:>9.1f} "
+            lines.append(f"{label:<52} {nk['median']:>10.1f} {nk['p95']:>7.1f} {ref['median']:>8.1f} "
+                         f"{ref['p95']:>7.1f} {nk['median'] / ref['median']:>6.2f} {dn:>9.1f} {dr:>9.1f} "
                          f"{(dn / dr if dr > 0 else float('nan')):>6.2f}")
         return "\n".join(lines)
 

@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import HarnessError, procs  # noqa: E402
 from harness import podman as hp  # noqa: E402
-from harness.bench import BenchError, Run, machine, main, parser, summary, tail, timed  # noqa: E402
+from harness.bench import (EXEC_TIMEOUT_S, REFERENCE_BIN, BenchError, Run, machine, main, parser,  # noqa: E402
+                           summary, tail, timed)
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.net import netns as nk_netns  # noqa: E402
@@ -275,7 +276,7 @@ class StartRun(Run):
         self.store.setup()
         self.add_host(PODMAN)
         self.store.inodes = self.inodes
-        self.pm = hp.Podman(self.store, self.store.write_conf("conf", [hp.REFERENCE_BIN]), self.hosts[PODMAN].path)
+        self.pm = hp.Podman(self.store, self.store.write_conf("conf", [REFERENCE_BIN]), self.hosts[PODMAN].path)
         self.commands["podman import"] = self.pm.import_image({"index.html": INDEX})
         self.versions.update(self.pm.versions())
         self.podman_ok = True
@@ -286,7 +287,7 @@ class StartRun(Run):
         if self.nk_root and os.path.isdir(os.path.join(self.nk_root, "containers")):
             for cid in os.listdir(os.path.join(self.nk_root, "containers")):
                 proc = subprocess.run(self.argv(NETKIT, "rm", "-f", cid), env=self.env(NETKIT), cwd=self.www,
-                                      capture_output=True, timeout=hp.EXEC_TIMEOUT_S)
+                                      capture_output=True, timeout=EXEC_TIMEOUT_S)
                 self.cleanup_notes.append(f"netkit container {cid[:12]} left at cleanup: rm -f exit {proc.returncode}")
         if self.pm is not None and PODMAN in self.hosts:
             left = self.pm.remove_all()

@@ -28,7 +28,7 @@ import tarfile
 from typing import Any
 
 from harness import HarnessError, procs
-from harness.bench import tail
+from harness.bench import EXEC_TIMEOUT_S, tail
 
 PACKAGES = ("podman", "runc", "busybox-static")
 NSENTER = "/usr/bin/nsenter"
@@ -36,9 +36,7 @@ NSENTER = "/usr/bin/nsenter"
 # nothing else of ours: never a version manager's shim earlier in the caller's PATH.
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"                      # busybox-static: runs in an image with nothing else
-REFERENCE_BIN = "/usr/lib/cni"
 NPROC_CAP = 32768                             # podman 4.3 lowers its own RLIMIT_NPROC to this
-EXEC_TIMEOUT_S = 120                          # a ceiling, not an expectation
 ROOT_PATHS = (                                # what rootful podman writes outside our temp dir, whatever its config
     "/var/lib/containers", "/var/lib/containers/cache", "/var/lib/containers/cache/blob-info-cache-v1.boltdb",
     "/var/lib/cni", "/var/lib/cni/networks", "/var/lib/cni/networks/podman", "/var/lib/cni/results",
@@ -300,7 +298,8 @@ class Podman:
         A container namespace (/run/netns/netns-<uuid>) podman failed to remove with its container is
         removed here and reported: nothing else would ever remove it.
         """
-        ids = self("ps", "-aq", "--no-trunc", *(a for f in filters for a in ("--filter", f)), check=False).stdout.split()
+        flags = [a for f in filters for a in ("--filter", f)]
+        ids = self("ps", "-aq", "--no-trunc", *flags, check=False).stdout.split()
         if not ids:
             return []
         keys = self("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", *ids, check=False).stdout.split()
