@@ -17,8 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, summary  # noqa: E402
+from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, rounds, summary  # noqa: E402
 from harness.cnichain import Network, exec_in  # noqa: E402
+from harness.agent import Agent  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 
 NETKIT, AGENT, REFERENCE = "netkit", "netkit-agent", "reference"
@@ -39,6 +40,7 @@ Samples = dict[str, dict[str, list[float]]]
 
 class Bench(Run):
     prefix = "nkb"
+    agent: Agent
 
     def __init__(self, args: object) -> None:
         super().__init__(args)  # type: ignore[arg-type]
@@ -73,7 +75,7 @@ class Bench(Run):
               f"netkit agent in {self.chain_hosts[AGENT]} (bridge {self.chains[AGENT].bridge}), both "
               f"NETKIT_FIREWALL_BACKEND={NETKIT_FIREWALL}; reference in {self.chain_hosts[REFERENCE]} (bridge "
               f"{self.chains[REFERENCE].bridge}, iptables)", flush=True)
-        print(f"agent: pid {self.agent.pid if self.agent else '?'}, socket {agent}; in-process "
+        print(f"agent: pid {self.agent.pid}, socket {agent}; in-process "
               f"rows run with NETKIT_AGENT_SOCKET={NO_AGENT}", flush=True)
 
     def containers(self) -> list[str]:
@@ -95,7 +97,6 @@ class Bench(Run):
         order = IMPLS if i % 2 == 0 else IMPLS[::-1]
         k = i % len(ATTACH_IMPLS)
         attach_order = ATTACH_IMPLS[k:] + ATTACH_IMPLS[:k]
-        assert self.agent is not None
         self.agent.check()
 
         def put(row: str, impl: str, ms: float) -> None:
@@ -134,17 +135,11 @@ class Bench(Run):
         self.agent.check()
 
     def measure(self) -> None:
-        assert self.agent is not None
         warm_base: list[float] = []
         for i in range(self.args.warmup):  # first ADD creates the bridge; page cache; not counted
             self.one_round(i, self.warmup_samples, warm_base)
         cpu0 = self.agent.cpu_seconds()
-        try:
-            for i in range(self.args.runs):
-                self.one_round(i, self.samples, self.baseline)
-                print(f"\r  round {i + 1}/{self.args.runs}", end="", file=sys.stderr, flush=True)
-        finally:
-            print(file=sys.stderr)
+        rounds(self.args.runs, lambda i: self.one_round(i, self.samples, self.baseline))
         self.agent_cpu_s = self.agent.cpu_seconds() - cpu0
 
     def sanity(self) -> list[str]:
@@ -185,7 +180,6 @@ ratio = netkit median / reference median (the same reference samples for both ne
 ADD/DEL = bridge plugin exec incl. its IPAM delegate exec.
 ADD/DEL bridge+ipam+portmap = sum of 2 execs (ADD: bridge, then portmap with prevResult; DEL: portmap,
 then bridge), one tcp mapping, each implementation in its own sandbox host; minus 2 baselines.""")
-        assert self.agent is not None
         return {
             "runs": self.args.runs, "warmup_rounds": self.args.warmup, "machine": m, "unit": "ms",
             "method": "wall time from spawning `ip netns exec HOST plugin` to its exit; netkit and "

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.bench import NO_AGENT, REFERENCE_BIN, BenchError, Run, apt_install, machine, main, parser, summary  # noqa: E402
+from harness.bench import NO_AGENT, REFERENCE_BIN, BenchError, Run, apt_install, machine, main, parser, ruled, summary  # noqa: E402
 from harness.cnichain import GNU_TIME, Network  # noqa: E402
+from harness.agent import Agent  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 
 AGENT, INPROC, REFERENCE = "netkit-agent", "netkit-in-process", "reference"
@@ -36,8 +37,9 @@ SAMPLE_KEYS = ("add_ms", "del_ms", "bridge_add_ms", "portmap_add_ms", "portmap_d
 class Sandbox(Network):
     """A sandbox host namespace holding one bridge network of one implementation (and firewall backend)."""
 
+    port_floor = HOSTPORT_BASE
+
     def __init__(self, run: "Scale", key: str, impl: str, firewall: str, subnet_octet: int, label: str) -> None:
-        assert run.agent is not None
         super().__init__(f"{run.tag}-{key}", run.bin_dir, impl != REFERENCE, f"scale-{key}", f"{run.tag}{key}",
                          f"10.{subnet_octet}.0.0/16", os.path.join(run.tmp, "data", key),
                          run.agent.path if impl == AGENT else NO_AGENT, firewall, label)
@@ -57,9 +59,6 @@ class Sandbox(Network):
         self.run.ns.add(*names)
         return names
 
-    def published_ports(self, floor: int = HOSTPORT_BASE) -> set[int]:
-        return super().published_ports(floor)
-
     def cycle(self, rss: bool = False) -> tuple[float, float, list[Any], list[Any], int]:
         """One attachment in a fresh container, ADDed and DELed again: ms of both, their execs, its port."""
         (c,) = self.new_containers(1)
@@ -76,6 +75,7 @@ class Sandbox(Network):
 
 class Scale(Run):
     prefix = "nks"
+    agent: Agent
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
@@ -87,19 +87,9 @@ class Scale(Run):
                 print(f"still no {GNU_TIME}: the per-exec peak RSS table is left out", flush=True)
         super().setup()
         self.start_agent()
-        self.doc["agent_at_start"] = self.agent_status()
-        assert self.agent is not None
+        self.doc["agent_at_start"] = self.agent.status()
         print(f"namespaces {self.tag}-*, agent pid {self.agent.pid} on {self.agent.path}", flush=True)
         self.t0 = time.monotonic()
-
-    def agent_status(self) -> dict[str, int]:
-        """VmHWM, VmRSS (KiB) and threads of the agent process."""
-        assert self.agent is not None
-        return self.agent.status()
-
-    def check_agent(self) -> None:
-        assert self.agent is not None
-        self.agent.check()
 
     def sandbox(self, key: str, impl: str, firewall: str, octet: int, label: str) -> Sandbox:
         sb = Sandbox(self, key, impl, firewall, octet, label)
@@ -135,7 +125,6 @@ class Scale(Run):
 
     # ---- (a) concurrent ADDs, then concurrent DELs --------------------------------------------------
     def part_a(self) -> None:
-        assert self.agent is not None
         t0 = time.monotonic()
         n, rounds = self.args.concurrency, self.args.rounds
         sbs = [self.sandbox("aa", AGENT, "nftables", 81, "netkit agent"),
@@ -149,7 +138,7 @@ class Scale(Run):
                 print(f"\r  (a) round {r + 1}/{rounds}: {sb.label:<20}", end="", file=sys.stderr, flush=True)
                 containers = sb.new_containers(n)
                 ports = [sb.next_port() for _ in containers]
-                self.check_agent()
+                self.agent.check()
                 cpu0 = self.agent.cpu_seconds()
                 wall_add, adds = self.concurrently(lambda i: sb.chain_add(containers[i], ports[i]), n, n)
                 addrs = [self.address_of(res_) for _, res_, _ in adds]
@@ -165,7 +154,7 @@ class Scale(Run):
                     raise BenchError(f"{sb.label}: {len(veths)} host-side veths after {n} ADDs")
                 wall_del, dels = self.concurrently(
                     lambda i: sb.chain_del(containers[i], ports[i], adds[i][1]), n, n)
-                self.check_agent()
+                self.agent.check()
                 cpu = self.agent.cpu_seconds() - cpu0
                 problems = sb.leftovers()
                 if problems:
@@ -182,7 +171,7 @@ class Scale(Run):
         print(file=sys.stderr)
         self.doc["a"] = res
         self.doc["a_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_a"] = self.agent_status()
+        self.doc["agent_after_a"] = self.agent.status()
         self.doc["a_sandboxes"] = {sb.label: sb.host for sb in sbs}
         if not os.access(GNU_TIME, os.X_OK):
             return
@@ -203,7 +192,6 @@ class Scale(Run):
         from netkit.agent import client, protocol
         from netkit.net import netns
 
-        assert self.agent is not None
         t0 = time.monotonic()
         n = self.args.requests
         sb = self.sandbox("dr", AGENT, "nftables", 87, "netkit agent, STATUS requests")
@@ -221,12 +209,12 @@ class Scale(Run):
                         raise BenchError(f"(d) STATUS through the agent answered {got!r}")
             print(file=sys.stderr)
 
-        self.check_agent()
+        self.agent.check()
         serve(n, "warm-up")
-        before = self.agent_status()
+        before = self.agent.status()
         serve(n, "measured")
-        after = self.agent_status()
-        self.check_agent()
+        after = self.agent.status()
+        self.agent.check()
         # Attachment cycles: one container at a time, ADD then DEL, as the soak test runs them.
         ms: list[float] = []
         rss = [after["VmRSS"]]
@@ -236,14 +224,14 @@ class Scale(Run):
             ms_add, ms_del, _, _, _ = sb.cycle()
             ms.append(ms_add + ms_del)
             if (i + 1) % 100 == 0:
-                self.check_agent()
-                rss.append(self.agent_status()["VmRSS"])
+                self.agent.check()
+                rss.append(self.agent.status()["VmRSS"])
         print(file=sys.stderr)
         problems = sb.leftovers()
         if problems:
             raise BenchError("; ".join(problems))
         self.doc["d"] = {"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss}
-        self.doc["agent_after_d"] = self.agent_status()
+        self.doc["agent_after_d"] = self.agent.status()
         self.doc["d_seconds"] = time.monotonic() - t0
 
     # ---- (b) ADD latency with 0 and N attachments present -----------------------------------------
@@ -253,7 +241,7 @@ class Scale(Run):
             print(f"\r  (b) {phase}: sample {s + 1}/{self.args.samples}   ", end="", file=sys.stderr, flush=True)
             k = s % len(sbs)
             for sb in sbs[k:] + sbs[:k]:
-                self.check_agent()
+                self.agent.check()
                 ms_add, ms_del, e_add, e_del, _ = sb.cycle()
                 for key, ms in zip(SAMPLE_KEYS, (ms_add, ms_del, e_add[0].ms, e_add[1].ms, e_del[0].ms, e_del[1].ms)):
                     out[sb.label][key].append(ms)
@@ -275,10 +263,10 @@ class Scale(Run):
                     print(f"\r  (b) populating {sb.label}: {done[0]}/{n}   ", end="", file=sys.stderr, flush=True)
             return self.address_of(result)
 
-        self.check_agent()
+        self.agent.check()
         wall, addrs = self.concurrently(one, n, self.args.populate_concurrency)
         print(file=sys.stderr)
-        self.check_agent()
+        self.agent.check()
         if len(set(addrs)) != n:
             raise BenchError(f"{sb.label}: populating {n} attachments gave {len(set(addrs))} distinct addresses")
         if sb.published_ports() != set(ports):
@@ -306,22 +294,17 @@ class Scale(Run):
         self.doc["b"] = {"attachments": n, "at_0": at0, "at_n": atn, "populate_s": populate_s,
                          "sandboxes": {sb.label: sb.host for sb in sbs}}
         self.doc["b_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_b"] = self.agent_status()
+        self.doc["agent_after_b"] = self.agent.status()
 
     def report(self) -> dict[str, Any]:
         m = self.doc["machine"]
         print(f"\nkernel {m['kernel']}, {m['cpus']} CPUs, Python {m['python']}; {time.monotonic() - self.t0:.0f} s in all")
-        if "a" in self.doc:
-            print()
-            print_a(self.doc, self.args.concurrency, self.args.rounds)
-        if "b" in self.doc:
-            print()
-            print_b(self.doc, self.args.samples)
-        print()
-        print_c(self.doc)
-        if "d" in self.doc:
-            print()
-            print_d(self.doc)
+        for key, show in (("a", lambda: print_a(self.doc, self.args.concurrency, self.args.rounds)),
+                          ("b", lambda: print_b(self.doc, self.args.samples)), ("agent_at_start", lambda: print_c(self.doc)),
+                          ("d", lambda: print_d(self.doc))):
+            if key in self.doc:
+                print()
+                show()
         return self.doc
 
 
@@ -338,8 +321,7 @@ def print_a(doc: dict[str, Any], n: int, rounds: int) -> None:
           f"{rounds} round{'s' if rounds != 1 else ''}; part (a) took {doc['a_seconds']:.0f} s")
     head = (f"{'variant':<20} {'ADD wall s':>10} {'min':>6} {'max':>6} {'ratio':>6} {'DEL wall s':>10} {'min':>6} "
             f"{'max':>6} {'ratio':>6}   {'ADD each ms med':>15} {'p95':>6} {'DEL each ms med':>15} {'p95':>6}")
-    print(head)
-    print("-" * len(head))
+    print(ruled(head))
     for label, row in a.items():
         ad, de = summary(row["add_wall_s"]), summary(row["del_wall_s"])
         ae, dl = summary(row["add_each_ms"]), summary(row["del_each_ms"])
@@ -359,8 +341,7 @@ def print_b(doc: dict[str, Any], samples: int) -> None:
           f"published port);\nmedian and p95 of {samples}, ms; part (b) took {doc['b_seconds']:.0f} s")
     head = (f"{'variant':<24} {'ADD@0':>7} {'p95':>6} {f'ADD@{n}':>8} {'p95':>6} {f'{n}/0':>6}   "
             f"{'DEL@0':>7} {f'DEL@{n}':>8} {f'{n}/0':>6}   {f'populate {n} s':>14}")
-    print(head)
-    print("-" * len(head))
+    print(ruled(head))
     for label in b["at_0"]:
         a0, an = summary(b["at_0"][label]["add_ms"]), summary(b["at_n"][label]["add_ms"])
         d0, dn = summary(b["at_0"][label]["del_ms"]), summary(b["at_n"][label]["del_ms"])
@@ -375,8 +356,7 @@ def print_b(doc: dict[str, Any], samples: int) -> None:
     execs = [("bridge ADD", "bridge_add_ms"), ("portmap ADD", "portmap_add_ms"), ("portmap DEL", "portmap_del_ms"),
              ("bridge DEL", "bridge_del_ms")]
     head = f"{'variant':<24}" + "".join(f" {name:>20}" for name, _ in execs)
-    print(head)
-    print("-" * len(head))
+    print(ruled(head))
     for label in b["at_0"]:
         cells = [f"{summary(b['at_0'][label][k])['median']:.0f} -> {summary(b['at_n'][label][k])['median']:.0f}"
                  for _, k in execs]
@@ -386,11 +366,8 @@ def print_b(doc: dict[str, Any], samples: int) -> None:
 def print_c(doc: dict[str, Any]) -> None:
     print("(c) peak RSS, MiB")
     st = doc["agent_at_start"]
-    parts = [f"at start (idle, warm imports) {mib(st['VmHWM'])}"]
-    if "agent_after_a" in doc:
-        parts.append(f"after (a) {mib(doc['agent_after_a']['VmHWM'])}")
-    if "agent_after_b" in doc:
-        parts.append(f"after (b) {mib(doc['agent_after_b']['VmHWM'])}")
+    parts = [f"at start (idle, warm imports) {mib(st['VmHWM'])}"] + [
+        f"after ({p}) {mib(doc[f'agent_after_{p}']['VmHWM'])}" for p in "ab" if f"agent_after_{p}" in doc]
     print("agent process VmHWM: " + ", ".join(parts))
     last = doc.get("agent_after_d") or doc.get("agent_after_b") or doc.get("agent_after_a") or st
     print(f"agent process at the end: VmRSS {mib(last['VmRSS'])}, {last['Threads']} threads")
@@ -400,8 +377,7 @@ def print_c(doc: dict[str, Any]) -> None:
     else:
         labels = list(rss)
         head = f"{'one plugin exec, peak RSS':<28}" + "".join(f" {lb:>18}" for lb in labels)
-        print(head)
-        print("-" * len(head))
+        print(ruled(head))
         for op in next(iter(rss.values())):
             print(f"{op:<28}" + "".join(f" {mib(rss[lb][op]):>18}" for lb in labels))
         print("GNU time's %M (ru_maxrss) of `ip netns exec HOST plugin` (ip execs the plugin in place): the peak of "

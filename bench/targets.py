@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+from statistics import median as _med
 import sys
 from typing import Any, Callable
 
@@ -26,10 +26,6 @@ def _load(results: str, name: str) -> dict[str, Any] | None:
             return json.load(fh)
     except (OSError, ValueError):
         return None
-
-
-def _med(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def _latency(doc: dict[str, Any] | None, row: str, variant: str) -> Figure:

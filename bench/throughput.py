@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness.bench import BenchError, Run, apt_install, machine, main, parser  # noqa: E402
 from harness.cnichain import Network  # noqa: E402
-from harness.hostns import Netns  # noqa: E402
+from harness.hostns import Netns, wire  # noqa: E402
 
 NETKIT, REFERENCE = "netkit", "reference"
 IMPLS = (NETKIT, REFERENCE)
@@ -55,16 +55,8 @@ class Sandbox(Network):
         self.container_ip = ""
 
     def setup(self) -> None:
-        host, x = Netns(self.host), Netns(self.x)
         self.run.ns.add(self.host, self.container, self.x, lo=True)
-        # The other machine: a veth pair, host side uplink0, X side eth0 (as Sandbox.machine in tests/).
-        for ns, argv in [(host, ["link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", self.x]),
-                         (host, ["addr", "add", f"{HOST_UPLINK}/24", "dev", "uplink0"]),
-                         (host, ["link", "set", "uplink0", "up"]),
-                         (x, ["addr", "add", f"{X_UPLINK}/24", "dev", "eth0"]), (x, ["link", "set", "eth0", "up"])]:
-            proc = ns.run("ip", *argv)
-            if proc.returncode != 0:
-                raise BenchError(f"in {ns.name}: ip {' '.join(argv)} failed: {proc.stderr.strip()}")
+        wire(Netns(self.host), Netns(self.x), [HOST_UPLINK], X_UPLINK)  # the other machine
         # The CNI chain, as a runtime runs it: bridge ADD, then portmap ADD with prevResult.
         _, self.result, _ = self.chain_add(self.container, HOST_PORT)
         self.container_ip = self.result["ips"][0]["address"].split("/")[0]

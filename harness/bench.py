@@ -82,6 +82,28 @@ def timed(argv: list[str], env: dict[str, str], cwd: str | None = None, stdin: b
     return ms, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), t0
 
 
+def rounds(n: int, one_round: Callable[[int], Any]) -> None:
+    """``one_round(0..n-1)``, the progress on stderr (a line of its own once done, also on error)."""
+    try:
+        for i in range(n):
+            one_round(i)
+            print(f"\r  round {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+    finally:
+        print(file=sys.stderr)
+
+
+def print_commands(title: str, commands: dict[str, str]) -> None:
+    """The commands a benchmark ran, one ``what: command line`` each."""
+    print(f"\n{title}:")
+    for what, line in commands.items():
+        print(f"  {what}: {line}")
+
+
+def ruled(head: str) -> str:
+    """A table's head line and a rule as long under it."""
+    return f"{head}\n{'-' * len(head)}"
+
+
 def machine() -> dict[str, Any]:
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()}
 

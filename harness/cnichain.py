@@ -64,6 +64,7 @@ class Network:
     """
 
     container_port = 80  # of the one tcp mapping the portmap config asks for
+    port_floor = 1024    # published_ports: host ports above it (so the containerPort is not one)
 
     def __init__(self, host: str, bin_dir: str, netkit: bool, name: str, bridge: str, subnet: str,
                  data_dir: str, agent: str | None = None, firewall: str = "", label: str = "") -> None:
@@ -160,9 +161,9 @@ class Network:
             raise BenchError(f"listing the NAT rules of {self.host} failed: {proc.stderr.strip()}")
         return proc.stdout
 
-    def published_ports(self, floor: int = 1024) -> set[int]:
-        """Host ports with a DNAT (above ``floor``, so the containerPort is not one)."""
-        return {int(p) for p in re.findall(r"dport (\d+)\b", self.nat_text()) if int(p) > floor}
+    def published_ports(self) -> set[int]:
+        """Host ports with a DNAT (nft "tcp dport P", iptables "--dport P")."""
+        return {int(p) for p in re.findall(r"dport (\d+)\b", self.nat_text()) if int(p) > self.port_floor}
 
     def attachment_chains(self) -> list[str]:
         """Per-attachment firewall chains (netkit NK-D-*/NK-M-*, reference CNI-DN-*)."""

@@ -117,3 +117,14 @@ class Namespaces:
         if left:
             self.problems.append(f"namespaces still present after cleanup: {', '.join(left[:10])}")
         return self.problems
+
+
+def wire(host: Netns, machine: Netns, host_addrs: list[str], addr: str) -> None:
+    """Another machine on a link to ``host``: a veth pair, ``uplink0`` in the host with ``host_addrs``
+    (the first is its main address), ``eth0`` in ``machine`` with ``addr``; all /24, both ends up."""
+    host.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", machine.name, check=True)
+    for host_addr in host_addrs:
+        host.run("ip", "addr", "add", f"{host_addr}/24", "dev", "uplink0", check=True)
+    host.run("ip", "link", "set", "uplink0", "up", check=True)
+    machine.run("ip", "addr", "add", f"{addr}/24", "dev", "eth0", check=True)
+    machine.run("ip", "link", "set", "eth0", "up", check=True)

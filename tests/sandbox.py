@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from harness.hostns import Netns, ip  # noqa: F401 - ip: the suite's name for it
+from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
 from netkit.cni import handler
 from netkit.firewall import ports
 from netkit.net import netns
@@ -143,13 +143,7 @@ class Sandbox:
         ip("netns", "add", ns.name)
         self.containers.append(ns)
         ns.run("ip", "link", "set", "lo", "up", check=True)
-        self.host.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", ns.name,
-                      check=True)
-        for host_addr in host_addrs:
-            self.host.run("ip", "addr", "add", f"{host_addr}/24", "dev", "uplink0", check=True)
-        self.host.run("ip", "link", "set", "uplink0", "up", check=True)
-        ns.run("ip", "addr", "add", f"{addr}/24", "dev", "eth0", check=True)
-        ns.run("ip", "link", "set", "eth0", "up", check=True)
+        wire(self.host, ns, host_addrs, addr)
         return ns
 
     def container(self) -> Namespace:
