@@ -250,12 +250,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             self.one_round(i, self.warmup_samples)
         self.agent_use.clear()                               # count the measured rounds only
         self.lease_left = {NETKIT: 0, REFERENCE: 0}
-        try:
-            for i in range(self.args.runs):
-                self.one_round(i, self.samples)
-                print(f"\r  round {i + 1}/{self.args.runs}", end="", file=sys.stderr, flush=True)
-        finally:
-            print(file=sys.stderr)
+        bench.rounds(self.args.runs, lambda i: self.one_round(i, self.samples))
 
     def sanity(self) -> list[str]:
         """After all runs: no container, lease, veth, per-attachment chain or DNAT of a used port left."""
@@ -303,7 +298,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         floor = summary(self.samples["plain"][FLOOR])["median"]
         head = (f"{'ms':<52} {'netkit med':>10} {'p95':>7} {'ref med':>8} {'p95':>7} {'ratio':>6}"
                 f" {'nk-floor':>9} {'ref-floor':>9} {'ratio':>6}")
-        lines = [head, "-" * len(head)]
+        lines = [bench.ruled(head)]
         for row, label in ROWS.items():
             nk, ref = summary(self.samples[row][NETKIT]), summary(self.samples[row][REFERENCE])
             dn, dr = nk["median"] - floor, ref["median"] - floor
@@ -353,9 +348,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         print("\nchecks before the rounds:")
         for line in self.checks:
             print(f"  {line}")
-        print("\ncommands (first round; HOSTPORT changes every run):")
-        for what, line in self.commands.items():
-            print(f"  {what}: {line}")
+        bench.print_commands("commands (first round; HOSTPORT changes every run)", self.commands)
         removed = self.store.removed if self.store else []
         if removed:
             print(f"removed what podman made outside the temp dir: {', '.join(removed)}")
