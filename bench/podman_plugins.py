@@ -19,7 +19,7 @@ import re
 import shlex
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,6 +64,15 @@ def timed(pm: hp.Podman, *args: str) -> float:
     if code != 0:
         raise BenchError(f"{pm.show(*args)} failed (exit {code}): {tail(err or out)}")
     return ms
+
+
+def settled(busy: Callable[[], Any], step: float = 0.1) -> bool:
+    """Wait up to 10 s while ``busy()`` (the DEL may run in conmon's clean-up, just after podman returns);
+    whether it ended."""
+    deadline = time.monotonic() + 10
+    while busy() and time.monotonic() < deadline:
+        time.sleep(step)
+    return not busy()
 
 
 def agent_counters(agent: Agent) -> tuple[int, int]:
@@ -170,10 +179,7 @@ class PodmanRun(Run):
                 raise BenchError(f"{variant}: leases {self.leases(variant)}, expected one")
         finally:
             pm("rm", "-f", "-t", "0", name, check=False)
-        deadline = time.monotonic() + 10         # the DEL may run in conmon's cleanup, just after rm returns
-        while time.monotonic() < deadline and (self.leases(variant) or has_dnat(nat_text(host), port)):
-            time.sleep(0.1)
-        if self.leases(variant) or has_dnat(nat_text(host), port):
+        if not settled(lambda: self.leases(variant) or has_dnat(nat_text(host), port)):
             raise BenchError(f"{variant}: lease or DNAT for {port} left after rm -f")
         self.checks.append(f"{variant}: address {addr.split('inet ')[1].split()[0]}, DNAT for host port {port} while "
                            f"running; lease and DNAT gone after rm")
@@ -196,9 +202,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         before = agent_counters(self.agent) if self.agent else (0, 0)
         timed(self.pm["probe"], "run", "--rm", "--network", self.network[NETKIT], "-p",
               f"{self.next_port()}:{CONTAINER_PORT}", self.pm["probe"].store.image, "true")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.leases(NETKIT):
-            time.sleep(0.1)
+        settled(lambda: self.leases(NETKIT))
         if self.agent:
             after = agent_counters(self.agent)
             self.probe_agent = (after[0] - before[0], after[1] - before[1])
@@ -229,10 +233,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             use["cpu_ticks"] += after[1] - before[1]
         if impl in VARIANTS and self.leases(impl):       # untimed: was the DEL done when podman returned?
             self.lease_left[impl] += 1
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.leases(impl):
-                time.sleep(0.05)
-            if self.leases(impl):
+            if not settled(lambda: self.leases(impl), 0.05):
                 raise BenchError(f"{impl}: lease {self.leases(impl)} still there 10 s after {pm.show(*args)}")
         into.setdefault(row, {NETKIT: [], REFERENCE: [], FLOOR: []})[impl].append(ms)
         self.commands.setdefault(f"{impl} {row}", pm.show(*args))
