@@ -196,6 +196,7 @@ lock_type = "file"
         return path
 
     def processes(self) -> dict[int, str]:
+        """Processes of this store: the temp dir in their command line, cwd or root, or in its sandboxes."""
         return procs.processes_of_run(self.dir, self.inodes)
 
     def teardown(self, wait_s: float = 60) -> None:
@@ -214,6 +215,8 @@ lock_type = "file"
             self.remove_root_paths(self.paths_before)
 
     def remove_root_paths(self, before: dict[str, bool]) -> None:
+        """What podman made outside the temp dir and was not there ``before``: cgroups, ROOT_PATHS
+        (shared parents only if empty), our networks' CNI cache files."""
         for cg in sorted(set(glob.glob(CGROUPS)) - self.cgroups_before):
             for dirpath, _, _ in sorted(os.walk(cg), key=lambda t: len(t[0]), reverse=True):
                 try:
@@ -258,10 +261,12 @@ class Podman:
 
     @property
     def env(self) -> dict[str, str]:
+        """podman's whole environment: clean_env, our two config files and the extra variables."""
         return clean_env(CONTAINERS_CONF=self.conf, CONTAINERS_STORAGE_CONF=self.store.storage_conf,
                          **self.extra_env)
 
     def argv(self, *args: str) -> list[str]:
+        """``podman ARGS`` inside the sandbox namespace."""
         return [NSENTER, f"--net={self.ns_path}", "podman", *args]
 
     def show(self, *args: str) -> str:
@@ -271,6 +276,7 @@ class Podman:
 
     def __call__(self, *args: str, check: bool = True,
                  timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """Run ``podman ARGS`` (its output captured); HarnessError if it fails and ``check``."""
         # nsenter refuses a namespace that is gone: podman never runs in the machine's own.
         assert not self.store.done, "podman called after the store's clean-up"
         proc = subprocess.run(self.argv(*args), env=self.env, cwd=self.store.dir, stdin=subprocess.DEVNULL,
@@ -312,7 +318,8 @@ class Podman:
                                            f"(ip netns del: exit {proc.returncode})")
         return ids
 
-    def create_network(self, name: str, variant: str, data_dir: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def create_network(self, name: str, variant: str,
+                       data_dir: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         """``podman network create`` NAME on SUBNET, its conflist adapted for ``variant`` (``adapt``):
         (what podman wrote, what the plugins get, the conflist's path)."""
         self("network", "create", "--disable-dns", "--subnet", SUBNET, "--gateway", GATEWAY, name)
