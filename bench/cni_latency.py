@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,8 +43,8 @@ class Bench(Run):
     prefix = "nkb"
     agent: Agent
 
-    def __init__(self, args: object) -> None:
-        super().__init__(args)  # type: ignore[arg-type]
+    def __init__(self, args: Any) -> None:
+        super().__init__(args)
         self.host = f"{self.tag}-h"
         # The portmap chains: one sandbox host (and bridge) per implementation, the agent's included
         # (its nft table is netkit's, but its own: the two netkit variants never share state).

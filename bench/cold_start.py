@@ -5,10 +5,8 @@ Run as root from the repository root::
 
     .venv/bin/python bench/cold_start.py [--runs 30]
 
-For each command of netkit-bridge (with netkit-ipam delegated) and netkit-ipam alone, the median
-and p95 wall time of exec -> exit over N runs, inside a throwaway sandbox namespace (deleted
-afterwards, also on error); then the top imports of an ADD (`python -X importtime`).  The reference
-plugins' numbers for the same commands are in bench/cni_latency.py's table.
+Median and p95 of exec -> exit of each command of netkit-bridge (netkit-ipam delegated) and netkit-ipam
+in a throwaway sandbox namespace, then the top imports of an ADD (`python -X importtime`).
 """
 
 from __future__ import annotations

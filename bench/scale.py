@@ -47,22 +47,20 @@ class Sandbox(Network):
         self._next_port = HOSTPORT_BASE
         self._count = 0
 
-    def next_port(self) -> int:
-        self._next_port += 1
-        if self._next_port > 65535:
-            raise BenchError(f"{self.host}: out of host ports")
-        return self._next_port
-
-    def new_containers(self, n: int) -> list[str]:
+    def attachments(self, n: int) -> tuple[list[str], list[int]]:
+        """n new container namespaces, and a hostPort for each no attachment here had before."""
         names = [f"{self.host}c{self._count + i}" for i in range(n)]
         self._count += n
         self.run.ns.add(*names)
-        return names
+        ports = list(range(self._next_port + 1, self._next_port + 1 + n))
+        self._next_port += n
+        if self._next_port > 65535:
+            raise BenchError(f"{self.host}: out of host ports")
+        return names, ports
 
     def cycle(self, rss: bool = False) -> tuple[float, float, list[Any], list[Any], int]:
         """One attachment in a fresh container, ADDed and DELed again: ms of both, their execs, its port."""
-        (c,) = self.new_containers(1)
-        port = self.next_port()
+        (c,), (port,) = self.attachments(1)
         ms_add, result, e_add = self.chain_add(c, port, rss)
         if port not in self.published_ports():                     # not timed
             raise BenchError(f"{self.label}: ADD exited 0 but no DNAT for hostPort {port}")
@@ -136,8 +134,7 @@ class Scale(Run):
             k = r % len(sbs)
             for sb in sbs[k:] + sbs[:k]:      # rotate who goes first
                 print(f"\r  (a) round {r + 1}/{rounds}: {sb.label:<20}", end="", file=sys.stderr, flush=True)
-                containers = sb.new_containers(n)
-                ports = [sb.next_port() for _ in containers]
+                containers, ports = sb.attachments(n)
                 self.agent.check()
                 cpu0 = self.agent.cpu_seconds()
                 wall_add, adds = self.concurrently(lambda i: sb.chain_add(containers[i], ports[i]), n, n)
@@ -156,23 +153,16 @@ class Scale(Run):
                     lambda i: sb.chain_del(containers[i], ports[i], adds[i][1]), n, n)
                 self.agent.check()
                 cpu = self.agent.cpu_seconds() - cpu0
-                problems = sb.leftovers()
-                if problems:
-                    raise BenchError("; ".join(problems))
+                sb.must_be_clean()
                 self.ns.delete(*containers)
-                row = res[sb.label]
-                row["add_wall_s"].append(wall_add)
-                row["del_wall_s"].append(wall_del)
-                row["add_each_ms"] += [ms for ms, _, _ in adds]
-                row["del_each_ms"] += [ms for ms, _ in dels]
-                row["agent_cpu_s"].append(cpu)
+                for key, got in (("add_wall_s", [wall_add]), ("del_wall_s", [wall_del]), ("agent_cpu_s", [cpu]),
+                                 ("add_each_ms", [ms for ms, _, _ in adds]), ("del_each_ms", [ms for ms, _ in dels])):
+                    res[sb.label][key] += got
                 if sb.impl == AGENT and cpu <= 0:
                     raise BenchError("the agent used no CPU time for the agent batch: did the launchers fall back?")
         print(file=sys.stderr)
-        self.doc["a"] = res
-        self.doc["a_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_a"] = self.agent.status()
-        self.doc["a_sandboxes"] = {sb.label: sb.host for sb in sbs}
+        self.doc.update(a=res, a_seconds=time.monotonic() - t0, agent_after_a=self.agent.status(),
+                        a_sandboxes={sb.label: sb.host for sb in sbs})
         if not os.access(GNU_TIME, os.X_OK):
             return
         # (c) one more attachment per sandbox, sequential: peak RSS of each plugin exec.
@@ -181,9 +171,7 @@ class Scale(Run):
             _, _, e_add, e_del, _ = sb.cycle(rss=True)
             rss[sb.label] = {"bridge ADD": e_add[0].maxrss_kib, "portmap ADD": e_add[1].maxrss_kib,
                              "portmap DEL": e_del[0].maxrss_kib, "bridge DEL": e_del[1].maxrss_kib}
-            problems = sb.leftovers()
-            if problems:
-                raise BenchError("; ".join(problems))
+            sb.must_be_clean()
         self.doc["exec_maxrss_kib"] = rss
 
     # ---- (d) the agent's resident memory per request -----------------------------------------------
@@ -227,12 +215,9 @@ class Scale(Run):
                 self.agent.check()
                 rss.append(self.agent.status()["VmRSS"])
         print(file=sys.stderr)
-        problems = sb.leftovers()
-        if problems:
-            raise BenchError("; ".join(problems))
-        self.doc["d"] = {"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss}
-        self.doc["agent_after_d"] = self.agent.status()
-        self.doc["d_seconds"] = time.monotonic() - t0
+        sb.must_be_clean()
+        self.doc.update(d={"requests": n, "before": before, "after": after, "cycle_ms": ms, "cycle_rss_kib": rss},
+                        agent_after_d=self.agent.status(), d_seconds=time.monotonic() - t0)
 
     # ---- (b) ADD latency with 0 and N attachments present -----------------------------------------
     def samples(self, sbs: list[Sandbox], phase: str) -> dict[str, dict[str, list[float]]]:
@@ -250,8 +235,7 @@ class Scale(Run):
 
     def populate(self, sb: Sandbox, n: int) -> tuple[float, set[int]]:
         """n attachments, each with a published port, ``--populate-concurrency`` at a time."""
-        containers = sb.new_containers(n)
-        ports = [sb.next_port() for _ in containers]
+        containers, ports = sb.attachments(n)
         done = [0]
         lock = threading.Lock()
 
@@ -291,10 +275,9 @@ class Scale(Run):
                 raise BenchError(f"{sb.label}: the {n} populated DNATs changed during the samples")
             if len(sb.leases()) != n:
                 raise BenchError(f"{sb.label}: {len(sb.leases())} leases with {n} attachments present")
-        self.doc["b"] = {"attachments": n, "at_0": at0, "at_n": atn, "populate_s": populate_s,
-                         "sandboxes": {sb.label: sb.host for sb in sbs}}
-        self.doc["b_seconds"] = time.monotonic() - t0
-        self.doc["agent_after_b"] = self.agent.status()
+        self.doc.update(b={"attachments": n, "at_0": at0, "at_n": atn, "populate_s": populate_s,
+                           "sandboxes": {sb.label: sb.host for sb in sbs}},
+                        b_seconds=time.monotonic() - t0, agent_after_b=self.agent.status())
 
     def report(self) -> dict[str, Any]:
         m = self.doc["machine"]

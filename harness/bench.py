@@ -71,10 +71,11 @@ def timed(argv: list[str], env: dict[str, str], cwd: str | None = None, stdin: b
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True)
     try:
         out, err = proc.communicate(stdin, timeout=EXEC_TIMEOUT_S)
-    except BaseException:
+    except BaseException as exc:
         try:
-            proc.communicate(timeout=EXEC_TIMEOUT_S)
-        except BaseException:
+            if not isinstance(exc, subprocess.TimeoutExpired):  # an interrupt: let the command finish first
+                proc.communicate(timeout=EXEC_TIMEOUT_S)
+        finally:
             proc.kill()
             proc.wait()
         raise

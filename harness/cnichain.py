@@ -17,10 +17,24 @@ from harness.bench import REFERENCE_BIN, BenchError, timed
 from harness.hostns import Netns
 
 GNU_TIME = "/usr/bin/time"
+# Per-attachment chains: netkit's NK-D-*/NK-M-*, the reference's CNI-DN-<hash>/CNI-<hash>.
+ATTACHMENT_CHAIN = re.compile(r"\b(NK-[DM]-[\w-]+|CNI-(?:DN-)?[0-9a-f]{16,})\b")
+
+
+def dnat_ports(text: str, floor: int = 0) -> set[int]:
+    """Ports above ``floor`` with a DNAT in NAT rules as nft ("tcp dport P") or iptables-save ("--dport P") list them."""
+    return {int(p) for p in re.findall(r"dport\s+(\d+)\b", text) if int(p) > floor}
+
+
+def attachment_chains(text: str) -> list[str]:
+    """The per-attachment chains named in NAT rules (nft or iptables-save text)."""
+    return sorted(set(ATTACHMENT_CHAIN.findall(text)))
 
 
 @dataclass
 class Exec:
+    """One timed command: ms from spawn to exit, exit status, outputs."""
+
     ms: float
     code: int
     out: str
@@ -28,12 +42,14 @@ class Exec:
     maxrss_kib: int = 0  # with rss=True: GNU time's %M, the peak RSS of `ip netns exec` + the plugin
 
     def json(self) -> Any:
+        """stdout as JSON ({} if it is none)."""
         try:
             return json.loads(self.out)
         except ValueError:
             return {}
 
     def why(self) -> str:
+        """For an error message: the status and the start of both outputs."""
         return f"exit {self.code}: stdout {self.out[:400]!r} stderr {self.err[:400]!r}"
 
 
@@ -162,18 +178,11 @@ class Network:
         return proc.stdout
 
     def published_ports(self) -> set[int]:
-        """Host ports with a DNAT (nft "tcp dport P", iptables "--dport P")."""
-        return {int(p) for p in re.findall(r"dport (\d+)\b", self.nat_text()) if int(p) > self.port_floor}
+        """Host ports with a DNAT (above port_floor, so the containerPort is not one)."""
+        return dnat_ports(self.nat_text(), self.port_floor)
 
     def attachment_chains(self) -> list[str]:
-        """Per-attachment firewall chains (netkit NK-D-*/NK-M-*, reference CNI-DN-*)."""
-        if not self.netkit or self.firewall == "iptables":
-            prefixes = ("NK-D-", "NK-M-") if self.netkit else ("CNI-DN-",)
-            return sorted(line[1:].split()[0] for line in self.nat_text().splitlines()
-                          if line.startswith(":") and line[1:].startswith(prefixes))
-        proc = self.in_host("nft", "-j", "list", "table", "inet", "netkit")
-        objs = json.loads(proc.stdout or '{"nftables": []}')["nftables"] if proc.returncode == 0 else []
-        return sorted(o["chain"]["name"] for o in objs if "chain" in o and o["chain"]["name"].startswith(("NK-D-", "NK-M-")))
+        return attachment_chains(self.nat_text())
 
     def leases(self) -> list[str]:
         d = os.path.join(self.data_dir, self.name)
@@ -197,3 +206,8 @@ class Network:
         if foreign:  # netkit's tables are all named netkit; the reference's never
             problems.append(f"the other implementation's nft tables: {foreign}")
         return [f"{self.label} ({self.host}): {p}" for p in problems]
+
+    def must_be_clean(self) -> None:
+        """leftovers(), as a BenchError if there are any."""
+        if problems := self.leftovers():
+            raise BenchError("; ".join(problems))
