@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -28,6 +27,7 @@ from harness import podman as hp  # noqa: E402
 from harness import procs  # noqa: E402
 from harness.agent import Agent  # noqa: E402
 from harness.bench import BenchError, Run, main, parser, summary, tail  # noqa: E402
+from harness.cnichain import attachment_chains, dnat_ports  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.agent import protocol as agent_protocol  # noqa: E402
@@ -47,15 +47,6 @@ def nat_text(ns: Netns) -> str:
     """Every NAT/filter rule of a sandbox as text: nft's ruleset and the iptables views."""
     return "\n".join(ns.run(*argv).stdout for argv in (("nft", "list", "ruleset"), ("iptables-save", "-t", "nat"),
                                                        ("iptables-legacy-save", "-t", "nat")))
-
-
-def has_dnat(text: str, port: int) -> bool:
-    return re.search(rf"dport\s+{port}\b", text) is not None
-
-
-def attachment_chains(text: str) -> list[str]:
-    """Per-attachment chains: netkit's NK-D-*/NK-M-*, the reference's CNI-DN-<hash>/CNI-<hash>."""
-    return sorted(set(re.findall(r"\b(NK-[DM]-[\w-]+|CNI-(?:DN-)?[0-9a-f]{16,})\b", text)))
 
 
 def timed(pm: hp.Podman, *args: str) -> float:
@@ -173,13 +164,13 @@ class PodmanRun(Run):
             addr = pm("exec", name, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
             if f"inet {PREFIX}" not in addr:
                 raise BenchError(f"{variant}: container eth0 has no address in {hp.SUBNET}: {tail(addr)}")
-            if not has_dnat(nat_text(host), port):
+            if port not in dnat_ports(nat_text(host)):
                 raise BenchError(f"{variant}: no DNAT rule for host port {port} in {host.name}")
             if len(self.leases(variant)) != 1:
                 raise BenchError(f"{variant}: leases {self.leases(variant)}, expected one")
         finally:
             pm("rm", "-f", "-t", "0", name, check=False)
-        if not settled(lambda: self.leases(variant) or has_dnat(nat_text(host), port)):
+        if not settled(lambda: self.leases(variant) or port in dnat_ports(nat_text(host))):
             raise BenchError(f"{variant}: lease or DNAT for {port} left after rm -f")
         self.checks.append(f"{variant}: address {addr.split('inet ')[1].split()[0]}, DNAT for host port {port} while "
                            f"running; lease and DNAT gone after rm")
@@ -270,7 +261,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             chains = attachment_chains(text)
             if chains:
                 problems.append(f"{variant}: per-attachment chains left: {chains[:6]}")
-            dnat = [p for p in self.ports if has_dnat(text, p)]
+            dnat = sorted(set(self.ports) & dnat_ports(text))
             if dnat:
                 problems.append(f"{variant}: DNAT left for host ports {dnat[:6]}")
         if self.hosts[FLOOR].links() != ["lo"]:
