@@ -60,7 +60,7 @@ ROWS = {
 
 
 class ImplError(BenchError):
-    """A command of one runtime failed: the numbers would be meaningless."""
+    """A command of one runtime (``impl``) failed: the numbers would be meaningless."""
 
     def __init__(self, msg: str, impl: str) -> None:
         super().__init__(msg)
@@ -71,12 +71,11 @@ class ImplError(BenchError):
 class Poller:
     """Polls http://127.0.0.1:PORT/ from inside a network namespace, on a thread of its own.
 
-    Once started it enters the namespace (``netkit.net.netns.entered``: this thread only), then waits
-    for ``go``.  From then on it opens a new non-blocking connection every POLL_INTERVAL_S, sends a GET
-    when it connects, and stops at the first HTTP status line; each attempt is dropped after
-    ATTEMPT_TIMEOUT_S.  Attempts overlap, so one that hangs (podman's conmon holds the host port open
-    before the DNAT rule exists: a connection can land in its never-accepted queue) costs nothing but
-    that attempt: the resolution stays 5 ms.
+    Once started it enters the namespace (``netkit.net.netns.entered``: this thread only) and waits for
+    ``go``; then it opens a new non-blocking connection every POLL_INTERVAL_S, sends a GET when it connects,
+    and stops at the first HTTP status line; each attempt is dropped after ATTEMPT_TIMEOUT_S.  Attempts
+    overlap, so one that hangs (podman's conmon holds the host port open before the DNAT rule exists: a
+    connection can land in its never-accepted queue) costs only that attempt: the resolution stays 5 ms.
     """
 
     def __init__(self, netns_path: str, port: int) -> None:
@@ -92,9 +91,6 @@ class Poller:
         self.thread.start()
         if not self.ready.wait(10) or self.error:
             raise BenchError(f"HTTP poller could not start: {self.error or 'timeout'}")
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
 
     def _main(self) -> None:
         try:
@@ -326,11 +322,11 @@ class StartRun(Run):
             ms, code, out, err, t0 = self.timed(impl, argv, before=poller.go.set)
             if code != 0:
                 raise ImplError(f"{self.show(impl, argv)} failed (exit {code}): {tail(err or out)}", impl)
-            poller.join(READY_DEADLINE_S + 5)
+            poller.thread.join(READY_DEADLINE_S + 5)
         finally:
             poller.stop.set()
             poller.go.set()
-            poller.join(5)
+            poller.thread.join(5)
         if poller.t_answer is None:
             raise ImplError(f"{self.show(impl, argv)}: {poller.error or 'the HTTP poller gave no answer'}", impl)
         if poller.status.split()[1:2] != ["200"]:
