@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shlex
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,6 +27,7 @@ from harness import podman as hp  # noqa: E402
 from harness import procs  # noqa: E402
 from harness.agent import Agent  # noqa: E402
 from harness.bench import BenchError, Run, main, parser, summary, tail  # noqa: E402
+from harness.cnichain import attachment_chains, dnat_ports  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.agent import protocol as agent_protocol  # noqa: E402
@@ -49,21 +49,21 @@ def nat_text(ns: Netns) -> str:
                                                        ("iptables-legacy-save", "-t", "nat")))
 
 
-def has_dnat(text: str, port: int) -> bool:
-    return re.search(rf"dport\s+{port}\b", text) is not None
-
-
-def attachment_chains(text: str) -> list[str]:
-    """Per-attachment chains: netkit's NK-D-*/NK-M-*, the reference's CNI-DN-<hash>/CNI-<hash>."""
-    return sorted(set(re.findall(r"\b(NK-[DM]-[\w-]+|CNI-(?:DN-)?[0-9a-f]{16,})\b", text)))
-
-
 def timed(pm: hp.Podman, *args: str) -> float:
     """Wall time in ms from spawning ``podman ARGS`` to its exit, which must be 0 (harness.bench.timed)."""
     ms, code, out, err, _ = bench.timed(pm.argv(*args), pm.env, pm.store.dir)
     if code != 0:
         raise BenchError(f"{pm.show(*args)} failed (exit {code}): {tail(err or out)}")
     return ms
+
+
+def settled(busy: Callable[[], Any], step: float = 0.1) -> bool:
+    """Wait up to 10 s while ``busy()`` (the DEL may run in conmon's clean-up, just after podman returns);
+    whether it ended."""
+    deadline = time.monotonic() + 10
+    while busy() and time.monotonic() < deadline:
+        time.sleep(step)
+    return not busy()
 
 
 def agent_counters(agent: Agent) -> tuple[int, int]:
@@ -126,8 +126,8 @@ class PodmanRun(Run):
             nk = conf in (NETKIT, "probe")
             return hp.Podman(store, store.write_conf(conf, dirs, conmon if nk else "", net_dir), self.hosts[host].path,
                              **({agent_protocol.ENV_SOCKET: sock} if nk else {}))
-        self.pm = {FLOOR: podman(FLOOR, [hp.REFERENCE_BIN], FLOOR), NETKIT: podman(NETKIT, [self.bin_dir], NETKIT),
-                   REFERENCE: podman(REFERENCE, [hp.REFERENCE_BIN], REFERENCE)}
+        self.pm = {FLOOR: podman(FLOOR, [bench.REFERENCE_BIN], FLOOR), NETKIT: podman(NETKIT, [self.bin_dir], NETKIT),
+                   REFERENCE: podman(REFERENCE, [bench.REFERENCE_BIN], REFERENCE)}
         # The env check: the same network and sandbox as netkit's, plugins behind logging wrappers.
         self.pm["probe"] = podman("probe", [os.path.join(self.tmp, "probe", "bin")], NETKIT,
                                   store.net_dirs[self.pm[NETKIT].conf])
@@ -164,16 +164,13 @@ class PodmanRun(Run):
             addr = pm("exec", name, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
             if f"inet {PREFIX}" not in addr:
                 raise BenchError(f"{variant}: container eth0 has no address in {hp.SUBNET}: {tail(addr)}")
-            if not has_dnat(nat_text(host), port):
+            if port not in dnat_ports(nat_text(host)):
                 raise BenchError(f"{variant}: no DNAT rule for host port {port} in {host.name}")
             if len(self.leases(variant)) != 1:
                 raise BenchError(f"{variant}: leases {self.leases(variant)}, expected one")
         finally:
             pm("rm", "-f", "-t", "0", name, check=False)
-        deadline = time.monotonic() + 10         # the DEL may run in conmon's cleanup, just after rm returns
-        while time.monotonic() < deadline and (self.leases(variant) or has_dnat(nat_text(host), port)):
-            time.sleep(0.1)
-        if self.leases(variant) or has_dnat(nat_text(host), port):
+        if not settled(lambda: self.leases(variant) or port in dnat_ports(nat_text(host))):
             raise BenchError(f"{variant}: lease or DNAT for {port} left after rm -f")
         self.checks.append(f"{variant}: address {addr.split('inet ')[1].split()[0]}, DNAT for host port {port} while "
                            f"running; lease and DNAT gone after rm")
@@ -196,9 +193,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         before = agent_counters(self.agent) if self.agent else (0, 0)
         timed(self.pm["probe"], "run", "--rm", "--network", self.network[NETKIT], "-p",
               f"{self.next_port()}:{CONTAINER_PORT}", self.pm["probe"].store.image, "true")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.leases(NETKIT):
-            time.sleep(0.1)
+        settled(lambda: self.leases(NETKIT))
         if self.agent:
             after = agent_counters(self.agent)
             self.probe_agent = (after[0] - before[0], after[1] - before[1])
@@ -229,10 +224,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             use["cpu_ticks"] += after[1] - before[1]
         if impl in VARIANTS and self.leases(impl):       # untimed: was the DEL done when podman returned?
             self.lease_left[impl] += 1
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.leases(impl):
-                time.sleep(0.05)
-            if self.leases(impl):
+            if not settled(lambda: self.leases(impl), 0.05):
                 raise BenchError(f"{impl}: lease {self.leases(impl)} still there 10 s after {pm.show(*args)}")
         into.setdefault(row, {NETKIT: [], REFERENCE: [], FLOOR: []})[impl].append(ms)
         self.commands.setdefault(f"{impl} {row}", pm.show(*args))
@@ -250,12 +242,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             self.one_round(i, self.warmup_samples)
         self.agent_use.clear()                               # count the measured rounds only
         self.lease_left = {NETKIT: 0, REFERENCE: 0}
-        try:
-            for i in range(self.args.runs):
-                self.one_round(i, self.samples)
-                print(f"\r  round {i + 1}/{self.args.runs}", end="", file=sys.stderr, flush=True)
-        finally:
-            print(file=sys.stderr)
+        bench.rounds(self.args.runs, lambda i: self.one_round(i, self.samples))
 
     def sanity(self) -> list[str]:
         """After all runs: no container, lease, veth, per-attachment chain or DNAT of a used port left."""
@@ -274,7 +261,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
             chains = attachment_chains(text)
             if chains:
                 problems.append(f"{variant}: per-attachment chains left: {chains[:6]}")
-            dnat = [p for p in self.ports if has_dnat(text, p)]
+            dnat = sorted(set(self.ports) & dnat_ports(text))
             if dnat:
                 problems.append(f"{variant}: DNAT left for host ports {dnat[:6]}")
         if self.hosts[FLOOR].links() != ["lo"]:
@@ -303,12 +290,12 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         floor = summary(self.samples["plain"][FLOOR])["median"]
         head = (f"{'ms':<52} {'netkit med':>10} {'p95':>7} {'ref med':>8} {'p95':>7} {'ratio':>6}"
                 f" {'nk-floor':>9} {'ref-floor':>9} {'ratio':>6}")
-        lines = [head, "-" * len(head)]
+        lines = [bench.ruled(head)]
         for row, label in ROWS.items():
             nk, ref = summary(self.samples[row][NETKIT]), summary(self.samples[row][REFERENCE])
             dn, dr = nk["median"] - floor, ref["median"] - floor
-            lines.append(f"{label:<52} {nk['median']:>10.1f} {nk['p95']:>7.1f} {ref['median']:>8.1f} {ref['p95']:>7.1f} "
-                         f"{nk['median'] / ref['median']:>6.2f} {dn:>9.1f} {dr:>9.1f} "
+            lines.append(f"{label:<52} {nk['median']:>10.1f} {nk['p95']:>7.1f} {ref['median']:>8.1f} "
+                         f"{ref['p95']:>7.1f} {nk['median'] / ref['median']:>6.2f} {dn:>9.1f} {dr:>9.1f} "
                          f"{(dn / dr if dr > 0 else float('nan')):>6.2f}")
         return "\n".join(lines)
 
@@ -353,9 +340,7 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         print("\nchecks before the rounds:")
         for line in self.checks:
             print(f"  {line}")
-        print("\ncommands (first round; HOSTPORT changes every run):")
-        for what, line in self.commands.items():
-            print(f"  {what}: {line}")
+        bench.print_commands("commands (first round; HOSTPORT changes every run)", self.commands)
         removed = self.store.removed if self.store else []
         if removed:
             print(f"removed what podman made outside the temp dir: {', '.join(removed)}")

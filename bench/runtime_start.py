@@ -29,9 +29,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import HarnessError, procs  # noqa: E402
+from harness import HarnessError  # noqa: E402
 from harness import podman as hp  # noqa: E402
-from harness.bench import BenchError, Run, machine, main, parser, summary, tail, timed  # noqa: E402
+from harness.bench import (EXEC_TIMEOUT_S, REFERENCE_BIN, BenchError, Run, machine, main, parser,  # noqa: E402
+                           print_commands, rounds, ruled, summary, tail, timed)
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.net import netns as nk_netns  # noqa: E402
@@ -59,7 +60,7 @@ ROWS = {
 
 
 class ImplError(BenchError):
-    """A command of one runtime failed: the numbers would be meaningless."""
+    """A command of one runtime (``impl``) failed: the numbers would be meaningless."""
 
     def __init__(self, msg: str, impl: str) -> None:
         super().__init__(msg)
@@ -70,12 +71,11 @@ class ImplError(BenchError):
 class Poller:
     """Polls http://127.0.0.1:PORT/ from inside a network namespace, on a thread of its own.
 
-    Once started it enters the namespace (``netkit.net.netns.entered``: this thread only), then waits
-    for ``go``.  From then on it opens a new non-blocking connection every POLL_INTERVAL_S, sends a GET
-    when it connects, and stops at the first HTTP status line; each attempt is dropped after
-    ATTEMPT_TIMEOUT_S.  Attempts overlap, so one that hangs (podman's conmon holds the host port open
-    before the DNAT rule exists: a connection can land in its never-accepted queue) costs nothing but
-    that attempt: the resolution stays 5 ms.
+    Once started it enters the namespace (``netkit.net.netns.entered``: this thread only) and waits for
+    ``go``; then it opens a new non-blocking connection every POLL_INTERVAL_S, sends a GET when it connects,
+    and stops at the first HTTP status line; each attempt is dropped after ATTEMPT_TIMEOUT_S.  Attempts
+    overlap, so one that hangs (podman's conmon holds the host port open before the DNAT rule exists: a
+    connection can land in its never-accepted queue) costs only that attempt: the resolution stays 5 ms.
     """
 
     def __init__(self, netns_path: str, port: int) -> None:
@@ -91,9 +91,6 @@ class Poller:
         self.thread.start()
         if not self.ready.wait(10) or self.error:
             raise BenchError(f"HTTP poller could not start: {self.error or 'timeout'}")
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
 
     def _main(self) -> None:
         try:
@@ -194,10 +191,9 @@ class StartRun(Run):
         super().__init__(args)
         self.sandbox = {NETKIT: f"{self.tag}-n", PODMAN: f"{self.tag}-p"}
         self.hosts: dict[str, Netns] = {}
-        self.inodes: set[int] = set()
         self.nk_root = self.www = ""
         self.python = shutil.which("python3", path=hp.CLEAN_PATH) or "python3"
-        self.store: hp.Store | None = None
+        self.store: hp.Store | None = None            # made in setup: podman's store is the temp dir
         self.pm: hp.Podman | None = None
         self.podman_ok = False
         self.podman_skip_reason = "" if not args.no_podman else "--no-podman"
@@ -245,10 +241,13 @@ class StartRun(Run):
     # ---- setup / teardown ----------------------------------------------------------------------------
     def add_host(self, impl: str) -> None:
         self.hosts[impl] = self.ns.add(self.sandbox[impl], lo=True)[0]
-        self.inodes.add(os.stat(self.hosts[impl].path).st_ino)
+        self.store.inodes.add(os.stat(self.hosts[impl].path).st_ino)
 
     def setup(self) -> None:
+        """The temp dir is podman's store too (set up only for podman): its teardown reaps the processes
+        and unmounts the mounts of both runtimes."""
         super().setup()
+        self.store = hp.Store(self.tmp, f"localhost/{self.tag}-busybox:latest")
         self.nk_root = os.path.join(self.tmp, "netkit-root")
         self.www = os.path.join(self.tmp, "www")           # netkit containers' cwd: what their servers serve
         os.makedirs(self.www)
@@ -271,39 +270,31 @@ class StartRun(Run):
 
     def setup_podman(self) -> None:
         hp.install_packages()
-        self.store = hp.Store(os.path.join(self.tmp, "podman"), f"localhost/{self.tag}-busybox:latest")
         self.store.setup()
         self.add_host(PODMAN)
-        self.store.inodes = self.inodes
-        self.pm = hp.Podman(self.store, self.store.write_conf("conf", [hp.REFERENCE_BIN]), self.hosts[PODMAN].path)
+        self.pm = hp.Podman(self.store, self.store.write_conf("conf", [REFERENCE_BIN]), self.hosts[PODMAN].path)
         self.commands["podman import"] = self.pm.import_image({"index.html": INDEX})
         self.versions.update(self.pm.versions())
         self.podman_ok = True
 
     def teardown(self) -> None:
-        """Containers through their runtimes, inside their sandboxes (network DEL needs them), the agent,
-        processes of ours (conmon's clean-up call finishes just after `rm -f`), mounts, podman's store."""
+        """Containers through their runtimes in their sandboxes (network DEL needs them), the agent, the store."""
         if self.nk_root and os.path.isdir(os.path.join(self.nk_root, "containers")):
             for cid in os.listdir(os.path.join(self.nk_root, "containers")):
                 proc = subprocess.run(self.argv(NETKIT, "rm", "-f", cid), env=self.env(NETKIT), cwd=self.www,
-                                      capture_output=True, timeout=hp.EXEC_TIMEOUT_S)
+                                      capture_output=True, timeout=EXEC_TIMEOUT_S)
                 self.cleanup_notes.append(f"netkit container {cid[:12]} left at cleanup: rm -f exit {proc.returncode}")
-        if self.pm is not None and PODMAN in self.hosts:
+        if self.pm is not None:
             left = self.pm.remove_all()
             if left:
                 self.cleanup_notes.append(f"podman containers left at cleanup: {left}")
         if self.agent is not None:  # its command line names the temp dir: not a leftover process
             self.cleanup_problems += [p for p in [self.agent.stop()] if p]
-        if self.tmp:
-            self.cleanup_problems += procs.reap(lambda: procs.processes_of_run(self.tmp, self.inodes), 10)
         if self.store is not None:
             self.store.teardown(wait_s=10)
             self.cleanup_problems += self.store.problems
             self.cleanup_notes += self.store.notes
-        if self.tmp:
-            self.cleanup_problems += procs.unmount_under(self.tmp)   # netkit's netns bind mounts
         super().teardown()
-        self.inodes.clear()                 # namespace inode numbers are reused once a namespace is gone
 
     # ---- the measurements ------------------------------------------------------------------------------
     def _put(self, into: dict[str, dict[str, list[float]]], row: str, impl: str, ms: float) -> None:
@@ -331,11 +322,11 @@ class StartRun(Run):
             ms, code, out, err, t0 = self.timed(impl, argv, before=poller.go.set)
             if code != 0:
                 raise ImplError(f"{self.show(impl, argv)} failed (exit {code}): {tail(err or out)}", impl)
-            poller.join(READY_DEADLINE_S + 5)
+            poller.thread.join(READY_DEADLINE_S + 5)
         finally:
             poller.stop.set()
             poller.go.set()
-            poller.join(5)
+            poller.thread.join(5)
         if poller.t_answer is None:
             raise ImplError(f"{self.show(impl, argv)}: {poller.error or 'the HTTP poller gave no answer'}", impl)
         if poller.status.split()[1:2] != ["200"]:
@@ -390,12 +381,7 @@ class StartRun(Run):
                 print(f"\n{self.podman_skip_reason}", file=sys.stderr)
                 self.one_round(i, self.warmup_samples, [])
         cpu0 = self.agent.cpu_seconds() if self.agent else 0.0
-        try:
-            for i in range(self.args.runs):
-                self.one_round(i, self.samples, self.baseline)
-                print(f"\r  round {i + 1}/{self.args.runs}", end="", file=sys.stderr, flush=True)
-        finally:
-            print(file=sys.stderr)
+        rounds(self.args.runs, lambda i: self.one_round(i, self.samples, self.baseline))
         if self.agent:
             self.agent.check()  # a dead agent would have turned the netkit rows into in-process ones
             self.agent_cpu_s = self.agent.cpu_seconds() - cpu0
@@ -424,7 +410,7 @@ class StartRun(Run):
 
     def table(self) -> str:
         head = f"{'ms':<42} {'netkit med':>10} {'p95':>7} {'podman med':>10} {'p95':>7} {'ratio':>6}"
-        lines = [head, "-" * len(head)]
+        lines = [ruled(head)]
         for row, label in ROWS.items():
             if row not in self.samples:
                 continue
@@ -457,9 +443,7 @@ class StartRun(Run):
             print(f"podman: not measured: {self.podman_skip_reason}")
         print("netkit's plugins: " + (f"through the warm agent this run started ({self.agent_cpu_s:.2f} s of its CPU "
                                       f"time over the measured rounds)" if args.agent else "in-process (no agent)"))
-        print("\ncommands (as in the first round; HOSTPORT and NAME change every run):")
-        for what, line in self.commands.items():
-            print(f"  {what}: {line}")
+        print_commands("commands (as in the first round; HOSTPORT and NAME change every run)", self.commands)
         removed = self.store.removed if self.store else []
         if removed:
             print(f"removed what podman made outside the temp dir: {', '.join(removed)}")
@@ -469,7 +453,7 @@ class StartRun(Run):
             "versions": {"netkit": NETKIT_VERSION, **self.versions}, "unit": "ms",
             "netkit_agent": {"used": args.agent, "cpu_s_measured_rounds": self.agent_cpu_s},
             "podman": {"measured": self.podman_ok, "skip_reason": self.podman_skip_reason,
-                       "ulimits": hp.ulimits() if self.store else None},
+                       "ulimits": hp.ulimits() if self.pm else None},
             "baseline_nsenter_true": {"summary": base, "samples": self.baseline},
             "rows": {row: {"label": ROWS[row], **{impl: {"summary": summary(v), "samples": v}
                                                   for impl, v in self.samples[row].items() if v}}

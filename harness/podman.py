@@ -28,7 +28,7 @@ import tarfile
 from typing import Any
 
 from harness import HarnessError, procs
-from harness.bench import tail
+from harness.bench import EXEC_TIMEOUT_S, tail
 
 PACKAGES = ("podman", "runc", "busybox-static")
 NSENTER = "/usr/bin/nsenter"
@@ -36,9 +36,7 @@ NSENTER = "/usr/bin/nsenter"
 # nothing else of ours: never a version manager's shim earlier in the caller's PATH.
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"                      # busybox-static: runs in an image with nothing else
-REFERENCE_BIN = "/usr/lib/cni"
 NPROC_CAP = 32768                             # podman 4.3 lowers its own RLIMIT_NPROC to this
-EXEC_TIMEOUT_S = 120                          # a ceiling, not an expectation
 ROOT_PATHS = (                                # what rootful podman writes outside our temp dir, whatever its config
     "/var/lib/containers", "/var/lib/containers/cache", "/var/lib/containers/cache/blob-info-cache-v1.boltdb",
     "/var/lib/cni", "/var/lib/cni/networks", "/var/lib/cni/networks/podman", "/var/lib/cni/results",
@@ -198,6 +196,7 @@ lock_type = "file"
         return path
 
     def processes(self) -> dict[int, str]:
+        """Processes of this store: the temp dir in their command line, cwd or root, or in its sandboxes."""
         return procs.processes_of_run(self.dir, self.inodes)
 
     def teardown(self, wait_s: float = 60) -> None:
@@ -216,6 +215,8 @@ lock_type = "file"
             self.remove_root_paths(self.paths_before)
 
     def remove_root_paths(self, before: dict[str, bool]) -> None:
+        """What podman made outside the temp dir and was not there ``before``: cgroups, ROOT_PATHS
+        (shared parents only if empty), our networks' CNI cache files."""
         for cg in sorted(set(glob.glob(CGROUPS)) - self.cgroups_before):
             for dirpath, _, _ in sorted(os.walk(cg), key=lambda t: len(t[0]), reverse=True):
                 try:
@@ -260,10 +261,12 @@ class Podman:
 
     @property
     def env(self) -> dict[str, str]:
+        """podman's whole environment: clean_env, our two config files and the extra variables."""
         return clean_env(CONTAINERS_CONF=self.conf, CONTAINERS_STORAGE_CONF=self.store.storage_conf,
                          **self.extra_env)
 
     def argv(self, *args: str) -> list[str]:
+        """``podman ARGS`` inside the sandbox namespace."""
         return [NSENTER, f"--net={self.ns_path}", "podman", *args]
 
     def show(self, *args: str) -> str:
@@ -273,6 +276,7 @@ class Podman:
 
     def __call__(self, *args: str, check: bool = True,
                  timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """Run ``podman ARGS`` (its output captured); HarnessError if it fails and ``check``."""
         # nsenter refuses a namespace that is gone: podman never runs in the machine's own.
         assert not self.store.done, "podman called after the store's clean-up"
         proc = subprocess.run(self.argv(*args), env=self.env, cwd=self.store.dir, stdin=subprocess.DEVNULL,
@@ -300,7 +304,8 @@ class Podman:
         A container namespace (/run/netns/netns-<uuid>) podman failed to remove with its container is
         removed here and reported: nothing else would ever remove it.
         """
-        ids = self("ps", "-aq", "--no-trunc", *(a for f in filters for a in ("--filter", f)), check=False).stdout.split()
+        flags = [a for f in filters for a in ("--filter", f)]
+        ids = self("ps", "-aq", "--no-trunc", *flags, check=False).stdout.split()
         if not ids:
             return []
         keys = self("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", *ids, check=False).stdout.split()
@@ -313,7 +318,8 @@ class Podman:
                                            f"(ip netns del: exit {proc.returncode})")
         return ids
 
-    def create_network(self, name: str, variant: str, data_dir: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def create_network(self, name: str, variant: str,
+                       data_dir: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         """``podman network create`` NAME on SUBNET, its conflist adapted for ``variant`` (``adapt``):
         (what podman wrote, what the plugins get, the conflist's path)."""
         self("network", "create", "--disable-dns", "--subnet", SUBNET, "--gateway", GATEWAY, name)

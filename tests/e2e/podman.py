@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -49,7 +50,7 @@ class Podman(hp.Podman):
     def sleeper(self, name: str, *opts: str) -> str:
         return self.run_d(name, *opts, self.store.image, "sleep", "3600")
 
-    def exec(self, ctr: str, *cmd: str) -> Any:
+    def exec(self, ctr: str, *cmd: str) -> subprocess.CompletedProcess[str]:
         return self("exec", ctr, *cmd, check=False)
 
     def wget(self, ctr: str, url: str, tries: int = 3) -> str | None:
