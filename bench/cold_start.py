@@ -5,97 +5,83 @@ Run as root from the repository root::
 
     .venv/bin/python bench/cold_start.py [--runs 30]
 
-For each command of netkit-bridge (with netkit-ipam delegated) and netkit-ipam alone, the median
-and p95 wall time of exec -> exit over N runs, inside a throwaway sandbox namespace (deleted
-afterwards, also on error); then the top imports of an ADD (`python -X importtime`).  The reference
-plugins' numbers for the same commands are in bench/cni_latency.py's table.
+Median and p95 of exec -> exit of each command of netkit-bridge (netkit-ipam delegated) and netkit-ipam
+in a throwaway sandbox namespace, then the top imports of an ADD (`python -X importtime`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
+from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from netkit.launch import install  # noqa: E402
+from harness.bench import BenchError, Run, main, parser  # noqa: E402
+from harness.cnichain import exec_in  # noqa: E402
 
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+COMMANDS = ("VERSION", "ADD", "CHECK", "STATUS", "GC", "DEL")
 
 
-def timed(host: str, exe: str, env: dict[str, str], stdin: bytes) -> tuple[float, subprocess.CompletedProcess[bytes]]:
-    t = time.perf_counter()
-    proc = subprocess.run(["ip", "netns", "exec", host, exe], input=stdin, env=env, capture_output=True)
-    return (time.perf_counter() - t) * 1000, proc
+class ColdStart(Run):
+    prefix = "nkc"
 
+    def setup(self) -> None:
+        super().setup()
+        self.host, self.container = f"{self.tag}-h", f"{self.tag}-c"
+        self.conf = {"cniVersion": "1.1.0", "name": "cold", "type": "netkit-bridge", "bridge": f"{self.tag}br",
+                     "isGateway": True, "ipam": {"type": "netkit-ipam", "ranges": [[{"subnet": "10.98.0.0/16"}]],
+                                                 "dataDir": os.path.join(self.tmp, "data")}}
+        self.base = {"PATH": os.environ.get("PATH", ""), "CNI_PATH": self.bin_dir, "CNI_CONTAINERID": "cold1",
+                     "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{self.container}"}
+        self.ns.add(self.host, self.container)
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=30)
-    opts = ap.parse_args()
-    tag = f"nkc{secrets.token_hex(3)}"
-    host, container = f"{tag}-h", f"{tag}-c"
-    tmp = tempfile.mkdtemp(prefix="netkit-cold-")
-    bin_dir = os.path.join(tmp, "bin")
-    install.install(bin_dir=bin_dir, conf_dir=os.path.join(tmp, "conf"))
-    conf = {"cniVersion": "1.1.0", "name": "cold", "type": "netkit-bridge", "bridge": f"{tag}br",
-            "isGateway": True, "ipam": {"type": "netkit-ipam", "ranges": [[{"subnet": "10.98.0.0/16"}]],
-                                        "dataDir": os.path.join(tmp, "data")}}
-    base = {"PATH": os.environ.get("PATH", ""), "CNI_PATH": bin_dir, "CNI_CONTAINERID": "cold1",
-            "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{container}"}
-    rows: list[tuple[str, list[float]]] = []
-    ip("netns", "add", host)
-    ip("netns", "add", container)
-    try:
+    def exec(self, argv: list[str], command: str, body: dict[str, Any]) -> Any:
+        return exec_in(self.host, argv, dict(self.base, CNI_COMMAND=command), json.dumps(body).encode())
+
+    def measure(self) -> None:
+        self.rows: list[tuple[str, list[float]]] = []
         for plugin in ("netkit-bridge", "netkit-ipam"):
-            exe = os.path.join(bin_dir, plugin)
-            samples: dict[str, list[float]] = {c: [] for c in ("VERSION", "ADD", "CHECK", "STATUS", "GC", "DEL")}
-            for _ in range(opts.runs):
+            exe = os.path.join(self.bin_dir, plugin)
+            samples: dict[str, list[float]] = {c: [] for c in COMMANDS}
+            for _ in range(self.args.runs):
                 prev = None
                 for command in samples:
-                    body = dict(conf, prevResult=prev) if command in ("CHECK", "DEL") and prev else conf
+                    body = dict(self.conf, prevResult=prev) if command in ("CHECK", "DEL") and prev else self.conf
                     if command == "GC":
-                        body = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "cold1", "ifname": "eth0"}]})
-                    ms, proc = timed(host, exe, dict(base, CNI_COMMAND=command), json.dumps(body).encode())
-                    if proc.returncode != 0:
-                        raise SystemExit(f"{plugin} {command} failed: {proc.stdout.decode()}{proc.stderr.decode()}")
+                        body = dict(self.conf, **{"cni.dev/valid-attachments": [{"containerID": "cold1", "ifname": "eth0"}]})
+                    e = self.exec([exe], command, body)
+                    if e.code != 0:
+                        raise BenchError(f"{plugin} {command} failed: {e.out}{e.err}")
                     if command == "ADD":
-                        prev = json.loads(proc.stdout)
-                    samples[command].append(ms)
-            rows += [(f"{plugin} {c}", v) for c, v in samples.items()]
-        print(f"cold start, ms, {opts.runs} runs each (exec via `ip netns exec`, ~3 ms of it)")
-        print(f"{'command':28} {'median':>8} {'p95':>8}")
-        for name, v in rows:
-            v = sorted(v)
-            print(f"{name:28} {statistics.median(v):8.1f} {v[int(len(v) * 0.95) - 1]:8.1f}")
-        env = dict(base, CNI_COMMAND="ADD")
-        proc = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-IS", "-X", "importtime",
-                               os.path.join(bin_dir, "netkit-bridge")], input=json.dumps(conf).encode(),
-                              env=env, capture_output=True)
-        lines = [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("import time:") and "|" in ln]
+                        prev = json.loads(e.out)
+                    samples[command].append(e.ms)
+            self.rows += [(f"{plugin} {c}", v) for c, v in samples.items()]
+        bridge = os.path.join(self.bin_dir, "netkit-bridge")
+        e = self.exec([sys.executable, "-IS", "-X", "importtime", bridge], "ADD", self.conf)
+        lines = [ln for ln in e.err.splitlines() if ln.startswith("import time:") and "|" in ln]
         cum = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in lines[1:]), reverse=True)
-        top = [(us, name) for us, name in cum if not name.startswith(" ")][:6]
+        self.top = [(us, name) for us, name in cum if not name.startswith(" ")][:6]
+        self.exec([bridge], "DEL", self.conf)
+
+    def report(self) -> dict[str, Any]:
+        print(f"cold start, ms, {self.args.runs} runs each (exec via `ip netns exec`, ~3 ms of it)")
+        print(f"{'command':28} {'median':>8} {'p95':>8}")
+        doc: dict[str, Any] = {"runs": self.args.runs, "rows": {}, "top_imports_ms": {}}
+        for name, v in self.rows:
+            v = sorted(v)
+            doc["rows"][name] = {"median": statistics.median(v), "p95": v[int(len(v) * 0.95) - 1]}
+            print(f"{name:28} {doc['rows'][name]['median']:8.1f} {doc['rows'][name]['p95']:8.1f}")
         print("\ntop-level imports of netkit-bridge ADD (cumulative ms):")
-        for us, name in top:
+        for us, name in self.top:
+            doc["top_imports_ms"][name] = us / 1000
             print(f"  {name:40} {us / 1000:7.1f}")
-        subprocess.run(["ip", "netns", "exec", host, os.path.join(bin_dir, "netkit-bridge")],
-                       input=json.dumps(conf).encode(), env=dict(base, CNI_COMMAND="DEL"), capture_output=True)
-    finally:
-        for ns in (container, host):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["rm", "-rf", tmp])
-    return 0
+        return doc
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    ap = parser(__doc__)
+    ap.add_argument("--runs", type=int, default=30)
+    sys.exit(main(ap, ColdStart, check=lambda a: "--runs must be at least 1" if a.runs < 1 else ""))

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
+from statistics import median as _med
 from typing import Any, Callable
 
-Figure = tuple[float, str] | None      # (ratio, how it was computed) or None: not measured
+Figure = tuple[float, str]      # (ratio, how it was computed); a document missing (None) or of another
+                                # shape (a figure not measured) raises KeyError or TypeError: evaluate() says so
 
 
 def _load(results: str, name: str) -> dict[str, Any] | None:
@@ -28,45 +29,31 @@ def _load(results: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def _med(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def _latency(doc: dict[str, Any] | None, row: str, variant: str) -> Figure:
     """netkit ``variant`` / reference for a cni_latency row (medians, ``ip netns exec`` cost subtracted)."""
-    if not doc:
-        return None
     ops = doc["operations"][row]
     n, r = ops[variant]["minus_baseline"]["median"], ops["reference"]["minus_baseline"]["median"]
     return n / r, f"{n:.1f} / {r:.1f} ms"
 
 
 def _concurrent(doc: dict[str, Any] | None) -> Figure:
-    if not doc or "a" not in doc:
-        return None
     a, r = _med(doc["a"]["netkit agent"]["add_wall_s"]), _med(doc["a"]["reference"]["add_wall_s"])
     return a / r, f"{a:.2f} / {r:.2f} s"
 
 
 def _growth(doc: dict[str, Any] | None, label: str) -> Figure:
-    if not doc or "b" not in doc or label not in doc["b"]["at_0"]:
-        return None
     b = doc["b"]
     zero, n = _med(b["at_0"][label]["add_ms"]), _med(b["at_n"][label]["add_ms"])
     return n / zero, f"{n:.1f} ms at {b['attachments']} / {zero:.1f} ms at 0"
 
 
 def _throughput(doc: dict[str, Any] | None, case: str) -> Figure:
-    if not doc:
-        return None
     g = doc["gbps_median"]
     return g[case]["netkit"] / g["c"]["netkit"], f"{g[case]['netkit']:.2f} / {g['c']['netkit']:.2f} Gbit/s"
 
 
 def _run_d(doc: dict[str, Any] | None) -> Figure:
-    row = (doc or {}).get("rows", {}).get("ready")
-    if not row or "podman" not in row:
-        return None
+    row = doc["rows"]["ready"]  # (podman not measured: no "podman" cell)
     n, p = row["netkit"]["summary"]["median"], row["podman"]["summary"]["median"]
     return n / p, f"{n:.0f} / {p:.0f} ms"
 

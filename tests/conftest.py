@@ -6,11 +6,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
 from typing import Iterator
 
 import pytest
+from harness.agent import Agent
 
 from netkit.launch import install
 from tests import machine
@@ -28,18 +27,9 @@ def plugin_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A warm `netkit agent` for the run; its socket path."""
-    path = str(tmp_path_factory.mktemp("agent") / "agent.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"netkit agent did not start: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.05)
-    yield path
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc = Agent(str(tmp_path_factory.mktemp("agent") / "agent.sock")).start()
+    yield proc.path
+    proc.stop()
 
 
 @pytest.fixture(params=["in-process", "agent"])

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
 
 from netkit.launch import invoker
 from netkit.firewall import ports
@@ -52,32 +53,11 @@ def unique(kind: str) -> str:
     return f"{RUN_PREFIX}-{kind}{next(_counter)}"
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run iproute2's ``ip`` with an argument list."""
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-@dataclass
-class Namespace:
-    """A named network namespace under /run/netns, or one bound elsewhere (``bound_at``).
-
-    Traffic checks (tests/reach.py): ``ask`` and ``ping`` must be answered and try a few times;
-    ``unanswered`` and ``unreachable`` must not be, try once, and need a control.
+class Namespace(Netns):
+    """A named network namespace (harness/hostns.py) with the suite's traffic checks (tests/reach.py):
+    ``ask`` and ``ping`` must be answered and try a few times; ``unanswered`` and ``unreachable`` must
+    not be, try once, and need a control.
     """
-
-    name: str
-    bound_at: str = ""  # a namespace bound outside /run/netns (a runtime's): entered with nsenter
-
-    @property
-    def path(self) -> str:
-        return self.bound_at or f"/run/netns/{self.name}"
-
-    def _enter(self) -> list[str]:
-        return ["nsenter", f"--net={self.bound_at}"] if self.bound_at else ["ip", "netns", "exec", self.name]
-
-    def run(self, *argv: str, timeout: float = 20, **kw: Any) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the namespace."""
-        return subprocess.run([*self._enter(), *argv], capture_output=True, text=True, timeout=timeout, **kw)
 
     def _echo(self, addr: str) -> str | None:
         proc = self.run("ping", "-c1", f"-W{reach.TRY_TIMEOUT}", addr)
@@ -94,7 +74,7 @@ class Namespace:
 
     def serve(self, name: str, port: int) -> subprocess.Popen[str]:
         """Start the test server (tests/traffic.py) inside the namespace; stop it with .kill()."""
-        proc = subprocess.Popen([*self._enter(), sys.executable, TRAFFIC, "serve", name, str(port)],
+        proc = subprocess.Popen([*self.enter(), sys.executable, TRAFFIC, "serve", name, str(port)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         return proc
@@ -128,17 +108,6 @@ class Namespace:
             port, _, answer = line.partition(" ")
             out[int(port)] = None if answer == "-" else answer
         return out
-
-    def links(self) -> list[str]:
-        """Interface names in the namespace."""
-        out = self.run("ip", "-j", "link", "show").stdout
-        return [link["ifname"] for link in json.loads(out or "[]")]
-
-    def addresses(self, ifname: str) -> list[str]:
-        """``addr/prefix`` strings on ``ifname`` (global scope)."""
-        out = self.run("ip", "-j", "addr", "show", "dev", ifname, "scope", "global").stdout
-        return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]")
-                for a in link["addr_info"] if "local" in a]
 
 
 @dataclass
@@ -174,13 +143,7 @@ class Sandbox:
         ip("netns", "add", ns.name)
         self.containers.append(ns)
         ns.run("ip", "link", "set", "lo", "up", check=True)
-        self.host.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", ns.name,
-                      check=True)
-        for host_addr in host_addrs:
-            self.host.run("ip", "addr", "add", f"{host_addr}/24", "dev", "uplink0", check=True)
-        self.host.run("ip", "link", "set", "uplink0", "up", check=True)
-        ns.run("ip", "addr", "add", f"{addr}/24", "dev", "eth0", check=True)
-        ns.run("ip", "link", "set", "eth0", "up", check=True)
+        wire(self.host, ns, host_addrs, addr)
         return ns
 
     def container(self) -> Namespace:

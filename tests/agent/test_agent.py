@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.agent import Agent
 from netkit.agent import client, protocol
 from tests.sandbox import AS_NOBODY
 
@@ -32,12 +33,8 @@ def test_non_root_peer_is_refused_even_with_an_open_socket() -> None:
 
 
 def _refused_as_nobody(agent: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", agent], stderr=subprocess.DEVNULL)
+    proc = Agent(agent).start()
     try:
-        for _ in range(600):
-            if os.path.exists(agent):
-                break
-            time.sleep(0.05)
         os.chmod(agent, 0o666)
         # The client returns None for anything that keeps it from the agent (and then runs in-process):
         # a refusal is an answer, so None is tried again and, if it stays, explained (seen twice in
@@ -56,8 +53,7 @@ def _refused_as_nobody(agent: str) -> None:
                 break
             time.sleep(1)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
     assert peer.returncode == 0, peer.stderr
     assert "serves root only" in peer.stdout and ", 1)" in peer.stdout
 

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from harness import podman as hp
 from tests import sandbox as sb
 from tests.e2e import podman as pmod
 
@@ -21,10 +22,10 @@ from tests.e2e import podman as pmod
 def podman_store() -> Iterator[pmod.Store]:
     if os.geteuid() != 0:
         pytest.fail("the podman end-to-end suite needs root (network namespaces, rootful podman)")
-    missing = pmod.missing_packages()
+    missing = hp.missing_packages()
     if missing:
         pytest.fail(f"the podman end-to-end suite needs {', '.join(missing)}: "
-                    f"apt-get install --no-install-recommends {' '.join(pmod.PACKAGES)} (or ./setup.sh deps)",
+                    f"apt-get install --no-install-recommends {' '.join(hp.PACKAGES)} (or ./setup.sh deps)",
                     pytrace=False)
     if sb.missing_reference_plugins():
         pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: {', '.join(sb.missing_reference_plugins())}: "
@@ -33,7 +34,7 @@ def podman_store() -> Iterator[pmod.Store]:
         yield store
 
 
-@pytest.fixture(scope="module", params=pmod.VARIANTS)
+@pytest.fixture(scope="module", params=hp.VARIANTS)
 def net(request: pytest.FixtureRequest, podman_store: pmod.Store) -> Iterator[pmod.Network]:
     with pmod.network(podman_store, request.param) as network:
         yield network
