@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from netkit import errors, failpoints
+from netkit import errors, failpoints, paths
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
@@ -31,7 +31,7 @@ DEFAULT_BRIDGE = "cni0"
 # Held shared by every ADD from creating its host veth until the veth carries its owner alias, and
 # exclusively by GC while it collects unlabelled veths: what GC finds unlabelled under it is the
 # debris of an ADD that died in that window, never one still running.
-VETH_LOCK = "/run/netkit/veth.lock"
+VETH_LOCK = f"{paths.RUN_DIR}/veth.lock"
 _HOST_VETH = re.compile(rf"{names.HOST_VETH_PREFIX}[0-9a-f]{{12}}")
 
 
