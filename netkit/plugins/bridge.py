@@ -20,11 +20,12 @@ from netkit import errors, failpoints, paths
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
-from netkit.firewall import groups, publish
+from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns
 from netkit.net.netlink import IPRoute, kind, lookup
+from netkit.plugins import publish
 from netkit.rollback import Rollback
 
 DEFAULT_BRIDGE = "cni0"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
-from netkit.firewall import groups, publish
+from netkit.firewall import groups
+from netkit.plugins import publish
 from netkit.rollback import Rollback
 
 
