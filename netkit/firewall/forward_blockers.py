@@ -20,8 +20,8 @@ def nft() -> list[str]:
     answer is kept, per namespace, for as long as the ruleset generation shows no change other
     than netkit's own commits (see ``nftgen.Facts``).
     """
-    reader = nftruleset.Reader()
-    known = reader.known("forward blockers")
+    memory = nftruleset.Memory()
+    known = memory.known("forward blockers")
     if known is not None:
         return list(known)
     try:
@@ -30,7 +30,7 @@ def nft() -> list[str]:
         return []
     found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
              and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != nftruleset.TABLE]
-    reader.learned("forward blockers", found)
+    memory.learned("forward blockers", found)
     return found
 
 

@@ -22,7 +22,7 @@ loaded, and DNAT/MASQUERADE live in libxt_NAT.so, so the second family gets "can
 
 The legacy FORWARD chain is in the same tables netkit writes, so instead of reporting it
 (``forward_blockers``), ``apply`` lets the attachment's own traffic through when filter FORWARD
-drops by default (``_Session.forward_drops``): its policy is DROP (Docker's), or an unconditional
+drops by default (``Session.forward_drops``): its policy is DROP (Docker's), or an unconditional
 DROP or REJECT rule decides what nothing accepted before it (RHEL's iptables-services, firewalld's
 iptables backend, a chain of one's own that FORWARD jumps to).  A ``NETKIT-FORWARD`` chain jumped
 from the top of FORWARD (after netkit's isolation) then gets accept rules for the container
@@ -56,10 +56,10 @@ MASQUERADE = "NETKIT-MASQ"
 FORWARD = "NETKIT-FORWARD"
 ISOLATION = "NETKIT-ISOLATION"
 ISOLATION2 = "NETKIT-ISOLATION-2"
-LOCALNET = "NETKIT-LOCALNET"
 # raw PREROUTING, before any DNAT: nothing from outside may address 127/8.  A port published on
 # 127.0.0.1 is DNAT'd before the kernel's martian check, and the bridge's route_localnet (set for
 # that hairpin) would let containers reach the host's loopback-only services (CVE-2020-8558's class).
+LOCALNET = "NETKIT-LOCALNET"
 # Jumped to from the base chains and never deleted: a failed commit's rollback empties them only.
 _INFRA = frozenset((HOSTPORTS, MASQUERADE, FORWARD, ISOLATION, ISOLATION2))
 _MULTICAST = "224.0.0.0/4"

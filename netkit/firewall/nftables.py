@@ -123,21 +123,21 @@ def _base_in_place(listing: list[dict[str, Any]]) -> bool:
     return counts == _BASE_RULES
 
 
-def _read(reader: nftruleset.Reader, chains: set[str]) -> list[dict[str, Any]]:
+def _read(memory: nftruleset.Memory, chains: set[str]) -> list[dict[str, Any]]:
     """The chains of ``chains`` that exist, with their rules, and the base chains and the bridges
     set unless an earlier reading found them in place (then skipped: each list command costs)."""
-    if reader.known("base"):
-        return reader.chains(chains)
-    return reader.chains(chains | set(_BASE), sets=("bridges",))
+    if memory.known("base"):
+        return nftruleset.chains(chains)
+    return nftruleset.chains(chains | set(_BASE), sets=("bridges",))
 
 
-def _base_ready(reader: nftruleset.Reader, listing: list[dict[str, Any]]) -> bool:
+def _base_ready(memory: nftruleset.Memory, listing: list[dict[str, Any]]) -> bool:
     """True when the base chains need no rewriting: known in place, or found so in ``listing``
     (then remembered)."""
-    if reader.known("base"):
+    if memory.known("base"):
         return True
     if _base_in_place(listing):
-        reader.learned("base", True)
+        memory.learned("base", True)
         return True
     return False
 
@@ -240,11 +240,11 @@ class NftablesBackend:
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        reader = nftruleset.Reader()
-        listing = _read(reader, set(expected))
+        memory = nftruleset.Memory()
+        listing = _read(memory, set(expected))
         if set(expected) & _chain_names(listing):  # a re-ADD: its old jumps to remove too
-            listing = _read(reader, set(expected) | set(_PARENTS))
-        cmds = ([] if _base_ready(reader, listing) else _base()) + self._removal(listing, set(expected))
+            listing = _read(memory, set(expected) | set(_PARENTS))
+        cmds = ([] if _base_ready(memory, listing) else _base()) + self._removal(listing, set(expected))
         for chain, rules in expected.items():
             cmds.append({"add": _chain(chain)})
             cmds += rules
@@ -260,15 +260,15 @@ class NftablesBackend:
         # What the network's rules depend on: its settings, and whether br_netfilter is loaded (the
         # icc rules), which no ruleset generation shows.
         state = repr((net, self._icc_subnets(net)))
-        reader = nftruleset.Reader()
-        if reader.known(f"network {net.chain}") == state:
+        memory = nftruleset.Memory()
+        if memory.known(f"network {net.chain}") == state:
             return
-        listing = reader.chains({net.chain, "isolation", *_BASE}, sets=("bridges",))
+        listing = nftruleset.chains({net.chain, "isolation", *_BASE}, sets=("bridges",))
         rules = self._network_rules(net)
         bridge_listing = nftruleset.table(**_BRIDGE_TABLE)
         if _base_in_place(listing) and self._network_in_place(net, listing, rules, bridge_listing):
-            reader.learned("base", True)
-            reader.learned(f"network {net.chain}", state)
+            memory.learned("base", True)
+            memory.learned(f"network {net.chain}", state)
             return
         cmds = _base() + self._removal(listing, {net.chain})
         cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": "bridges", "elem": [net.bridge]}}})
@@ -328,7 +328,7 @@ class NftablesBackend:
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains and the jumps to them; absent ones are fine."""
-        listing = nftruleset.Reader().chains(chains | set(_PARENTS) | set(_BASE), sets=("bridges",))
+        listing = nftruleset.chains(chains | set(_PARENTS) | set(_BASE), sets=("bridges",))
         cmds = self._removal(listing, chains)
         if cmds:
             nftruleset.run(cmds)

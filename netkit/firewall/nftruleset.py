@@ -2,12 +2,13 @@
 as long as only netkit's own commits change it.
 
 Reading is what costs: netkit's table grows with every attachment, and every list command makes
-libnftables fetch the names of every chain.  So each operation makes one ``Reader``, which reads
-the ruleset generation once (``nftgen``) and recalls what earlier operations established if nothing
-but netkit's own commits happened since (its base chains in place, a network's rules, other tables'
-forward chains), lists only what it needs, and records what it learned.  Every change goes through
-``run``, which carries what is known past netkit's own commit.  One record serves the nftables
-backend and the forward-blocker readings both backends report (``forward_blockers.py``).
+libnftables fetch the names of every chain.  So an operation lists only what it may change
+(``chains``), and one that can skip a reading makes a ``Memory``: it reads the ruleset generation
+once (``nftgen``), recalls what earlier operations established if nothing but netkit's own commits
+happened since (its base chains in place, a network's rules, other tables' forward chains), and
+records what this operation learned.  Every change goes through ``run``, which carries what is
+known past netkit's own commit.  One record serves the nftables backend and the forward-blocker
+readings both backends report (``forward_blockers.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def run(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
             _facts.after_commit(before)
 
 
-class Reader:
-    """One operation's reading of the calling thread's ruleset."""
+class Memory:
+    """What earlier operations read of the calling thread's ruleset and still holds, and what this
+    operation learns.  Made before the reading it may spare: it reads the generation then."""
 
     def __init__(self) -> None:
         self._at, self._known = _facts.recall()
@@ -58,28 +60,29 @@ class Reader:
         change made in between leaves the record unusable, never wrong)."""
         _facts.remember(self._at, key, value)
 
-    def chains(self, names: set[str], sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """The chains of netkit's table named in ``names`` that exist, with their rules, and its
-        sets named in ``sets``: the table minus what this operation does not touch.
 
-        The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD
-        reads only what it may change.  Each list command still makes libnftables fetch the names
-        of every chain (~0.6 ms more per command at 500 attachments).
-        """
-        out: list[dict[str, Any]] = []
-        # One command per run: libnftables refuses a batch of several list commands.
-        cmds = [{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": n}}} for n in sorted(names)]
-        cmds += [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}} for n in sets]
-        try:
-            with Nft() as nft:
-                for cmd in cmds:
-                    try:
-                        out += [o for o in nft.run([cmd]) if "chain" in o or "rule" in o or "set" in o]
-                    except NftError:
-                        continue  # absent (or gone meanwhile): as if absent
-        except NftError as exc:
-            raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
-        return out
+def chains(names: set[str], sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The chains of netkit's table named in ``names`` that exist, with their rules, and its sets
+    named in ``sets``: the table minus what the operation does not touch.
+
+    The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD reads
+    only what it may change.  Each list command still makes libnftables fetch the names of every
+    chain (~0.6 ms more per command at 500 attachments).
+    """
+    out: list[dict[str, Any]] = []
+    # One command per run: libnftables refuses a batch of several list commands.
+    cmds = [{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": n}}} for n in sorted(names)]
+    cmds += [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}} for n in sets]
+    try:
+        with Nft() as nft:
+            for cmd in cmds:
+                try:
+                    out += [o for o in nft.run([cmd]) if "chain" in o or "rule" in o or "set" in o]
+                except NftError:
+                    continue  # absent (or gone meanwhile): as if absent
+    except NftError as exc:
+        raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
+    return out
 
 
 def table(family: str = FAMILY, name: str = TABLE) -> list[dict[str, Any]]:
