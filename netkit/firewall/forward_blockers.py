@@ -4,13 +4,15 @@ behind both backends' ``forward_blockers`` (a published port would be silently d
 An nft base forward chain whose policy drops (Docker on iptables-nft, firewalld) overrides any
 accept, whichever backend made it.  The legacy filter FORWARD is applied beside nft too: the
 iptables backend lets its attachments through it, the nftables backend can only report it.  Both
-backends import this module, so neither imports the other.
+backends import this module, so neither imports the other.  Each reading imports what it reads
+with on first use: an nftables ADD does not pay for python-iptables, nor an iptables-backend DEL
+(which checks no forward chain) for libnftables.
 """
 
 from __future__ import annotations
 
 from netkit import errors
-from netkit.firewall import nftruleset, xtables
+from netkit.firewall import xtables
 
 
 def nft() -> list[str]:
@@ -20,6 +22,8 @@ def nft() -> list[str]:
     answer is kept, per namespace, for as long as the ruleset generation shows no change other
     than netkit's own commits (see ``nftgen.Facts``).
     """
+    from netkit.firewall import nftruleset  # libnftables: imported already on the nftables backend
+
     memory = nftruleset.Memory()
     known = memory.known("forward blockers")
     if known is not None:
@@ -31,7 +35,7 @@ def nft() -> list[str]:
     found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
              and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != nftruleset.TABLE]
     memory.learned("forward blockers", found)
-    return found
+    return list(found)  # a copy: a caller adding to it must not add to what is kept
 
 
 def legacy() -> list[str]:

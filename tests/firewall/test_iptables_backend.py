@@ -324,6 +324,17 @@ def test_forward_blockers_are_the_nft_drops_not_the_legacy_one(host: Namespace) 
     assert call(host, fw.forward_blockers) == []
 
 
+def test_a_legacy_forward_that_stops_dropping_is_reported_no_more(host: Namespace) -> None:
+    # The nft answer is kept while the nft ruleset is unchanged (iptables-legacy does not change
+    # it); the legacy reading, made each time, must never be kept with it.
+    fw = NftablesBackend()
+    host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
+    assert call(host, fw.forward_blockers) == ["legacy iptables filter FORWARD (policy DROP)"]
+    host.run("iptables-legacy", "-P", "FORWARD", "ACCEPT", check=True)
+    assert call(host, fw.forward_blockers) == []
+    assert call(host, IptablesBackend().forward_blockers) == []
+
+
 def test_no_legacy_filter_table_is_read_or_made_for_the_nftables_backend(host: Namespace) -> None:
     assert call(host, forward_blockers.legacy) == []
     assert legacy_tables(host) == set()
