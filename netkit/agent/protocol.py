@@ -14,7 +14,9 @@ import _socket  # not socket.py: its enum and selectors imports cost every launc
 import os
 import struct
 
-DEFAULT_SOCKET = "/run/netkit/agent.sock"
+from netkit import paths
+
+DEFAULT_SOCKET = f"{paths.RUN_DIR}/agent.sock"
 ENV_SOCKET = "NETKIT_AGENT_SOCKET"
 NOT_SERVED = -1
 _HEAD = struct.Struct("!II")

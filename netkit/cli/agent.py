@@ -7,11 +7,12 @@ import sys
 
 import click
 
+from netkit.agent import protocol
 from netkit.cli.shared import require_root
 
 
 @click.command()
-@click.option("--socket", "path", envvar="NETKIT_AGENT_SOCKET", default="/run/netkit/agent.sock", show_default=True)
+@click.option("--socket", "path", envvar="NETKIT_AGENT_SOCKET", default=protocol.DEFAULT_SOCKET, show_default=True)
 def agent(path: str) -> None:
     """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
     from netkit.agent import server

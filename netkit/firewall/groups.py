@@ -8,13 +8,12 @@ containers.
 
 from __future__ import annotations
 
-from netkit import errors, fileio
+from netkit import errors, fileio, paths
 from netkit.firewall import ports
 from netkit.firewall.backend import Backend
 from netkit.firewall.model import DNAT, KINDS, NetworkRules, PortMapping, RuleGroup, group_chain, network_prefix
 
-LOCK_DIR = "/run/netkit"
-LOCK = f"{LOCK_DIR}/firewall.lock"
+LOCK = f"{paths.RUN_DIR}/firewall.lock"
 
 
 def _published(backend: Backend) -> dict[str, list[PortMapping]]:
@@ -46,7 +45,7 @@ def _clash(backend: Backend, index: ports.PortIndex, group: RuleGroup) -> tuple[
 
 def apply(backend: Backend, group: RuleGroup) -> None:
     """Install the group, refusing host ports another attachment already publishes."""
-    fileio.ensure_dir(LOCK_DIR)
+    fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
         if group.kind != DNAT or not group.mappings:
             backend.apply(group)
@@ -84,7 +83,7 @@ def apply(backend: Backend, group: RuleGroup) -> None:
 
 def apply_network(backend: Backend, net: NetworkRules) -> None:
     """Install the network's isolation and icc rules (idempotent)."""
-    fileio.ensure_dir(LOCK_DIR)
+    fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
         backend.apply_network(net)
 
@@ -92,7 +91,7 @@ def apply_network(backend: Backend, net: NetworkRules) -> None:
 def remove(backend: Backend, kinds: tuple[str, ...], network: str, container_id: str, ifname: str) -> None:
     """Remove the attachment's groups of these kinds, in one change; nothing there is fine."""
     chains = {group_chain(kind, network, container_id, ifname) for kind in kinds}
-    fileio.ensure_dir(LOCK_DIR)
+    fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
         backend.remove_chains(chains | {c + "-S" for c in chains})
         _forget(chains)
@@ -124,7 +123,7 @@ def gc(backend: Backend, network: str, valid: set[tuple[str, str]]) -> None:
         for kind in KINDS:
             keep |= {group_chain(kind, network, cid, ifname), group_chain(kind, network, cid, ifname) + "-S"}
     prefixes = tuple(network_prefix(kind, network) for kind in KINDS)
-    fileio.ensure_dir(LOCK_DIR)
+    fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
         stale = {c for c in backend.chains() if c.startswith(prefixes) and c not in keep}
         if stale:

@@ -12,7 +12,9 @@ Layout (base chains are rewritten by any batch that finds them otherwise, so the
                                 "jump NK-D-...-S" per attachment with published ports
 
 Every rule of a group carries a comment naming what it does, which CHECK compares and conflict
-detection reads (``tcp/*/8080``).
+detection reads (``tcp/*/8080``).  Reads and batches go through ``nftruleset``, which remembers
+what an operation found (the base chains, a network's rules in place) while only netkit's own
+commits change the ruleset.
 """
 
 from __future__ import annotations
@@ -21,13 +23,11 @@ import ipaddress
 from typing import Any
 
 from netkit import errors
-from netkit.firewall import nftgen, xtables
-from netkit.firewall.libnft import Nft, NftError
+from netkit.firewall import forward_blockers, nftruleset
 from netkit.firewall.model import MASQ, NetworkRules, RuleGroup
+from netkit.firewall.nftruleset import FAMILY, TABLE
 from netkit.net import sysctl
 
-TABLE = "netkit"
-FAMILY = "inet"
 _BASE = {
     "prerouting": ("nat", "prerouting", -100),
     "output": ("nat", "output", -100),
@@ -99,6 +99,10 @@ def _base() -> list[dict[str, Any]]:
 _BASE_RULES = {"prerouting": 1, "output": 1, "postrouting": 1, "forward": 3, "localnet": 1}  # as _base() writes them
 
 
+def _chain_names(listing: list[dict[str, Any]]) -> set[str]:
+    return {o["chain"]["name"] for o in listing if "chain" in o}
+
+
 def _base_in_place(listing: list[dict[str, Any]]) -> bool:
     """True when the table, base chains, the set and the base rules are all there.
 
@@ -107,8 +111,7 @@ def _base_in_place(listing: list[dict[str, Any]]) -> bool:
     chains are not listed (hostports and masquerade hold a rule per attachment): the base rules jump
     to all three, and nftables neither accepts a jump to a missing chain nor deletes a chain jumped to.
     """
-    names = {o["chain"]["name"] for o in listing if "chain" in o}
-    if not set(_BASE) <= names or not any(o.get("set", {}).get("name") == "bridges" for o in listing):
+    if not set(_BASE) <= _chain_names(listing) or not any(o.get("set", {}).get("name") == "bridges" for o in listing):
         return False
     counts: dict[str, int] = {}
     for o in listing:
@@ -118,6 +121,25 @@ def _base_in_place(listing: list[dict[str, Any]]) -> bool:
                 return False
             counts[rule["chain"]] = counts.get(rule["chain"], 0) + 1
     return counts == _BASE_RULES
+
+
+def _read(memory: nftruleset.Memory, chains: set[str]) -> list[dict[str, Any]]:
+    """The chains of ``chains`` that exist, with their rules, and the base chains and the bridges
+    set unless an earlier reading found them in place (then skipped: each list command costs)."""
+    if memory.known("base"):
+        return nftruleset.chains(chains)
+    return nftruleset.chains(chains | set(_BASE), sets=("bridges",))
+
+
+def _base_ready(memory: nftruleset.Memory, listing: list[dict[str, Any]]) -> bool:
+    """True when the base chains need no rewriting: known in place, or found so in ``listing``
+    (then remembered)."""
+    if memory.known("base"):
+        return True
+    if _base_in_place(listing):
+        memory.learned("base", True)
+        return True
+    return False
 
 
 def _comments(listing: list[dict[str, Any]], chain: str) -> list[str]:
@@ -195,48 +217,6 @@ class NftablesBackend:
 
     name = "nftables"
 
-    def _run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        before = _facts.before_commit() if any("list" not in c for c in commands) else None
-        try:
-            with Nft() as nft:
-                return nft.run(commands)
-        except NftError as exc:
-            raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
-        finally:
-            if before is not None:
-                _facts.after_commit(before)
-
-    def _listing(self) -> list[dict[str, Any]]:
-        try:
-            return self._run([{"list": {"table": {"family": FAMILY, "name": TABLE}}}])
-        except errors.CNIError:
-            return []  # no table yet
-
-    def _partial_listing(self, rules_of: set[str], base: bool = True) -> list[dict[str, Any]]:
-        """The chains of ``rules_of`` that exist, with their rules, and (``base``) the base chains
-        and the bridges set: the table minus other attachments' chains.
-
-        The whole table grows with every attachment (a JSON text of megabytes at 500); an ADD
-        reads only what it may change.  Each list command still makes libnftables fetch the names
-        of every chain (~0.6 ms more per command at 500 attachments), so the base chains are
-        skipped when they are known to be in place (``_facts``).
-        """
-        out: list[dict[str, Any]] = []
-        # One command per run: libnftables refuses a batch of several list commands.
-        cmds = [{"list": _chain(n)} for n in sorted((set(_BASE) if base else set()) | rules_of)]
-        if base:
-            cmds.append({"list": {"set": {"family": FAMILY, "table": TABLE, "name": "bridges"}}})
-        try:
-            with Nft() as nft:
-                for cmd in cmds:
-                    try:
-                        out += [o for o in nft.run([cmd]) if "chain" in o or "rule" in o or "set" in o]
-                    except NftError:
-                        continue  # absent (or gone meanwhile): as if absent
-        except NftError as exc:
-            raise errors.CNIError(errors.KERNEL, "nftables refused the change", str(exc)) from None
-        return out
-
     def _jump_handles(self, listing: list[dict[str, Any]], targets: set[str]) -> list[tuple[str, int]]:
         out = []
         for obj in listing:
@@ -249,7 +229,7 @@ class NftablesBackend:
         return out
 
     def _removal(self, listing: list[dict[str, Any]], chains: set[str]) -> list[dict[str, Any]]:
-        present = {o["chain"]["name"] for o in listing if "chain" in o}
+        present = _chain_names(listing)
         cmds: list[dict[str, Any]] = [
             {"delete": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "handle": handle}}}
             for chain, handle in self._jump_handles(listing, chains)]
@@ -260,21 +240,17 @@ class NftablesBackend:
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
-        now, base_known = _facts.recall("base")
-        listing = self._partial_listing(set(expected), base=not base_known)
-        if set(expected) & {o["chain"]["name"] for o in listing if "chain" in o}:
-            # A re-ADD: old jumps to remove.
-            listing = self._partial_listing(set(expected) | set(_PARENTS), base=not base_known)
-        in_place = bool(base_known) or _base_in_place(listing)
-        if in_place and not base_known:
-            _facts.remember(now, "base", True)
-        cmds = ([] if in_place else _base()) + self._removal(listing, set(expected))
+        memory = nftruleset.Memory()
+        listing = _read(memory, set(expected))
+        if set(expected) & _chain_names(listing):  # a re-ADD: its old jumps to remove too
+            listing = _read(memory, set(expected) | set(_PARENTS))
+        cmds = ([] if _base_ready(memory, listing) else _base()) + self._removal(listing, set(expected))
         for chain, rules in expected.items():
             cmds.append({"add": _chain(chain)})
             cmds += rules
         for parent, child, match in _jumps(group):
             cmds.append(_rule(parent, match + [{"jump": {"target": child}}], child))
-        self._run(cmds)
+        nftruleset.run(cmds)
 
     def apply_network(self, net: NetworkRules) -> None:
         """Install (or replace) the network's isolation and icc rules; add its bridge to the set.
@@ -284,15 +260,15 @@ class NftablesBackend:
         # What the network's rules depend on: its settings, and whether br_netfilter is loaded (the
         # icc rules), which no ruleset generation shows.
         state = repr((net, self._icc_subnets(net)))
-        now, known = _facts.recall(f"network {net.chain}")
-        if known == state:
+        memory = nftruleset.Memory()
+        if memory.known(f"network {net.chain}") == state:
             return
-        listing = self._partial_listing({net.chain, "isolation"})
+        listing = nftruleset.chains({net.chain, "isolation", *_BASE}, sets=("bridges",))
         rules = self._network_rules(net)
-        bridge_listing = self._bridge_listing()
+        bridge_listing = nftruleset.table(**_BRIDGE_TABLE)
         if _base_in_place(listing) and self._network_in_place(net, listing, rules, bridge_listing):
-            _facts.remember(now, "base", True)
-            _facts.remember(now, f"network {net.chain}", state)
+            memory.learned("base", True)
+            memory.learned(f"network {net.chain}", state)
             return
         cmds = _base() + self._removal(listing, {net.chain})
         cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": "bridges", "elem": [net.bridge]}}})
@@ -302,14 +278,14 @@ class NftablesBackend:
             cmds.append(_rule("isolation", [_match(_IFNAME["iif"], net.bridge), {"jump": {"target": net.chain}}],
                               net.chain))
         cmds += self._icc(net, bridge_listing)
-        self._run(cmds)
+        nftruleset.run(cmds)
 
     def _network_in_place(self, net: NetworkRules, listing: list[dict[str, Any]], rules: list[dict[str, Any]],
                           bridge_listing: list[dict[str, Any]]) -> bool:
         bridges = next((o["set"].get("elem", []) for o in listing if o.get("set", {}).get("name") == "bridges"), [])
         if net.bridge not in (bridges if isinstance(bridges, list) else [bridges]):
             return False
-        present = net.chain in {o["chain"]["name"] for o in listing if "chain" in o}
+        present = net.chain in _chain_names(listing)
         if present != bool(rules) or _comments(listing, net.chain) != [r["add"]["rule"]["comment"] for r in rules]:
             return False
         if _comments(listing, "isolation").count(net.chain) != (1 if rules else 0):
@@ -326,12 +302,6 @@ class NftablesBackend:
             # Seen here only when br_netfilter hands bridged frames to the IP hooks.
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge), {"drop": None}], f"no-icc/{net.bridge}"))
         return rules
-
-    def _bridge_listing(self) -> list[dict[str, Any]]:
-        try:
-            return self._run([{"list": {"table": _BRIDGE_TABLE}}])
-        except errors.CNIError:
-            return []  # no bridge table yet
 
     @staticmethod
     def _icc_subnets(net: NetworkRules) -> list[str]:
@@ -358,19 +328,19 @@ class NftablesBackend:
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains and the jumps to them; absent ones are fine."""
-        listing = self._partial_listing(chains | set(_PARENTS))
+        listing = nftruleset.chains(chains | set(_PARENTS) | set(_BASE), sets=("bridges",))
         cmds = self._removal(listing, chains)
         if cmds:
-            self._run(cmds)
+            nftruleset.run(cmds)
 
     def chains(self) -> set[str]:
         """Names of every group chain present."""
-        return {o["chain"]["name"] for o in self._listing() if "chain" in o and o["chain"]["name"].startswith("NK-")}
+        return {o["chain"]["name"] for o in nftruleset.table() if "chain" in o and o["chain"]["name"].startswith("NK-")}
 
     def rule_comments(self) -> dict[str, list[str]]:
         """Group chain -> the comments of its rules, in order."""
         out: dict[str, list[str]] = {}
-        for obj in self._listing():
+        for obj in nftruleset.table():
             if "chain" in obj and obj["chain"]["name"].startswith("NK-"):
                 out.setdefault(obj["chain"]["name"], [])
             rule = obj.get("rule")
@@ -381,7 +351,7 @@ class NftablesBackend:
     def group_comments(self, chain: str) -> list[str] | None:
         """Comments of one group chain's rules, or None if the chain is absent."""
         try:
-            listing = self._run([{"list": _chain(chain)}])
+            listing = nftruleset.run([{"list": _chain(chain)}])
         except errors.CNIError:
             return None
         return _comments(listing, chain)
@@ -392,38 +362,5 @@ class NftablesBackend:
 
     def forward_blockers(self) -> list[str]:
         """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
-        legacy iptables FORWARD when it drops by default (the kernel applies it beside nft).
-
-        Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
-        nft answer is kept, per namespace, for as long as the ruleset generation shows no change
-        other than netkit's own commits (see ``nftgen.Facts``).  The legacy tables change outside
-        that generation: they are looked at each time, which costs one file read (and no import
-        of the iptables backend) where there is no legacy filter table.
-        """
-        blockers = self.nft_forward_blockers()
-        if xtables.exists("filter"):
-            from netkit.firewall import iptables  # python-iptables: only where a legacy table is
-
-            blockers += iptables.legacy_forward_blockers()
-        return blockers
-
-    def nft_forward_blockers(self) -> list[str]:
-        """Base forward chains of nft tables other than netkit's whose policy drops."""
-        now, known = _facts.recall("forward blockers")
-        if known is not None:
-            return list(known)
-        try:
-            listing = self._run([{"list": {"chains": {}}}])
-        except errors.CNIError:
-            return []
-        found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
-                 and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != TABLE]
-        _facts.remember(now, "forward blockers", found)
-        return found
-
-
-# What netkit read of each namespace's ruleset (keys "forward blockers", "base", "network NK-N-..."),
-# kept while only netkit's own commits change it; an agent answers for many namespaces at once.  No
-# commit of netkit's undoes one: base chains and network rules are only ever (re)written whole, and
-# only group chains and their jumps are removed.
-_facts = nftgen.Facts()
+        legacy iptables FORWARD when it drops by default (the kernel applies it beside nft)."""
+        return forward_blockers.nft() + forward_blockers.legacy()

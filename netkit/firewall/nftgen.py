@@ -75,14 +75,15 @@ class Facts:
         self._known: dict[int, tuple[Generation, dict[str, Any]]] = {}
         self._limit = limit
 
-    def recall(self, key: str) -> tuple[Generation | None, Any]:
-        """The calling thread's generation now, and fact ``key`` if it is valid at it (else None)."""
+    def recall(self) -> tuple[Generation | None, dict[str, Any]]:
+        """The calling thread's generation now, and the facts valid at it (never changed in place:
+        ``remember`` records a new mapping)."""
         now = current()
         if now is None:
-            return None, None
+            return None, {}
         with self._lock:
             known = self._known.get(now.netns)
-        return now, (known[1].get(key) if known is not None and known[0] == now else None)
+        return now, (known[1] if known is not None and known[0] == now else {})
 
     def remember(self, at: Generation | None, key: str, value: Any) -> None:
         """Record fact ``key`` as read at generation ``at`` (from ``recall``, before the reading)."""

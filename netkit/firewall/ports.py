@@ -26,10 +26,10 @@ import os
 import shutil
 from typing import Iterable
 
-from netkit import fileio
+from netkit import fileio, paths
 from netkit.firewall.model import PortMapping
 
-ROOT = "/run/netkit/ports"
+ROOT = f"{paths.RUN_DIR}/ports"
 _ANY = "*"
 
 

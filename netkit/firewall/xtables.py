@@ -2,7 +2,8 @@
 
 Reading a legacy table that is not there creates it (and hooks it into the stack), so both backends
 ask this first.  A file read, with nothing imported: the nftables backend asks on every published
-port, and the iptables backend module (python-iptables behind it) costs ~2.5 ms to import.
+port (``forward_blockers.legacy``), and the iptables session module costs ~1 ms to import on top of
+an ADD's own imports, python-iptables behind it ~40 ms to load.
 """
 
 from __future__ import annotations

@@ -16,14 +16,14 @@ import sys
 import time
 from typing import Any, Callable
 
-from netkit import errors, fileio
+from netkit import errors, fileio, paths
 from netkit.lab import fabric
 from netkit.lab.scenario import Scenario, ScenarioError
 from netkit.net import netns
 from netkit.runtime import containers, ports, state
 from netkit.runtime.root import Root
 
-DEFAULT_STATE_DIR = "/run/netkit/lab"
+DEFAULT_STATE_DIR = f"{paths.RUN_DIR}/lab"
 PROVISION_TIMEOUT = 300
 
 

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from netkit import fileio, plugins
+from netkit.agent import protocol
 from netkit.ipam.pool import DEFAULT_BRIDGE, DOCKER_SUBNETS, choose_subnet
 from netkit.launch import executable
 from netkit.net.routes import host_routes
@@ -74,7 +75,7 @@ WantedBy=multi-user.target
 """
 
 
-def agent_unit(python: str | None = None, socket: str = "/run/netkit/agent.sock") -> str:
+def agent_unit(python: str | None = None, socket: str = protocol.DEFAULT_SOCKET) -> str:
     """The systemd unit that runs `netkit agent` with this installation's interpreter."""
     import netkit
 

@@ -18,11 +18,10 @@ IPv6's switch copies under RTNL before it stores the value, so it only shares th
 
 from __future__ import annotations
 
-from netkit import fileio
+from netkit import fileio, paths
 from netkit.net import sysctl
 
-LOCK_DIR = "/run/netkit"
-LOCK = f"{LOCK_DIR}/forwarding.lock"
+LOCK = f"{paths.RUN_DIR}/forwarding.lock"
 _IPV4 = "net.ipv4.ip_forward"
 _IPV4_DEFAULT = "net.ipv4.conf.default.forwarding"
 _IPV6 = "net.ipv6.conf.all.forwarding"
@@ -40,7 +39,7 @@ def enable(version: int) -> None:
         return
     if version == 6 and sysctl.read(_IPV6) == "1":
         return
-    fileio.ensure_dir(LOCK_DIR)
+    fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
         if version == 6:
             sysctl.ensure(_IPV6, "1")

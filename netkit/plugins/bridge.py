@@ -16,22 +16,23 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from netkit import errors, failpoints
+from netkit import errors, failpoints, paths
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
-from netkit.firewall import backend, groups, publish
+from netkit.firewall import backend, groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns
 from netkit.net.netlink import IPRoute, kind, lookup
+from netkit.plugins import publish
 from netkit.rollback import Rollback
 
 DEFAULT_BRIDGE = "cni0"
 # Held shared by every ADD from creating its host veth until the veth carries its owner alias, and
 # exclusively by GC while it collects unlabelled veths: what GC finds unlabelled under it is the
 # debris of an ADD that died in that window, never one still running.
-VETH_LOCK = "/run/netkit/veth.lock"
+VETH_LOCK = f"{paths.RUN_DIR}/veth.lock"
 _HOST_VETH = re.compile(rf"{names.HOST_VETH_PREFIX}[0-9a-f]{{12}}")
 
 

@@ -11,7 +11,8 @@ import os
 from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
-from netkit.firewall import backend, groups, publish
+from netkit.firewall import backend, groups
+from netkit.plugins import publish
 from netkit.rollback import Rollback
 
 

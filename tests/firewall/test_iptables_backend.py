@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from netkit import errors
-from netkit.firewall import iptables
+from netkit.firewall import forward_blockers, iptables_session, iptc_loader
 from netkit.firewall.iptables import IptablesBackend
 from netkit.firewall.model import DNAT, MASQ, PortMapping, RuleGroup
 from netkit.firewall.nftables import NftablesBackend
@@ -324,8 +324,19 @@ def test_forward_blockers_are_the_nft_drops_not_the_legacy_one(host: Namespace) 
     assert call(host, fw.forward_blockers) == []
 
 
+def test_a_legacy_forward_that_stops_dropping_is_reported_no_more(host: Namespace) -> None:
+    # The nft answer is kept while the nft ruleset is unchanged (iptables-legacy does not change
+    # it); the legacy reading, made each time, must never be kept with it.
+    fw = NftablesBackend()
+    host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
+    assert call(host, fw.forward_blockers) == ["legacy iptables filter FORWARD (policy DROP)"]
+    host.run("iptables-legacy", "-P", "FORWARD", "ACCEPT", check=True)
+    assert call(host, fw.forward_blockers) == []
+    assert call(host, IptablesBackend().forward_blockers) == []
+
+
 def test_no_legacy_filter_table_is_read_or_made_for_the_nftables_backend(host: Namespace) -> None:
-    assert call(host, iptables.legacy_forward_blockers) == []
+    assert call(host, forward_blockers.legacy) == []
     assert legacy_tables(host) == set()
 
 
@@ -342,7 +353,7 @@ def test_failed_nat_commit_puts_filter_back(host: Namespace, monkeypatch: pytest
     call(host, fw.apply, old)
     call(host, fw.apply, masq("c2"))
     before = _state(host)
-    ipt = iptables._load()
+    ipt = iptc_loader.load()
     real = ipt.Table.commit
 
     def failing(self: Any) -> None:
@@ -366,7 +377,7 @@ def test_failed_nat_commit_puts_filter_back(host: Namespace, monkeypatch: pytest
 
 def test_first_apply_failing_leaves_no_rules(host: Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
     host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
-    ipt = iptables._load()
+    ipt = iptc_loader.load()
     real = ipt.Table.commit
 
     def failing(self: Any) -> None:
@@ -387,7 +398,7 @@ def test_a_rule_failing_to_build_changes_nothing(host: Namespace, monkeypatch: p
     fw = IptablesBackend()
     call(host, fw.apply, dnat())
     before = _state(host)
-    real = iptables._Session.build
+    real = iptables_session.Session.build
     calls = []
 
     def build(self: Any, table: Any, spec: Any) -> Any:
@@ -396,7 +407,7 @@ def test_a_rule_failing_to_build_changes_nothing(host: Namespace, monkeypatch: p
             raise ValueError("invalid address")
         return real(self, table, spec)
 
-    monkeypatch.setattr(iptables._Session, "build", build)
+    monkeypatch.setattr(iptables_session.Session, "build", build)
     with pytest.raises(errors.CNIError, match="invalid address"):
         call(host, fw.apply, dnat([PortMapping(9090, 90), PortMapping(9091, 91)]))
     assert _state(host) == before

@@ -15,17 +15,18 @@ from netkit.net import netns
 from tests.sandbox import Sandbox
 
 
-def test_other_tables_are_read_again_only_after_someone_elses_change(inproc: Sandbox) -> None:
+def test_other_tables_are_read_again_only_after_someone_elses_change(inproc: Sandbox,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     fw = NftablesBackend()
     readings: list[Any] = []
-    run = fw._run
+    run = Nft.run
 
-    def counting_run(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def counting_run(self: Nft, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if commands == [{"list": {"chains": {}}}]:
             readings.append(commands)
-        return run(commands)
+        return run(self, commands)
 
-    fw._run = counting_run  # type: ignore[method-assign]
+    monkeypatch.setattr(Nft, "run", counting_run)
     group = RuleGroup(DNAT, "nftnet", "c1", "eth0", [ipaddress.ip_interface("10.123.0.2/24")], [PortMapping(18080, 80)])
     with netns.entered(inproc.host.path):
         assert fw.forward_blockers() == [] and fw.forward_blockers() == []

@@ -2,6 +2,8 @@
 
 netkit-bridge publishes ports itself when its config declares the ``portMappings`` capability,
 so a one-plugin conflist does everything in one exec; netkit-portmap does the same after any bridge.
+This module turns a CNI request and result into rule groups; the firewall layer below it knows
+nothing of CNI.  Not a plugin itself (``netkit.plugins.REGISTRY`` does not list it).
 """
 
 from __future__ import annotations

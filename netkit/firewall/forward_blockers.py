@@ -1,0 +1,55 @@
+"""Forward chains outside netkit's control that drop forwarded traffic by default: the readings
+behind both backends' ``forward_blockers`` (a published port would be silently dropped there).
+
+An nft base forward chain whose policy drops (Docker on iptables-nft, firewalld) overrides any
+accept, whichever backend made it.  The legacy filter FORWARD is applied beside nft too: the
+iptables backend lets its attachments through it, the nftables backend can only report it.  Both
+backends import this module, so neither imports the other.  Each reading imports what it reads
+with on first use: an nftables ADD does not pay for python-iptables, nor an iptables-backend DEL
+(which checks no forward chain) for libnftables.
+"""
+
+from __future__ import annotations
+
+from netkit import errors
+from netkit.firewall import xtables
+
+
+def nft() -> list[str]:
+    """Base forward chains of nft tables other than netkit's whose policy drops (described).
+
+    Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
+    answer is kept, per namespace, for as long as the ruleset generation shows no change other
+    than netkit's own commits (see ``nftgen.Facts``).
+    """
+    from netkit.firewall import nftruleset  # libnftables: imported already on the nftables backend
+
+    memory = nftruleset.Memory()
+    known = memory.known("forward blockers")
+    if known is not None:
+        return list(known)
+    try:
+        listing = nftruleset.run([{"list": {"chains": {}}}])
+    except errors.CNIError:
+        return []
+    found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
+             and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != nftruleset.TABLE]
+    memory.learned("forward blockers", found)
+    return list(found)  # a copy: a caller adding to it must not add to what is kept
+
+
+def legacy() -> list[str]:
+    """The legacy filter FORWARD chain of this thread's namespace when it drops by default
+    (described).
+
+    The legacy tables change outside the nft ruleset generation: they are looked at each time.
+    Without a legacy filter table (the usual nft host) that costs one file read and nothing is
+    imported; reading an absent table would create it.
+    """
+    if not xtables.exists("filter"):
+        return []
+    from netkit.firewall import iptables_session  # python-iptables: only where a legacy table is
+
+    with iptables_session.session() as s:
+        why = s.forward_drops(s.table("filter"))
+    return [] if why is None else [f"legacy iptables filter FORWARD ({why})"]
