@@ -170,3 +170,21 @@ def test_plugins_current_notices_a_launcher_of_another_install(tmp_path: os.Path
     install.install_plugins(bin_dir)
     os.unlink(exe)
     assert not install.plugins_current(bin_dir)
+
+
+def test_a_launcher_written_before_netkit_launch_still_answers(tmp_path: os.PathLike[str]) -> None:
+    """A launcher left by an older netkit (it imports netkit.cni.launcher) answers as a new one does
+    until `netkit cni install` rewrites it, not with a traceback."""
+    bin_dir = os.path.join(str(tmp_path), "bin")
+    install.install_plugins(bin_dir)
+    exe = os.path.join(bin_dir, "netkit-ipam")
+    with open(exe, encoding="utf-8") as f:
+        text = f.read()
+    with open(exe, "w", encoding="utf-8") as f:
+        f.write(text.replace("from netkit.launch.executable import main", "from netkit.cni.launcher import main"))
+    with open(exe, encoding="utf-8") as f:
+        assert "from netkit.cni.launcher import main" in f.read()
+    env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.run([exe], input=b'{"cniVersion": "0.4.0"}', env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cniVersion"] == "0.4.0"

@@ -3,8 +3,8 @@
 Every ``import`` in ``netkit/`` counts, at any depth: a lazy import inside a function is as much a
 dependency as one at the top (it only moves the cost).  Relative imports are resolved.  A package is
 the first component under ``netkit/``; the modules directly in ``netkit/`` form one package, "base",
-which every other package may use and which uses none of them (``netkit/__main__.py``, the
-``python -m netkit`` entry, counts as the CLI's).
+which every other package may use and which uses none of them.  Two entry-point modules count
+with the package they open (ENTRY_POINTS).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import NamedTuple
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "netkit")
 BASE = "base"
+# Modules that are doors into a package, not part of the one they sit in: `python -m netkit` is the
+# CLI's; cni/launcher.py is where launchers written before netkit.launch existed import main from.
+ENTRY_POINTS = {"netkit.__main__": "cli", "netkit.cni.launcher": "launch"}
 
 # The target layering, highest first: a package may import the packages of later layers (and,
 # without a cycle, its own layer's), never an earlier one.  "lab" runs containers through the
@@ -99,8 +102,8 @@ def package(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "netkit":
         return None
-    if module == "netkit.__main__":  # `python -m netkit`: the CLI's other door, not a base module
-        return "cli"
+    if module in ENTRY_POINTS:
+        return ENTRY_POINTS[module]
     if len(parts) == 1 or not os.path.isdir(os.path.join(ROOT, parts[1])):
         return BASE
     return parts[1]
