@@ -355,7 +355,11 @@ def _assign_addresses(r: _Reader, sc: Scenario, wanted: dict[str, dict[str, str 
     taken = [link.subnet for link in sc.links.values() if link.subnet is not None]
     for link in sc.links.values():
         if link.subnet is None:
-            link.subnet = next(s for s in auto if not any(s.overlaps(t) for t in taken))
+            free = next((s for s in auto if not any(s.overlaps(t) for t in taken)), None)
+            if free is None:
+                raise r.fail(("links", link.name), f"no free /24 left in {AUTO_LINK_POOL} for this link: "
+                                                   "give it a subnet")
+            link.subnet = free
             taken.append(link.subnet)
         link.members = [h for h in wanted if link.name in wanted[h]]
         if not link.members:

@@ -88,6 +88,15 @@ def test_invalid_scenario_is_refused_with_file_line_and_reason(text: str, where:
     assert words in msg, msg
 
 
+def test_links_past_the_automatic_pool_are_refused_with_the_link_named() -> None:
+    """256 links without a subnet fill 10.250.0.0/16's /24s; the 257th is a scenario error, not a crash."""
+    links = "".join(f"  l{i}: {{}}\n" for i in range(257))
+    members = ", ".join(f"l{i}" for i in range(257))
+    msg = _error(f"links:\n{links}hosts:\n  a:\n    links: [{members}]\n")
+    assert msg.startswith("lab.yaml:258: links.l256:"), msg
+    assert "give it a subnet" in msg, msg
+
+
 def test_cli_reports_a_bad_scenario_in_one_line_without_traceback(tmp_path: os.PathLike[str]) -> None:
     bad = f"{tmp_path}/bad.yaml"
     with open(bad, "w", encoding="utf-8") as f:
