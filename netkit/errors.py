@@ -7,6 +7,10 @@ docs/errors.md).
 
 from __future__ import annotations
 
+# How every one-line failure the `netkit` command prints begins (the CLI's, and a container
+# process's own before it execs CMD); a caller reading a netkit child's stderr strips it.
+LINE_PREFIX = "netkit: error: "
+
 # CNI spec codes.
 INCOMPATIBLE_VERSION = 1
 UNSUPPORTED_FIELD = 2

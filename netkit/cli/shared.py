@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def fail(exc: Exception) -> NoReturn:
     """Print ``exc`` as one line on stderr and exit with status 1."""
-    click.echo(f"netkit: error: {exc}", err=True)
+    click.echo(f"{errors.LINE_PREFIX}{exc}", err=True)
     sys.exit(1)
 
 

@@ -126,7 +126,7 @@ class LocalLab:
                 say(line)
             if proc.returncode != 0:
                 raise errors.CNIError(errors.INTERNAL, f"host {host} failed to come up",
-                                      proc.stderr.strip().removeprefix("netkit: error: "))
+                                      proc.stderr.strip().removeprefix(errors.LINE_PREFIX))
 
     def _namespaces(self) -> list[str]:
         paths = [self.host_ns(h) for h in self.sc.hosts] + [self.fabric_ns]

@@ -17,6 +17,7 @@ import os
 import signal
 from typing import NamedTuple
 
+from netkit import errors
 from netkit.net import netns
 from netkit.net.netns import CLONE_NEWNET, CLONE_NEWNS
 from netkit.runtime.state import ContainerError
@@ -142,13 +143,13 @@ def enter(pid: int, argv: list[str], env: dict[str, str], cwd: str) -> int:
                     os.chdir(cwd if os.path.isdir(cwd) else "/")
                     os.execvpe(argv[0], argv, env)
                 except OSError as exc:
-                    os.write(2, f"netkit: error: exec {argv[0]}: {exc.strerror}\n".encode())
+                    os.write(2, f"{errors.LINE_PREFIX}exec {argv[0]}: {exc.strerror}\n".encode())
                     os._exit(127)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _, status = os.waitpid(inner, 0)
             os._exit(exit_code(status) & 0xFF)
         except BaseException as exc:  # noqa: BLE001
-            os.write(2, f"netkit: error: {exc}\n".encode(errors="replace"))
+            os.write(2, f"{errors.LINE_PREFIX}{exc}\n".encode(errors="replace"))
             os._exit(126)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, status = os.waitpid(child, 0)
