@@ -62,9 +62,10 @@ def exec_in(host: str, argv: list[str], env: dict[str, str], stdin: bytes, rss: 
     """
     full = ["ip", "netns", "exec", host, *argv]
     if not rss:
-        return Exec(*timed(full, env, stdin=stdin)[:4])
+        return Exec(*timed(full, env, stdin=stdin, own_session=False)[:4])
     with tempfile.NamedTemporaryFile("r", prefix="rss-") as fh:
-        ms, code, out, err, _ = timed([GNU_TIME, "-f", "%M", "-o", fh.name, *full], env, stdin=stdin)
+        ms, code, out, err, _ = timed([GNU_TIME, "-f", "%M", "-o", fh.name, *full], env, stdin=stdin,
+                                      own_session=False)
         words = fh.read().split()
     if not words or not words[-1].isdigit():
         raise BenchError(f"{GNU_TIME} gave no %M for {argv}: {words!r}")
