@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import HarnessError
+from netkit.firewall import ports
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -99,8 +100,19 @@ class Namespaces:
         names = tuple(n for n in names if n in self.live)
         if not names:
             return
+        # The host-wide port index keeps a directory per namespace that published a port (keyed by
+        # its inode): a benchmark's sandbox hosts must not leave theirs in /run/netkit/ports.
+        keys = {}
+        for n in names:
+            try:
+                keys[n] = ports.namespace_key(f"/run/netns/{n}")
+            except OSError:
+                pass
         err = _batch("del", list(names))
         have = netns_names()
+        for n, key in keys.items():
+            if n not in have:
+                ports.forget_namespace(key)
         self.live = [n for n in self.live if n not in names or n in have]
         left = [n for n in names if n in have]
         if left and strict:
