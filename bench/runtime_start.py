@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import HarnessError  # noqa: E402
 from harness import podman as hp  # noqa: E402
-from harness.bench import (EXEC_TIMEOUT_S, REFERENCE_BIN, BenchError, Run, machine, main, parser,  # noqa: E402
-                           print_commands, rounds, ruled, summary, tail, timed)
+from harness.bench import (EXEC_TIMEOUT_S, NO_AGENT, REFERENCE_BIN, BenchError, Run, machine, main,  # noqa: E402
+                           parser, print_commands, rounds, ruled, summary, tail, timed)
 from harness.hostns import Netns  # noqa: E402
 from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.net import netns as nk_netns  # noqa: E402
@@ -213,7 +213,7 @@ class StartRun(Run):
             assert self.pm is not None
             return self.pm.env
         # never a machine-wide agent: this run's (--agent), or a path where none listens
-        return hp.clean_env(NETKIT_AGENT_SOCKET=self.agent.path if self.agent else "/nonexistent/netkit-agent.sock")
+        return hp.clean_env(NETKIT_AGENT_SOCKET=self.agent.path if self.agent else NO_AGENT)
 
     def argv(self, impl: str, *args: str) -> list[str]:
         if impl == NETKIT:

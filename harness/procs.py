@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
@@ -70,11 +71,23 @@ def read_syscalls(pid: int) -> int:
         return int(next(line for line in f if line.startswith("syscr:")).split()[1])
 
 
+def _unescape(field: str) -> str:
+    """A mountinfo field with its octal escapes (\\040 for a space) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_table() -> Iterator[tuple[str, str, str]]:
+    """(where, what, filesystem type) of every mount this process sees (/proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            yield _unescape(fields[4]), fields[3], fields[fields.index("-") + 1]
+
+
 def unmount_under(top: str) -> list[str]:
     """Detach every mount below ``top`` (podman's overlay and shm, netns bind mounts), deepest first;
     a problem line per failure."""
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
+    points = [where for where, _, _ in mount_table()]
     problems = []
     for mp in sorted((p for p in points if p.startswith(top + "/")), key=len, reverse=True):
         if _libc.umount2(mp.encode(), _MNT_DETACH) != 0:

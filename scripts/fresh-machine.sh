@@ -228,7 +228,7 @@ main() {
   done
   local pytest_args=("$@") rc=0 t
   [[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot and namespaces need it)"
-  for t in unshare chroot git findmnt ip nft; do command -v "$t" >/dev/null || die "$t is missing"; done
+  for t in unshare chroot pivot_root git findmnt ip nft; do command -v "$t" >/dev/null || die "$t is missing"; done
   HEAD_ID=$(git -C "$REPO" rev-parse --short HEAD)
   if [[ -n $(git -C "$REPO" status --porcelain --untracked-files=no) ]]; then
     say "note: it copies HEAD ($HEAD_ID); uncommitted changes are not in it"

@@ -24,6 +24,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
+from harness.procs import mount_table
 from netkit.firewall import ports
 from netkit.net import netns as nsmod
 from netkit.net import sysctl
@@ -135,19 +136,6 @@ def _files(dirs: Iterable[str], own_key: str) -> dict[str, str]:
                     line = f"file {os.path.join(d, name)}"
                     out[line] = line
     return out
-
-
-def _unescape(field: str) -> str:
-    """A mountinfo field with its octal escapes (\\040 for a space) decoded."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_table() -> Iterator[tuple[str, str, str]]:
-    """(where, what, filesystem type) of every mount this process sees (/proc/self/mountinfo)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            yield _unescape(fields[4]), fields[3], fields[fields.index("-") + 1]
 
 
 def _mounts(under: Iterable[str]) -> dict[str, str]:

@@ -17,7 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
-from harness.hostns import Netns, ip, wire  # noqa: F401 - ip: the suite's name for it
+from harness.bench import NO_AGENT, REFERENCE_BIN
+from harness.hostns import Netns, ip, netns_names, wire  # noqa: F401 - ip: the suite's name for it
 
 from netkit.launch import invoker
 from netkit.firewall import ports
@@ -32,7 +33,6 @@ RUN_PREFIX = f"nkt{secrets.token_hex(2)}"
 # inherits it, so one still running at the end is found by it.
 RUN_MARK = "NETKIT_TEST_RUN"
 _counter = itertools.count()
-REFERENCE_BIN = "/usr/lib/cni"
 # The unprivileged user of the suite's "non-root is refused" checks: nobody, allowed to read (never
 # write) what root can, so the checks hold wherever the checkout is (root's home is 0700 on Debian,
 # and nobody could not even start the venv's interpreter from a clone there).
@@ -165,7 +165,7 @@ class Sandbox:
         if self.firewall:
             env["NETKIT_FIREWALL_BACKEND"] = self.firewall
         # Never a machine-wide agent: this sandbox's, or a path where none listens (in-process).
-        env["NETKIT_AGENT_SOCKET"] = self.agent_socket or "/nonexistent/netkit-agent.sock"
+        env["NETKIT_AGENT_SOCKET"] = self.agent_socket or NO_AGENT
         if container is not None or netns is not None:
             env["CNI_NETNS"] = netns if netns is not None else container.path  # type: ignore[union-attr]
         if command in ("ADD", "DEL", "CHECK"):
@@ -286,8 +286,8 @@ def leftovers(before: machine.Snapshot | None, netns: str | None = None,
     ``mounts_under``: what was there already (the demo's table, bridge, ip_forward) is not reported,
     what the run added or changed, also inside something that was there, is.
     """
-    out = [f"netns {line.split()[0]}" for line in ip("netns", "list").stdout.splitlines()
-           if line.startswith((RUN_PREFIX, f"nkl-{RUN_PREFIX}"))]  # nkl-: lab hosts of labs named by this run
+    out = [f"netns {n}" for n in sorted(netns_names())
+           if n.startswith((RUN_PREFIX, f"nkl-{RUN_PREFIX}"))]  # nkl-: lab hosts of labs named by this run
     out += [f"process {pid} ({cmd[:100]})" for pid, cmd in sorted(own_processes().items())]
     if before is not None:
         after = machine.snapshot(netns, mounts_under=mounts_under)

@@ -16,6 +16,7 @@ import glob
 import os
 from typing import Iterator
 
+from harness import procs
 from tests import machine
 from tests import sandbox as sb
 
@@ -26,11 +27,11 @@ OURS = "netkit"  # the start of every namespace name a throwaway test uses
 
 
 def _netns() -> set[str]:
-    return {line.split()[0] for line in sb.ip("netns", "list").stdout.splitlines() if line.startswith(OURS)}
+    return {n for n in sb.netns_names() if n.startswith(OURS)}
 
 
 def _mounts() -> set[str]:
-    return {f"{target} {what} {fstype}" for target, what, fstype in machine.mount_table()
+    return {f"{target} {what} {fstype}" for target, what, fstype in procs.mount_table()
             if not target.startswith("/tmp/")
             and not (target.startswith("/run/netns/") and not os.path.basename(target).startswith(OURS))}
 

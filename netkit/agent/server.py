@@ -22,7 +22,6 @@ from typing import Any, Iterator
 
 from netkit import __version__, errors, failpoints, plugins
 from netkit.agent import protocol
-from netkit.cni import executor as executors
 from netkit.cni import handler
 from netkit.net import netns
 
@@ -208,15 +207,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.close(self.home_netns)
 
 
-def serve(executor: executors.Executor, path: str = protocol.DEFAULT_SOCKET, ready: Any = None) -> None:
+def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None) -> None:
     """Serve until interrupted; ``ready`` (a callable) is told once the socket accepts.
 
-    ``executor`` runs what the served plugins delegate (bridge -> netkit-ipam): whoever starts the
-    agent passes the one that answers netkit's own plugins right here (netkit.launch.invoker), so
-    a delegation costs no interpreter; the agent itself knows no launcher.
+    What the served plugins delegate (bridge -> netkit-ipam) runs through the process's executor
+    (cni.executor.current): ``netkit agent``, like every netkit command, installs the one that
+    answers netkit's own plugins right here (netkit.launch.invoker), so a delegation costs no
+    interpreter; the agent itself knows no launcher.
     """
     limit_malloc_arenas()
-    executors.use(executor)
     plugins.warm_up()  # every plugin's imports, once, before the first request
     server = AgentServer(path)
     if ready is not None:

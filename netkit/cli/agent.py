@@ -16,13 +16,12 @@ from netkit.cli.shared import require_root
 def agent(path: str) -> None:
     """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
     from netkit.agent import server
-    from netkit.launch import invoker
 
     require_root()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds serve(): the socket file goes
     click.echo(f"netkit agent listening on {path}", err=True)
     try:
-        server.serve(invoker.Invoker(), path)
+        server.serve(path)
     except KeyboardInterrupt:
         pass
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 from netkit import errors
 from netkit.firewall import xtables
 
+# How a legacy-table blocker is named in a reading (groups tells it from the nft ones by it).
+LEGACY_FORWARD = "legacy iptables filter FORWARD"
+
 
 def nft() -> list[str]:
     """Base forward chains of nft tables other than netkit's whose policy drops (described).
@@ -52,4 +55,4 @@ def legacy() -> list[str]:
 
     with iptables_session.session() as s:
         why = s.forward_drops(s.table("filter"))
-    return [] if why is None else [f"legacy iptables filter FORWARD ({why})"]
+    return [] if why is None else [f"{LEGACY_FORWARD} ({why})"]

@@ -9,7 +9,7 @@ containers.
 from __future__ import annotations
 
 from netkit import errors, fileio, paths
-from netkit.firewall import ports
+from netkit.firewall import forward_blockers, ports
 from netkit.firewall.backend import Backend
 from netkit.firewall.model import DNAT, KINDS, NetworkRules, PortMapping, RuleGroup, group_chain, network_prefix
 
@@ -53,7 +53,7 @@ def apply(backend: Backend, group: RuleGroup) -> None:
         blockers = backend.forward_blockers()
         if blockers:
             # Only the iptables backend can let its traffic through a legacy FORWARD that drops.
-            legacy = any(b.startswith("legacy ") for b in blockers)
+            legacy = any(b.startswith(forward_blockers.LEGACY_FORWARD) for b in blockers)
             raise errors.CNIError(
                 errors.FORWARD_BLOCKED, "forwarded traffic is dropped by another firewall table",
                 f"{'; '.join(blockers)} drops forwarded traffic by default: accept traffic to and from "

@@ -129,17 +129,17 @@ class LocalLab:
                                       proc.stderr.strip().removeprefix(errors.LINE_PREFIX))
 
     def _namespaces(self) -> list[str]:
-        paths = [self.host_ns(h) for h in self.sc.hosts] + [self.fabric_ns]
+        ns_paths = [self.host_ns(h) for h in self.sc.hosts] + [self.fabric_ns]
         for host in self.sc.hosts:
             d = self.root(host).netns
-            paths += [os.path.join(d, f) for f in (os.listdir(d) if os.path.isdir(d) else [])]
-        return paths
+            ns_paths += [os.path.join(d, f) for f in (os.listdir(d) if os.path.isdir(d) else [])]
+        return ns_paths
 
     def down(self) -> None:
         """Remove every namespace, process, link, rule and state of the lab; fine when half-built or gone."""
-        paths = self._namespaces()
+        ns_paths = self._namespaces()
         ids = set()
-        for path in paths:
+        for path in ns_paths:
             try:
                 st = os.stat(path)
             except OSError:
@@ -151,7 +151,7 @@ class LocalLab:
         deadline = time.monotonic() + 10
         while ids and _kill_in(ids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        fabric.remove(paths)
+        fabric.remove(ns_paths)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def hosts_view(self) -> dict[str, Any]:

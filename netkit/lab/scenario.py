@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from netkit import errors
+from netkit.ipam import pool
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
@@ -351,15 +352,15 @@ def _host_links(r: _Reader, host: str, value: Any, links: dict[str, Link]) -> di
 
 
 def _assign_addresses(r: _Reader, sc: Scenario, wanted: dict[str, dict[str, str | None]]) -> None:
-    auto = AUTO_LINK_POOL.subnets(new_prefix=24)
+    auto = list(AUTO_LINK_POOL.subnets(new_prefix=24))
     taken = [link.subnet for link in sc.links.values() if link.subnet is not None]
     for link in sc.links.values():
         if link.subnet is None:
-            free = next((s for s in auto if not any(s.overlaps(t) for t in taken)), None)
-            if free is None:
+            try:
+                link.subnet = pool.choose_subnet(taken, auto)
+            except pool.PoolExhausted:
                 raise r.fail(("links", link.name), f"no free /24 left in {AUTO_LINK_POOL} for this link: "
-                                                   "give it a subnet")
-            link.subnet = free
+                                                   "give it a subnet") from None
             taken.append(link.subnet)
         link.members = [h for h in wanted if link.name in wanted[h]]
         if not link.members:

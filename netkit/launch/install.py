@@ -105,18 +105,11 @@ def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
     return out
 
 
-def plugins_current(bin_dir: str, python: str | None = None) -> bool:
+def plugins_current(bin_dir: str) -> bool:
     """True when ``bin_dir`` holds every plugin executable exactly as install_plugins writes it now."""
-    python = python or sys.executable
-    paths = executable.import_paths()
-    for name in plugins.REGISTRY:
-        try:
-            with open(os.path.join(bin_dir, name), encoding="utf-8") as f:
-                if f.read() != executable.render(name, python, paths):
-                    return False
-        except (OSError, UnicodeDecodeError):
-            return False
-    return True
+    from netkit.launch import invoker
+
+    return all(invoker.is_own_launcher(os.path.join(bin_dir, name)) for name in plugins.REGISTRY)
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,

@@ -101,11 +101,7 @@ def join_process_namespace() -> None:
     A thread starts in the namespace of the thread that created it; a long-lived helper thread
     started from inside a caller's namespace would keep that namespace alive.
     """
-    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # /proc/self: the main thread
-    try:
-        setns_fd(fd)
-    finally:
-        os.close(fd)
+    setns("/proc/self/ns/net")  # /proc/self: the main thread
 
 
 @contextlib.contextmanager

@@ -40,8 +40,4 @@ def ensure(key: str, value: str) -> None:
 
 def br_netfilter_active() -> bool:
     """True when bridged IP frames traverse the IP netfilter hooks in this namespace (br_netfilter)."""
-    try:
-        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
+    return read("net.bridge.bridge-nf-call-iptables") == "1"

@@ -85,7 +85,6 @@ def get(name: str) -> Registered:
 
 def warm_up() -> None:
     """Import every plugin module and what each names in its ``warm_up()`` (for a long-lived process)."""
-    for name in REGISTRY:
-        hook = getattr(load(name), "warm_up", None)
-        if hook is not None:
-            hook()
+    hooks = {getattr(load(name), "warm_up", None) for name in REGISTRY}  # plugins may share one
+    for hook in hooks - {None}:
+        hook()

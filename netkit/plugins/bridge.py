@@ -20,7 +20,7 @@ from netkit import errors, failpoints, paths
 from netkit.cni import delegate
 from netkit.cni.request import Request, flag, validate_ifname
 from netkit.cni.result import Result
-from netkit.firewall import backend, groups
+from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns
@@ -357,7 +357,4 @@ def status(req: Request) -> None:
         raise errors.CNIError(errors.NOT_AVAILABLE, "rtnetlink unavailable", str(exc)) from None
 
 
-def warm_up() -> None:
-    """For a long-lived process (the agent): the firewall backend this host uses, which a request
-    chooses, and so imports, only when it publishes."""
-    backend.choose({}, os.environ)
+warm_up = publish.warm_up

@@ -6,12 +6,11 @@ Chained after a bridge: reads the container's addresses from prevResult, takes t
 
 from __future__ import annotations
 
-import os
 
 from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
-from netkit.firewall import backend, groups
+from netkit.firewall import groups
 from netkit.plugins import publish
 from netkit.rollback import Rollback
 
@@ -68,7 +67,4 @@ def status(req: Request) -> None:
         raise errors.CNIError(errors.NOT_AVAILABLE, f"{fw.name} firewall unavailable", str(exc)) from None
 
 
-def warm_up() -> None:
-    """For a long-lived process (the agent): the firewall backend this host uses, which a request
-    chooses, and so imports, only when it publishes."""
-    backend.choose({}, os.environ)
+warm_up = publish.warm_up

@@ -9,6 +9,7 @@ nothing of CNI.  Not a plugin itself (``netkit.plugins.REGISTRY`` does not list 
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from netkit import errors
 from netkit.cni.request import Request, flag
@@ -22,6 +23,12 @@ from netkit.net import sysctl
 def backend(req: Request) -> Backend:
     """The firewall backend for this request."""
     return choose(req.config, req.env)
+
+
+def warm_up() -> None:
+    """For a long-lived process (the agent): the firewall backend this host uses, which a request
+    chooses, and so imports, only when it publishes (bridge's and portmap's ``warm_up``)."""
+    choose({}, os.environ)
 
 
 def container_addresses(result: Result) -> list[Interface]:

@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any, NamedTuple
 
-from netkit import errors, fileio
+from netkit import errors, fileio, procinfo
 from netkit.cni import chain
 from netkit.net import netns
 from netkit.rollback import Rollback
@@ -204,7 +204,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
         if ctr.auto_remove:
             remove(root, ctr.id, force=True)
         raise
-    ctr.state, ctr.pid, ctr.pid_start, ctr.started_at = "running", pid, state.process_identity(pid), time.time()
+    ctr.state, ctr.pid, ctr.pid_start, ctr.started_at = "running", pid, procinfo.start_time(pid), time.time()
     state.save(root, ctr)
     if notify is not None:
         os.write(notify, b"ok\n")
@@ -233,8 +233,7 @@ def run(root: Root, opts: RunOptions) -> tuple[Container, int]:
     """Create and start a container; (record, exit code) — exit code 0 at once when detached."""
     root.prepare()
     networks.ensure_default(root)
-    ctr = _create(root, opts)
-    fileio.ensure_dir(root.container_dir(ctr.id))
+    ctr = _create(root, opts)  # its directory exists: state.save made it
     if not opts.detach:
         return ctr, _supervise(root, ctr, None)
     r, w = os.pipe()

@@ -159,11 +159,6 @@ def all_records(root: Root) -> list[Container]:
     return sorted(out, key=lambda c: c.created)
 
 
-def process_identity(pid: int) -> str | None:
-    """What to store to recognise this process later."""
-    return procinfo.start_time(pid)
-
-
 def alive(ctr: Container) -> bool:
     """True while the container's process runs (a zombie or a reused PID does not)."""
     if ctr.pid <= 0:
