@@ -8,7 +8,7 @@ the warm agent is asked first.  Anything else is exec'd as the spec describes.
 
 Every process that runs plugins installs this choice with ``use()``: a plugin executable running
 its plugin in-process (``handle``), every ``netkit`` command (the runtime's and ``netkit cni``'s
-conflists included), and ``netkit agent``, which is handed an ``Invoker``.
+conflists included, and ``netkit agent``, whose served plugins delegate through it).
 """
 
 from __future__ import annotations
