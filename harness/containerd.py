@@ -1,0 +1,193 @@
+"""containerd 1.6 and `ctr run --cni` in a sandbox of ours, for tests/e2e/test_containerd.py.
+
+`ctr run --cni` runs the CNI plugins itself (go-cni, libcni's exec) with paths it does not let anyone
+change: the first config in /etc/cni/net.d, plugins in /opt/cni/bin, the result cache in /var/lib/cni.
+So containerd and ctr run in a mount namespace of their own (``unshare --mount --propagation
+private``, held by a ``sleep`` process) where the run's temp dirs are mounted over those three paths,
+and in a throwaway sandbox host network namespace (``nsenter --net``): nothing of the machine's CNI
+setup is read or changed.  containerd's root, state, socket and the ``opt`` plugin's dir are the
+temp dir's (``config.toml``); the CRI plugin is disabled.  Its image is Debian's static busybox as an
+OCI archive built here (nothing is pulled).
+
+What containerd 1.6 writes outside its configured dirs whatever its config (the shims' sockets under
+/run/containerd, the containers' cgroups) is removed on teardown when it was not there before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from typing import Any
+
+from harness import HarnessError, procs
+from harness.bench import EXEC_TIMEOUT_S, tail
+from harness.podman import BUSYBOX, CLEAN_PATH, NSENTER, rootfs_tar
+
+PACKAGES = ("containerd", "runc", "busybox-static")
+NAMESPACE = "netkit-test"                     # containerd's own namespace (not a network namespace)
+IMAGE = "docker.io/netkit/busybox:test"
+# containerd 1.6 puts the shims' sockets and runc's state under /run/containerd whatever its config.
+ROOT_PATHS = ("/run/containerd",)
+CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<namespace>/<container id>
+START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
+
+
+def missing_packages() -> list[str]:
+    """What of containerd, ctr, runc and busybox-static is not installed."""
+    missing = [p for p in ("containerd", "ctr", "runc") if shutil.which(p, path=CLEAN_PATH) is None]
+    if not os.path.exists(BUSYBOX):
+        missing.append("busybox-static")
+    return missing
+
+
+def _blob(layout: dict[str, bytes], data: bytes) -> dict[str, Any]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    layout[f"blobs/sha256/{digest[7:]}"] = data
+    return {"digest": digest, "size": len(data)}
+
+
+def oci_archive(path: str, rootfs: str) -> str:
+    """An OCI image layout tar at ``path`` with one layer, the rootfs tar ``rootfs``; named IMAGE."""
+    layout: dict[str, bytes] = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode()}
+    with open(rootfs, "rb") as f:
+        layer = f.read()
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = {"architecture": "amd64", "os": "linux",
+              "config": {"Env": [f"PATH={CLEAN_PATH}"], "Cmd": ["sh"]},
+              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   **_blob(layout, json.dumps(config).encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **_blob(layout, layer)}],
+    }
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(layout, json.dumps(manifest).encode()),
+        "platform": {"architecture": "amd64", "os": "linux"},
+        "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "test"}}]}
+    layout["index.json"] = json.dumps(index).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, body in layout.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(body), 0o644
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+class Containerd:
+    """One containerd of a run: its temp dir ``top``, run inside sandbox network namespace ``ns_path``.
+
+    ``bin_dir`` and ``conf_dir`` appear to containerd and ctr as /opt/cni/bin and /etc/cni/net.d;
+    ``env``: what ctr (and so every plugin it execs) gets besides PATH and HOME.
+    """
+
+    def __init__(self, top: str, ns_path: str, bin_dir: str, conf_dir: str, **env: str) -> None:
+        self.top, self.ns_path, self.bin_dir, self.conf_dir, self.env = top, ns_path, bin_dir, conf_dir, env
+        self.socket = os.path.join(top, "containerd.sock")
+        self.log = os.path.join(top, "containerd.log")
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.before: dict[str, bool] = {}
+        self.problems: list[str] = []
+
+    def _in_ns(self, *argv: str) -> list[str]:
+        assert self.holder is not None
+        return [NSENTER, f"--mount=/proc/{self.holder.pid}/ns/mnt", f"--net={self.ns_path}", *argv]
+
+    def _run(self, *argv: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root"), **self.env}
+        proc = subprocess.run(self._in_ns(*argv), env=env, cwd=self.top, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, start_new_session=True)
+        if check and proc.returncode != 0:
+            raise HarnessError(f"{' '.join(argv)} failed (exit {proc.returncode}): {tail(proc.stderr or proc.stdout)}")
+        return proc
+
+    def start(self) -> None:
+        """The private mount namespace with the CNI paths, containerd in it, the image imported."""
+        self.before = {p: os.path.lexists(p) for p in (*ROOT_PATHS, CGROUP)}
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        mnt = f"/proc/{self.holder.pid}/ns/mnt"
+        for _ in range(500):  # until unshare has exec'd sleep in the new mount namespace
+            if os.readlink(mnt) != os.readlink("/proc/self/ns/mnt"):
+                break
+            time.sleep(0.01)
+        cache = os.path.join(self.top, "cni-cache")
+        os.makedirs(cache, exist_ok=True)
+        # /opt and /var/lib get an empty tmpfs of this namespace (nothing there is containerd's, whose
+        # dirs are the temp dir's): the mount points /opt/cni/bin and /var/lib/cni can then be made
+        # without making them on the machine.
+        for point in ("/opt", "/var/lib"):
+            self._run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", point)
+        self._run("mkdir", "-p", "/opt/cni/bin", "/var/lib/cni")
+        for src, point in ((self.bin_dir, "/opt/cni/bin"), (self.conf_dir, "/etc/cni/net.d"), (cache, "/var/lib/cni")):
+            self._run("mount", "--bind", src, point)
+        config = os.path.join(self.top, "config.toml")
+        with open(config, "w") as f:
+            f.write(f"""# Written by harness/containerd.py for one run; removed with it.
+version = 2
+root = "{self.top}/root"
+state = "{self.top}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{self.top}/opt"
+""")
+        with open(self.log, "wb") as log:
+            self.daemon = subprocess.Popen(self._in_ns("containerd", "--config", config), stdin=subprocess.DEVNULL,
+                                           stdout=log, stderr=log, cwd=self.top, start_new_session=True,
+                                           env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root")})
+        deadline = time.monotonic() + START_WAIT_S
+        while self.ctr("version", check=False).returncode != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
+            time.sleep(0.1)
+        archive = oci_archive(os.path.join(self.top, "image.tar"),
+                              rootfs_tar(os.path.join(self.top, "rootfs.tar"), {}))
+        self.ctr("images", "import", archive)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """``ctr ARGS`` against this containerd, in its namespaces."""
+        return self._run("ctr", "--address", self.socket, "--namespace", NAMESPACE, *args,
+                         check=check, timeout=timeout)
+
+    def processes(self) -> dict[int, str]:
+        """The run's processes: the temp dir in their command line, cwd or root (shims, containers)."""
+        return procs.processes_of_run(self.top, set())
+
+    def teardown(self) -> list[str]:
+        """Stop containerd and the namespace holder, reap the rest, remove what containerd made outside
+        the temp dir; the problems found."""
+        for proc in (self.daemon, self.holder):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    self.problems.append(f"{proc.args[0]} ignored SIGTERM: killed")
+        self.problems += procs.reap(self.processes, 30)
+        self.problems += procs.unmount_under(self.top)
+        for cg in sorted(glob.glob(f"{CGROUP}/*")) + [CGROUP]:
+            if not self.before.get(CGROUP) or cg != CGROUP:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(cg)
+        for path in ROOT_PATHS:
+            if not self.before.get(path) and os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.top, ignore_errors=True)
+        return self.problems
