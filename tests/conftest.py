@@ -9,7 +9,7 @@ import subprocess
 from typing import Iterator
 
 import pytest
-from harness.agent import Agent
+from harness.agent import OWNED, Agent, agent_processes, environ_of
 
 from netkit.launch import install
 from tests import machine
@@ -88,6 +88,31 @@ def reference_plugins() -> str:
         pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: {', '.join(missing)}: run ./setup.sh test "
                     f"(it installs Debian's containernetworking-plugins)", pytrace=False)
     return sb.REFERENCE_BIN
+
+
+@pytest.fixture(autouse=True)
+def no_agent_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a `netkit agent` it caused: plugins start one wherever none answers, and
+    one that outlives its test would serve (or hold the namespace of) whatever comes next.
+
+    Its: started during the test, and this run's (the run's mark in its environment, or the run's
+    prefix or temp root in its socket path: podman hands plugins an environment of its own).  Not
+    counted: agents on sockets someone stops on purpose later (harness.agent.OWNED).
+    """
+    before = set(agent_processes())
+    yield
+    base = _basetemp(request.config)
+    left = {pid: sock for pid, sock in agent_processes().items()
+            if pid not in before and sock not in OWNED
+            and (environ_of(pid).get(sb.RUN_MARK) == sb.RUN_PREFIX or sb.RUN_PREFIX in sock
+                 or (base and sock.startswith(base)))}
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"the test left netkit agent(s) running: {left} (pid: socket); stop what you cause "
+                    f"(harness.agent.Agent, netkit.agent.control.stop) or run plugins with NETKIT_AGENT=off",
+                    pytrace=False)
 
 
 _BEFORE = pytest.StashKey[machine.Snapshot]()
