@@ -96,7 +96,11 @@ class Agent:
         self.rusage: resource.struct_rusage | None = None  # set by stop()
 
     def start(self) -> "Agent":
-        """Start it and wait until its socket exists; AgentError if it exits or takes too long."""
+        """Start it and wait until its socket exists; AgentError if it exits or takes too long.
+
+        An agent a plugin started on this socket (after an earlier one here was killed: launchers start
+        one when none answers) is stopped first: it holds the socket's life lock."""
+        stop_started(self.path)
         if os.path.lexists(self.path):
             os.unlink(self.path)
         OWNED.add(self.path)
@@ -171,6 +175,10 @@ class Agent:
                     problem = f"netkit agent (pid {self.proc.pid}) ignored SIGTERM for {grace_s:.0f} s: killed"
                     self.proc.kill()
                 time.sleep(0.02)
+        try:
+            stop_started(self.path)  # one a plugin started here after this one was killed
+        except AgentError as exc:
+            problem = problem or str(exc)
         if os.path.lexists(self.path):
             os.unlink(self.path)
         OWNED.discard(self.path)

@@ -265,8 +265,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 os.unlink(self.path)
 
 
-class _Stop(Exception):
-    """SIGTERM: leave serve_forever, then stop gracefully."""
+class _Stop(BaseException):
+    """SIGTERM before the server runs: nothing in flight, leave at once."""
 
 
 def _stop(*_: Any) -> None:
@@ -312,11 +312,15 @@ def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None, lock_fd: int |
         server = AgentServer(path, activated_socket())
     except _Stop:
         return
+    # From here SIGTERM asks serve_forever to return (within its poll interval) rather than raising
+    # into whatever the main thread runs: an exception inside an accept or a pool submit would
+    # drop that request, and socketserver swallows plain exceptions there.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     if ready is not None:
         ready()
     try:
         server.serve_forever()
-    except (_Stop, KeyboardInterrupt):
+    except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
