@@ -81,9 +81,14 @@ def wait_free(socket: str, timeout_s: float = STOP_WAIT_S) -> bool:
     return True
 
 
-def _wait_lock(fd: int, timeout_s: float) -> bool:
+def _wait_lock(fd: int, timeout_s: float, socket: str, version: str) -> bool:
+    """Wait for the lock on ``fd``; False after ``timeout_s``.  LockHeld when an agent of ``version``
+    took it meanwhile (a launcher found none between the old agent's exit and our next try)."""
     deadline = time.monotonic() + timeout_s
     while not try_lock(fd):
+        now = holder(socket)
+        if now is not None and now[1] == version and now[0] != os.getpid():
+            raise LockHeld(f"{_describe(socket)}: already this version")
         if time.monotonic() > deadline:
             return False
         time.sleep(_POLL_S)
@@ -121,10 +126,10 @@ def take(socket: str, version: str, lock_fd: int | None = None, replace: bool = 
             raise LockHeld(f"{_describe(socket)}: already this version")
         if old is not None:
             _signal(old[0], signal.SIGTERM)
-        if not _wait_lock(fd, STOP_WAIT_S):
+        if not _wait_lock(fd, STOP_WAIT_S, socket, version):
             if old is not None:
                 _signal(old[0], signal.SIGKILL)
-            if not _wait_lock(fd, STOP_WAIT_S):
+            if not _wait_lock(fd, STOP_WAIT_S, socket, version):
                 raise LockHeld(f"{_describe(socket)} did not stop")
         return fd
     except BaseException:

@@ -304,11 +304,12 @@ def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None, lock_fd: int |
         lock = None
         if not replace:  # fail fast when another agent serves; a replacement warms up first (shorter gap)
             lock = lifelock.take(path, __version__, lock_fd)
+            lifelock.record(lock, __version__)
         limit_malloc_arenas()
         plugins.warm_up()  # every plugin's imports, once, before the first request
         if lock is None:
             lock = lifelock.take(path, __version__, lock_fd, replace=True, replace_fd=replace_fd)
-        lifelock.record(lock, __version__)
+            lifelock.record(lock, __version__)
         server = AgentServer(path, activated_socket())
     except _Stop:
         return

@@ -28,11 +28,26 @@ def import_paths() -> list[str]:
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
     out = [here]
+    venv = _venv()
+    found = sysconfig.get_paths("venv", vars={"base": venv, "platbase": venv}) if venv else sysconfig.get_paths()
     for key in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[key]
+        path = found[key]
         if path not in out:
             out.append(path)
     return out
+
+
+def _venv() -> str:
+    """This interpreter's virtual environment, or "".
+
+    Not sys.prefix alone: site.py is what points it at a venv, and a launcher runs with -S.  Without
+    this a launcher computed other paths than the installer wrote, took its own sibling launchers for
+    foreign ones and exec'd every IPAM delegation (~60 ms per in-process ADD in the repo's venv).
+    """
+    if sys.prefix != sys.base_prefix:
+        return sys.prefix
+    top = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    return top if os.path.exists(os.path.join(top, "pyvenv.cfg")) else ""
 
 
 def render(name: str, python: str, paths: list[str], spawn: bool = True) -> str:
