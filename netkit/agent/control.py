@@ -74,21 +74,11 @@ def stop(path: str, timeout_s: float = lifelock.STOP_WAIT_S) -> Found:
         os.kill(found.pid, signal.SIGTERM)
     except ProcessLookupError:
         return found
-    if not lifelock.wait_free(path, timeout_s) or not _gone(found.pid, timeout_s):
+    # An agent from before the life lock holds none: wait for its process too.
+    if not lifelock.wait_free(path, timeout_s) or not lifelock.wait_until(lambda: not lifelock.is_agent(found.pid),
+                                                                          timeout_s):
         raise TimeoutError(f"the agent (pid {found.pid}) on {path} did not stop within {timeout_s:.0f} s")
     return found
-
-
-def _gone(pid: int, timeout_s: float) -> bool:
-    """Wait until ``pid`` is no agent any more (an agent from before the life lock holds none)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while lifelock.is_agent(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def stop_other_version(path: str) -> Found | None:

@@ -19,6 +19,10 @@ import os
 import signal
 import time
 
+TYPE_CHECKING = False  # typing's own import costs a launcher ~3 ms; mypy honours this spelling
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 from netkit.agent import protocol
 
 STOP_WAIT_S = 30.0  # how long a replacement or `netkit agent stop` waits for an agent to finish in-flight requests
@@ -71,28 +75,34 @@ def is_free(socket: str) -> bool:
         os.close(fd)
 
 
-def wait_free(socket: str, timeout_s: float = STOP_WAIT_S) -> bool:
-    """Wait until no agent holds the life lock of ``socket``; False when ``timeout_s`` passed first."""
+def wait_until(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``done()`` until it is true; False when ``timeout_s`` passed first."""
     deadline = time.monotonic() + timeout_s
-    while not is_free(socket):
+    while not done():
         if time.monotonic() > deadline:
             return False
         time.sleep(_POLL_S)
     return True
+
+
+def wait_free(socket: str, timeout_s: float = STOP_WAIT_S) -> bool:
+    """Wait until no agent holds the life lock of ``socket``; False when ``timeout_s`` passed first."""
+    return wait_until(lambda: is_free(socket), timeout_s)
 
 
 def _wait_lock(fd: int, timeout_s: float, socket: str, version: str) -> bool:
     """Wait for the lock on ``fd``; False after ``timeout_s``.  LockHeld when an agent of ``version``
     took it meanwhile (a launcher found none between the old agent's exit and our next try)."""
-    deadline = time.monotonic() + timeout_s
-    while not try_lock(fd):
+
+    def taken() -> bool:
+        if try_lock(fd):
+            return True
         now = holder(socket)
         if now is not None and now[1] == version and now[0] != os.getpid():
             raise LockHeld(f"{_describe(socket)}: already this version")
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True
+        return False
+
+    return wait_until(taken, timeout_s)
 
 
 def take(socket: str, version: str, lock_fd: int | None = None, replace: bool = False,
