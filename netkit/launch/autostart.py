@@ -30,9 +30,10 @@ from netkit import __version__
 from netkit.agent import client, lifelock, protocol
 
 LOG_CAP = 1 << 20  # bytes: an agent's log past this at start is emptied (it holds start lines and tracebacks)
-# Not handed on to the agent: the request's own variables, failpoints (armed per process, from a
-# test's plugin environment: never in a long-lived agent), and a socket activation meant for us.
-_NOT_INHERITED = ("NETKIT_FAILPOINTS", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+# Not handed on to the agent: the request's own variables, per-process test hooks (failpoints, a
+# boot id override: armed for one plugin exec, never for a long-lived agent), a socket activation
+# meant for us.
+_NOT_INHERITED = ("NETKIT_FAILPOINTS", "NETKIT_BOOT_ID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
 def enabled(env: Mapping[str, str]) -> bool:
