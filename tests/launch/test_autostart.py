@@ -275,3 +275,24 @@ def test_uninstall_leaves_nothing(tmp_path: Path, plugin_bin: str) -> None:
     assert os.listdir(f"{tmp}/bin") == ["not-netkit"]           # only netkit's launchers go
     assert os.listdir(f"{tmp}/conf") == [] and os.listdir(f"{tmp}/units") == [] and os.listdir(f"{tmp}/run") == []
     assert _agents_on(sock) == []
+
+
+def test_install_stops_an_agent_of_another_version(host: sb.Sandbox, tmp_path: Path) -> None:
+    """An upgrade: `netkit cni install` stops the agent of the version it replaces (the next plugin
+    exec starts one of its own)."""
+    other = _other_version(tmp_path)
+    old = subprocess.Popen([sys.executable, "-m", "netkit", "agent", "--socket", host.agent_socket], cwd=other,
+                           env=dict(os.environ, PYTHONPATH=other), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _serving(host)["version"] == "0.0.0-other"
+        tmp = str(tmp_path)
+        done = _netkit("cni", "install", "--bin-dir", f"{tmp}/bin", "--conf-dir", f"{tmp}/conf",
+                       "--socket", host.agent_socket)
+        assert done.returncode == 0, done.stderr
+        assert f"version 0.0.0-other (pid {old.pid})" in done.stdout
+        assert old.wait(timeout=START_TIMEOUT_S) == 0 and lifelock.is_free(host.agent_socket)
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
