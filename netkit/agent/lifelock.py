@@ -51,16 +51,35 @@ def holder(socket: str) -> tuple[int, str] | None:
     """(pid, version) the agent on ``socket`` wrote into its lock file, or None (never written, unreadable)."""
     try:
         with open(protocol.lock_path(socket), "rb") as f:
-            pid, _, version = f.read(200).decode("ascii", "replace").strip().partition(" ")
+            pid, version = f.read(200).decode("ascii", "replace").split()[:2]
         return int(pid), version
     except (OSError, ValueError):
         return None
 
 
-def record(fd: int, version: str) -> None:
-    """Write this process's "PID VERSION" into the lock file it holds."""
+REPLACEMENT = "replacement"  # the third word of the lock file of an agent that replaced another
+SETTLE_S = 60.0  # a replacement younger than this is not replaced in turn (see recent_replacement)
+
+
+def record(fd: int, version: str, replacement: bool = False) -> None:
+    """Write this process's "PID VERSION [replacement]" into the lock file it holds."""
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {version}\n".encode("ascii"), 0)
+    os.pwrite(fd, f"{os.getpid()} {version}{' ' + REPLACEMENT if replacement else ''}\n".encode("ascii"), 0)
+
+
+def recent_replacement(socket: str) -> bool:
+    """True when the agent on ``socket`` replaced another less than SETTLE_S ago.
+
+    Two installations of different versions on one socket would otherwise replace each other's
+    agent on every call; so a launcher leaves a fresh replacement alone (and answers in-process).
+    """
+    path = protocol.lock_path(socket)
+    try:
+        with open(path, "rb") as f:
+            words = f.read(200).split()
+        return words[2:3] == [REPLACEMENT.encode()] and time.time() - os.stat(path).st_mtime < SETTLE_S
+    except OSError:
+        return False
 
 
 def is_free(socket: str) -> bool:

@@ -309,7 +309,7 @@ def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None, lock_fd: int |
         plugins.warm_up()  # every plugin's imports, once, before the first request
         if lock is None:
             lock = lifelock.take(path, __version__, lock_fd, replace=True, replace_fd=replace_fd)
-            lifelock.record(lock, __version__)
+            lifelock.record(lock, __version__, replacement=True)
         server = AgentServer(path, activated_socket())
     except _Stop:
         return

@@ -83,6 +83,8 @@ def replace(env: Mapping[str, str]) -> int | None:
     old = lifelock.holder(socket)
     if old is not None and old[1] == __version__:
         return None  # replaced already: the answer we got came from the agent on its way out
+    if lifelock.recent_replacement(socket):
+        return None  # another installation's fresh replacement: no tug of war (one replacement per SETTLE_S)
     fd = _lock_fd(protocol.replace_lock_path(socket))
     if fd is None:
         return None

@@ -296,3 +296,18 @@ def test_install_stops_an_agent_of_another_version(host: sb.Sandbox, tmp_path: P
         if old.poll() is None:
             old.kill()
             old.wait()
+
+
+def test_two_installations_do_not_replace_each_others_agent_on_every_call(host: sb.Sandbox, tmp_path: Path) -> None:
+    """Launchers of another version meeting a fresh replacement leave it serving (and answer in-process)."""
+    other = _other_version(tmp_path)
+    other_bin = str(tmp_path / "other-bin")
+    subprocess.run([sys.executable, "-c", f"from netkit.launch import install; install.install_plugins({other_bin!r})"],
+                   cwd=other, env=dict(os.environ, PYTHONPATH=other), check=True)
+    _version_call(host, os.path.join(other_bin, "netkit-ipam"))      # the other version's agent starts
+    assert _serving(host)["version"] == "0.0.0-other"
+    _version_call(host)                                               # ours replaces it
+    ours = _until(lambda: (s := _serving(host))["version"] == __version__ and s, "our replacement")
+    assert lifelock.recent_replacement(host.agent_socket)
+    _version_call(host, os.path.join(other_bin, "netkit-ipam"))      # the other's launcher leaves it alone
+    assert _serving(host)["pid"] == ours["pid"] and _agents_on(host.agent_socket) == [ours["pid"]]
