@@ -35,7 +35,8 @@ class ColdStart(Run):
                      "isGateway": True, "ipam": {"type": "netkit-ipam", "ranges": [[{"subnet": "10.98.0.0/16"}]],
                                                  "dataDir": os.path.join(self.tmp, "data")}}
         self.base = {"PATH": os.environ.get("PATH", ""), "CNI_PATH": self.bin_dir, "CNI_CONTAINERID": "cold1",
-                     "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{self.container}"}
+                     "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{self.container}",
+                     "NETKIT_AGENT": "off"}  # cold execs: no agent asked, none started (on by default now)
         self.ns.add(self.host, self.container)
 
     def exec(self, argv: list[str], command: str, body: dict[str, Any]) -> Any:

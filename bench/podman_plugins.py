@@ -114,13 +114,14 @@ class PodmanRun(Run):
         self.store = store = hp.Store(self.tmp, f"localhost/{self.tag}-busybox:latest")
         store.setup()
         # Without --agent the plugins get a socket path where nothing listens: never a machine-wide agent.
-        sock = os.path.join(self.tmp, "agent.sock" if self.args.agent else "no-agent.sock")
+        sock = os.path.join(self.tmp, "agent.sock" if self.args.agent else "no-agent/agent.sock")  # no dir: no agent started
         self.hosts = dict(zip(self.sandbox, self.ns.add(*self.sandbox.values(), lo=True)))
         store.inodes.update(os.stat(ns.path).st_ino for ns in self.hosts.values())
         # conmon starts `podman container cleanup` (which runs the CNI DEL) with conmon_env_vars, not with
-        # podman's environment: the socket goes there too, unless --no-conmon-env.
+        # podman's environment: the socket goes there too, unless --no-conmon-env (without it a DEL would
+        # start an agent on the default socket).
         conmon = (f'conmon_env_vars = ["PATH={hp.CLEAN_PATH}", "{agent_protocol.ENV_SOCKET}={sock}"]\n'
-                  if self.args.agent and self.conmon_env else "")
+                  if self.conmon_env else "")
 
         def podman(conf: str, dirs: list[str], host: str, net_dir: str = "") -> hp.Podman:
             nk = conf in (NETKIT, "probe")

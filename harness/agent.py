@@ -18,6 +18,60 @@ from harness import HarnessError, procs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 30  # a ceiling for a loaded machine, not an expectation
+# Sockets whose agent someone stops on purpose later (an Agent until its stop, a fixture's network):
+# the suite's leftover check (tests/conftest.py) does not count their agents as left behind.
+OWNED: set[str] = set()
+# A plugin environment's "no agent": in-process, never contacting nor starting one.
+NO_AGENT_ENV = {"NETKIT_AGENT": "off"}
+
+
+def agent_processes() -> dict[int, str]:
+    """Every `netkit agent` process on the machine (subcommands such as `agent status` aside): pid -> its
+    --socket ("" when it serves the default one)."""
+    out: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                argv = [a.decode(errors="replace") for a in fh.read().split(b"\0")]
+        except OSError:
+            continue
+        if "netkit" not in argv or "agent" not in argv:
+            continue
+        rest = argv[argv.index("agent") + 1:]
+        if rest[:1] and rest[0] in ("status", "stop"):
+            continue
+        out[int(name)] = rest[rest.index("--socket") + 1] if "--socket" in rest[:-1] else ""
+    return out
+
+
+def stop_started(socket: str) -> int | None:
+    """Stop the agent a plugin started on ``socket`` (waiting for one still starting to listen); its pid,
+    or None when none lives there.  AgentError if it will not answer or stop."""
+    from netkit.agent import control, lifelock
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not lifelock.is_free(socket):
+        try:
+            return control.stop(socket).pid
+        except control.NoAgent:  # starting (the lock taken, the socket not yet bound) or just gone
+            if time.monotonic() > deadline:
+                raise AgentError(f"the agent holding {socket}.lock never answered") from None
+            time.sleep(0.02)
+        except TimeoutError as exc:
+            raise AgentError(str(exc)) from None
+    return None
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """Process ``pid``'s environment at its start ({} when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            pairs = fh.read().split(b"\0")
+    except OSError:
+        return {}
+    return dict(p.decode(errors="replace").partition("=")[::2] for p in pairs if b"=" in p)
 
 
 class AgentError(HarnessError):
@@ -42,9 +96,14 @@ class Agent:
         self.rusage: resource.struct_rusage | None = None  # set by stop()
 
     def start(self) -> "Agent":
-        """Start it and wait until its socket exists; AgentError if it exits or takes too long."""
+        """Start it and wait until its socket exists; AgentError if it exits or takes too long.
+
+        An agent a plugin started on this socket (after an earlier one here was killed: launchers start
+        one when none answers) is stopped first: it holds the socket's life lock."""
+        stop_started(self.path)
         if os.path.lexists(self.path):
             os.unlink(self.path)
+        OWNED.add(self.path)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, start_new_session=True)
@@ -116,6 +175,11 @@ class Agent:
                     problem = f"netkit agent (pid {self.proc.pid}) ignored SIGTERM for {grace_s:.0f} s: killed"
                     self.proc.kill()
                 time.sleep(0.02)
+        try:
+            stop_started(self.path)  # one a plugin started here after this one was killed
+        except AgentError as exc:
+            problem = problem or str(exc)
         if os.path.lexists(self.path):
             os.unlink(self.path)
+        OWNED.discard(self.path)
         return problem

@@ -27,7 +27,9 @@ from harness.agent import Agent
 
 REFERENCE_BIN = "/usr/lib/cni"
 EXEC_TIMEOUT_S = 120  # a ceiling for one measured command, not an expectation
-NO_AGENT = "/nonexistent"  # NETKIT_AGENT_SOCKET for in-process rows: no agent listens there
+# NETKIT_AGENT_SOCKET for in-process rows: no agent listens there, and a launcher starts none there
+# either (it makes no socket directory but /run/netkit: netkit/launch/autostart.py).
+NO_AGENT = "/nonexistent/agent.sock"
 
 
 class BenchError(HarnessError):

@@ -75,7 +75,7 @@ def exec_in(host: str, argv: list[str], env: dict[str, str], stdin: bytes, rss: 
 class Network:
     """One bridge network of one implementation (netkit or the reference plugins) in a sandbox host.
 
-    ``agent``: NETKIT_AGENT_SOCKET for netkit's plugins (None: not set); ``firewall``:
+    ``agent``: NETKIT_AGENT_SOCKET for netkit's plugins (None: NETKIT_AGENT=off); ``firewall``:
     NETKIT_FIREWALL_BACKEND ("" not set).  Containers are namespaces named in /run/netns, their
     names the container IDs.
     """
@@ -105,6 +105,8 @@ class Network:
                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
         if self.netkit and self.agent is not None:  # never a machine-wide agent: ours, or none
             env["NETKIT_AGENT_SOCKET"] = self.agent
+        elif self.netkit:  # in-process: a launcher would otherwise start an agent on the default socket
+            env["NETKIT_AGENT"] = "off"
         if self.netkit and self.firewall:
             env["NETKIT_FIREWALL_BACKEND"] = self.firewall
         if container is not None:

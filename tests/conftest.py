@@ -6,11 +6,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from typing import Iterator
 
 import pytest
-from harness.agent import Agent
+from harness import procs
+from harness.agent import OWNED, Agent, agent_processes, environ_of
 
+from netkit.agent.protocol import DEFAULT_SOCKET
 from netkit.launch import install
 from tests import machine
 from tests import sandbox as sb
@@ -88,6 +91,40 @@ def reference_plugins() -> str:
         pytest.fail(f"reference plugins missing in {sb.REFERENCE_BIN}: {', '.join(missing)}: run ./setup.sh test "
                     f"(it installs Debian's containernetworking-plugins)", pytrace=False)
     return sb.REFERENCE_BIN
+
+
+@pytest.fixture(autouse=True)
+def no_agent_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a `netkit agent` it caused: plugins start one wherever none answers, and
+    one that outlives its test would serve (or hold the namespace of) whatever comes next.
+
+    Its: started during the test, and this run's (the run's mark in its environment, the run's prefix
+    or temp root in its socket path: podman hands plugins an environment of its own; or on the
+    default socket with this run's interpreter: a plugin exec'd with an environment of the test's
+    own).  Not counted: agents on sockets someone stops on purpose later (harness.agent.OWNED).
+    """
+    before = set(agent_processes())
+    yield
+    base = _basetemp(request.config)
+    left = {pid: sock for pid, sock in agent_processes().items()
+            if pid not in before and sock not in OWNED
+            and (environ_of(pid).get(sb.RUN_MARK) == sb.RUN_PREFIX or sb.RUN_PREFIX in sock
+                 or (base and sock.startswith(base))
+                 or (sock in ("", DEFAULT_SOCKET) and _argv0(pid) == sys.executable))}
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"the test left netkit agent(s) running: {left} (pid: socket); stop what you cause "
+                    f"(harness.agent.Agent, netkit.agent.control.stop) or run plugins with NETKIT_AGENT=off",
+                    pytrace=False)
+
+
+def _argv0(pid: int) -> str:
+    try:
+        return procs.cmdline(pid).split(" ")[0]
+    except OSError:
+        return ""  # gone
 
 
 _BEFORE = pytest.StashKey[machine.Snapshot]()

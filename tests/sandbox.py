@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+from harness.agent import NO_AGENT_ENV
 from harness.bench import NO_AGENT, REFERENCE_BIN
 from harness.hostns import Netns, ip, netns_names, wire  # noqa: F401 - ip: the suite's name for it
 
@@ -164,8 +165,10 @@ class Sandbox:
         env = {"CNI_COMMAND": command, "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "")}
         if self.firewall:
             env["NETKIT_FIREWALL_BACKEND"] = self.firewall
-        # Never a machine-wide agent: this sandbox's, or a path where none listens (in-process).
+        # Never a machine-wide agent: this sandbox's, or none at all (in-process, and no agent started).
         env["NETKIT_AGENT_SOCKET"] = self.agent_socket or NO_AGENT
+        if not self.agent_socket:
+            env.update(NO_AGENT_ENV)
         if container is not None or netns is not None:
             env["CNI_NETNS"] = netns if netns is not None else container.path  # type: ignore[union-attr]
         if command in ("ADD", "DEL", "CHECK"):

@@ -30,7 +30,7 @@ def test_install_writes_launchers_that_run_this_interpreter(box: Sandbox, tmp_pa
         about = subprocess.run([exe], capture_output=True, text=True, env={})
         assert about.returncode == 0 and name in about.stderr and "1.1.0" in about.stderr
         ver = subprocess.run([exe], input='{"cniVersion":"1.0.0"}', capture_output=True, text=True,
-                             env={"CNI_COMMAND": "VERSION"})
+                             env={"CNI_COMMAND": "VERSION", "NETKIT_AGENT": "off"})
         assert json.loads(ver.stdout)["supportedVersions"] == list(SUPPORTED)
 
 
@@ -184,7 +184,7 @@ def test_a_launcher_written_before_netkit_launch_still_answers(tmp_path: os.Path
         f.write(text.replace("from netkit.launch.executable import main", "from netkit.cni.launcher import main"))
     with open(exe, encoding="utf-8") as f:
         assert "from netkit.cni.launcher import main" in f.read()
-    env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")}
+    env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", ""), "NETKIT_AGENT": "off"}
     proc = subprocess.run([exe], input=b'{"cniVersion": "0.4.0"}', env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["cniVersion"] == "0.4.0"

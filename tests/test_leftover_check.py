@@ -131,3 +131,29 @@ def test_files_are_reported_lock_files_and_directories_are_not(tmp_path: os.Path
     os.unlink(os.path.join(top, "old", "kept"))
     found = [c for c in machine.changes(before, machine.snapshot(dirs=(top,))) if c.startswith("file ")]
     assert sorted(found) == [f"file {top}/lab/x/state.json", f"file {top}/old/kept (gone)"]
+
+
+def test_an_agent_a_test_caused_and_left_fails_that_test(demo_machine: sb.Namespace, tmp_path: os.PathLike[str]) -> None:
+    # A launcher of the default install that finds no agent starts one; the test forgets to stop it.
+    tmp = str(tmp_path)
+    pid_file = os.path.join(tmp, "pid")
+    proc = _session_in(demo_machine, tmp, f"""
+        import subprocess, time
+        from netkit.agent import lifelock
+        from netkit.launch import install
+
+        def test_starts_an_agent_and_leaves_it(tmp_path):
+            install.install_plugins(str(tmp_path / "bin"))
+            sock = str(tmp_path / "agent.sock")
+            subprocess.run([str(tmp_path / "bin" / "netkit-ipam")], input=b'{{"cniVersion": "1.0.0"}}', check=True,
+                           env={{"CNI_COMMAND": "VERSION", "NETKIT_AGENT_SOCKET": sock}}, capture_output=True)
+            assert lifelock.wait_until(lambda: lifelock.holder(sock) is not None, 30)
+            open({pid_file!r}, "w").write(str(lifelock.holder(sock)[0]))
+        """)
+    pid = int(open(pid_file).read())
+    assert proc.returncode == 1 and "the test left netkit agent(s) running" in proc.stdout, proc.stdout + proc.stderr
+    assert f"{pid}" in proc.stdout
+    deadline = time.monotonic() + 30  # the check killed it; init reaps the orphan
+    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/cmdline").read() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or not open(f"/proc/{pid}/cmdline").read()

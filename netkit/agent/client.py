@@ -42,23 +42,34 @@ def header(plugin: str, env: Mapping[str, str]) -> bytes:
             .encode("ascii"))
 
 
-def forward(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int] | None:
-    """(stdout, exit status) from the agent, or None when there is no agent to serve it.
+# Why a request was not served (exchange's answer instead of (stdout, exit status)).
+NO_AGENT = "no agent"            # no socket, nobody listening, or it died mid-request
+NOT_SERVED = "not served"        # the agent asked us to run this one ourselves
+OTHER_VERSION = "other version"  # an agent of another netkit version listens
 
-    None means: no socket, nobody listening, an agent of another netkit version, or an agent that
-    died mid-request — the caller then runs the request in-process, which is safe because every
-    command is idempotent (ADD reuses the lease and remakes the veth; DEL of nothing succeeds).
+
+def forward(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int] | None:
+    """(stdout, exit status) from the agent, or None when there is no agent to serve it (see exchange)."""
+    got = exchange(plugin, env, stdin)
+    return got if isinstance(got, tuple) else None
+
+
+def exchange(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int] | str:
+    """(stdout, exit status) from the agent, or why it did not serve: NO_AGENT, NOT_SERVED, OTHER_VERSION.
+
+    The caller then runs the request in-process, which is safe because every command is idempotent
+    (ADD reuses the lease and remakes the veth; DEL of nothing succeeds).
     """
     path = protocol.socket_path(env)
     if not os.path.exists(path):
-        return None
+        return NO_AGENT
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(TIMEOUT_S)
         try:
             sock.connect(path)
         except OSError:
-            return None  # a stale socket file: the agent is gone
+            return NO_AGENT  # a stale socket file: the agent is gone
         env = dict(env)
         netns_path = env.get("CNI_NETNS", "")
         for self_link in ("/proc/self/", "/proc/thread-self/"):
@@ -72,9 +83,11 @@ def forward(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, i
             os.close(netns)
         code, stdout = protocol.recv_reply(sock)
     except OSError:  # ConnectionError and timeouts included
-        return None
+        return NO_AGENT
     finally:
         sock.close()
     if code == protocol.NOT_SERVED:
-        return None
+        return NOT_SERVED
+    if code == protocol.OTHER_VERSION:
+        return OTHER_VERSION
     return stdout, code

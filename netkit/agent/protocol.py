@@ -4,8 +4,13 @@ Request: 8 bytes (header length, stdin length, network byte order), a JSON heade
 ``{"version", "plugin", "env"}``, the stdin bytes, and the caller's network namespace as a file
 descriptor (SCM_RIGHTS) — the agent runs the request in the namespace the plugin was exec'd in.
 Reply: 8 bytes (exit status as a signed int, stdout length) and stdout.  Exit status -1 means "not
-served, run it yourself": another netkit version, or a CNI_NETNS that names another file for the
-agent than for the caller (a namespace bound in the caller's private mount namespace).
+served, run it yourself": a CNI_NETNS that names another file for the agent than for the caller (a
+namespace bound in the caller's private mount namespace).  -2 means the same for a request of another
+netkit version: the launcher then has this agent replaced by one of its own version (agents older
+than -2 answered -1 to that too).
+
+A control request (``netkit agent status``) has the header ``{"version", "control": NAME}``, no stdin
+and no descriptor; it is answered whatever the versions, as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -19,13 +24,38 @@ from netkit import paths
 DEFAULT_SOCKET = f"{paths.RUN_DIR}/agent.sock"
 ENV_SOCKET = "NETKIT_AGENT_SOCKET"
 NOT_SERVED = -1
+OTHER_VERSION = -2
 _HEAD = struct.Struct("!II")
 _REPLY = struct.Struct("!iI")
+
+
+ENV_MODE = "NETKIT_AGENT"  # "off": a plugin runs in-process, never asks nor starts an agent
+OFF = "off"
 
 
 def socket_path(env: dict[str, str] | os._Environ[str]) -> str:
     """Where the agent listens: $NETKIT_AGENT_SOCKET or /run/netkit/agent.sock."""
     return env.get(ENV_SOCKET) or DEFAULT_SOCKET
+
+
+def lock_path(socket: str) -> str:
+    """The agent's life lock, beside its socket: held by the agent (flock) for as long as it lives."""
+    return f"{socket}.lock"
+
+
+def log_path(socket: str) -> str:
+    """Where an agent a launcher started writes its output (capped: see launch/autostart.py)."""
+    return f"{socket}.log"
+
+
+def replace_lock_path(socket: str) -> str:
+    """Held by the one process replacing an agent of another version, so that one replaces it."""
+    return f"{socket}.replace"
+
+
+def owned_paths(socket: str) -> list[str]:
+    """Every file an agent on ``socket`` may leave beside it (the socket itself included)."""
+    return [socket, lock_path(socket), log_path(socket), replace_lock_path(socket)]
 
 
 def recv_exact(sock: _socket.socket, n: int) -> bytes:
@@ -61,9 +91,11 @@ def recv_request(sock: _socket.socket) -> tuple[bytes, bytes, list[int]]:
 
 
 def send_reply(sock: _socket.socket, code: int, stdout: bytes) -> None:
+    """A reply: exit status and stdout."""
     sock.sendall(_REPLY.pack(code, len(stdout)) + stdout)
 
 
 def recv_reply(sock: _socket.socket) -> tuple[int, bytes]:
+    """(exit status, stdout) of a reply."""
     code, length = _REPLY.unpack(recv_exact(sock, _REPLY.size))
     return code, recv_exact(sock, length)

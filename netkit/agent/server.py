@@ -1,10 +1,15 @@
 """`netkit agent`: serve plugin requests with warm imports, each in the caller's network namespace.
 
-Each request runs on a pooled worker thread, which joins the namespace the launcher passed (a
+Each plugin request runs on a pooled worker thread, which joins the namespace the launcher passed (a
 thread's namespace is its own), runs the same protocol handler the plugins run in-process, and
 returns to the agent's own namespace.  Requests of one plugin for one attachment are serialised;
 shared objects (the IPAM store, host ports, firewall tables) are already serialised by their own
 locks.  Only root may talk to it: the socket is mode 0600 and the peer's credentials are checked.
+
+One agent per socket: it holds the life lock beside the socket for its whole life (lifelock.py).
+SIGTERM stops it gracefully: it stops accepting, finishes the requests in flight, removes the socket
+if it is still its own and exits 0.  Under systemd it serves the socket systemd hands it (LISTEN_FDS).
+Control requests (``status``) are answered whatever the caller's version.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ import contextlib
 import ctypes
 import json
 import os
+import signal
 import socket
 import socketserver
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 from netkit import __version__, errors, failpoints, plugins
-from netkit.agent import protocol
+from netkit.agent import lifelock, protocol
 from netkit.cni import handler
 from netkit.net import netns
 
@@ -116,7 +123,13 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             head, stdin, fds = protocol.recv_request(sock)
             header = json.loads(head)
-            if header.get("version") != __version__ or len(fds) != 1:
+            if "control" in header:  # before the version check: `netkit agent status` of any version
+                protocol.send_reply(sock, *self.server.control(str(header["control"])))
+                return
+            if header.get("version") != __version__:
+                protocol.send_reply(sock, protocol.OTHER_VERSION, b"")  # the launcher has us replaced
+                return
+            if len(fds) != 1:
                 protocol.send_reply(sock, protocol.NOT_SERVED, b"")
                 return
             env: dict[str, str] = {str(k): str(v) for k, v in header["env"].items()}
@@ -144,6 +157,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 except failpoints.FailpointError as exc:
                     out, code = json.dumps(exc.to_dict("1.1.0")).encode() + b"\n", 1
             protocol.send_reply(sock, code, out)
+            self.server.count_served()
         except (OSError, ValueError, KeyError, ConnectionError):
             pass  # the launcher went away or spoke nonsense: it falls back in-process
         finally:
@@ -168,8 +182,13 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     # delegated comes back here and needs another, so a small pool could starve itself.
     MAX_WORKERS = 256
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, listening: socket.socket | None = None) -> None:
+        """Bind ``path``, or serve ``listening`` (a socket systemd bound and listens on) there."""
         self.locks = _Locks()
+        self.started = time.monotonic()
+        self._served = 0
+        self._served_lock = threading.Lock()
+        self.own: tuple[int, int] | None = None  # (dev, inode) of the socket file we bound
         self._pool = ThreadPoolExecutor(self.MAX_WORKERS, thread_name_prefix="netkit-agent")
         # Where a worker returns after each request: idle in a caller's namespace it would keep
         # that namespace (and everything in it) alive after the caller deleted it.
@@ -180,6 +199,11 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         # between was refused and ran in-process (and a test taking the file for readiness failed).
         self.path = path
         self._binding = f"{path}.{os.getpid()}.tmp"
+        if listening is not None:
+            super().__init__(path, _Handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = listening
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._binding)
         old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
@@ -192,37 +216,115 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         """Listen, then put the socket where plugins look for it (replacing a stale one)."""
         super().server_activate()
         os.rename(self._binding, self.path)
+        self.own = _identity(self.path)
+
+    def count_served(self) -> None:
+        """One more plugin request answered."""
+        with self._served_lock:
+            self._served += 1
+
+    def status(self) -> dict[str, Any]:
+        """What `netkit agent status` shows: who, since when, how much served, how much memory."""
+        mem = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    mem[key] = int(value.split()[0])
+        return {"pid": os.getpid(), "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
+                "requests_served": self._served, "rss_kib": mem.get("VmRSS", 0), "hwm_kib": mem.get("VmHWM", 0),
+                "socket": self.path}
+
+    def control(self, name: str) -> tuple[int, bytes]:
+        """The reply (exit status, JSON) to control request ``name``."""
+        if name == "status":
+            return 0, json.dumps(self.status()).encode() + b"\n"
+        return 1, json.dumps({"error": f"unknown control request {name!r}"}).encode() + b"\n"
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the request on a pooled worker."""
         self._pool.submit(self.process_request_thread, request, client_address)
 
     def server_close(self) -> None:
-        """Stop accepting; requests already running finish on their workers."""
+        """Stop accepting, then wait for the requests in flight (and those accepted, queued) to finish.
+
+        Not ``wait=False, cancel_futures=True``: that dropped accepted requests unanswered and
+        closed ``home_netns`` under workers still about to return to it.
+        """
         super().server_close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._binding)  # failed before its rename
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True)
         with contextlib.suppress(OSError):
             os.close(self.home_netns)
 
+    def remove_socket(self) -> None:
+        """Remove the socket file if it is still the one we bound (not a successor's, nor systemd's)."""
+        if self.own is not None and _identity(self.path) == self.own:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
-def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None) -> None:
-    """Serve until interrupted; ``ready`` (a callable) is told once the socket accepts.
+
+class _Stop(BaseException):
+    """SIGTERM before the server runs: nothing in flight, leave at once."""
+
+
+def _stop(*_: Any) -> None:
+    raise _Stop
+
+
+def activated_socket() -> socket.socket | None:
+    """The listening socket systemd passed us (socket activation: LISTEN_PID, LISTEN_FDS, fd 3), or None.
+
+    The variables are removed either way: the delegates and tools the agent execs must not take fd
+    3 for theirs.
+    """
+    pid, fds = os.environ.pop("LISTEN_PID", ""), os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not fds.isdigit() or int(fds) < 1:
+        return None
+    os.set_inheritable(3, False)
+    return socket.socket(fileno=3)
+
+
+def serve(path: str = protocol.DEFAULT_SOCKET, ready: Any = None, lock_fd: int | None = None,
+          replace: bool = False, replace_fd: int | None = None) -> None:
+    """Hold the life lock, serve until SIGTERM (or Ctrl-C), then stop gracefully.
+
+    ``ready`` (a callable) is told once the socket accepts.  ``lock_fd``, ``replace``,
+    ``replace_fd``: see lifelock.take (raises LockHeld when another agent keeps the socket).
 
     What the served plugins delegate (bridge -> netkit-ipam) runs through the process's executor
     (cni.executor.current): ``netkit agent``, like every netkit command, installs the one that
     answers netkit's own plugins right here (netkit.launch.invoker), so a delegation costs no
     interpreter; the agent itself knows no launcher.
     """
-    limit_malloc_arenas()
-    plugins.warm_up()  # every plugin's imports, once, before the first request
-    server = AgentServer(path)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        lock = None
+        if not replace:  # fail fast when another agent serves; a replacement warms up first (shorter gap)
+            lock = lifelock.take(path, __version__, lock_fd)
+            lifelock.record(lock, __version__)
+        limit_malloc_arenas()
+        plugins.warm_up()  # every plugin's imports, once, before the first request
+        if lock is None:
+            lock = lifelock.take(path, __version__, lock_fd, replace=True, replace_fd=replace_fd)
+            lifelock.record(lock, __version__, replacement=True)
+        server = AgentServer(path, activated_socket())
+    except _Stop:
+        return
+    # From here SIGTERM asks serve_forever to return (within its poll interval) rather than raising
+    # into whatever the main thread runs: an exception inside an accept or a pool submit would
+    # drop that request, and socketserver swallows plain exceptions there.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     if ready is not None:
         ready()
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        server.remove_socket()
+        os.close(lock)  # the lock goes with it: a successor may start

@@ -4,8 +4,8 @@ Click lives only in this package; the library never imports it.  One file per ar
 
 - ``containers``: ``run``, ``ps``, ``inspect``, ``stop``, ``rm``, ``exec``, ``logs``, ``port``, ``system prune``
 - ``networks``:   ``network create|ls|inspect|rm``
-- ``agent``:      ``agent``
-- ``cni``:        ``cni install|add|del|check|gc|status``
+- ``agent``:      ``agent``, ``agent status|stop``
+- ``cni``:        ``cni install|uninstall|add|del|check|gc|status``
 - ``lab``:        ``lab up|down|test|inspect|exec|graph|vagrantfile|validate``
 - ``shared``:     what they all use (one-line errors, the root check, the runtime root)
 """

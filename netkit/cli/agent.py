@@ -1,29 +1,94 @@
-"""``netkit agent``: serve plugin requests warm over a unix socket (netkit.agent.server)."""
+"""``netkit agent [status|stop]``: serve plugin requests warm over a unix socket (netkit.agent.server),
+show the running agent, stop it."""
 
 from __future__ import annotations
 
-import signal
-import sys
+import json
+import os
+from typing import TYPE_CHECKING
 
 import click
 
 from netkit.agent import protocol
-from netkit.cli.shared import require_root
+from netkit.cli.shared import fail, require_root
+
+if TYPE_CHECKING:
+    from netkit.agent.control import Found
+
+_SOCKET = click.option("--socket", "path", envvar=protocol.ENV_SOCKET, default=protocol.DEFAULT_SOCKET,
+                       show_default=True, help="The agent's socket ($NETKIT_AGENT_SOCKET).")
 
 
-@click.command()
-@click.option("--socket", "path", envvar="NETKIT_AGENT_SOCKET", default=protocol.DEFAULT_SOCKET, show_default=True)
-def agent(path: str) -> None:
-    """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
-    from netkit.agent import server
+@click.group(invoke_without_command=True)
+@_SOCKET
+@click.option("--lock-fd", type=int, default=None, hidden=True,
+              help="The life lock, already taken by the launcher that started this agent.")
+@click.option("--replace", is_flag=True, help="Stop an agent of another version on this socket and take over.")
+@click.option("--replace-fd", type=int, default=None, hidden=True,
+              help="The replace lock, already taken by the launcher that started this agent.")
+@click.pass_context
+def agent(ctx: click.Context, path: str, lock_fd: int | None, replace: bool, replace_fd: int | None) -> None:
+    """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs, and
+    start it when it does not); SIGTERM stops it once the requests in flight are answered."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from netkit.agent import lifelock, server
 
     require_root()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds serve(): the socket file goes
-    click.echo(f"netkit agent listening on {path}", err=True)
+    click.echo(f"netkit agent (pid {os.getpid()}) starting on {path}", err=True)
     try:
-        server.serve(path)
+        server.serve(path, lock_fd=lock_fd, replace=replace, replace_fd=replace_fd)
+    except lifelock.LockHeld as exc:
+        if replace or lock_fd is not None:
+            click.echo(f"netkit agent: not started: {exc}", err=True)  # a replacement that is not needed
+            return
+        fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+def _found(path: str) -> Found:
+    """The agent on ``path``, or exit 1 with one line."""
+    from netkit.agent import control
+
+    require_root()
+    try:
+        return control.status(path)
+    except control.NoAgent as exc:
+        fail(exc)
+
+
+@agent.command("status")
+@_SOCKET
+@click.option("--json", "as_json", is_flag=True, help="The agent's answer as JSON.")
+def agent_status(path: str, as_json: bool) -> None:
+    """Show the running agent: pid, version, uptime, requests served, memory.  Exit 1 if there is none."""
+    found = _found(path)
+    status = found.status
+    if status is None:
+        fail(ValueError(f"an agent of an older netkit version (pid {found.pid}) serves {path}; "
+                        f"`netkit cni install` replaces it"))
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    for label, key, unit in (("pid", "pid", ""), ("version", "version", ""), ("socket", "socket", ""),
+                             ("uptime", "uptime_s", " s"), ("requests served", "requests_served", ""),
+                             ("memory (RSS)", "rss_kib", " KiB"), ("memory high-water", "hwm_kib", " KiB")):
+        click.echo(f"{label + ':':<19}{status.get(key, '?')}{unit}")
+
+
+@agent.command("stop")
+@_SOCKET
+def agent_stop(path: str) -> None:
+    """Stop the running agent once its requests in flight are answered.  Exit 1 if there is none."""
+    from netkit.agent import control
+
+    require_root()
+    try:
+        found = control.stop(path)
+    except (control.NoAgent, TimeoutError) as exc:
+        fail(exc)
+    click.echo(f"stopped the netkit agent (pid {found.pid}) on {path}")
 
 
 COMMANDS = [agent]

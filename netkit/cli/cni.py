@@ -1,4 +1,4 @@
-"""``netkit cni install|add|del|check|gc|status``: install the plugins, and drive a network like cnitool
+"""``netkit cni install|uninstall|add|del|check|gc|status``: install the plugins, and drive a network like cnitool
 (netkit.launch.install, netkit.cni.chain)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from netkit.cli.shared import call, options
+from netkit.cli.shared import call, fail, options
 
 # Runtimes look here first; netkit's own installer writes here.
 DEFAULT_PATH = ["/opt/cni/bin"]
@@ -20,27 +20,83 @@ def cni() -> None:
     """Install netkit's CNI plugins and drive networks like cnitool."""
 
 
+_SOCKET = click.option("--socket", envvar="NETKIT_AGENT_SOCKET", default="/run/netkit/agent.sock", show_default=True,
+                       help="The agent's socket ($NETKIT_AGENT_SOCKET).")
+
+
 @cni.command("install")
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="Where plugin executables go.")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="Where netkit.conflist goes.")
 @click.option("--force-conflist", is_flag=True, help="Rewrite netkit.conflist even if it exists.")
-@click.option("--agent", "with_agent", is_flag=True, help="Also install the netkit-agent systemd unit.")
+@click.option("--no-agent", is_flag=True,
+              help="Plugins always run in-process: launchers that never start an agent, no agent units, "
+                   "a running agent stopped.")
+@click.option("--agent", "with_agent", is_flag=True,
+              help="Write the agent's systemd units even where systemd is not PID 1 (an image, a chroot); "
+                   "they are enabled only where it is.")
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
-def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, with_agent: bool, unit_dir: str) -> None:
-    """Write the plugin executables and the default network config."""
-    from netkit.launch import install
+@_SOCKET
+def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: bool, with_agent: bool, unit_dir: str,
+                socket: str) -> None:
+    """Write the plugin executables and the default network config; leave a warm path.
 
-    report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist))
-    if with_agent:
-        unit = call(lambda: install.install_agent_unit(unit_dir))
-        click.echo(f"wrote {unit}: start it with `systemctl daemon-reload && systemctl enable --now "
-                   f"{install.UNIT_NAME}` (or run `netkit agent` yourself)")
+    Where systemd is PID 1 a socket-activated agent (netkit-agent.socket and .service, enabled and
+    started); elsewhere the first plugin exec that finds no agent starts one.  An agent of another
+    netkit version (an upgrade) is stopped.
+    """
+    from netkit.agent import control
+    from netkit.launch import install, uninstall
+
+    if no_agent and with_agent:
+        fail(ValueError("--agent and --no-agent contradict each other"))
+    report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist, spawn=not no_agent))
     for exe in report.executables:
         click.echo(f"installed {exe}")
     for note in report.notes:
         click.echo(note)
     if report.conflist_written:
         click.echo(f"wrote {report.conflist} (network {install.DEFAULT_NETWORK}, subnet {report.subnet})")
+    if no_agent:
+        for path in call(lambda: install.remove_agent_units(unit_dir)):
+            click.echo(f"removed {path}")
+        stopped = call(lambda: uninstall.stop_agent(socket))
+        if stopped is not None:
+            click.echo(f"stopped the netkit agent (pid {stopped}) on {socket}")
+        click.echo("plugins run in-process (no agent)")
+        return
+    old = call(lambda: control.stop_other_version(socket))
+    if old is not None:
+        click.echo(f"stopped the netkit agent of version {old.version or '(older)'} (pid {old.pid}) on {socket}")
+    if install.systemd_runs() or with_agent:
+        for unit in call(lambda: install.install_agent_units(unit_dir, socket)):
+            click.echo(f"wrote {unit}")
+    if install.systemd_runs():
+        call(install.enable_agent_units)
+        click.echo(f"enabled and started {install.SOCKET_UNIT_NAME} and {install.UNIT_NAME}")
+    elif with_agent:
+        click.echo(f"systemd is not PID 1 here: enable them where it is (`systemctl enable --now "
+                   f"{install.SOCKET_UNIT_NAME} {install.UNIT_NAME}`)")
+    else:
+        click.echo("the first plugin exec that finds no agent starts one (NETKIT_AGENT=off in a plugin's "
+                   "environment, or `--no-agent`, keeps plugins in-process)")
+
+
+@cni.command("uninstall")
+@click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="Where the plugin executables are.")
+@click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="Where netkit.conflist is.")
+@click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
+@_SOCKET
+def cni_uninstall(bin_dir: str, conf_dir: str, unit_dir: str, socket: str) -> None:
+    """Remove netkit's launchers, netkit.conflist (if it is netkit's), the agent's units, and stop the agent."""
+    from netkit.launch import uninstall
+
+    report = call(lambda: uninstall.uninstall(bin_dir, conf_dir, unit_dir, socket))
+    if report.stopped is not None:
+        click.echo(f"stopped the netkit agent (pid {report.stopped}) on {socket}")
+    for path in report.removed:
+        click.echo(f"removed {path}")
+    for path in report.kept:
+        click.echo(f"kept {path}")
 
 
 def _netns_path(netns: str) -> str:

@@ -1,4 +1,4 @@
-"""`netkit cni install`: plugin executables (see executable), the agent's systemd unit, the default
+"""`netkit cni install`: plugin executables (see executable), the agent's systemd units, the default
 network config."""
 
 from __future__ import annotations
@@ -60,46 +60,119 @@ def default_conflist(subnet: ipaddress.IPv4Network) -> dict[str, object]:
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_NAME = "netkit-agent.service"
-UNIT_TEMPLATE = """[Unit]
+SOCKET_UNIT_NAME = "netkit-agent.socket"
+UNIT_MARK = "# Written by `netkit cni install`"  # how uninstall knows a unit is netkit's
+SERVICE_TEMPLATE = """[Unit]
 Description=netkit agent: warm CNI plugin requests over {socket}
 Documentation=file://{readme}
-After=local-fs.target
+Requires={socket_unit}
+After={socket_unit} local-fs.target
+{mark}; `netkit cni uninstall` removes it.
 
 [Service]
+# Serves the socket systemd listens on (LISTEN_FDS); SIGTERM stops it after the requests in flight.
 ExecStart={python} -m netkit agent --socket {socket}
 Restart=on-failure
-# The plugins fall back to running in-process whenever the agent is not there.
+# The plugins run in-process whenever the agent is not there.
 
 [Install]
 WantedBy=multi-user.target
+Also={socket_unit}
+"""
+SOCKET_TEMPLATE = """[Unit]
+Description=netkit agent socket: {socket}
+Documentation=file://{readme}
+{mark}; `netkit cni uninstall` removes it.
+
+[Socket]
+ListenStream={socket}
+SocketMode=0600
+DirectoryMode=0755
+
+[Install]
+WantedBy=sockets.target
 """
 
 
-def agent_unit(python: str | None = None, socket: str = protocol.DEFAULT_SOCKET) -> str:
-    """The systemd unit that runs `netkit agent` with this installation's interpreter."""
+def systemd_runs() -> bool:
+    """True where systemd is PID 1 (its own test: /run/systemd/system exists)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def agent_units(python: str | None = None, socket: str = protocol.DEFAULT_SOCKET) -> dict[str, str]:
+    """The systemd units of a socket-activated agent run by this installation's interpreter: name -> text."""
     import netkit
 
     readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__))), "README.md")
-    return UNIT_TEMPLATE.format(python=python or sys.executable, socket=socket, readme=readme)
+    fields = {"python": python or sys.executable, "socket": socket, "readme": readme, "mark": UNIT_MARK,
+              "socket_unit": SOCKET_UNIT_NAME}
+    return {UNIT_NAME: SERVICE_TEMPLATE.format(**fields), SOCKET_UNIT_NAME: SOCKET_TEMPLATE.format(**fields)}
 
 
-def install_agent_unit(unit_dir: str = UNIT_DIR) -> str:
-    """Write the agent's systemd unit; its path.  Enabling it is systemd's job (`systemctl enable --now`)."""
+def install_agent_units(unit_dir: str = UNIT_DIR, socket: str = protocol.DEFAULT_SOCKET) -> list[str]:
+    """Write the agent's systemd units into ``unit_dir``; their paths.  Enabling them is systemd's
+    job (``enable_agent_units``)."""
     fileio.ensure_dir(unit_dir)
-    path = os.path.join(unit_dir, UNIT_NAME)
-    fileio.write_atomic(path, agent_unit().encode())
-    return path
+    out = []
+    for name, text in agent_units(socket=socket).items():
+        path = os.path.join(unit_dir, name)
+        fileio.write_atomic(path, text.encode())
+        out.append(path)
+    return out
 
 
-def install_plugins(bin_dir: str, python: str | None = None) -> list[str]:
-    """Write every plugin executable into ``bin_dir``; return their paths."""
+def systemctl(*args: str) -> None:
+    """``systemctl ARGS`` (an argument list, no shell); OSError with its message when it fails."""
+    import subprocess  # here: a plugin exec imports this package, never this function
+
+    proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise OSError(f"systemctl {' '.join(args)}: {(proc.stderr or proc.stdout).strip()}")
+
+
+def enable_agent_units() -> None:
+    """daemon-reload, then enable and start the socket and the service (the service at once, so the
+    first ADD after an install or a boot finds it warm; the socket restarts it on the next request
+    after a stop)."""
+    systemctl("daemon-reload")
+    systemctl("enable", "--now", SOCKET_UNIT_NAME)
+    systemctl("enable", "--now", UNIT_NAME)
+
+
+def is_own_unit(path: str) -> bool:
+    """True when the unit file at ``path`` was written by `netkit cni install`."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return UNIT_MARK in f.read(4096)
+    except OSError:
+        return False
+
+
+def remove_agent_units(unit_dir: str = UNIT_DIR, systemd: bool | None = None) -> list[str]:
+    """Disable and stop netkit's agent units where systemd runs, then remove their files; the paths removed."""
+    paths = [os.path.join(unit_dir, n) for n in (UNIT_NAME, SOCKET_UNIT_NAME)]
+    ours = [p for p in paths if is_own_unit(p)]
+    if ours and (systemd_runs() if systemd is None else systemd):
+        systemctl("disable", "--now", *(os.path.basename(p) for p in ours))
+    for path in ours:
+        os.unlink(path)
+    if ours and (systemd_runs() if systemd is None else systemd):
+        systemctl("daemon-reload")
+    return ours
+
+
+def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True) -> list[str]:
+    """Write every plugin executable into ``bin_dir``; return their paths.
+
+    ``spawn=False`` (``--no-agent``): launchers that never start an agent.
+    """
     python = python or sys.executable
     paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
     out = []
     for name in plugins.REGISTRY:
         target = os.path.join(bin_dir, name)
-        fileio.write_atomic(target, executable.render(name, python, paths).encode(), mode=0o755)
+        fileio.write_atomic(target, executable.render(name, python, paths, spawn).encode(), mode=0o755)
         os.chmod(target, 0o755)
         out.append(target)
     return out
@@ -113,13 +186,14 @@ def plugins_current(bin_dir: str) -> bool:
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
-            force_conflist: bool = False) -> InstallReport:
+            force_conflist: bool = False, spawn: bool = True) -> InstallReport:
     """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
 
-    An existing conflist is kept (it may have been edited) unless ``force_conflist``.
+    An existing conflist is kept (it may have been edited) unless ``force_conflist``.  ``spawn``: see
+    install_plugins.  Files only: the agent's side (units, an old agent) is the CLI's (cli/cni.py).
     """
     report = InstallReport()
-    report.executables = install_plugins(bin_dir, python)
+    report.executables = install_plugins(bin_dir, python, spawn)
     fileio.ensure_dir(conf_dir)
     report.conflist = os.path.join(conf_dir, CONFLIST_NAME)
     if os.path.exists(report.conflist) and not force_conflist:

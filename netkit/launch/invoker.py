@@ -26,18 +26,21 @@ from netkit.launch import executable
 
 
 @functools.lru_cache(maxsize=None)
-def _own_launcher_text(name: str) -> bytes:
-    return executable.render(name, sys.executable, executable.import_paths()).encode()
+def _own_launcher_texts(name: str) -> tuple[bytes, bytes]:
+    paths = executable.import_paths()
+    return tuple(executable.render(name, sys.executable, paths, spawn).encode()  # type: ignore[return-value]
+                 for spawn in (True, False))
 
 
 def is_own_launcher(exe: str) -> bool:
-    """True when ``exe`` is this very installation's launcher for the plugin it is named after."""
+    """True when ``exe`` is this very installation's launcher for the plugin it is named after
+    (as ``netkit cni install`` writes it, with or without ``--no-agent``)."""
     try:
         with open(exe, "rb") as f:
             head = f.read(8192)
     except OSError:
         return False
-    return head == _own_launcher_text(os.path.basename(exe))
+    return head in _own_launcher_texts(os.path.basename(exe))
 
 
 def _plugins_loaded() -> bool:

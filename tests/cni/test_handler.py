@@ -248,7 +248,7 @@ def test_the_handler_runs_the_functions_it_is_given(tmp_path: Path) -> None:
 # The real executable ---------------------------------------------------------------------------
 
 def _exec(plugin_bin: str, env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([os.path.join(plugin_bin, "netkit-ipam")], input=stdin, env=env,
+    return subprocess.run([os.path.join(plugin_bin, "netkit-ipam")], input=stdin, env={**env, "NETKIT_AGENT": "off"},
                           capture_output=True, timeout=30)
 
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from harness import podman as hp
+from harness import agent as harness_agent
 from harness import procs
 from harness.podman import GATEWAY, SUBNET
+from netkit.agent import protocol
 from netkit.launch import install
 from netkit.net import netns
 from tests import reach
@@ -34,8 +36,8 @@ ACTIVE: list["Store"] = []                   # stores not yet torn down
 class Podman(hp.Podman):
     """``podman`` with one containers.conf, run inside one sandbox namespace."""
 
-    def __init__(self, store: "Store", conf: str, ns: sb.Namespace) -> None:
-        super().__init__(store, conf, ns.path)
+    def __init__(self, store: "Store", conf: str, ns: sb.Namespace, **env: str) -> None:
+        super().__init__(store, conf, ns.path, **env)
         self.ns = ns
 
     def run_d(self, name: str, *args: str) -> str:
@@ -90,7 +92,7 @@ class Podman(hp.Podman):
             ns = sb.Namespace(sb.unique("p"))
             sb.ip("netns", "add", ns.name)
             self.store.add_namespace(ns)
-            return Podman(self.store, self.conf, ns).rm_all()
+            return Podman(self.store, self.conf, ns, **self.extra_env).rm_all()
         return self.remove_all()
 
 
@@ -116,8 +118,13 @@ class Store(hp.Store):
         self.sandbox.run("ip", "link", "set", "lo", "up", check=True)
         self.podman("base", [sb.REFERENCE_BIN], self.sandbox).import_image({"www/index.html": b"netkit e2e\n"})
 
-    def podman(self, name: str, plugin_dirs: list[str], ns: sb.Namespace) -> Podman:
-        return Podman(self, self.write_conf(name, plugin_dirs), ns)
+    def podman(self, name: str, plugin_dirs: list[str], ns: sb.Namespace, agent_socket: str = "") -> Podman:
+        """podman with configuration ``name``; ``agent_socket``: where netkit's plugins find (or start) the
+        agent, in podman's environment and in conmon's (`podman container cleanup` runs the DEL with that)."""
+        if not agent_socket:
+            return Podman(self, self.write_conf(name, plugin_dirs), ns)
+        conmon = f'conmon_env_vars = ["PATH={hp.CLEAN_PATH}", "{protocol.ENV_SOCKET}={agent_socket}"]\n'
+        return Podman(self, self.write_conf(name, plugin_dirs, conmon), ns, **{protocol.ENV_SOCKET: agent_socket})
 
     def teardown(self, wait_s: float = 60) -> None:
         """Everything of the session, once (a Ctrl-C calls it early: see conftest.py)."""
@@ -165,6 +172,7 @@ class Network:
     name: str = NETWORK
     gateway: str = GATEWAY
     subnet: str = SUBNET
+    agent_socket: str = ""                  # netkit's: where its first plugin exec starts the agent
 
     @property
     def host(self) -> sb.Namespace:
@@ -231,26 +239,41 @@ def poll(fn: Callable[[], Any], deadline: float) -> Any:
 _networks = itertools.count()
 
 
+def _not_agents(found: dict[int, str]) -> dict[int, str]:
+    """``found`` without netkit agents (a network's agent is stopped, not reaped: see network)."""
+    agents = harness_agent.agent_processes()
+    return {pid: cmd for pid, cmd in found.items() if pid not in agents}
+
+
 @contextlib.contextmanager
 def network(st: Store, variant: str) -> Iterator[Network]:
     """A sandbox host, a podman configuration for ``variant`` and its network, made by ``podman network create``.
 
     The netkit variant's podman finds only netkit's plugins (``cni_plugin_dirs``), the reference's only
-    Debian's; leases go to a directory of the variant's own.
+    Debian's; leases go to a directory of the variant's own.  netkit's plugins are the default install:
+    no agent is set up, the first plugin exec starts one (on a socket in the network's directory, so it
+    is this network's alone), stopped here at the end.
     """
     label = f"{variant}{next(_networks)}"          # one per test module that uses it
     plugin_dirs = [st.bin_dir] if variant == "netkit" else [sb.REFERENCE_BIN]
+    agent_socket = os.path.join(st.dir, label, "agent", "agent.sock") if variant == "netkit" else ""
+    if agent_socket:
+        os.makedirs(os.path.dirname(agent_socket))
+        harness_agent.OWNED.add(agent_socket)  # the tests' leftover check: stopped below, not by each test
     with sb.sandbox(st.bin_dir, os.path.join(st.dir, label, "leases")) as box:
         st.add_namespace(box.host)
         inode = os.stat(box.host.path).st_ino
-        pm = st.podman(label, plugin_dirs, box.host)
+        pm = st.podman(label, plugin_dirs, box.host, agent_socket)
         st.active.append(pm)
         try:
             written, conflist, path = pm.create_network(NETWORK, variant, box.data_dir)
-            yield Network(variant, pm, box, written, conflist, path)
+            yield Network(variant, pm, box, written, conflist, path, agent_socket=agent_socket)
         finally:
             pm.rm_all()
             st.active.remove(pm)
-            if not st.done:
-                st.problems += procs.reap(st.processes, 60)
+            if not st.done:  # podman's processes first (a late `container cleanup` still runs a DEL)
+                st.problems += procs.reap(lambda: _not_agents(st.processes()), 60)
+            if agent_socket:
+                harness_agent.stop_started(agent_socket)
+                harness_agent.OWNED.discard(agent_socket)
     st.inodes.discard(inode)                  # the namespace is gone; its inode number may be reused

@@ -12,8 +12,10 @@ import ipaddress
 import json
 import os
 
+from harness.agent import agent_processes
+from netkit.agent import control
 from tests import reach
-from tests.e2e.podman import Network
+from tests.e2e.podman import Network, poll
 
 # A freshly started httpd, or a rule just written, is polled this long: a hang guard, not a bound
 # (the poll ends at the first answer).
@@ -22,6 +24,29 @@ WAIT_S = 60
 
 def _ip(addr: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(addr)
+
+
+def _status(socket: str) -> dict[str, object] | None:
+    try:
+        return control.status(socket).status
+    except control.NoAgent:
+        return None
+
+
+def test_a_plugin_exec_starts_the_one_agent_that_serves_the_next(pm: Network) -> None:
+    """The default install with no agent set up: a plugin exec that finds none starts it, and the next
+    container's plugins go through it (one agent, whatever the number of execs)."""
+    pm.podman.sleeper("first", "--network", pm.name)
+    if pm.variant != "netkit":
+        assert pm.agent_socket == ""                   # the reference plugins: nothing to start
+        return
+    before = poll(lambda: _status(pm.agent_socket), WAIT_S)
+    assert before is not None, "no agent answered after the first container's plugins ran"
+    pm.podman.sleeper("second", "--network", pm.name)
+    after = _status(pm.agent_socket)
+    assert after is not None and after["pid"] == before["pid"]
+    assert int(after["requests_served"]) > int(before["requests_served"])  # type: ignore[call-overload]
+    assert [pid for pid, sock in agent_processes().items() if sock == pm.agent_socket] == [before["pid"]]
 
 
 def test_conflist_is_podmans_with_the_plugin_types_replaced(pm: Network) -> None:

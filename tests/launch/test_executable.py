@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.bench import NO_AGENT
+
 
 def _imports(exe: str, env: dict[str, str], stdin: bytes) -> tuple[set[str], subprocess.CompletedProcess[bytes]]:
+    # Asks for an agent where none can be (nor be started: no such directory), as a launcher's first call does.
+    env = {**env, "NETKIT_AGENT_SOCKET": NO_AGENT}
     proc = subprocess.run([sys.executable, "-IS", "-X", "importtime", exe], env=env, input=stdin,
                           capture_output=True, timeout=30)
     mods = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()

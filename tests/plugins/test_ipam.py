@@ -369,7 +369,8 @@ def test_networks_are_separate(tmp_path: Path) -> None:
 # The real executable -----------------------------------------------------------------------------
 
 def _exec(plugin_bin: str, env: dict[str, str], conf: dict[str, Any]) -> tuple[int, Any]:
-    proc = subprocess.run([os.path.join(plugin_bin, PLUGIN)], input=json.dumps(conf).encode(), env=env,
+    proc = subprocess.run([os.path.join(plugin_bin, PLUGIN)], input=json.dumps(conf).encode(),
+                          env={**env, "NETKIT_AGENT": "off"},
                           capture_output=True, timeout=60)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None)
