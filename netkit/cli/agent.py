@@ -16,8 +16,10 @@ from netkit.cli.shared import require_root
 def agent(path: str) -> None:
     """Serve plugin requests warm over a unix socket (the plugin executables use it when it runs)."""
     from netkit.agent import server
+    from netkit.cli import runtime_server
 
     require_root()
+    runtime_server.start(path)  # before the agent's threads: the runtime server forks per command
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds serve(): the socket file goes
     click.echo(f"netkit agent listening on {path}", err=True)
     try:
