@@ -1,0 +1,147 @@
+"""`netkit run/ps/inspect/...` through the runtime server beside the agent (netkit/cli/thin.py,
+netkit/cli/runtime_server.py) against the same commands run in the client's own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import pytest
+from harness.agent import Agent
+
+from netkit.cli import thin
+from tests.runtime.conftest import Runtime
+from tests.sandbox import Sandbox
+
+
+class Via(Runtime):
+    """A runtime whose commands find the agent at ``agent_socket`` ("" = none: the CLI runs in-process)."""
+
+    def __init__(self, box: Sandbox, root: str, agent_socket: str) -> None:
+        super().__init__(box, root)
+        self.agent_socket = agent_socket
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, NETKIT_AGENT_SOCKET=self.agent_socket or "/nonexistent/netkit-agent.sock")
+
+
+@pytest.fixture
+def ways(inproc: Sandbox, agent: str, tmp_path: os.PathLike[str]) -> Iterator[tuple[Via, Via]]:
+    """(through the runtime server, without it): one sandbox host, one runtime root."""
+    root = os.path.join(str(tmp_path), "root")
+    served, direct = Via(inproc, root, agent), Via(inproc, root, "")
+    try:
+        yield served, direct
+    finally:
+        direct.cleanup()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _wait_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == text, (line, proc.stderr.read() if proc.stderr else "")
+
+
+def _containers(rt: Via) -> tuple[str, list[dict[str, Any]], str]:
+    """Start the same set of containers; (ps -a, inspect of them all, port web) once they are settled."""
+    rt("run", "-d", "--name", "web", "--hostname", "web", "-p", "8080:80", "-l", "role=front", "--",
+       "sleep", "300")
+    rt("run", "-d", "--name", "quiet", "--hostname", "quiet", "--net=none", "-e", "A=1", "--", "sleep", "300")
+    rt("run", "-d", "--name", "joined", "--hostname", "joined", "--net=container:web", "--", "sleep", "300")
+    failed = rt("run", "--name", "failed", "--hostname", "failed", "--net=none", "--", "sh", "-c", "exit 3",
+                check=False)
+    assert failed.returncode == 3, failed.stderr
+    rt("run", "-d", "--name", "stopped", "--hostname", "stopped", "--", "sleep", "300")
+    rt("stop", "-t", "0", "stopped")
+    names = ("web", "quiet", "joined", "failed", "stopped")
+    return rt("ps", "-a").stdout, json.loads(rt("inspect", *names).stdout), rt("port", "web").stdout
+
+
+def _normal(ps: str, inspected: list[dict[str, Any]], ports: str) -> tuple[str, list[dict[str, Any]], str]:
+    """What differs from one run of the same containers to the next: ids, pids, times, leased addresses."""
+    for c in inspected:
+        cid = c["Id"]
+        ps = ps.replace(cid[:12], f"<{c['Name']}>")
+        c["Id"], c["Created"], c["LogPath"] = c["Name"], 0, c["LogPath"].replace(cid, "<id>")
+        c["NetworkSettings"]["SandboxKey"] = c["NetworkSettings"]["SandboxKey"].replace(cid, "<id>")
+        c["State"]["Pid"] = bool(c["State"]["Pid"])
+        c["NetworkSettings"]["Addresses"] = [a.split("/")[1] for a in c["NetworkSettings"]["Addresses"]]
+    # A joined container's namespace is reached through its owner's pid (/proc/PID/ns/net).
+    inspected = json.loads(re.sub(r"/proc/\d+/", "/proc/<pid>/", json.dumps(inspected)))
+    ps = re.sub(r"Up \d+ seconds", "Up", ps)
+    return ps, inspected, ports
+
+
+def test_run_through_the_server_and_without_it_give_the_same_ps_inspect_and_port(ways: tuple[Via, Via]) -> None:
+    served, direct = ways
+    seen = []
+    for rt in (served, direct):
+        seen.append(_normal(*_containers(rt)))
+        rt("rm", "-f", "joined", "web", "quiet", "failed", "stopped")
+        rt.assert_nothing_left()
+    (ps, inspected, port), (ps_direct, inspected_direct, port_direct) = seen
+    assert ps == ps_direct and port == port_direct
+    for one, other in zip(inspected, inspected_direct, strict=True):
+        assert one == other
+    assert "Exited (3)" in seen[0][0] and "Exited (137)" in seen[0][0] and seen[0][2] == "80/tcp -> 0.0.0.0:8080\n"
+
+
+def test_foreground_run_is_served_returns_the_exit_status_and_gets_the_signal(ways: tuple[Via, Via]) -> None:
+    served, direct = ways
+    script = ("import signal,sys,time\n"
+              "signal.signal(signal.SIGINT, lambda s, f: (print('got', s, flush=True), sys.exit(5)))\n"
+              "print('ready', flush=True)\ntime.sleep(300)")
+    for rt in (served, direct):
+        proc = rt.popen("run", "--rm", "--net=none", "--", sys.executable, "-u", "-c", script)
+        _wait_line(proc, "ready")
+        # Served, the command runs in the server's forked child: the client has no child process;
+        # without the server the client itself is the container's supervisor.
+        assert bool(_children(proc.pid)) is (rt is direct)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)  # a hang guard
+        assert (proc.returncode, out) == (5, "got 2\n"), err
+    assert served("run", "--rm", "--net=none", "--", "sh", "-c", "exit 42", check=False).returncode == 42
+    proc = served.popen("run", "--rm", "--name", "killed", "--net=none", "--", "sh", "-c", "echo ready; sleep 300")
+    _wait_line(proc, "ready")
+    os.kill(served.inspect("killed")["State"]["Pid"], signal.SIGKILL)
+    assert proc.wait(timeout=120) == 137  # killed by a signal: 128 + 9, as Docker reports
+
+
+def test_detached_run_returns_while_the_container_runs_and_stop_ends_it(ways: tuple[Via, Via]) -> None:
+    served, _ = ways
+    cid = served("run", "-d", "--name", "bg", "--net=none", "--", "sleep", "300").stdout.strip()
+    state = served.inspect("bg")["State"]
+    assert state["Running"] and os.path.exists(f"/proc/{state['Pid']}")
+    assert cid[:12] in served("ps").stdout
+    served("stop", "-t", "0", "bg")
+    assert "Exited (137)" in served("ps", "-a").stdout and not os.path.exists(f"/proc/{state['Pid']}")
+    served("rm", "bg")
+
+
+def test_the_server_listens_beside_the_agent_and_goes_with_it(tmp_path: os.PathLike[str]) -> None:
+    sock = os.path.join(str(tmp_path), "agent.sock")
+    agent = Agent(sock).start()
+    try:
+        path = thin.socket_path({"NETKIT_AGENT_SOCKET": sock})
+        assert os.path.dirname(path) == str(tmp_path)
+        deadline = time.monotonic() + 30  # a hang guard: the server binds as the agent starts
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        server = _children(agent.pid)
+        assert len(server) == 1
+    finally:
+        assert agent.stop() == ""
+    assert not os.path.exists(path) and not os.path.exists(f"/proc/{server[0]}")
