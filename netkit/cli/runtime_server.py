@@ -1,8 +1,11 @@
 """The runtime server: ``netkit run|ps|inspect|stop|rm|exec|port|logs`` with the imports already done.
 
-``netkit agent`` forks it at start-up (``start``), before the agent has threads, so it is
-single-threaded and forking it again is safe.  It listens on ``runtime.sock`` beside the agent's
-socket (mode 0600, root peers only: SO_PEERCRED).  For each request of the thin client
+``netkit agent`` starts it at start-up (``start``: ``python -m netkit.cli.runtime_server``, a process of
+its own, so that neither it nor the commands it forks pass for an agent in a process listing) and it
+ends with the agent.  Single-threaded, so forking it per command is safe.  It listens on
+``runtime.sock`` beside the agent's socket (mode 0600, root peers only: SO_PEERCRED) once it holds
+the claim on that path (an abstract socket named after it): an agent that loses its own start-up
+race, or one being replaced, never takes the socket from the server that serves it.  For each request of the thin client
 (netkit/cli/thin.py) it forks a child that becomes the caller as far as the command can tell --
 its network and mount namespaces, working directory, umask, environment, stdin/stdout/stderr,
 cgroups and resource limits -- in a session of its own, runs the same click command, and sends
@@ -23,14 +26,16 @@ installation, or one with failpoints armed (those are parsed once per process, a
 from __future__ import annotations
 
 import atexit
+import errno
+import hashlib
 import importlib
 import os
 import resource
 import select
 import signal
 import socket
+import subprocess
 import sys
-import time
 import traceback
 from typing import NamedTuple
 
@@ -44,6 +49,7 @@ PRELOAD = ("netkit.cli.commands", "netkit.runtime.containers", "netkit.runtime.r
 MAX_REQUEST = 16 << 20
 REQUEST_TIMEOUT_S = 5.0  # a client that connects and sends nothing must not hold the server
 STOP_WAIT_S = 5.0
+CLAIM_RETRY_S = 0.05
 _FDS = 6  # stdin, stdout, stderr, network namespace, mount namespace, working directory
 
 
@@ -51,55 +57,55 @@ class Request(NamedTuple):
     """One command line from the thin client."""
 
     umask: int
-    prog: str  # how the caller was invoked ("" = let click tell: `python -m netkit`)
+    prog: str  # how click names the program in usage lines, as in the caller's process
     argv: list[str]
     env: dict[str, str]
 
 
-def start(agent_socket: str) -> int:
-    """Fork the runtime server beside the agent at ``agent_socket``; it stops when this process exits."""
+def start(agent_socket: str) -> subprocess.Popen[bytes]:
+    """Start the runtime server beside the agent at ``agent_socket``; it stops when this process exits."""
     path = thin.socket_path({"NETKIT_AGENT_SOCKET": agent_socket})
     # The server watches the read end: EOF when this process is gone, however it ended (SIGKILL too).
     alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(alive_w)
-        code = 0
-        try:
-            serve(path, alive_r)
-        except BaseException:  # noqa: BLE001 - into the agent's log, then out
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(alive_r)
-    atexit.register(_stop, pid, alive_w)
-    return pid
+    flags = [flag for flag, on in (("-s", sys.flags.no_user_site), ("-P", sys.flags.safe_path)) if on]
+    try:
+        proc = subprocess.Popen([sys.executable, *flags, "-m", __name__, path, str(alive_r)], pass_fds=(alive_r,),
+                                stdin=subprocess.DEVNULL)  # its output: the agent's (its log)
+    finally:
+        os.close(alive_r)
+    atexit.register(_stop, proc, alive_w)
+    return proc
 
 
-def _stop(pid: int, alive_w: int) -> None:
+def _stop(proc: subprocess.Popen[bytes], alive_w: int) -> None:
     """The agent is exiting: end the server and reap it (commands it started finish on their own)."""
     os.close(alive_w)
+    proc.terminate()
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + STOP_WAIT_S
-    while True:
+        proc.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _claim(path: str, alive_fd: int, stopping: list[bool]) -> socket.socket | None:
+    """The claim on ``path``, held for life (the kernel drops it with the process); None if stopped first.
+
+    Waits while another server holds it: the one of the agent this one's replaces, until it ends.
+    """
+    name = b"\0netkit-runtime-server:" + hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest().encode()
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    while not stopping:
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
-        time.sleep(0.01)
+            claim.bind(name)
+            return claim
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+        if alive_fd >= 0 and select.select([alive_fd], [], [], CLAIM_RETRY_S)[0]:
+            break  # our agent is gone
+    claim.close()
+    return None
 
 
 def _listen(path: str) -> tuple[socket.socket, int]:
@@ -131,13 +137,17 @@ def serve(path: str, alive_fd: int = -1) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.append(True))
     signal.set_wakeup_fd(wake_w)
+    claim = _claim(path, alive_fd, stopping)
+    if claim is None:
+        return
     listener, inode = _listen(path)
     jobs: dict[int, _Job] = {}  # by pidfd
     conns: dict[int, _Job] = {}  # by connection fd, while the client is connected
     poller = select.poll()
-    own = [listener.fileno(), wake_r, wake_w] + ([alive_fd] if alive_fd >= 0 else [])
-    for fd in own[:2] + own[3:]:
-        poller.register(fd, select.POLLIN)
+    own = [listener.fileno(), wake_r, wake_w, claim.fileno()] + ([alive_fd] if alive_fd >= 0 else [])
+    for fd in (listener.fileno(), wake_r, alive_fd):
+        if fd >= 0:
+            poller.register(fd, select.POLLIN)
     try:
         while not stopping:
             # One event per poll: handling one may close descriptors whose numbers a later event of
@@ -345,14 +355,27 @@ def _copy_limits(peer: int) -> None:
                 pass
 
 
+def _forget_in_forks(fd: int) -> None:
+    """Close ``fd`` in every process forked from here on: a detached container's supervisor and the
+    runner of every container would otherwise hold the client's connection as long as they live."""
+    closed = []
+
+    def close() -> None:
+        if not closed:
+            closed.append(True)
+            os.close(fd)
+
+    os.register_at_fork(after_in_child=close)
+
+
 def _stdio() -> None:
     """sys.stdin/stdout/stderr over the caller's 0/1/2, as Python would have opened them there."""
     old = sys.stdin, sys.stdout, sys.stderr
     new = []
-    for fd, (mode, stream) in enumerate(zip(("r", "w", "w"), old)):
+    for fd, (mode, stream, errors) in enumerate(zip("rww", old, ("strict", "strict", "backslashreplace"))):
         line = fd == 2 or os.isatty(fd)
-        new.append(open(fd, mode, buffering=1 if line else -1, encoding=stream.encoding, errors=stream.errors,
-                        closefd=False))
+        new.append(open(fd, mode, buffering=1 if line else -1, encoding=getattr(stream, "encoding", None) or "utf-8",
+                        errors=getattr(stream, "errors", None) or errors, closefd=False))
     sys.stdin, sys.stdout, sys.stderr = new
 
 
@@ -380,12 +403,13 @@ def _command(conn: socket.socket, fds: list[int], request: Request, peer: int, s
             os.close(fd)
         os.environ.clear()
         os.environ.update(request.env)
+        _forget_in_forks(conn.fileno())
         sys.argv = request.argv
         _stdio()
         from netkit.cli.commands import main
 
         try:
-            main(args=request.argv[1:], prog_name=request.prog or None)
+            main(args=request.argv[1:], prog_name=request.prog)
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
@@ -413,3 +437,7 @@ def _exit_code(code: object) -> int:
         return code & 0xFF
     print(code, file=sys.stderr)
     return 1
+
+
+if __name__ == "__main__":  # started by start(): python -m netkit.cli.runtime_server PATH ALIVE_FD
+    serve(sys.argv[1], int(sys.argv[2]))

@@ -80,9 +80,9 @@ def _request(args: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     env = [k + b"=" + v for k, v in os.environb.items()]
-    # How click names the program in usage lines: the script's name, or (empty) `python -m netkit`.
-    prog = b"" if getattr(sys.modules.get("__main__"), "__package__", None) else os.fsencode(
-        os.path.basename(sys.argv[0]))
+    # How click names the program in usage lines (click's own rule): the script's name, or `python -m netkit`.
+    package = getattr(sys.modules.get("__main__"), "__package__", None)
+    prog = b"python -m " + package.encode() if package else os.fsencode(os.path.basename(sys.argv[0]))
     fields = [MAGIC, identity(), b"%d" % umask, prog, b"%d" % (len(args) + 1), os.fsencode(sys.argv[0]),
               *map(os.fsencode, args), *env]
     body = b"\0".join(fields)

@@ -3,10 +3,12 @@ netkit/cli/runtime_server.py) against the same commands run in the client's own 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,3 +147,56 @@ def test_the_server_listens_beside_the_agent_and_goes_with_it(tmp_path: os.PathL
     finally:
         assert agent.stop() == ""
     assert not os.path.exists(path) and not os.path.exists(f"/proc/{server[0]}")
+
+
+def _server(path: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m netkit.cli.runtime_server PATH FD` as `netkit agent` starts it; (process, the pipe's write end)."""
+    alive_r, alive_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "netkit.cli.runtime_server", path, str(alive_r)],
+                            pass_fds=(alive_r,))
+    os.close(alive_r)
+    return proc, alive_w
+
+
+def _listening(path: str, proc: subprocess.Popen[bytes]) -> int:
+    """The inode of ``path`` once it exists (a hang guard only: the server binds as it starts)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return os.stat(path).st_ino
+
+
+def _accepts(path: str, proc: subprocess.Popen[bytes]) -> bool:
+    """True once a connection to ``path`` is accepted (the file may still be the ended server's at first)."""
+    deadline = time.monotonic() + 60  # a hang guard
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            if s.connect_ex(path) == 0:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_second_server_on_the_same_path_waits_for_the_first_and_an_ended_agent_ends_its_server(
+        tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(str(tmp_path), thin.SOCKET_NAME)
+    first, first_alive = _server(path)
+    second, second_alive = _server(path)
+    try:
+        inode = _listening(path, first)
+        env = dict(os.environ, NETKIT_AGENT_SOCKET=os.path.join(str(tmp_path), "agent.sock"))
+        ps = [sys.executable, "-m", "netkit", "--root", os.path.join(str(tmp_path), "root"), "ps"]
+        assert subprocess.run(ps, env=env, capture_output=True, check=True).stdout.startswith(b"CONTAINER ID")
+        # The second (a replacing agent's, or one that lost the start-up race) has not taken the path.
+        assert os.stat(path).st_ino == inode and second.poll() is None
+        os.close(first_alive)  # the first one's agent is gone: it ends and lets the second one serve
+        assert first.wait(timeout=60) == 0
+        _listening(path, second)
+        assert _accepts(path, second)
+    finally:
+        for proc, alive in ((first, first_alive), (second, second_alive)):
+            with contextlib.suppress(OSError):
+                os.close(alive)
+            proc.wait(timeout=60)
+    assert not os.path.exists(path)
