@@ -36,8 +36,10 @@ def socket_path(environ: "os._Environ[str] | dict[str, str]") -> str:
 def identity() -> bytes:
     """Which installation this is: a server of another environment or code tree does not serve it.
 
-    sys.prefix, not sys.executable: a venv's ``python`` and ``python3`` are one environment."""
-    return os.fsencode(f"{sys.prefix}\n{os.path.dirname(os.path.abspath(__file__))}")
+    The interpreter's directory, not its name (a venv's ``python`` and ``python3`` are one environment)
+    nor sys.prefix (under ``-S`` it is not the venv's: site sets that).
+    """
+    return os.fsencode(f"{os.path.dirname(sys.executable)}\n{os.path.dirname(os.path.abspath(__file__))}")
 
 
 def verb_of(args: list[str]) -> tuple[str, list[str]]:
@@ -175,6 +177,36 @@ def main() -> None:
         if status is not None:
             sys.stdout.flush()
             _exit_like(status)
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site  # started by SCRIPT (-S): the full CLI needs site-packages and its .pth files
+
+        site.main()
     from netkit.cli.commands import main as cli
 
     cli()
+
+
+# The `netkit` command as ``write_script`` writes it: no site import (-S), so a served command skips
+# site and an editable install's import hook (~15 ms of every command, measured); ``main`` runs
+# site itself before the full CLI.
+SCRIPT = """#!{python} -S
+# The netkit command, written by `python -m netkit.cli.thin PATH`; regenerate rather than edit.
+import sys
+sys.path[:0] = {paths!r}
+from netkit.cli.thin import main
+sys.exit(main())
+"""
+
+
+def write_script(path: str) -> None:
+    """Write the ``netkit`` command at ``path`` for this interpreter and this code tree."""
+    from netkit import fileio
+    from netkit.launch import executable
+
+    text = SCRIPT.format(python=sys.executable, paths=executable.import_paths())
+    fileio.write_atomic(path, text.encode(), mode=0o755)
+    os.chmod(path, 0o755)  # whatever the umask
+
+
+if __name__ == "__main__":  # python -m netkit.cli.thin PATH
+    write_script(sys.argv[1])

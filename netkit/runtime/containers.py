@@ -186,7 +186,8 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
                                 ("resolv.conf", "".join(f"nameserver {s}\n" for s in ctr.dns), "/etc/resolv.conf")):
         if fname == "resolv.conf" and not ctr.dns or ctr.net_kind == "host" and fname != "hostname":
             continue
-        fileio.write_atomic(os.path.join(d, fname), body.encode())
+        # Not fsynced: written afresh at every start, and no container runs on after a reboot.
+        fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
         binds.append((os.path.join(d, fname), target))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd)
