@@ -5,12 +5,14 @@ its own, so that neither it nor the commands it forks pass for an agent in a pro
 ends with the agent.  Single-threaded, so forking it per command is safe.  It listens on
 ``runtime.sock`` beside the agent's socket (mode 0600, root peers only: SO_PEERCRED) once it holds
 the claim on that path (an abstract socket named after it): an agent that loses its own start-up
-race, or one being replaced, never takes the socket from the server that serves it.  For each request of the thin client
-(netkit/cli/thin.py) it forks a child that becomes the caller as far as the command can tell --
-its network and mount namespaces, working directory, umask, environment, stdin/stdout/stderr,
-cgroups and resource limits -- in a session of its own, runs the same click command, and sends
-the exit status back on the connection it holds (so a reply comes even if the server is gone by
-then).  Signal numbers the client sends are relayed to that child, whose own handlers (a
+race, or one being replaced, never takes the socket from the server that serves it.
+
+For each request of the thin client (netkit/cli/thin.py) it forks a child that becomes the caller
+as far as the command can tell -- its network and mount namespaces, working directory, umask,
+environment, stdin/stdout/stderr, cgroups and resource limits -- in a session of its own, runs the
+same click command, and sends the exit status back on the connection it holds (so a reply comes
+even if the server is gone by then).  Signal numbers the client sends are relayed to that child,
+as a signal sent to the ``netkit`` process's pid reaches it without a server; its own handlers (a
 foreground ``run`` passes SIGINT/SIGTERM/SIGHUP to the container) take it from there.
 
 The child's containers are started exactly as a command typed by hand starts them: a detached
