@@ -200,3 +200,42 @@ def test_a_second_server_on_the_same_path_waits_for_the_first_and_an_ended_agent
                 os.close(alive)
             proc.wait(timeout=60)
     assert not os.path.exists(path)
+
+
+def test_which_command_lines_go_to_the_server() -> None:
+    assert thin.verb_of(["--root", "/r", "run", "-d", "--", "x"]) == ("run", ["-d", "--", "x"])
+    assert thin.verb_of(["--root=/r", "ps"]) == ("ps", [])
+    assert thin.verb_of(["--version"]) == ("", []) and thin.verb_of([]) == ("", [])
+    as_root = os.geteuid() == 0
+    assert thin.wanted(["ps", "-a"], {}) is as_root
+    assert not thin.wanted(["ps"], {"NETKIT_AGENT": "off"})
+    assert not thin.wanted(["network", "ls"], {}) and not thin.wanted(["cni", "install"], {})
+    # A foreground run or exec with a terminal for stdin stays in the terminal's process group.
+    leader, follower = os.openpty()
+    saved = os.dup(0)
+    try:
+        os.dup2(follower, 0)
+        assert not thin.wanted(["run", "--", "sh"], {}) and not thin.wanted(["exec", "c", "--", "sh"], {})
+        assert thin.wanted(["run", "-d", "--", "sh"], {}) is as_root
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, leader, follower):
+            os.close(fd)
+
+
+def test_the_client_finds_the_server_beside_the_agents_default_socket() -> None:
+    from netkit.agent import protocol
+
+    assert thin.DEFAULT_AGENT_SOCKET == protocol.DEFAULT_SOCKET
+    assert thin.socket_path({}) == os.path.join(os.path.dirname(protocol.DEFAULT_SOCKET), thin.SOCKET_NAME)
+
+
+def test_a_served_command_imports_neither_click_nor_the_runtime(ways: tuple[Via, Via]) -> None:
+    _, direct = ways
+    for rt in ways:
+        argv = [sys.executable, "-X", "importtime", "-m", "netkit", "--root", rt.root, "ps"]
+        proc = subprocess.run(argv, env=rt.env, capture_output=True, text=True, check=True)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+        assert proc.stdout.startswith("CONTAINER ID")
+        heavy = {m for m in imported if m.split(".")[0] == "click" or m.startswith("netkit.runtime")}
+        assert ({"click", "netkit.runtime.state"} <= heavy) if rt is direct else not heavy, sorted(heavy)
