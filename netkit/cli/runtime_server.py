@@ -49,7 +49,7 @@ from netkit.net import netns
 # served `netkit run` still imported, and -X importtime).
 PRELOAD = ("netkit.cli.commands", "netkit.runtime.containers", "netkit.runtime.root", "netkit.launch.invoker",
            "netkit.launch.install", "netkit.agent.client", "netkit.plugins", "netkit.net.ifflags", "sysconfig",
-           "json")
+           "json", "difflib")  # difflib: click's parser imports it at every short option (-d, -p, -f)
 MAX_REQUEST = 16 << 20
 REQUEST_TIMEOUT_S = 5.0  # a client that connects and sends nothing must not hold the server
 STOP_WAIT_S = 5.0
