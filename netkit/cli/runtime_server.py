@@ -307,7 +307,7 @@ def _cgroups(pid: str) -> dict[str, str]:
         return {controllers: path for _, controllers, path in (line.rstrip("\n").split(":", 2) for line in f)}
 
 
-def _cgroup_mounts() -> dict[str, str]:
+def cgroup_mounts() -> dict[str, str]:
     """{controllers: mount point} of the cgroup hierarchies mounted at their root."""
     mounts: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
@@ -318,11 +318,10 @@ def _cgroup_mounts() -> dict[str, str]:
                 continue
             if fstype == "cgroup2":
                 mounts.setdefault("", fields[4])
-            elif fstype == "cgroup":
-                opts = set(options.split(","))
-                mounts.setdefault(",".join(o for o in options.split(",") if o not in ("rw", "ro")), fields[4])
-                for o in opts:
-                    mounts.setdefault(o, fields[4])
+            elif fstype == "cgroup":  # v1: /proc/PID/cgroup names a hierarchy by its controllers
+                controllers = [o for o in options.split(",") if o not in ("rw", "ro")]
+                for key in (",".join(controllers), *controllers):
+                    mounts.setdefault(key, fields[4])
     return mounts
 
 
@@ -337,7 +336,7 @@ def _join_cgroups(peer: int) -> None:
     moves = {c: p for c, p in theirs.items() if mine.get(c) != p}
     if not moves:
         return
-    mounts = _cgroup_mounts()
+    mounts = cgroup_mounts()
     for controllers, path in moves.items():
         base = mounts.get(controllers)
         if base is None:

@@ -239,3 +239,21 @@ def test_a_served_command_imports_neither_click_nor_the_runtime(ways: tuple[Via,
         assert proc.stdout.startswith("CONTAINER ID")
         heavy = {m for m in imported if m.split(".")[0] == "click" or m.startswith("netkit.runtime")}
         assert ({"click", "netkit.runtime.state"} <= heavy) if rt is direct else not heavy, sorted(heavy)
+
+
+def test_a_served_container_lives_in_the_callers_cgroup(ways: tuple[Via, Via]) -> None:
+    from netkit.cli import runtime_server
+
+    unified = runtime_server.cgroup_mounts().get("")
+    assert unified, "no cgroup2 hierarchy mounted"
+    group = os.path.join(unified, f"netkit-test-{os.getpid()}")
+    os.mkdir(group)
+    try:
+        for rt in ways:
+            # The caller moves itself into the group, then runs the command; the container reports its own.
+            argv = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh",
+                    *rt.argv("run", "--rm", "--net=none", "--", "cat", "/proc/1/cgroup")]
+            proc = subprocess.run(argv, env=rt.env, capture_output=True, text=True, check=True)
+            assert f"0::/{os.path.basename(group)}\n" in proc.stdout, (rt is ways[0], proc.stdout)
+    finally:
+        os.rmdir(group)
