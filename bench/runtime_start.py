@@ -8,7 +8,9 @@ Run as root from the repository root::
 (1) From spawning ``netkit run -d -p HOSTPORT:80 -- python3 -m http.server 80`` to that port answering an
 HTTP GET on 127.0.0.1:HOSTPORT, (2) the wall time of ``netkit run --rm --net=none -- true`` and ``netkit run
 --rm -- true``; the same with podman 4.3 (harness/podman.py) if it can be set up.  Each runtime runs under
-``nsenter --net`` in a sandbox host of its own, where the HTTP client polls too.  See bench/README.md.
+``nsenter --net`` in a sandbox host of its own, where the HTTP client polls too.  With ``--agent`` netkit
+runs twice in every round: the installed ``netkit`` (a thin client of the runtime server beside the agent)
+and "old", the whole CLI in the command's own process as before that server.  See bench/README.md.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ from netkit import __version__ as NETKIT_VERSION  # noqa: E402
 from netkit.net import netns as nk_netns  # noqa: E402
 
 NETKIT, PODMAN = "netkit", "podman"
+# With --agent: netkit's command as it was before the runtime server (the whole CLI in the command's
+# process; the plugins still through the agent), interleaved with the thin client: old vs new.
+NETKIT_CLI = "netkit-cli"
+NETKITS = (NETKIT, NETKIT_CLI)
+# That command: the console script pip wrote before, the click group straight away (no thin client).
+OLD_SCRIPT = """#!{python}
+import re
+import sys
+from netkit.cli.commands import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
 NSENTER = hp.NSENTER
 NETKIT_EXE = os.path.join(os.path.dirname(sys.executable), "netkit")
 CONTAINER_PORT = 80
@@ -203,7 +218,8 @@ class StartRun(Run):
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.warmup_samples: dict[str, dict[str, list[float]]] = {}
         self.baseline: list[float] = []
-        self.poll_stats: dict[str, list[dict[str, Any]]] = {NETKIT: [], PODMAN: []}
+        self.poll_stats: dict[str, list[dict[str, Any]]] = {NETKIT: [], NETKIT_CLI: [], PODMAN: []}
+        self.old_exe = ""                              # OLD_SCRIPT, written in setup with --agent
         self.commands: dict[str, str] = {}
         self.agent_cpu_s = 0.0
 
@@ -216,21 +232,22 @@ class StartRun(Run):
         return hp.clean_env(NETKIT_AGENT_SOCKET=self.agent.path if self.agent else NO_AGENT)
 
     def argv(self, impl: str, *args: str) -> list[str]:
-        if impl == NETKIT:
-            return [NSENTER, f"--net={self.hosts[NETKIT].path}", NETKIT_EXE, "--root", self.nk_root, *args]
+        if impl in NETKITS:
+            exe = NETKIT_EXE if impl == NETKIT else self.old_exe
+            return [NSENTER, f"--net={self.hosts[NETKIT].path}", exe, "--root", self.nk_root, *args]
         assert self.pm is not None
         return self.pm.argv(*args)
 
     def show(self, impl: str, argv: list[str]) -> str:
         """The command as a shell line, podman's config variables in front."""
-        if impl == NETKIT:
+        if impl in NETKITS:
             return f"(cd {shlex.quote(self.www)} && {shlex.join(argv)})"
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env(PODMAN).items() if k not in ("PATH", "HOME"))
         return f"{env} {shlex.join(argv)}"
 
     def timed(self, impl: str, argv: list[str], before: Any = None) -> tuple[float, int, str, str, int]:
         """harness.bench.timed in the runtime's environment and directory."""
-        return timed(argv, self.env(impl), self.www if impl == NETKIT else self.tmp, before=before)
+        return timed(argv, self.env(impl), self.www if impl in NETKITS else self.tmp, before=before)
 
     def must(self, impl: str, argv: list[str], what: str) -> tuple[float, str]:
         ms, code, out, err, _ = self.timed(impl, argv)
@@ -256,6 +273,10 @@ class StartRun(Run):
         self.add_host(NETKIT)
         if self.args.agent:
             self.start_agent()
+            self.old_exe = os.path.join(self.tmp, "netkit-cli")
+            with open(self.old_exe, "w") as f:
+                f.write(OLD_SCRIPT.format(python=sys.executable))
+            os.chmod(self.old_exe, 0o755)
         proc = subprocess.run([self.python, "--version"], capture_output=True, text=True)
         self.versions["container python3"] = f"{self.python} ({(proc.stdout or proc.stderr).strip()})"
         if not self.args.no_podman:
@@ -298,7 +319,7 @@ class StartRun(Run):
 
     # ---- the measurements ------------------------------------------------------------------------------
     def _put(self, into: dict[str, dict[str, list[float]]], row: str, impl: str, ms: float) -> None:
-        into.setdefault(row, {NETKIT: [], PODMAN: []})[impl].append(ms)
+        into.setdefault(row, {NETKIT: [], NETKIT_CLI: [], PODMAN: []})[impl].append(ms)
 
     def http_run(self, impl: str, server: str, into: dict[str, dict[str, list[float]]], row: str,
                  record_side_rows: bool) -> None:
@@ -307,16 +328,16 @@ class StartRun(Run):
         key = "http-podman" if impl == PODMAN else f"http-{server}"
         port = PORT_BASE[key] + self.seq
         name = f"{self.tag}-{'p' if impl == PODMAN else 'n'}{self.seq}"
-        if impl == NETKIT:
+        if impl in NETKITS:
             cmd = ["python3", "-m", "http.server", str(CONTAINER_PORT)] if server == "python" else \
                   ["busybox", "httpd", "-f", "-p", str(CONTAINER_PORT)]
-            argv = self.argv(NETKIT, "run", "-d", "--name", name, "-p", f"{port}:{CONTAINER_PORT}", "--", *cmd)
-            rm_argv = self.argv(NETKIT, "rm", "-f", name)
+            argv = self.argv(impl, "run", "-d", "--name", name, "-p", f"{port}:{CONTAINER_PORT}", "--", *cmd)
+            rm_argv = self.argv(impl, "rm", "-f", name)
         else:
             argv = self.argv(PODMAN, "run", "-d", "--name", name, "-p", f"{port}:{CONTAINER_PORT}",
                              self.store.image, "busybox", "httpd", "-f", "-p", str(CONTAINER_PORT))
             rm_argv = self.argv(PODMAN, "rm", "-f", "-t", "0", name)
-        poller = Poller(self.hosts[impl].path, port)
+        poller = Poller(self.hosts[PODMAN if impl == PODMAN else NETKIT].path, port)
         poller.start()
         try:
             ms, code, out, err, t0 = self.timed(impl, argv, before=poller.go.set)
@@ -343,8 +364,8 @@ class StartRun(Run):
         self.commands.setdefault(f"{impl} rm", self.show(impl, rm_argv))
 
     def true_run(self, impl: str, none: bool, into: dict[str, dict[str, list[float]]]) -> None:
-        if impl == NETKIT:
-            argv = self.argv(NETKIT, "run", "--rm", *(["--net=none"] if none else []), "--", "true")
+        if impl in NETKITS:
+            argv = self.argv(impl, "run", "--rm", *(["--net=none"] if none else []), "--", "true")
         else:
             argv = self.argv(PODMAN, "run", "--rm", *(["--network", "none"] if none else []), self.store.image, "true")
         row = "true_none" if none else "true_bridge"
@@ -353,14 +374,14 @@ class StartRun(Run):
         self.commands.setdefault(f"{impl} {row}", self.show(impl, argv))
 
     def one_round(self, i: int, into: dict[str, dict[str, list[float]]], baseline: list[float]) -> None:
-        impls = [NETKIT, PODMAN] if self.podman_ok else [NETKIT]
-        order = impls if i % 2 == 0 else impls[::-1]    # alternate who goes first
+        impls = [NETKIT, *([NETKIT_CLI] if self.old_exe else []), *([PODMAN] if self.podman_ok else [])]
+        order = impls[i % len(impls):] + impls[:i % len(impls)]    # rotate who goes first
         base_argv = [NSENTER, f"--net={self.hosts[NETKIT].path}", "/bin/true"]
         ms, _ = self.must(NETKIT, base_argv, "baseline")
         baseline.append(ms)
         self.commands.setdefault("baseline", shlex.join(base_argv))
         for impl in order:
-            self.http_run(impl, "python" if impl == NETKIT else "busybox", into, "ready", True)
+            self.http_run(impl, "python" if impl in NETKITS else "busybox", into, "ready", True)
         if self.have_busybox:
             for impl in order:
                 self.http_run(impl, "busybox", into, "ready_same", False)
@@ -409,18 +430,24 @@ class StartRun(Run):
         return problems
 
     def table(self) -> str:
-        head = f"{'ms':<42} {'netkit med':>10} {'p95':>7} {'podman med':>10} {'p95':>7} {'ratio':>6}"
+        old = bool(self.old_exe)
+        head = (f"{'ms':<42} {'netkit med':>10} {'p95':>7} {'podman med':>10} {'p95':>7} {'ratio':>6}"
+                + (f" {'old med':>8} {'p95':>7} {'ratio':>6} {'new/old':>7}" if old else ""))
         lines = [ruled(head)]
         for row, label in ROWS.items():
             if row not in self.samples:
                 continue
             nk = summary(self.samples[row][NETKIT])
             cell = f"{label:<42} {nk['median']:>10.1f} {nk['p95']:>7.1f}"
-            if self.podman_ok and self.samples[row][PODMAN]:
-                p = summary(self.samples[row][PODMAN])
+            p = summary(self.samples[row][PODMAN]) if self.podman_ok and self.samples[row][PODMAN] else None
+            if p:
                 cell += f" {p['median']:>10.1f} {p['p95']:>7.1f} {nk['median'] / p['median']:>6.2f}"
             else:
                 cell += f" {'-':>10} {'-':>7} {'-':>6}"
+            if old:
+                o = summary(self.samples[row][NETKIT_CLI])
+                cell += (f" {o['median']:>8.1f} {o['p95']:>7.1f} {o['median'] / p['median'] if p else 0:>6.2f}"
+                         f" {nk['median'] / o['median']:>7.2f}")
             lines.append(cell)
         return "\n".join(lines)
 
@@ -434,6 +461,9 @@ class StartRun(Run):
         print(f"baseline `nsenter --net=SANDBOX /bin/true`: median {base['median']:.1f}, p95 {base['p95']:.1f}")
         print(f"\n{self.table()}\n")
         print("ratio = netkit median / podman median. Times are from spawning the command (under nsenter) to:")
+        if self.old_exe:
+            print("old = the whole CLI in the command's process, as before the runtime server (plugins through the")
+            print("    agent all the same); new/old = netkit median / old median, interleaved in every round.")
         print("(a) the first HTTP 200 from 127.0.0.1:HOSTPORT inside the sandbox (netkit: python3 -m http.server;")
         print("    podman: busybox httpd), resp. the command's exit; (b) netkit runs the same static busybox httpd as")
         print("    the podman image; (c) netkit rm -f kills with SIGKILL; podman rm -f -t 0 likewise.")

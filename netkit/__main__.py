@@ -1,5 +1,5 @@
-"""``python -m netkit``."""
+"""``python -m netkit``: the same first step as the console script (netkit/cli/thin.py)."""
 
-from netkit.cli import main
+from netkit.cli.thin import main
 
 main()

@@ -26,7 +26,7 @@ def _ok(result: throwaway.Result) -> str:
 def test_netkit_is_the_installed_console_script() -> None:
     with open(NETKIT, encoding="utf-8") as f:
         script = f.read()
-    assert script.startswith(f"#!{sys.executable}") and "from netkit.cli import main" in script
+    assert script.startswith(f"#!{sys.executable}") and "from netkit.cli.thin import main" in script
     with machine_untouched():
         (version,) = throwaway.run([Step([NETKIT, "--version"])])
     assert _ok(version).startswith("netkit, version ")

@@ -8,29 +8,24 @@ Click lives only in this package; the library never imports it.  One file per ar
 - ``cni``:        ``cni install|uninstall|add|del|check|gc|status``
 - ``lab``:        ``lab up|down|test|inspect|exec|graph|vagrantfile|validate``
 - ``shared``:     what they all use (one-line errors, the root check, the runtime root)
+- ``commands``:   the click group of them all (``main``)
+- ``thin``:       what the console script runs first: a container verb goes to the warm runtime server
+                  when one listens (``runtime_server``), anything else to ``commands.main``
+
+This package's ``__init__`` imports nothing: ``netkit.cli.thin`` must load without click.
 """
 
 from __future__ import annotations
 
-import click
-
-from netkit import __version__
-from netkit.cli import agent, cni, containers, lab, networks
-
-
-@click.group()
-@click.version_option(__version__, prog_name="netkit")
-@click.option("--root", envvar="NETKIT_ROOT", default=None, metavar="DIR",
-              help="Where this netkit host keeps its state (default /var/lib/netkit).")
-@click.pass_context
-def main(ctx: click.Context, root: str | None) -> None:
-    """netkit: container networking (CNI plugins, runtime, labs)."""
-    from netkit.launch import invoker
-
-    invoker.use()  # netkit's own plugins, wherever a command runs one, answer without an exec
-    ctx.obj = root
+TYPE_CHECKING = False  # typing's own import costs ~3 ms; mypy honours this spelling
+if TYPE_CHECKING:
+    from typing import Any
 
 
-for _verbs in (containers, networks, agent, cni, lab):
-    for _command in _verbs.COMMANDS:
-        main.add_command(_command)
+def __getattr__(name: str) -> Any:
+    """``netkit.cli.main`` (the click group), imported on first use only."""
+    if name == "main":
+        from netkit.cli.commands import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

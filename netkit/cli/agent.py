@@ -33,9 +33,13 @@ def agent(ctx: click.Context, path: str, lock_fd: int | None, replace: bool, rep
     if ctx.invoked_subcommand is not None:
         return
     from netkit.agent import lifelock, server
+    from netkit.cli import runtime_server
 
     require_root()
     click.echo(f"netkit agent (pid {os.getpid()}) starting on {path}", err=True)
+    # Before the agent's threads: the runtime server forks per command.  Its claim on the socket path
+    # keeps an agent that then loses the lock (LockHeld below) from taking the serving one's socket.
+    runtime_server.start(path)
     try:
         server.serve(path, lock_fd=lock_fd, replace=replace, replace_fd=replace_fd)
     except lifelock.LockHeld as exc:

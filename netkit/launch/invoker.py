@@ -32,6 +32,15 @@ def _own_launcher_texts(name: str) -> tuple[bytes, bytes]:
                  for spawn in (True, False))
 
 
+def warm_up() -> None:
+    """Render every plugin's launcher once (sysconfig's paths: ~1 ms each), for a process whose forks
+    each check launchers (the runtime server: every `netkit run` checks its root's)."""
+    from netkit import plugins
+
+    for name in plugins.REGISTRY:
+        _own_launcher_text(name)
+
+
 def is_own_launcher(exe: str) -> bool:
     """True when ``exe`` is this very installation's launcher for the plugin it is named after
     (as ``netkit cni install`` writes it, with or without ``--no-agent``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from typing import Any, NamedTuple
@@ -186,7 +187,8 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
                                 ("resolv.conf", "".join(f"nameserver {s}\n" for s in ctr.dns), "/etc/resolv.conf")):
         if fname == "resolv.conf" and not ctr.dns or ctr.net_kind == "host" and fname != "hostname":
             continue
-        fileio.write_atomic(os.path.join(d, fname), body.encode())
+        # Not fsynced: written afresh at every start, and no container runs on after a reboot.
+        fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
         binds.append((os.path.join(d, fname), target))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd)
@@ -263,12 +265,27 @@ def run(root: Root, opts: RunOptions) -> tuple[Container, int]:
 
 
 def _wait_dead(ctr: Container, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while state.alive(ctr):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    """True once the container's process is gone, False if it still runs after ``timeout`` seconds.
+
+    Woken by the process's exit (a pidfd), not by a poll every 50 ms: that poll was ~25 ms of every
+    ``rm -f`` and ``stop`` (profiled through the runtime server).
+    """
+    try:
+        fd = os.pidfd_open(ctr.pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd here (Linux < 5.3): poll
+        deadline = time.monotonic() + timeout
+        while state.alive(ctr):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+    try:
+        # Checked after opening: if the pid was reused before, the descriptor is another process's.
+        return not state.alive(ctr) or bool(select.select([fd], [], [], timeout)[0]) or not state.alive(ctr)
+    finally:
+        os.close(fd)
 
 
 def stop(root: Root, ref: str, timeout: float = STOP_TIMEOUT) -> Container:
