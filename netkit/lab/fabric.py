@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+
 from netkit.lab.scenario import Link, Scenario
 from netkit.net import links, netns
 
