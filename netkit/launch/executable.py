@@ -27,10 +27,21 @@ def import_paths() -> list[str]:
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
     out = [here]
+    # The same answer in a launcher (-S) as where `netkit cni install` ran: without site, a venv's
+    # interpreter keeps the base prefix, and the paths would name the system's site-packages, so
+    # invoker.is_own_launcher never knew its own launchers and every in-process ADD exec'd its IPAM
+    # delegate (~35 ms).  site takes the venv from a pyvenv.cfg beside or above the interpreter.
+    prefix, scheme = sys.prefix, None
+    if sys.flags.no_site:
+        bindir = os.path.dirname(sys.executable)
+        for venv in (bindir, os.path.dirname(bindir)):
+            if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+                prefix, scheme = venv, "venv"
+                break
+    found = sysconfig.get_paths(scheme, vars={"base": prefix, "platbase": prefix}) if scheme else sysconfig.get_paths()
     for key in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[key]
-        if path not in out:
-            out.append(path)
+        if found[key] not in out:
+            out.append(found[key])
     return out
 
 
