@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 RTATTR = struct.Struct("=HH")  # length, type
@@ -83,7 +83,7 @@ class Socket:
     """One netlink socket (NETLINK_ROUTE by default) of the network namespace it is made in.
 
     Requests are numbered; ``call`` waits for the kernel's acknowledgement and raises its error as
-    OSError with the errno, ``dump`` yields every message of a dump.  With ``strict`` the kernel
+    OSError with the errno, ``dump`` returns every message of a dump.  With ``strict`` the kernel
     checks request headers and honours the filters a dump request carries (index, master, table),
     so a dump of one link's addresses or routes is the kernel's work, not ours.  Not thread-safe:
     one socket per namespace per thread, as the plugins use it.
