@@ -7,6 +7,7 @@ turns them into CNIError.  Every call acts on the namespace the socket was made 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -77,7 +78,7 @@ def get(nl: rawnl.Socket, name: str | None = None, index: int = 0) -> Link:
     for kind, payload in nl.call(RTM_GETLINK, body):
         if kind == RTM_NEWLINK:
             return parse(payload)
-    raise OSError(19, os.strerror(19))  # ENODEV: answered without a link
+    raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))  # answered without a link
 
 
 def dump(nl: rawnl.Socket, master: int | None = None) -> list[Link]:
