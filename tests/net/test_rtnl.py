@@ -146,7 +146,8 @@ def test_addresses_and_routes_of_one_link_only(inproc: Sandbox) -> None:
         links.add_route(nl, b.index, "10.77.0.0/16", "10.9.9.1")
         assert {str(x) for x in links.addresses(nl, a.index) if not x.is_link_local} == {
             "10.1.2.3/24", "10.1.3.3/28", "fd00::5/64"}
-        assert {x for x in links.addresses(nl, b.index) if not x.is_link_local} == {ipaddress.ip_interface("10.9.9.9/8")}
+        assert {x for x in links.addresses(nl, b.index) if not x.is_link_local} == {
+            ipaddress.ip_interface("10.9.9.9/8")}
         assert ipaddress.ip_interface("127.0.0.1/8") in links.addresses(nl, socket.if_nametoindex("lo"))
         assert all(str(dst) != "10.77.0.0/16" for dst, _ in links.routes(nl, a.index))
         assert (ipaddress.ip_network("10.77.0.0/16"), "10.9.9.1") in links.routes(nl, b.index)
