@@ -9,7 +9,7 @@ with that link's addresses only: a request and a few messages, whatever the numb
 from __future__ import annotations
 
 import ipaddress
-import socket
+import _socket as socket  # not socket.py: its enum conversions cost a plugin exec ~2 ms
 import struct
 
 from netkit.net import rawnl

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+import _socket as socket  # not socket.py: its enum conversions cost a plugin exec ~2 ms
 import struct
 from dataclasses import dataclass
 

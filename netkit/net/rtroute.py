@@ -7,7 +7,7 @@ the kernel objects are the same whichever path made them.
 from __future__ import annotations
 
 import ipaddress
-import socket
+import _socket as socket  # not socket.py: its enum conversions cost a plugin exec ~2 ms
 import struct
 
 from netkit.net import rawnl
