@@ -5,8 +5,8 @@ Run as root from the repository root::
 
     .venv/bin/python bench/cold_start.py [--runs 30]
 
-Median and p95 of exec -> exit of each command of netkit-bridge (netkit-ipam delegated) and netkit-ipam
-in a throwaway sandbox namespace, then the top imports of an ADD (`python -X importtime`).
+Median and p95 of exec -> exit of each command of netkit-bridge (netkit-ipam delegated) and netkit-ipam,
+in-process (no agent), in a throwaway sandbox namespace, then the top imports of an ADD (`python -X importtime`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness.bench import BenchError, Run, main, parser  # noqa: E402
+from harness.bench import NO_AGENT, BenchError, Run, main, parser  # noqa: E402
 from harness.cnichain import exec_in  # noqa: E402
 
 COMMANDS = ("VERSION", "ADD", "CHECK", "STATUS", "GC", "DEL")
@@ -36,7 +36,8 @@ class ColdStart(Run):
                                                  "dataDir": os.path.join(self.tmp, "data")}}
         self.base = {"PATH": os.environ.get("PATH", ""), "CNI_PATH": self.bin_dir, "CNI_CONTAINERID": "cold1",
                      "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{self.container}",
-                     "NETKIT_AGENT": "off"}  # cold execs: no agent asked, none started (on by default now)
+                     # In-process, whatever this machine runs: no agent listens there, none is started.
+                     "NETKIT_AGENT_SOCKET": NO_AGENT, "NETKIT_AGENT": "off"}
         self.ns.add(self.host, self.container)
 
     def exec(self, argv: list[str], command: str, body: dict[str, Any]) -> Any:
@@ -63,7 +64,8 @@ class ColdStart(Run):
         bridge = os.path.join(self.bin_dir, "netkit-bridge")
         e = self.exec([sys.executable, "-IS", "-X", "importtime", bridge], "ADD", self.conf)
         lines = [ln for ln in e.err.splitlines() if ln.startswith("import time:") and "|" in ln]
-        cum = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in lines[1:]), reverse=True)
+        # Top-level imports only: a nested one's name is indented past the one space after "|".
+        cum = sorted(((int(ln.split("|")[1]), ln.split("|")[2][1:]) for ln in lines[1:]), reverse=True)
         self.top = [(us, name) for us, name in cum if not name.startswith(" ")][:6]
         self.exec([bridge], "DEL", self.conf)
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 
 from netkit.lab.scenario import Link, Scenario
 from netkit.net import links, netns
-from netkit.net.netlink import IPRoute, lookup
 
 NETNS_DIR = "/run/netns"  # where `ip netns` looks, so users can `ip netns exec` into lab hosts
 
@@ -31,26 +29,29 @@ def _port_name(link: str, host: str) -> str:
     return name if len(name) <= 15 else "p" + hashlib.sha256(name.encode()).hexdigest()[:14]
 
 
-def _veth(ipr: Any, here: str, there_name: str, there_ns: str) -> None:
+def _veth(nl: links.Socket, here: str, there_name: str, there_ns: str) -> None:
     """A veth ``here`` in the current namespace with peer ``there_name`` in ``there_ns``, unless it exists."""
-    if lookup(ipr, here) is None:
-        links.create_veth(ipr, here, there_name, there_ns, None, None)
-    links.up(ipr, lookup(ipr, here)["index"])
+    link = links.lookup(nl, here)
+    if link is None:
+        links.create_veth(nl, here, there_name, there_ns, None, None)
+        link = links.lookup(nl, here)
+    assert link is not None
+    links.up(nl, link.index)
 
 
 def _wire(link: Link, host_ns: dict[str, str], fabric_ns: str) -> None:
     if link.kind == "veth":
         a, b = link.members
-        with netns.entered(host_ns[a]), IPRoute() as ipr:
-            _veth(ipr, link.name, link.name, host_ns[b])
+        with netns.entered(host_ns[a]), links.Socket() as nl:
+            _veth(nl, link.name, link.name, host_ns[b])
         return
     _ensure_netns(fabric_ns)
-    with netns.entered(fabric_ns), IPRoute() as ipr:
-        bridge = links.ensure_bridge(ipr, link.name)
+    with netns.entered(fabric_ns), links.Socket() as nl:
+        bridge = links.ensure_bridge(nl, link.name)
         for host in link.members:
             port = _port_name(link.name, host)
-            _veth(ipr, port, link.name, host_ns[host])
-            links.attach(ipr, port, bridge["index"], False, None, f"netkit-lab {link.name} {host}")
+            _veth(nl, port, link.name, host_ns[host])
+            links.attach(nl, port, bridge.index, False, None, f"netkit-lab {link.name} {host}")
 
 
 def build(sc: Scenario, host_ns: dict[str, str], fabric_ns: str) -> None:
@@ -60,11 +61,12 @@ def build(sc: Scenario, host_ns: dict[str, str], fabric_ns: str) -> None:
     for link in sc.links.values():
         _wire(link, host_ns, fabric_ns)
     for host in sc.hosts.values():
-        with netns.entered(host_ns[host.name]), IPRoute() as ipr:
+        with netns.entered(host_ns[host.name]), links.Socket() as nl:
             for link_name, iface in host.addresses.items():
-                index = lookup(ipr, link_name)["index"]
-                links.add_address(ipr, index, iface)
-                links.up(ipr, index)
+                found = links.lookup(nl, link_name)
+                assert found is not None, link_name  # wired above
+                links.add_address(nl, found.index, iface)
+                links.up(nl, found.index)
 
 
 def remove(paths: list[str]) -> None:

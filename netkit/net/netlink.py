@@ -31,18 +31,3 @@ def _load() -> tuple[Any, Any]:
 
 IPRoute, NetlinkError = _load()
 
-
-def kind(link: Any) -> str:
-    """The link's kind ("bridge", "veth", ...) or "" for plain devices."""
-    info = link.get_attr("IFLA_LINKINFO")
-    return (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-
-
-def lookup(ipr: Any, name: str) -> Any | None:
-    """The link message for ``name`` in ``ipr``'s namespace, or None."""
-    try:
-        return ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
-        if exc.code == 19:  # ENODEV
-            return None
-        raise

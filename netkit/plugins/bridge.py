@@ -24,7 +24,6 @@ from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns
-from netkit.net.netlink import IPRoute, kind, lookup
 from netkit.plugins import publish
 from netkit.rollback import Rollback
 
@@ -129,18 +128,18 @@ def _gateways(ipam_result: Result) -> list[ipaddress.IPv4Interface | ipaddress.I
     return out
 
 
-def _ensure_gateway(ipr: Any, bridge_index: int, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+def _ensure_gateway(nl: links.Socket, bridge_index: int, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                     force: bool) -> None:
     """Give the bridge its gateway address, refusing (or with forceAddress replacing) a conflicting one."""
-    for existing in links.addresses(ipr, bridge_index):
+    for existing in links.addresses(nl, bridge_index):
         if existing.version != gw.version or existing == gw:
             continue
         if existing.ip in gw.network or gw.ip in existing.network:
             if not force:
                 raise errors.CNIError(errors.INVALID_CONFIG, f"bridge already has address {existing}",
                                       f"gateway is {gw}; set forceAddress to replace it")
-            links.remove_address(ipr, bridge_index, existing)
-    links.add_address(ipr, bridge_index, gw)
+            links.remove_address(nl, bridge_index, existing)
+    links.add_address(nl, bridge_index, gw)
 
 
 def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
@@ -157,18 +156,17 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
     """Inside the container: addresses, link up, routes.  Returns the interface's MAC."""
     gateways = {ipaddress.ip_address(ip["gateway"]).version: ip["gateway"]
                 for ip in ipam_result.get("ips", []) if ip.get("gateway")}
-    with netns.entered(req.netns), IPRoute() as ipr:
-        link = lookup(ipr, req.ifname)
+    with netns.entered(req.netns), links.Socket() as nl:
+        link = links.lookup(nl, req.ifname)
         if link is None:
             raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
-        index = link["index"]
         for ip in ipam_result.get("ips", []):
-            links.add_address(ipr, index, ipaddress.ip_interface(ip["address"]))
-        links.up(ipr, index)
+            links.add_address(nl, link.index, ipaddress.ip_interface(ip["address"]))
+        links.up(nl, link.index)
         for route in routes:
             version = ipaddress.ip_network(route["dst"], strict=False).version
-            links.add_route(ipr, index, route["dst"], route.get("gw") or gateways.get(version))
-        return str(link.get_attr("IFLA_ADDRESS"))
+            links.add_route(nl, link.index, route["dst"], route.get("gw") or gateways.get(version))
+        return str(link.address)
 
 
 def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], undo: Rollback) -> None:
@@ -203,19 +201,19 @@ def add(req: Request) -> Result:
     netns.require_other(req.netns)
     host = names.host_veth(req.network, req.container_id, req.ifname)
     # The socket must outlive the undo stack: undo steps use it.
-    with IPRoute() as ipr, Rollback() as undo:
-        bridge = links.ensure_bridge(ipr, cfg.bridge, cfg.mtu, vlan_filtering=cfg.vlan is not None)
+    with links.Socket() as nl, Rollback() as undo:
+        bridge = links.ensure_bridge(nl, cfg.bridge, cfg.mtu, vlan_filtering=cfg.vlan is not None)
         if cfg.promisc:
-            links.set_promisc(ipr, bridge["index"])
+            links.set_promisc(nl, bridge.index)
         failpoints.hit("bridge.add.after-bridge")
         # A link with this derived name can only be a leftover of this same attachment.
-        links.delete(ipr, host)
+        links.delete(nl, host)
         with _veth_window(exclusive=False):
-            links.create_veth(ipr, host, req.ifname, req.netns, cfg.mtu, mac)
-            undo.push(links.delete, ipr, host)
+            links.create_veth(nl, host, req.ifname, req.netns, cfg.mtu, mac)
+            undo.push(links.delete, nl, host)
             failpoints.hit("bridge.add.after-veth")
             alias = names.owner_alias(req.network, req.container_id, req.ifname)
-            host_link = links.attach(ipr, host, bridge["index"], cfg.hairpin, cfg.vlan, alias)
+            host_link = links.attach(nl, host, bridge.index, cfg.hairpin, cfg.vlan, alias)
         failpoints.hit("bridge.add.after-attach")
 
         # Registered before the call: a delegate that dies after writing its lease (killed, timed
@@ -230,7 +228,7 @@ def add(req: Request) -> Result:
             forwarding.enable(version)
         if cfg.is_gateway:
             for gw in _gateways(ipam_result):
-                _ensure_gateway(ipr, bridge["index"], gw, cfg.force_address)
+                _ensure_gateway(nl, bridge.index, gw, cfg.force_address)
             failpoints.hit("bridge.add.after-gateway")
         routes = _container_routes(cfg, ipam_result)
         container_mac = _configure_container(req, ipam_result, routes)
@@ -239,8 +237,8 @@ def add(req: Request) -> Result:
 
     result: Result = {
         "interfaces": [
-            {"name": cfg.bridge, "mac": bridge.get_attr("IFLA_ADDRESS")},
-            {"name": host, "mac": host_link.get_attr("IFLA_ADDRESS")},
+            {"name": cfg.bridge, "mac": bridge.address},
+            {"name": host, "mac": host_link.address},
             {"name": req.ifname, "mac": container_mac, "sandbox": req.netns},
         ],
         "ips": [dict(ip, interface=2) for ip in ipam_result["ips"]],
@@ -262,11 +260,11 @@ def delete(req: Request) -> None:
     publish.unpublish(publish.backend(req), req, also=(MASQ,))
     failpoints.hit("bridge.del.after-firewall")
     if req.netns and netns.exists(req.netns) and not netns.same_as_current(req.netns):
-        with netns.entered(req.netns), IPRoute() as ipr:
-            links.delete(ipr, req.ifname)
+        with netns.entered(req.netns), links.Socket() as nl:
+            links.delete(nl, req.ifname)
     failpoints.hit("bridge.del.after-container-veth")
-    with IPRoute() as ipr:
-        links.delete(ipr, names.host_veth(req.network, req.container_id, req.ifname))
+    with links.Socket() as nl:
+        links.delete(nl, names.host_veth(req.network, req.container_id, req.ifname))
 
 
 def check(req: Request) -> None:
@@ -277,28 +275,28 @@ def check(req: Request) -> None:
         raise errors.CNIError(errors.INVALID_CONFIG, "CHECK needs prevResult")
     delegate.call("CHECK", cfg.ipam_type, req)
     host = names.host_veth(req.network, req.container_id, req.ifname)
-    with IPRoute() as ipr:
-        bridge = lookup(ipr, cfg.bridge)
-        host_link = lookup(ipr, host)
+    with links.Socket() as nl:
+        bridge = links.lookup(nl, cfg.bridge)
+        host_link = links.lookup(nl, host)
         if bridge is None:
             raise errors.CNIError(errors.CHECK_FAILED, f"bridge {cfg.bridge} is missing")
-        if host_link is None or host_link.get_attr("IFLA_MASTER") != bridge["index"]:
+        if host_link is None or host_link.master != bridge.index:
             raise errors.CNIError(errors.CHECK_FAILED, f"host veth {host} is missing or not on {cfg.bridge}")
     interfaces = prev.get("interfaces", [])
     mine = [i for i, iface in enumerate(interfaces) if iface.get("name") == req.ifname and iface.get("sandbox")]
-    with netns.entered(req.netns), IPRoute() as ipr:
-        link = lookup(ipr, req.ifname)
+    with netns.entered(req.netns), links.Socket() as nl:
+        link = links.lookup(nl, req.ifname)
         if link is None:
             raise errors.CNIError(errors.CHECK_FAILED, f"interface {req.ifname} is missing in the container")
-        if mine and interfaces[mine[0]].get("mac") not in (None, link.get_attr("IFLA_ADDRESS")):
+        if mine and interfaces[mine[0]].get("mac") not in (None, link.address):
             raise errors.CNIError(errors.CHECK_FAILED, f"interface {req.ifname} has another MAC address")
-        have = links.addresses(ipr, link["index"])
+        have = links.addresses(nl, link.index)
         for ip in prev.get("ips", []):
             if mine and ip.get("interface") not in (None, mine[0]):
                 continue
             if ipaddress.ip_interface(ip["address"]) not in have:
                 raise errors.CNIError(errors.CHECK_FAILED, f"address {ip['address']} is missing on {req.ifname}")
-        have_routes = {str(dst) for dst, _ in links.routes(ipr, link["index"])}
+        have_routes = {str(dst) for dst, _ in links.routes(nl, link.index)}
         for route in prev.get("routes", []):
             dst = str(ipaddress.ip_network(route["dst"], strict=False))
             if dst not in have_routes:
@@ -321,29 +319,26 @@ def gc(req: Request) -> None:
     groups.gc(publish.backend(req), req.network, req.valid_attachments)
     failpoints.hit("bridge.gc.after-firewall")
     keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
-    with IPRoute() as ipr:
-        _collect_unlabelled_veths(ipr, keep)
-        bridge = lookup(ipr, cfg.bridge)
+    with links.Socket() as nl:
+        _collect_unlabelled_veths(nl, keep)
+        bridge = links.lookup(nl, cfg.bridge)
         if bridge is None:
             return
-        for port in links.ports(ipr, bridge["index"]):
-            name = port.get_attr("IFLA_IFNAME")
-            if names.alias_network(port.get_attr("IFLA_IFALIAS")) == req.network and name not in keep:
-                links.delete(ipr, name)
+        for port in links.ports(nl, bridge.index):
+            if names.alias_network(port.alias) == req.network and port.name not in keep:
+                links.delete(nl, port.name)
 
 
-def _collect_unlabelled_veths(ipr: Any, keep: set[str]) -> None:
+def _collect_unlabelled_veths(nl: links.Socket, keep: set[str]) -> None:
     """Remove host veths an ADD made and then died before labelling (killed between two netlink calls).
 
     Unlabelled, nothing says which network they were for; but no live ADD is in that window while
     the lock is held exclusively, so they belong to no one.
     """
     with _veth_window(exclusive=True):
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if (_HOST_VETH.fullmatch(name) and name not in keep and not link.get_attr("IFLA_IFALIAS")
-                    and kind(link) == "veth"):
-                links.delete(ipr, name)
+        for link in links.all_links(nl):
+            if _HOST_VETH.fullmatch(link.name) and link.name not in keep and not link.alias and link.kind == "veth":
+                links.delete(nl, link.name)
 
 
 def status(req: Request) -> None:
@@ -351,8 +346,8 @@ def status(req: Request) -> None:
     cfg = parse_config(req.config)
     delegate.call("STATUS", cfg.ipam_type, req)
     try:
-        with IPRoute() as ipr:
-            ipr.get_links()
+        with links.Socket() as nl:
+            links.lookup(nl, "lo")
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot work"
         raise errors.CNIError(errors.NOT_AVAILABLE, "rtnetlink unavailable", str(exc)) from None
 

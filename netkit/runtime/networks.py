@@ -196,9 +196,8 @@ def remove(root: Root, name: str, in_use: list[str]) -> None:
         raise ContainerError(f"network {name} has active endpoints", ", ".join(in_use))
     os.unlink(_path(root, name))
     from netkit.net import links
-    from netkit.net.netlink import IPRoute, lookup
 
-    with IPRoute() as ipr:
-        bridge = lookup(ipr, conf["plugins"][0].get("bridge", ""))
-        if bridge is not None and not links.ports(ipr, bridge["index"]):  # another runtime's may use it
-            links.delete(ipr, conf["plugins"][0]["bridge"])
+    with links.Socket() as nl:
+        bridge = links.lookup(nl, conf["plugins"][0].get("bridge", ""))
+        if bridge is not None and not links.ports(nl, bridge.index):  # another runtime's may use it
+            links.delete(nl, bridge.name)

@@ -85,9 +85,9 @@ def test_plugin_sigkilled_at_random_moments_leaves_nothing_after_del_or_gc(inpro
         detach_clean(box, full_conf(box), c)
 
 
-def _ipam_children(box: Sandbox) -> bool:
-    """Whether an IPAM executable of this test's bin dir is running."""
-    return subprocess.run(["pgrep", "-f", f"{box.bin_dir}/netkit-ipam"], capture_output=True).returncode == 0
+def _ipam_children(exe: str) -> bool:
+    """Whether IPAM executable ``exe`` is running."""
+    return subprocess.run(["pgrep", "-f", exe], capture_output=True).returncode == 0
 
 
 def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:  # type: ignore[valid-type]
@@ -101,15 +101,24 @@ def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:
 def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inproc: Sandbox) -> None:
     # The bridge is killed once its IPAM child runs; the runtime's DEL runs at once and finds no
     # lease yet; the orphaned child must not reserve one afterwards (nobody would ever release it).
-    # The sleep failpoint holds the child before the lease store's lock.
+    # The sleep failpoint holds the child before the lease store's lock.  The delegate is a copy of
+    # netkit-ipam's launcher, not this installation's byte for byte, so it is exec'd as any foreign
+    # IPAM plugin is (this installation's own would answer inside the bridge's process: no child).
     box = inproc
     conf = full_conf(box)
     c = box.container()
-    env = dict(box.env("ADD", c), NETKIT_FAILPOINTS="ipam.add.before-lock=sleep:1500")
-    rc = run_killed(box, env, conf, lambda: _ipam_children(box), timeout=HANG_GUARD)
+    foreign = os.path.join(os.path.dirname(box.data_dir), "foreign-bin")
+    os.makedirs(foreign)
+    ipam = os.path.join(foreign, "netkit-ipam")
+    with open(os.path.join(box.bin_dir, "netkit-ipam"), encoding="utf-8") as src, open(ipam, "w") as dst:
+        dst.write(src.read() + "# a copy: exec'd like any plugin\n")
+    os.chmod(ipam, 0o755)
+    env = dict(box.env("ADD", c), CNI_PATH=f"{foreign}:{box.cni_path}",
+               NETKIT_FAILPOINTS="ipam.add.before-lock=sleep:1500")
+    rc = run_killed(box, env, conf, lambda: _ipam_children(ipam), timeout=HANG_GUARD)
     assert rc == -9  # the bridge waits for its child, which sleeps: it cannot have finished
     assert box.call("netkit-bridge", "DEL", conf, c) == (0, None)
-    _until(lambda: not _ipam_children(box), "the orphaned IPAM child never finished")
+    _until(lambda: not _ipam_children(ipam), "the orphaned IPAM child never finished")
     assert leftovers(box, [c]) == []
     attach_and_prove(box, conf, c)
     detach_clean(box, conf, c)

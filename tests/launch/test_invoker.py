@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,14 @@ def test_use_installs_the_chooser_once() -> None:
         assert isinstance(chosen, invoker.Invoker) and executors.current() is chosen
     finally:
         executors.use(previous)
+
+
+def test_a_launcher_knows_its_own_launchers(plugin_bin: str) -> None:
+    """Inside a launcher (-IS: no site, so a venv's interpreter keeps the base prefix) the launchers of
+    the installation are still its own: an in-process bridge ADD answers its IPAM delegate without an exec."""
+    own = os.path.join(plugin_bin, "netkit-ipam")
+    with open(own, encoding="utf-8") as f:
+        paths_line = next(line for line in f if line.startswith("sys.path[:0] = "))
+    code = f"import sys\n{paths_line}from netkit.launch import invoker\nprint(invoker.is_own_launcher({own!r}))\n"
+    proc = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "True"), proc.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -60,6 +62,30 @@ def test_every_command_at_every_version(box: Sandbox, version: str) -> None:
     assert (rc, out) == (0, None)
     assert box.leases("testnet") == []
     assert "eth0" not in c.links()
+
+
+def test_in_process_commands_import_no_netlink_library_and_exec_no_delegate(inproc: Sandbox) -> None:
+    """A plugin answering in-process (no agent) pays for every module it imports: bridge ADD, CHECK,
+    GC, STATUS and DEL go through netkit's own rtnetlink layer, never pyroute2 or asyncio, and answer
+    their netkit-ipam delegate in this process (its allocator imported here, no interpreter exec'd)."""
+    c = inproc.container()
+    conf = bridge_conf(inproc, version="1.1.0")
+    prev = None
+    for command in ("ADD", "CHECK", "STATUS", "GC", "DEL"):
+        body = dict(conf, prevResult=prev) if command in ("CHECK", "DEL") else conf
+        if command == "GC":
+            body = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": c.name, "ifname": "eth0"}]})
+        argv = ["ip", "netns", "exec", inproc.host.name, sys.executable, "-IS", "-X", "importtime",
+                os.path.join(inproc.bin_dir, "netkit-bridge")]
+        proc = subprocess.run(argv, input=json.dumps(body).encode(), env=inproc.env(command, c),
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, (command, proc.stdout, proc.stderr[-2000:])
+        mods = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+        assert not {m for m in mods if m.startswith(("pyroute2", "asyncio"))}, command
+        assert "netkit.net.rawnl" in mods and "netkit.ipam.allocator" in mods, command
+        prev = json.loads(proc.stdout) if command == "ADD" else prev
+    assert "eth0" not in c.links() and inproc.leases("testnet") == []
 
 
 def test_two_containers_reach_each_other_and_the_gateway(box: Sandbox) -> None:
