@@ -38,7 +38,7 @@ def warm_up() -> None:
     from netkit import plugins
 
     for name in plugins.REGISTRY:
-        _own_launcher_text(name)
+        _own_launcher_texts(name)
 
 
 def is_own_launcher(exe: str) -> bool:
