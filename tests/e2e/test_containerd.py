@@ -3,11 +3,13 @@
 containerd and ctr run in the suite's containerd sandbox (harness/containerd.py): their own mount
 namespace, where /opt/cni/bin, /etc/cni/net.d and /var/lib/cni are this test's temp dirs, inside a
 throwaway sandbox host network namespace.  ctr execs the launchers `netkit cni install` writes, with
-netkit's default conflist, exactly as it would on a host; the plugins' agent socket is the test's.
+netkit's default conflist, exactly as it would on a host, with no agent set up: the first plugin exec
+starts the agent (on the test's socket, which ctr's environment names), the fixture stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -17,7 +19,10 @@ from typing import Iterator
 import pytest
 
 from harness import containerd as hc
+from harness.agent import agent_processes
+from netkit.agent import control
 from netkit.launch import install
+from tests.e2e.podman import poll
 from tests import sandbox as sb
 
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
@@ -40,27 +45,59 @@ def ctr(tmp_path: os.PathLike[str]) -> Iterator[tuple[hc.Containerd, sb.Sandbox]
     conflist["plugins"][0]["ipam"]["dataDir"] = data_dir  # type: ignore[index]
     with open(report.conflist, "w") as f:
         json.dump(conflist, f)
+    agent_socket = os.path.join(str(tmp_path), "agent.sock")
     with sb.sandbox(bin_dir, data_dir) as box:
-        daemon = hc.Containerd(top, box.host.path, bin_dir, conf_dir,
-                               NETKIT_AGENT_SOCKET=os.path.join(str(tmp_path), "agent.sock"))
+        daemon = hc.Containerd(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)
         try:
             daemon.start()
             yield daemon, box
         finally:
             problems = daemon.teardown()
+            with contextlib.suppress(control.NoAgent):
+                control.stop(agent_socket)
         assert not problems, problems
 
 
-def test_ctr_run_cni_attaches_the_task_and_detaches_it_when_it_ends(ctr: tuple[hc.Containerd, sb.Sandbox]) -> None:
-    daemon, box = ctr
-    run = daemon.ctr("run", "--rm", "--cni", hc.IMAGE, "ctr-e2e", "sh", "-c",
+def _run(daemon: hc.Containerd, name: str) -> str:
+    """``ctr run --rm --cni`` of a task that shows its eth0 address and pings the gateway; its output."""
+    run = daemon.ctr("run", "--rm", "--cni", hc.IMAGE, name, "sh", "-c",
                      f"ip -4 -o addr show eth0 && ping -c1 -W2 {GATEWAY}", check=False)
     assert run.returncode == 0, run.stderr + run.stdout
     found = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/24", run.stdout)
     assert found and ipaddress.ip_address(found.group(1)) in SUBNET, run.stdout
     assert "1 packets received" in run.stdout, run.stdout  # a real echo reply from the bridge's gateway
+    return run.stdout
+
+
+def test_ctr_run_cni_attaches_the_task_and_detaches_it_when_it_ends(ctr: tuple[hc.Containerd, sb.Sandbox]) -> None:
+    daemon, box = ctr
+    _run(daemon, "ctr-e2e")
     # ctr removed the network when the task ended: no veth, no lease, no cached result.
     veths = box.host.run("ip", "-o", "link", "show", "type", "veth").stdout
     assert veths.strip() == "", veths
     assert box.leases(install.DEFAULT_NETWORK) == []
     assert os.listdir(os.path.join(daemon.top, "cni-cache", "results")) == []
+
+
+def test_the_first_ctr_run_starts_the_agent_that_serves_the_next(ctr: tuple[hc.Containerd, sb.Sandbox]) -> None:
+    daemon, box = ctr
+    socket = daemon.env["NETKIT_AGENT_SOCKET"]
+    _run(daemon, "first")
+    # Started after the first exec's own answer, warm once its socket accepts: polled, not timed.
+    first = poll(lambda: _served(socket), hc.START_WAIT_S)
+    assert first is not None, "no agent answered after the first task's plugins ran"
+    _run(daemon, "second")
+    after = _served(socket)
+    assert after is not None and after[0] == first[0] and after[1] >= first[1] + 2  # ADD and DEL of "second"
+    assert [pid for pid, sock in agent_processes().items() if sock == socket] == [first[0]]
+    assert box.leases(install.DEFAULT_NETWORK) == []
+
+
+def _served(socket: str) -> tuple[int, int] | None:
+    """(pid, requests served) of the agent on ``socket``, or None."""
+    try:
+        found = control.status(socket)
+    except control.NoAgent:
+        return None
+    assert found.status is not None
+    return found.pid, int(found.status["requests_served"])
