@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Issue 16's plugin targets on the conflist podman 4.3 writes, netkit against the reference, one run.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/podman_shape.py [--runs 20] [--warmup 2] [--concurrent 16] [--json out.json]
+
+Every config is podman's shape: cniVersion 0.4.0, a bridge (isGateway, ipMasq, hairpinMode) with a
+host-local-style IPAM (one range with its gateway, a default route), then ``portmap`` as a plugin of
+its own with the bridge's result as prevResult.  Each plugin is exec'd as a runtime does (libcni:
+exec, CNI_* environment, config on stdin) through ``ip netns exec HOST`` into a sandbox host, the
+same for both sides; nothing is subtracted.  Three netkit variants against the reference:
+
+- default install: the launchers ``netkit cni install`` writes and the agent the first plugin exec
+  starts.  Until that auto-start is in, the agent is started by this run (harness/agent.py, the same
+  ``python -m netkit agent`` process): flip ``AUTOSTART`` below and nothing else changes.
+- in-process: ``NETKIT_AGENT=off`` (and NETKIT_AGENT_SOCKET where no agent listens, so that code
+  without that switch is in-process too).
+- first ADD: a bridge+IPAM ADD where no agent runs yet on the launcher's socket (with auto-start,
+  that exec starts one and still answers in-process); the agent it started, if any, is stopped.
+
+Rows: VERSION (in-process), bridge+IPAM ADD, chain ADD (bridge, then portmap), chain DEL (portmap,
+then bridge), all interleaved per round in rotating order; then ``--concurrent`` bridge+IPAM ADDs
+started at once (wall time from the first spawn to the last exit), default install and reference
+alternating.  See bench/README.md.  Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import procs  # noqa: E402
+from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, rounds, ruled, summary  # noqa: E402
+from harness.cnichain import Network, exec_in  # noqa: E402
+
+# The one line to change once the first plugin exec starts the agent itself (autostart): then this
+# run starts none, and the default-install rows measure exactly what `netkit cni install` leaves.
+AUTOSTART = False
+
+CNI_VERSION = "0.4.0"                 # what podman 4.3 writes in its conflists
+DEFAULT, INPROC, REFERENCE = "default install", "in-process", "reference"
+IMPLS = (DEFAULT, INPROC, REFERENCE)
+SHORT = {DEFAULT: "d", INPROC: "i", REFERENCE: "r"}
+FIRST = "first ADD, no agent yet"
+VERSION_ROW, ADD_ROW, CHAIN_ADD_ROW, CHAIN_DEL_ROW = "VERSION", "ADD bridge+ipam", "ADD chain", "DEL chain"
+CONCURRENT_ROW = "concurrent ADD bridge+ipam, wall"
+HOSTPORT_BASE = 21000                 # round k publishes hostPort BASE + k
+NETKIT_FIREWALL = "nftables"
+STOP_TIMEOUT_S = 10
+Samples = dict[str, dict[str, list[float]]]
+
+
+def agents_on(socket: str) -> list[int]:
+    """Pids of `netkit agent` processes serving ``socket`` (the one an auto-starting launcher spawned)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            words = procs.cmdline(int(entry)).split()
+            if "agent" in words and socket in words:
+                out.append(int(entry))
+    return out
+
+
+def stop_agents_on(socket: str) -> list[str]:
+    """SIGTERM every agent on ``socket``, SIGKILL after STOP_TIMEOUT_S; problems (a kill), if any."""
+    problems = []
+    pids = agents_on(socket)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (left := [p for p in pids if os.path.exists(f"/proc/{p}") and procs.cmdline(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in left:
+        problems.append(f"agent pid {pid} on {socket} ignored SIGTERM: killed")
+        os.kill(pid, signal.SIGKILL)
+    return problems
+
+
+class Bench(Run):
+    prefix = "nkp"
+
+    def __init__(self, args: Any) -> None:
+        super().__init__(args)
+        self.samples: Samples = {}
+        self.warmup_samples: Samples = {}
+        self.concurrent: dict[str, list[float]] = {DEFAULT: [], REFERENCE: []}
+        self.port = HOSTPORT_BASE
+        self.count = 0
+        self.firsts = 0
+        self.socket = ""
+        self.agent_pid = 0
+
+    def network(self, impl: str, key: str, subnet: str, socket: str | None, label: str) -> Network:
+        """One podman-shaped network of ``impl`` in sandbox host ``<tag>-<key>``."""
+        net = Network(f"{self.tag}-{key}", self.bin_dir, impl != REFERENCE, f"podman-{key}", f"{self.tag}{key}",
+                      subnet, os.path.join(self.tmp, "data", key), socket,
+                      NETKIT_FIREWALL if impl != REFERENCE else "", label, cni_version=CNI_VERSION,
+                      agent_off=impl == INPROC, podman_keys=True)
+        self.ns.add(net.host, lo=True)
+        return net
+
+    def setup(self) -> None:
+        super().setup()
+        self.socket = os.path.join(self.tmp, "agent.sock")
+        if not AUTOSTART:
+            self.agent_pid = self.start_agent().pid
+        sockets = {DEFAULT: self.socket, INPROC: NO_AGENT, REFERENCE: None}
+        self.nets = {impl: self.network(impl, SHORT[impl], f"10.{70 + k}.0.0/16", sockets[impl], impl)
+                     for k, impl in enumerate(IMPLS)}
+        # The first-ADD network: its own host and socket directory (renewed per sample: no agent there yet).
+        self.first_net = self.network(DEFAULT, "f", "10.74.0.0/16", None, FIRST)
+        print(f"podman-shaped configs (cniVersion {CNI_VERSION}); sandbox hosts "
+              + ", ".join(f"{n.label}: {n.host}" for n in (*self.nets.values(), self.first_net))
+              + f"; agent {'started by the first plugin exec' if AUTOSTART else f'pid {self.agent_pid} (harness)'}"
+              f" on {self.socket}", flush=True)
+
+    def containers(self, net: Network, n: int) -> list[str]:
+        names = [f"{net.host}c{self.count + k}" for k in range(n)]
+        self.count += n
+        self.ns.add(*names)
+        return names
+
+    def check_agent(self) -> None:
+        """A dead agent would turn the default-install rows into in-process ones without a word."""
+        if self.agent is not None:
+            self.agent.check()
+        elif not agents_on(self.socket) and self.count:
+            raise BenchError(f"no agent serves {self.socket}: the default-install rows would be in-process")
+
+    def version(self, net: Network) -> float:
+        e = exec_in(net.host, [net.exe(net.type("bridge"))], net.env("VERSION"), b'{"cniVersion":"0.4.0"}')
+        if e.code != 0 or CNI_VERSION not in (e.json() or {}).get("supportedVersions", []):
+            raise BenchError(f"VERSION of {net.label} failed ({e.why()})")
+        return e.ms
+
+    def first_add(self) -> float:
+        """One bridge+IPAM ADD with no agent on the launcher's (new) socket; DEL and stop untimed."""
+        net = self.first_net
+        self.firsts += 1
+        sock_dir = os.path.join(self.tmp, f"first{self.firsts}")
+        os.makedirs(sock_dir)
+        net.agent = os.path.join(sock_dir, "agent.sock")
+        (c,) = self.containers(net, 1)
+        try:
+            e, result = net.add(c)
+            net.delete(c, result)
+        finally:
+            self.cleanup_problems += stop_agents_on(net.agent)
+        self.ns.delete(c)
+        return e.ms
+
+    def one_round(self, i: int, into: Samples) -> None:
+        def put(row: str, impl: str, ms: float) -> None:
+            into.setdefault(row, {}).setdefault(impl, []).append(ms)
+
+        k = i % len(IMPLS)
+        order = IMPLS[k:] + IMPLS[:k]  # each first once every three rounds: no one always meets a warmer cache
+        self.check_agent()
+        for impl in (INPROC, REFERENCE) if i % 2 == 0 else (REFERENCE, INPROC):
+            put(VERSION_ROW, impl, self.version(self.nets[impl]))
+        port = self.port
+        self.port += 1
+        conts = {impl: self.containers(self.nets[impl], 1)[0] for impl in order}
+        results: dict[str, dict[str, Any]] = {}
+        for impl in order:
+            ms, results[impl], execs = self.nets[impl].chain_add(conts[impl], port, checked=True)
+            put(ADD_ROW, impl, execs[0].ms)
+            put(CHAIN_ADD_ROW, impl, ms)
+        for impl in order:
+            put(CHAIN_DEL_ROW, impl, self.nets[impl].chain_del(conts[impl], port, results[impl], checked=True)[0])
+        self.ns.delete(*conts.values())
+        # The first ADD against this round's in-process ADD (interleaved: the same load on the machine).
+        put(ADD_ROW, FIRST, self.first_add())
+        self.check_agent()
+
+    def concurrent_round(self, impl: str) -> float:
+        """``--concurrent`` bridge+IPAM ADDs started at once: ms from the first spawn to the last exit."""
+        net = self.nets[impl]
+        conts = self.containers(net, self.args.concurrent)
+        results: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        go = threading.Barrier(len(conts) + 1)
+
+        def one(c: str) -> None:
+            go.wait()
+            try:
+                results[c] = net.add(c)[1]
+            except BenchError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in conts]
+        for t in threads:
+            t.start()
+        go.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = (time.perf_counter() - t0) * 1000
+        if errors:
+            raise BenchError(errors[0])
+        addrs = {r["ips"][0]["address"] for r in results.values()}
+        if len(addrs) != len(conts):
+            raise BenchError(f"{impl}: {len(conts)} concurrent ADDs gave {len(addrs)} distinct addresses")
+        for c in conts:  # untimed, one at a time
+            net.delete(c, results[c])
+        self.ns.delete(*conts)
+        return wall
+
+    def measure(self) -> None:
+        for i in range(self.args.warmup):  # the first ADD creates the bridge and the nft table
+            self.one_round(i, self.warmup_samples)
+        rounds(self.args.runs, lambda i: self.one_round(i, self.samples))
+        self.concurrent_round(DEFAULT)  # warm-up: the agent's thread pool and the address store
+        self.concurrent_round(REFERENCE)
+
+        def conc(i: int) -> None:
+            for impl in (DEFAULT, REFERENCE) if i % 2 == 0 else (REFERENCE, DEFAULT):
+                self.concurrent[impl].append(self.concurrent_round(impl))
+        rounds(self.args.concurrent_rounds, conc)
+        self.check_agent()
+
+    def sanity(self) -> list[str]:
+        problems = []
+        for net in (*self.nets.values(), self.first_net):
+            problems += net.leftovers()
+        return problems
+
+    def teardown(self) -> None:
+        if AUTOSTART:
+            self.cleanup_problems += stop_agents_on(self.socket)
+        super().teardown()
+
+    def report(self) -> dict[str, Any]:
+        m = machine()
+        print(f"\n{self.args.runs} interleaved rounds, ms (no baseline subtracted; every exec through "
+              f"`ip netns exec HOST`); kernel {m['kernel']}, {m['cpus']} CPUs, Python {m['python']}")
+        print(ruled(f"{'operation':<34} {'variant':<24} {'median':>8} {'p95':>8} {'ref median':>10} {'ratio':>6}"))
+        for row, per in self.samples.items():
+            ref = summary(per[REFERENCE])["median"] if REFERENCE in per else None
+            for impl, xs in per.items():
+                s = summary(xs)
+                ratio = f"{s['median'] / ref:.2f}" if ref and impl != REFERENCE else ""
+                print(f"{row:<34} {impl:<24} {s['median']:>8.1f} {s['p95']:>8.1f} "
+                      f"{(f'{ref:.1f}' if ref else '-'):>10} {ratio:>6}")
+        d, r = summary(self.concurrent[DEFAULT]), summary(self.concurrent[REFERENCE])
+        print(f"{CONCURRENT_ROW + f' x{self.args.concurrent}':<34} {DEFAULT:<24} {d['median']:>8.1f} {d['p95']:>8.1f} "
+              f"{r['median']:>10.1f} {d['median'] / r['median']:>6.2f}")
+        print(f"\n{DEFAULT}: {'agent started by the first plugin exec' if AUTOSTART else 'the launchers with a warm agent started by this run (harness/agent.py)'};"
+              f" {INPROC}: NETKIT_AGENT=off NETKIT_AGENT_SOCKET={NO_AGENT}; {FIRST}: launchers, a socket no agent"
+              " serves yet.\nADD chain = bridge exec (its IPAM delegated) + portmap exec; DEL chain = portmap + bridge.")
+        return {"runs": self.args.runs, "warmup_rounds": self.args.warmup, "machine": m, "unit": "ms",
+                "cni_version": CNI_VERSION, "autostart": AUTOSTART,
+                "configs": {impl: {"bridge": net.bridge_conf(), "portmap": net.portmap_conf(HOSTPORT_BASE, {})}
+                            for impl, net in self.nets.items()},
+                "env": {impl: net.env("ADD") for impl, net in {**self.nets, FIRST: self.first_net}.items()},
+                "rows": {row: {impl: {"summary": summary(xs), "samples": xs} for impl, xs in per.items()}
+                         for row, per in self.samples.items()},
+                "concurrent": {"n": self.args.concurrent, "wall_ms": self.concurrent,
+                               "summary": {impl: summary(xs) for impl, xs in self.concurrent.items()}},
+                "warmup_samples": self.warmup_samples}
+
+
+if __name__ == "__main__":
+    ap = parser(__doc__)
+    ap.add_argument("--runs", type=int, default=20, help="measured rounds (default 20)")
+    ap.add_argument("--warmup", type=int, default=2, help="uncounted rounds first (default 2)")
+    ap.add_argument("--concurrent", type=int, default=16, help="bridge+IPAM ADDs started at once (default 16)")
+    ap.add_argument("--concurrent-rounds", type=int, default=6, help="rounds of them per side (default 6)")
+    sys.exit(main(ap, Bench, ("bridge", "host-local", "portmap"), ("nft", "iptables-save"),
+                  lambda a: "--runs, --warmup and --concurrent-rounds must be at least 1"
+                  if min(a.runs, a.warmup, a.concurrent_rounds) < 1 else ""))
