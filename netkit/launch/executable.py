@@ -27,8 +27,15 @@ def import_paths() -> list[str]:
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(netkit.__file__)))
     out = [here]
+    found = sysconfig.get_paths()
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    if sys.flags.no_site and os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+        # A launcher runs with -S: site never moved sys.prefix into the venv, so the default scheme
+        # names the system's site-packages, the launcher text differed from the installed one, and
+        # every in-process bridge exec'd its IPAM delegate (~50 ms) instead of answering it here.
+        found = sysconfig.get_paths("venv", vars={"base": venv, "platbase": venv})
     for key in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[key]
+        path = found[key]
         if path not in out:
             out.append(path)
     return out

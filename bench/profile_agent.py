@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Where a warm request's time goes: the agent under cProfile, one profile per request.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/profile_agent.py [--runs 30] [--top 25] [--out DIR]
+
+Starts `netkit agent` in this very interpreter with ``handler.handle`` wrapped in a profiler (the
+outermost call per thread: the bridge's IPAM delegate, answered in the same thread, is inside the
+bridge's profile), drives bridge+IPAM ADD/DEL and portmap ADD/DEL on podman's conflist shape
+(harness.cnichain, cniVersion 0.4.0) through the launchers, and prints, per plugin and command, the
+functions with the most cumulative time over all requests, plus the launcher's side: wall time
+of each exec against the agent's time inside the handler (the rest is interpreter start, imports,
+the round trip).  Then the in-process chain ADD (NETKIT_AGENT=off) under the profiler too, its
+``os._exit`` made to write the profile first.  Not part of the test suite; nothing timed here is a
+target figure (the profiler slows what it watches): bench/podman_shape.py is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import hostns  # noqa: E402
+from harness.bench import NO_AGENT  # noqa: E402
+from harness.cnichain import Network  # noqa: E402
+
+INPROC_WRAPPER = """
+import cProfile, os, sys
+sys.path[:0] = {paths!r}
+prof = cProfile.Profile()
+real_exit = os._exit
+def _exit(code):
+    prof.disable()
+    prof.dump_stats({out!r})
+    real_exit(code)
+os._exit = _exit
+prof.enable()
+from netkit.launch.executable import main
+main({plugin!r})
+"""
+
+
+def serve(socket: str, out: str) -> None:
+    """The agent (as `netkit agent` runs it), every request's handler profiled into ``out``."""
+    from netkit.agent import server
+    from netkit.cni import handler
+    from netkit.launch import invoker
+
+    invoker.use()
+    real = handler.handle
+    local = threading.local()
+    count = [0]
+    guard = threading.Lock()
+
+    def profiled(plugin, env, stdin):  # type: ignore[no-untyped-def]
+        if getattr(local, "active", False):  # a delegate answered in this thread: inside the outer profile
+            return real(plugin, env, stdin)
+        local.active = True
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        try:
+            return prof.runcall(real, plugin, env, stdin)
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            local.active = False
+            with guard:
+                count[0] += 1
+                n = count[0]
+            try:  # which plugin: the config's type (the handler is handed functions, not a name)
+                short = str(json.loads(stdin).get("type", "plugin")).replace("-", "_")
+            except ValueError:
+                short = "plugin"
+            name = f"{short}-{env.get('CNI_COMMAND')}-{n:05d}-{ms:.1f}ms.prof"
+            prof.dump_stats(os.path.join(out, name))
+
+    handler.handle = profiled
+    server.serve(socket)
+
+
+def report(out: str, top: int) -> None:
+    """Per plugin and command: requests, median handler ms, then the top functions (cumulative)."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".prof"):
+            plugin, command = name.split("-")[0:2]  # <plugin>-<COMMAND>-<n>-<ms>ms.prof
+            groups.setdefault(f"{plugin} {command}", []).append(name)
+    for key, names in groups.items():
+        ms = sorted(float(n.rsplit("-", 1)[1][:-len("ms.prof")]) for n in names)
+        print(f"\n=== agent: {key}: {len(names)} requests, handler median {ms[len(ms) // 2]:.1f} ms (profiled)")
+        buf = io.StringIO()
+        stats = pstats.Stats(*(os.path.join(out, n) for n in names), stream=buf)
+        stats.sort_stats("cumulative").print_stats(top)
+        print("\n".join(line for line in buf.getvalue().splitlines() if line.strip() and ".prof" not in line))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--out", default="", help="keep the .prof files here (default: a temp dir, removed)")
+    ap.add_argument("--serve", nargs=2, metavar=("SOCKET", "DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return 0
+    from netkit.launch import executable, install
+
+    tmp = tempfile.mkdtemp(prefix="netkit-prof-")
+    out = args.out or os.path.join(tmp, "prof")
+    os.makedirs(out, exist_ok=True)
+    bin_dir, sock = os.path.join(tmp, "bin"), os.path.join(tmp, "agent.sock")
+    install.install(bin_dir=bin_dir, conf_dir=os.path.join(tmp, "net.d"))
+    ns = hostns.Namespaces("nkq")
+    agent = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", sock, out],
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not os.path.exists(sock):
+            if agent.poll() is not None:
+                raise SystemExit("the profiled agent exited")
+            time.sleep(0.02)
+        host = f"{ns.tag}-h"
+        ns.add(host, lo=True)
+        warm = Network(host, bin_dir, True, "prof", f"{ns.tag}b", "10.77.0.0/16", os.path.join(tmp, "data"), sock,
+                       "nftables", cni_version="0.4.0", podman_keys=True)
+        walls: dict[str, list[float]] = {}
+        for i in range(args.runs + 2):
+            (c,) = ns.add(f"{ns.tag}-c{i}")
+            ms, result, execs = warm.chain_add(c.name, 22000 + i)
+            ms2, dels = warm.chain_del(c.name, 22000 + i, result)
+            ns.delete(c.name)
+            if i >= 2:
+                for label, e in zip(("bridge ADD", "portmap ADD", "portmap DEL", "bridge DEL"), (*execs, *dels)):
+                    walls.setdefault(label, []).append(e.ms)
+        agent.terminate()
+        agent.wait(10)
+        for name in os.listdir(out):  # the 2 warm-up rounds' 4 requests each (bridge made, first imports)
+            if int(name.rsplit("-", 2)[1]) <= 8:
+                os.unlink(os.path.join(out, name))
+        print("launcher exec wall time (ip netns exec HOST launcher, agent profiled), median ms:")
+        for label, xs in walls.items():
+            print(f"  {label:<12} {sorted(xs)[len(xs) // 2]:6.1f}")
+        report(out, args.top)
+        # In-process: one chain ADD's bridge exec with NETKIT_AGENT=off under the profiler.
+        cold = Network(host, bin_dir, True, "prof", f"{ns.tag}b", "10.77.0.0/16", os.path.join(tmp, "data"),
+                       NO_AGENT, "nftables", cni_version="0.4.0", podman_keys=True, agent_off=True)
+        (c,) = ns.add(f"{ns.tag}-cold")
+        prof = os.path.join(tmp, "inproc.prof")
+        code = INPROC_WRAPPER.format(paths=executable.import_paths(), out=prof, plugin="netkit-bridge")
+        p = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-IS", "-c", code],
+                           input=json.dumps(cold.bridge_conf()).encode(), capture_output=True,
+                           env=cold.env("ADD", c.name))
+        result = json.loads(p.stdout)
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(args.top)
+        print("\n=== in-process bridge ADD (NETKIT_AGENT=off), one exec, profiled:")
+        print("\n".join(line for line in buf.getvalue().splitlines()[6:] if line.strip()))
+        cold.delete(c.name, result)
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(10)
+        for problem in ns.close():
+            print(f"CLEANUP PROBLEM: {problem}", file=sys.stderr)
+        if not args.out:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
