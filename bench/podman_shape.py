@@ -22,13 +22,16 @@ same for both sides; nothing is subtracted.  Three netkit variants against the r
 Rows: VERSION (in-process), bridge+IPAM ADD, chain ADD (bridge, then portmap), chain DEL (portmap,
 then bridge), all interleaved per round in rotating order; then ``--concurrent`` bridge+IPAM ADDs
 started at once (wall time from the first spawn to the last exit), default install and reference
-alternating.  See bench/README.md.  Not part of the test suite.
+alternating.  ``--compare SRC`` adds both netkit variants of another source tree (e.g. ``git archive
+d54988e | tar -x -C /tmp/old``: its launchers and its agent, this venv's packages) to every round,
+interleaved: old against new in one run.  See bench/README.md.  Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +40,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import procs  # noqa: E402
+from harness.agent import Agent  # noqa: E402
 from harness.bench import NO_AGENT, BenchError, Run, machine, main, parser, rounds, ruled, summary  # noqa: E402
 from harness.cnichain import Network, exec_in  # noqa: E402
 
@@ -46,8 +50,8 @@ AUTOSTART = False
 
 CNI_VERSION = "0.4.0"                 # what podman 4.3 writes in its conflists
 DEFAULT, INPROC, REFERENCE = "default install", "in-process", "reference"
-IMPLS = (DEFAULT, INPROC, REFERENCE)
-SHORT = {DEFAULT: "d", INPROC: "i", REFERENCE: "r"}
+OLD_DEFAULT, OLD_INPROC = f"{DEFAULT} (--compare)", f"{INPROC} (--compare)"
+SHORT = {DEFAULT: "d", INPROC: "i", REFERENCE: "r", OLD_DEFAULT: "od", OLD_INPROC: "oi"}
 FIRST = "first ADD, no agent yet"
 VERSION_ROW, ADD_ROW, CHAIN_ADD_ROW, CHAIN_DEL_ROW = "VERSION", "ADD bridge+ipam", "ADD chain", "DEL chain"
 CONCURRENT_ROW = "concurrent ADD bridge+ipam, wall"
@@ -93,19 +97,22 @@ class Bench(Run):
         super().__init__(args)
         self.samples: Samples = {}
         self.warmup_samples: Samples = {}
-        self.concurrent: dict[str, list[float]] = {DEFAULT: [], REFERENCE: []}
+        self.impls = (DEFAULT, INPROC, REFERENCE) + ((OLD_DEFAULT, OLD_INPROC) if args.compare else ())
+        self.concurrent: dict[str, list[float]] = {i: [] for i in self.impls if i not in (INPROC, OLD_INPROC)}
         self.port = HOSTPORT_BASE
         self.count = 0
         self.firsts = 0
         self.socket = ""
         self.agent_pid = 0
+        self.old_agent: Agent | None = None
 
     def network(self, impl: str, key: str, subnet: str, socket: str | None, label: str) -> Network:
         """One podman-shaped network of ``impl`` in sandbox host ``<tag>-<key>``."""
-        net = Network(f"{self.tag}-{key}", self.bin_dir, impl != REFERENCE, f"podman-{key}", f"{self.tag}{key}",
+        bin_dir = self.old_bin if impl in (OLD_DEFAULT, OLD_INPROC) else self.bin_dir
+        net = Network(f"{self.tag}-{key}", bin_dir, impl != REFERENCE, f"podman-{key}", f"{self.tag}{key}",
                       subnet, os.path.join(self.tmp, "data", key), socket,
                       NETKIT_FIREWALL if impl != REFERENCE else "", label, cni_version=CNI_VERSION,
-                      agent_off=impl == INPROC, podman_keys=True)
+                      agent_off=impl in (INPROC, OLD_INPROC), podman_keys=True)
         self.ns.add(net.host, lo=True)
         return net
 
@@ -114,15 +121,35 @@ class Bench(Run):
         self.socket = os.path.join(self.tmp, "agent.sock")
         if not AUTOSTART:
             self.agent_pid = self.start_agent().pid
-        sockets = {DEFAULT: self.socket, INPROC: NO_AGENT, REFERENCE: None}
+        sockets = {DEFAULT: self.socket, INPROC: NO_AGENT, REFERENCE: None, OLD_INPROC: NO_AGENT}
+        self.old_bin = ""
+        if self.args.compare:
+            sockets[OLD_DEFAULT] = self.compare_setup(os.path.abspath(self.args.compare))
         self.nets = {impl: self.network(impl, SHORT[impl], f"10.{70 + k}.0.0/16", sockets[impl], impl)
-                     for k, impl in enumerate(IMPLS)}
+                     for k, impl in enumerate(self.impls)}
         # The first-ADD network: its own host and socket directory (renewed per sample: no agent there yet).
         self.first_net = self.network(DEFAULT, "f", "10.74.0.0/16", None, FIRST)
         print(f"podman-shaped configs (cniVersion {CNI_VERSION}); sandbox hosts "
               + ", ".join(f"{n.label}: {n.host}" for n in (*self.nets.values(), self.first_net))
               + f"; agent {'started by the first plugin exec' if AUTOSTART else f'pid {self.agent_pid} (harness)'}"
               f" on {self.socket}", flush=True)
+
+    def compare_setup(self, src: str) -> str:
+        """Launchers and a warm agent of source tree ``src`` (this interpreter, this venv's packages);
+        the agent's socket."""
+        self.old_bin = os.path.join(self.tmp, "old-bin")
+        env = dict(os.environ, PYTHONPATH=src)
+        env.pop("NETKIT_AGENT_SOCKET", None)
+        subprocess.run([sys.executable, "-P", "-c", "from netkit.launch import install; import sys; "
+                        f"install.install(bin_dir={self.old_bin!r}, conf_dir={os.path.join(self.tmp, 'old-net.d')!r})"],
+                       env=env, check=True, capture_output=True)
+        with open(os.path.join(self.old_bin, "netkit-bridge"), encoding="utf-8") as fh:
+            if src not in fh.read():
+                raise BenchError(f"the launchers of {src} do not import it")
+        self.old_agent = Agent(os.path.join(self.tmp, "old-agent.sock"), env=env)
+        self.old_agent.argv.insert(1, "-P")  # not the cwd (this repository) first on sys.path: PYTHONPATH
+        self.old_agent.start()
+        return self.old_agent.path
 
     def containers(self, net: Network, n: int) -> list[str]:
         names = [f"{net.host}c{self.count + k}" for k in range(n)]
@@ -134,6 +161,8 @@ class Bench(Run):
         """A dead agent would turn the default-install rows into in-process ones without a word."""
         if self.agent is not None:
             self.agent.check()
+        if self.old_agent is not None:
+            self.old_agent.check()
         elif not agents_on(self.socket) and self.count:
             raise BenchError(f"no agent serves {self.socket}: the default-install rows would be in-process")
 
@@ -163,10 +192,11 @@ class Bench(Run):
         def put(row: str, impl: str, ms: float) -> None:
             into.setdefault(row, {}).setdefault(impl, []).append(ms)
 
-        k = i % len(IMPLS)
-        order = IMPLS[k:] + IMPLS[:k]  # each first once every three rounds: no one always meets a warmer cache
+        k = i % len(self.impls)
+        order = self.impls[k:] + self.impls[:k]  # each first in turn: no one always meets a warmer cache
         self.check_agent()
-        for impl in (INPROC, REFERENCE) if i % 2 == 0 else (REFERENCE, INPROC):
+        versions = [x for x in order if x in (INPROC, REFERENCE, OLD_INPROC)]
+        for impl in versions:
             put(VERSION_ROW, impl, self.version(self.nets[impl]))
         port = self.port
         self.port += 1
@@ -220,11 +250,13 @@ class Bench(Run):
         for i in range(self.args.warmup):  # the first ADD creates the bridge and the nft table
             self.one_round(i, self.warmup_samples)
         rounds(self.args.runs, lambda i: self.one_round(i, self.samples))
-        self.concurrent_round(DEFAULT)  # warm-up: the agent's thread pool and the address store
-        self.concurrent_round(REFERENCE)
+        sides = list(self.concurrent)
+        for impl in sides:  # warm-up: the agent's thread pool and the address store
+            self.concurrent_round(impl)
 
         def conc(i: int) -> None:
-            for impl in (DEFAULT, REFERENCE) if i % 2 == 0 else (REFERENCE, DEFAULT):
+            k = i % len(sides)
+            for impl in sides[k:] + sides[:k]:
                 self.concurrent[impl].append(self.concurrent_round(impl))
         rounds(self.args.concurrent_rounds, conc)
         self.check_agent()
@@ -236,6 +268,9 @@ class Bench(Run):
         return problems
 
     def teardown(self) -> None:
+        if self.old_agent is not None:
+            problem = self.old_agent.stop()
+            self.cleanup_problems += [problem] if problem else []
         if AUTOSTART:
             self.cleanup_problems += stop_agents_on(self.socket)
         super().teardown()
@@ -252,14 +287,16 @@ class Bench(Run):
                 ratio = f"{s['median'] / ref:.2f}" if ref and impl != REFERENCE else ""
                 print(f"{row:<34} {impl:<24} {s['median']:>8.1f} {s['p95']:>8.1f} "
                       f"{(f'{ref:.1f}' if ref else '-'):>10} {ratio:>6}")
-        d, r = summary(self.concurrent[DEFAULT]), summary(self.concurrent[REFERENCE])
-        print(f"{CONCURRENT_ROW + f' x{self.args.concurrent}':<34} {DEFAULT:<24} {d['median']:>8.1f} {d['p95']:>8.1f} "
-              f"{r['median']:>10.1f} {d['median'] / r['median']:>6.2f}")
+        r = summary(self.concurrent[REFERENCE])
+        for impl, xs in self.concurrent.items():
+            d = summary(xs)
+            print(f"{CONCURRENT_ROW + f' x{self.args.concurrent}':<34} {impl:<24} {d['median']:>8.1f} {d['p95']:>8.1f} "
+                  f"{r['median']:>10.1f} {d['median'] / r['median']:>6.2f}")
         print(f"\n{DEFAULT}: {'agent started by the first plugin exec' if AUTOSTART else 'the launchers with a warm agent started by this run (harness/agent.py)'};"
               f" {INPROC}: NETKIT_AGENT=off NETKIT_AGENT_SOCKET={NO_AGENT}; {FIRST}: launchers, a socket no agent"
               " serves yet.\nADD chain = bridge exec (its IPAM delegated) + portmap exec; DEL chain = portmap + bridge.")
         return {"runs": self.args.runs, "warmup_rounds": self.args.warmup, "machine": m, "unit": "ms",
-                "cni_version": CNI_VERSION, "autostart": AUTOSTART,
+                "cni_version": CNI_VERSION, "autostart": AUTOSTART, "compare": self.args.compare,
                 "configs": {impl: {"bridge": net.bridge_conf(), "portmap": net.portmap_conf(HOSTPORT_BASE, {})}
                             for impl, net in self.nets.items()},
                 "env": {impl: net.env("ADD") for impl, net in {**self.nets, FIRST: self.first_net}.items()},
@@ -276,6 +313,7 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=2, help="uncounted rounds first (default 2)")
     ap.add_argument("--concurrent", type=int, default=16, help="bridge+IPAM ADDs started at once (default 16)")
     ap.add_argument("--concurrent-rounds", type=int, default=6, help="rounds of them per side (default 6)")
+    ap.add_argument("--compare", metavar="SRC", default="", help="also another netkit source tree's variants")
     sys.exit(main(ap, Bench, ("bridge", "host-local", "portmap"), ("nft", "iptables-save"),
                   lambda a: "--runs, --warmup and --concurrent-rounds must be at least 1"
                   if min(a.runs, a.warmup, a.concurrent_rounds) < 1 else ""))

@@ -53,8 +53,9 @@ main({plugin!r})
 """
 
 
-def serve(socket: str, out: str) -> None:
-    """The agent (as `netkit agent` runs it), every request's handler profiled into ``out``."""
+def serve(socket: str, out: str, profile: bool = True) -> None:
+    """The agent (as `netkit agent` runs it), every request's handler profiled into ``out`` (without
+    ``profile``: only timed, each request an empty file named with its time)."""
     from netkit.agent import server
     from netkit.cni import handler
     from netkit.launch import invoker
@@ -72,7 +73,7 @@ def serve(socket: str, out: str) -> None:
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         try:
-            return prof.runcall(real, plugin, env, stdin)
+            return prof.runcall(real, plugin, env, stdin) if profile else real(plugin, env, stdin)
         finally:
             ms = (time.perf_counter() - t0) * 1000
             local.active = False
@@ -84,7 +85,10 @@ def serve(socket: str, out: str) -> None:
             except ValueError:
                 short = "plugin"
             name = f"{short}-{env.get('CNI_COMMAND')}-{n:05d}-{ms:.1f}ms.prof"
-            prof.dump_stats(os.path.join(out, name))
+            if profile:
+                prof.dump_stats(os.path.join(out, name))
+            else:
+                open(os.path.join(out, name), "wb").close()
 
     handler.handle = profiled
     server.serve(socket)
@@ -99,7 +103,10 @@ def report(out: str, top: int) -> None:
             groups.setdefault(f"{plugin} {command}", []).append(name)
     for key, names in groups.items():
         ms = sorted(float(n.rsplit("-", 1)[1][:-len("ms.prof")]) for n in names)
-        print(f"\n=== agent: {key}: {len(names)} requests, handler median {ms[len(ms) // 2]:.1f} ms (profiled)")
+        print(f"\n=== agent: {key}: {len(names)} requests, handler median {ms[len(ms) // 2]:.1f} ms"
+              f"{'' if top else ' (not profiled)'}")
+        if not top:
+            continue
         buf = io.StringIO()
         stats = pstats.Stats(*(os.path.join(out, n) for n in names), stream=buf)
         stats.sort_stats("cumulative").print_stats(top)
@@ -111,10 +118,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="", help="keep the .prof files here (default: a temp dir, removed)")
-    ap.add_argument("--serve", nargs=2, metavar=("SOCKET", "DIR"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-profile", action="store_true",
+                    help="only time the agent's handler per request (no profiler slowing it): the breakdown's figures")
+    ap.add_argument("--serve", nargs=3, metavar=("SOCKET", "DIR", "PROFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(*args.serve)
+        serve(args.serve[0], args.serve[1], args.serve[2] == "1")
         return 0
     from netkit.launch import executable, install
 
@@ -124,7 +133,8 @@ def main() -> int:
     bin_dir, sock = os.path.join(tmp, "bin"), os.path.join(tmp, "agent.sock")
     install.install(bin_dir=bin_dir, conf_dir=os.path.join(tmp, "net.d"))
     ns = hostns.Namespaces("nkq")
-    agent = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", sock, out],
+    agent = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", sock, out,
+                              "0" if args.no_profile else "1"],
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not os.path.exists(sock):
@@ -149,10 +159,12 @@ def main() -> int:
         for name in os.listdir(out):  # the 2 warm-up rounds' 4 requests each (bridge made, first imports)
             if int(name.rsplit("-", 2)[1]) <= 8:
                 os.unlink(os.path.join(out, name))
-        print("launcher exec wall time (ip netns exec HOST launcher, agent profiled), median ms:")
+        print("launcher exec wall time (ip netns exec HOST launcher), median ms:")
         for label, xs in walls.items():
             print(f"  {label:<12} {sorted(xs)[len(xs) // 2]:6.1f}")
-        report(out, args.top)
+        report(out, 0 if args.no_profile else args.top)
+        if args.no_profile:
+            return 0
         # In-process: one chain ADD's bridge exec with NETKIT_AGENT=off under the profiler.
         cold = Network(host, bin_dir, True, "prof", f"{ns.tag}b", "10.77.0.0/16", os.path.join(tmp, "data"),
                        NO_AGENT, "nftables", cni_version="0.4.0", podman_keys=True, agent_off=True)
