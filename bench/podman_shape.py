@@ -30,6 +30,7 @@ interleaved: old against new in one run.  See bench/README.md.  Not part of the 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class Bench(Run):
         self.socket = ""
         self.agent_pid = 0
         self.old_agent: Agent | None = None
+        self.concurrent_cpu: dict[str, list[dict[str, float]]] = {}
 
     def network(self, impl: str, key: str, subnet: str, socket: str | None, label: str) -> Network:
         """One podman-shaped network of ``impl`` in sandbox host ``<tag>-<key>``."""
@@ -231,11 +233,20 @@ class Bench(Run):
         threads = [threading.Thread(target=one, args=(c,)) for c in conts]
         for t in threads:
             t.start()
+        agent = {DEFAULT: self.agent, OLD_DEFAULT: self.old_agent}.get(impl)
+        cpu0 = agent.cpu_seconds() if agent is not None else 0.0
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         go.wait()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         wall = (time.perf_counter() - t0) * 1000
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # Where the wall time went: CPU of the execs (ip netns exec + launcher or plugin, reaped by
+        # us) and of the agent, against the 2 x wall the machine's CPUs had.
+        self.concurrent_cpu.setdefault(impl, []).append({
+            "execs_cpu_ms": (kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime) * 1000,
+            "agent_cpu_ms": ((agent.cpu_seconds() - cpu0) * 1000) if agent is not None else 0.0})
         if errors:
             raise BenchError(errors[0])
         addrs = {r["ips"][0]["address"] for r in results.values()}
@@ -253,6 +264,7 @@ class Bench(Run):
         sides = list(self.concurrent)
         for impl in sides:  # warm-up: the agent's thread pool and the address store
             self.concurrent_round(impl)
+        self.concurrent_cpu.clear()
 
         def conc(i: int) -> None:
             k = i % len(sides)
@@ -292,6 +304,11 @@ class Bench(Run):
             d = summary(xs)
             print(f"{CONCURRENT_ROW + f' x{self.args.concurrent}':<34} {impl:<24} {d['median']:>8.1f} {d['p95']:>8.1f} "
                   f"{r['median']:>10.1f} {d['median'] / r['median']:>6.2f}")
+        print(f"CPU per concurrent round (median, ms; {os.cpu_count()} CPUs): "
+              + "; ".join(f"{impl}: execs {summary([c['execs_cpu_ms'] for c in cs])['median']:.0f}"
+                          + (f", agent {summary([c['agent_cpu_ms'] for c in cs])['median']:.0f}"
+                             if impl != REFERENCE else "")
+                          for impl, cs in self.concurrent_cpu.items()))
         print(f"\n{DEFAULT}: {'agent started by the first plugin exec' if AUTOSTART else 'the launchers with a warm agent started by this run (harness/agent.py)'};"
               f" {INPROC}: NETKIT_AGENT=off NETKIT_AGENT_SOCKET={NO_AGENT}; {FIRST}: launchers, a socket no agent"
               " serves yet.\nADD chain = bridge exec (its IPAM delegated) + portmap exec; DEL chain = portmap + bridge.")
@@ -303,7 +320,8 @@ class Bench(Run):
                 "rows": {row: {impl: {"summary": summary(xs), "samples": xs} for impl, xs in per.items()}
                          for row, per in self.samples.items()},
                 "concurrent": {"n": self.args.concurrent, "wall_ms": self.concurrent,
-                               "summary": {impl: summary(xs) for impl, xs in self.concurrent.items()}},
+                               "summary": {impl: summary(xs) for impl, xs in self.concurrent.items()},
+                               "cpu_ms": self.concurrent_cpu},
                 "warmup_samples": self.warmup_samples}
 
 
