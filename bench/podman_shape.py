@@ -29,6 +29,7 @@ interleaved: old against new in one run.  See bench/README.md.  Not part of the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -62,15 +63,17 @@ STOP_TIMEOUT_S = 10
 Samples = dict[str, dict[str, list[float]]]
 
 
+def _words(pid: int) -> list[str]:
+    """The command line of ``pid`` split in words ([] once it has exited: /proc changes as we read)."""
+    try:
+        return procs.cmdline(pid).split()
+    except OSError:
+        return []
+
+
 def agents_on(socket: str) -> list[int]:
     """Pids of `netkit agent` processes serving ``socket`` (the one an auto-starting launcher spawned)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            words = procs.cmdline(int(entry)).split()
-            if "agent" in words and socket in words:
-                out.append(int(entry))
-    return out
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and {"agent", socket} <= set(_words(int(e)))]
 
 
 def stop_agents_on(socket: str) -> list[str]:
@@ -78,16 +81,15 @@ def stop_agents_on(socket: str) -> list[str]:
     problems = []
     pids = agents_on(socket)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while (left := [p for p in pids if os.path.exists(f"/proc/{p}") and procs.cmdline(p)]) and time.monotonic() < deadline:
+    while (left := [p for p in pids if _words(p)]) and time.monotonic() < deadline:
         time.sleep(0.02)
     for pid in left:
         problems.append(f"agent pid {pid} on {socket} ignored SIGTERM: killed")
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return problems
 
 
