@@ -94,6 +94,37 @@ def serve(socket: str, out: str, profile: bool = True) -> None:
     server.serve(socket)
 
 
+def category(path: str, name: str) -> str:
+    """Where a profiled function's own time counts in the breakdown."""
+    if "pyroute2" in path or "asyncio" in path:
+        return "pyroute2 + asyncio (python)"
+    if path == "~" and any(w in name for w in ("socket", "select", "poll")):
+        return "socket calls (the kernel's netlink and nft work)"
+    if "libnft.py" in path:
+        return "libnftables (ctypes)"
+    if "netkit/ipam" in path or "plugins/ipam.py" in path:
+        return "netkit ipam"
+    if "netkit/firewall" in path or "publish.py" in path or "portmap.py" in path:
+        return "netkit firewall, publish"
+    if "netkit/" in path:
+        return "netkit other (bridge, cni, net, launch)"
+    if path == "~":
+        return "other built-ins"
+    return "standard library (python)"
+
+
+def shares(stats: pstats.Stats, n: int) -> None:
+    """Self time per category over ``n`` requests."""
+    cats: dict[str, float] = {}
+    for (path, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        key = category(path, name)
+        cats[key] = cats.get(key, 0.0) + tottime
+    total = sum(cats.values())
+    print(f"self time by category, per request ({total / n * 1000:.1f} ms profiled):")
+    for key, t in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<52} {t / n * 1000:6.2f} ms {100 * t / total:4.0f}%")
+
+
 def report(out: str, top: int) -> None:
     """Per plugin and command: requests, median handler ms, then the top functions (cumulative)."""
     groups: dict[str, list[str]] = {}
@@ -109,6 +140,7 @@ def report(out: str, top: int) -> None:
             continue
         buf = io.StringIO()
         stats = pstats.Stats(*(os.path.join(out, n) for n in names), stream=buf)
+        shares(stats, len(names))
         stats.sort_stats("cumulative").print_stats(top)
         print("\n".join(line for line in buf.getvalue().splitlines() if line.strip() and ".prof" not in line))
 
