@@ -58,7 +58,6 @@ FIRST = "first ADD, no agent yet"
 VERSION_ROW, ADD_ROW, CHAIN_ADD_ROW, CHAIN_DEL_ROW = "VERSION", "ADD bridge+ipam", "ADD chain", "DEL chain"
 CONCURRENT_ROW = "concurrent ADD bridge+ipam, wall"
 HOSTPORT_BASE = 21000                 # round k publishes hostPort BASE + k
-NETKIT_FIREWALL = "nftables"
 STOP_TIMEOUT_S = 10
 Samples = dict[str, dict[str, list[float]]]
 
@@ -94,6 +93,9 @@ def stop_agents_on(socket: str) -> list[str]:
 
 
 class Bench(Run):
+    """The rounds and the concurrent batches; netkit's firewall backend as installed (no
+    NETKIT_FIREWALL_BACKEND: detected, nftables on Debian 12, whose iptables is iptables-nft)."""
+
     prefix = "nkp"
 
     def __init__(self, args: Any) -> None:
@@ -114,8 +116,7 @@ class Bench(Run):
         """One podman-shaped network of ``impl`` in sandbox host ``<tag>-<key>``."""
         bin_dir = self.old_bin if impl in (OLD_DEFAULT, OLD_INPROC) else self.bin_dir
         net = Network(f"{self.tag}-{key}", bin_dir, impl != REFERENCE, f"podman-{key}", f"{self.tag}{key}",
-                      subnet, os.path.join(self.tmp, "data", key), socket,
-                      NETKIT_FIREWALL if impl != REFERENCE else "", label, cni_version=CNI_VERSION,
+                      subnet, os.path.join(self.tmp, "data", key), socket, "", label, cni_version=CNI_VERSION,
                       agent_off=impl in (INPROC, OLD_INPROC), podman_keys=True)
         self.ns.add(net.host, lo=True)
         return net
