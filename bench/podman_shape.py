@@ -177,45 +177,54 @@ class Bench(Run):
             raise BenchError(f"VERSION of {net.label} failed ({e.why()})")
         return e.ms
 
-    def first_add(self) -> float:
-        """One bridge+IPAM ADD with no agent on the launcher's (new) socket; DEL and stop untimed."""
+    def first_add(self, container: str) -> tuple[float, dict[str, Any]]:
+        """One bridge+IPAM ADD with no agent on the launcher's (new) socket: its ms and result.
+        Any agent it started is stopped (untimed) before the next measured exec."""
         net = self.first_net
         self.firsts += 1
         sock_dir = os.path.join(self.tmp, f"first{self.firsts}")
         os.makedirs(sock_dir)
         net.agent = os.path.join(sock_dir, "agent.sock")
-        (c,) = self.containers(net, 1)
         try:
-            e, result = net.add(c)
-            net.delete(c, result)
+            e, result = net.add(container)
         finally:
             self.cleanup_problems += stop_agents_on(net.agent)
-        self.ns.delete(c)
-        return e.ms
+        return e.ms, result
 
     def one_round(self, i: int, into: Samples) -> None:
         def put(row: str, impl: str, ms: float) -> None:
             into.setdefault(row, {}).setdefault(impl, []).append(ms)
 
-        k = i % len(self.impls)
-        order = self.impls[k:] + self.impls[:k]  # each first in turn: no one always meets a warmer cache
+        # Each first in turn (no one always meets a warmer cache), the first ADD among the others:
+        # it runs in the same conditions as the in-process ADD it is held against (not right after
+        # the namespace deletions, whose clean-up the kernel does meanwhile).
+        turns = (*self.impls, FIRST)
+        k = i % len(turns)
+        order = turns[k:] + turns[:k]
         self.check_agent()
         versions = [x for x in order if x in (INPROC, REFERENCE, OLD_INPROC)]
         for impl in versions:
             put(VERSION_ROW, impl, self.version(self.nets[impl]))
         port = self.port
         self.port += 1
-        conts = {impl: self.containers(self.nets[impl], 1)[0] for impl in order}
+        nets = {**self.nets, FIRST: self.first_net}
+        conts = {impl: self.containers(nets[impl], 1)[0] for impl in order}
         results: dict[str, dict[str, Any]] = {}
         for impl in order:
+            if impl == FIRST:
+                ms, results[impl] = self.first_add(conts[impl])
+                put(ADD_ROW, FIRST, ms)
+                continue
             ms, results[impl], execs = self.nets[impl].chain_add(conts[impl], port, checked=True)
             put(ADD_ROW, impl, execs[0].ms)
             put(CHAIN_ADD_ROW, impl, ms)
         for impl in order:
+            if impl == FIRST:
+                self.first_net.delete(conts[impl], results[impl])  # untimed; it may start an agent too
+                self.cleanup_problems += stop_agents_on(self.first_net.agent or "")
+                continue
             put(CHAIN_DEL_ROW, impl, self.nets[impl].chain_del(conts[impl], port, results[impl], checked=True)[0])
         self.ns.delete(*conts.values())
-        # The first ADD against this round's in-process ADD (interleaved: the same load on the machine).
-        put(ADD_ROW, FIRST, self.first_add())
         self.check_agent()
 
     def concurrent_round(self, impl: str) -> float:
@@ -286,8 +295,10 @@ class Bench(Run):
         if self.old_agent is not None:
             problem = self.old_agent.stop()
             self.cleanup_problems += [problem] if problem else []
-        if AUTOSTART:
-            self.cleanup_problems += stop_agents_on(self.socket)
+        if AUTOSTART:  # this run's agents: the default install's, any a first ADD's exec left
+            for sock in (self.socket, *(os.path.join(self.tmp, f"first{n}", "agent.sock")
+                                        for n in range(1, self.firsts + 1))):
+                self.cleanup_problems += stop_agents_on(sock)
         super().teardown()
 
     def report(self) -> dict[str, Any]:
