@@ -19,6 +19,7 @@ target figure (the profiler slows what it watches): bench/podman_shape.py is.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import cProfile
 import io
 import json
@@ -150,6 +151,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="", help="keep the .prof files here (default: a temp dir, removed)")
+    ap.add_argument("--present", type=int, default=0, metavar="N",
+                    help="first make N attachments (kept): the requests measured then run with N present")
     ap.add_argument("--no-profile", action="store_true",
                     help="only time the agent's handler per request (no profiler slowing it): the breakdown's figures")
     ap.add_argument("--serve", nargs=3, metavar=("SOCKET", "DIR", "PROFILE"), help=argparse.SUPPRESS)
@@ -178,6 +181,11 @@ def main() -> int:
         warm = Network(host, bin_dir, True, "prof", f"{ns.tag}b", "10.77.0.0/16", os.path.join(tmp, "data"), sock,
                        "nftables", cni_version="0.4.0", podman_keys=True)
         walls: dict[str, list[float]] = {}
+        if args.present:  # attachments already there (each with a published port), 8 at a time
+            names = [n.name for n in ns.add(*(f"{ns.tag}-p{k}" for k in range(args.present)))]
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda k: warm.chain_add(names[k], 30000 + k), range(args.present)))
+        skip = 2 * args.present + 8  # their requests (a bridge's and a portmap's each), then 2 warm-up rounds'
         for i in range(args.runs + 2):
             (c,) = ns.add(f"{ns.tag}-c{i}")
             ms, result, execs = warm.chain_add(c.name, 22000 + i)
@@ -197,7 +205,7 @@ def main() -> int:
         agent.terminate()
         agent.wait(10)
         for name in os.listdir(out):  # the 2 warm-up rounds' 4 requests each (bridge made, first imports)
-            if int(name.rsplit("-", 2)[1]) <= 8:
+            if int(name.rsplit("-", 2)[1]) <= skip:
                 os.unlink(os.path.join(out, name))
         print("launcher exec wall time (ip netns exec HOST launcher), median ms:")
         for label, xs in walls.items():
