@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from tests import seeds
 from tests.faults.common import attach_and_prove, detach_clean, full_conf, gc_conf, leftovers, run_killed
@@ -85,9 +86,9 @@ def test_plugin_sigkilled_at_random_moments_leaves_nothing_after_del_or_gc(inpro
         detach_clean(box, full_conf(box), c)
 
 
-def _ipam_children(box: Sandbox) -> bool:
-    """Whether an IPAM executable of this test's bin dir is running."""
-    return subprocess.run(["pgrep", "-f", f"{box.bin_dir}/netkit-ipam"], capture_output=True).returncode == 0
+def _ipam_children(bin_dir: str) -> bool:
+    """Whether the IPAM executable of ``bin_dir`` is running."""
+    return subprocess.run(["pgrep", "-f", f"{bin_dir}/netkit-ipam"], capture_output=True).returncode == 0
 
 
 def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:  # type: ignore[valid-type]
@@ -98,18 +99,26 @@ def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:
         time.sleep(0.05)
 
 
-def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inproc: Sandbox) -> None:
+def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inproc: Sandbox, tmp_path: Path) -> None:
     # The bridge is killed once its IPAM child runs; the runtime's DEL runs at once and finds no
     # lease yet; the orphaned child must not reserve one afterwards (nobody would ever release it).
-    # The sleep failpoint holds the child before the lease store's lock.
+    # The sleep failpoint holds the child before the lease store's lock.  A child: the netkit-ipam
+    # first in CNI_PATH is not byte for byte this installation's launcher (a line added), so the
+    # bridge execs it as the spec says instead of answering it in its own process.
     box = inproc
+    other = tmp_path / "bin"
+    other.mkdir()
+    with open(os.path.join(box.bin_dir, "netkit-ipam"), "rb") as f:
+        (other / "netkit-ipam").write_bytes(f.read() + b"# not the installer's text\n")
+    (other / "netkit-ipam").chmod(0o755)
     conf = full_conf(box)
     c = box.container()
     env = dict(box.env("ADD", c), NETKIT_FAILPOINTS="ipam.add.before-lock=sleep:1500")
-    rc = run_killed(box, env, conf, lambda: _ipam_children(box), timeout=HANG_GUARD)
+    env["CNI_PATH"] = f"{other}:{env['CNI_PATH']}"
+    rc = run_killed(box, env, conf, lambda: _ipam_children(str(other)), timeout=HANG_GUARD)
     assert rc == -9  # the bridge waits for its child, which sleeps: it cannot have finished
     assert box.call("netkit-bridge", "DEL", conf, c) == (0, None)
-    _until(lambda: not _ipam_children(box), "the orphaned IPAM child never finished")
+    _until(lambda: not _ipam_children(str(other)), "the orphaned IPAM child never finished")
     assert leftovers(box, [c]) == []
     attach_and_prove(box, conf, c)
     detach_clean(box, conf, c)
