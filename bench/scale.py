@@ -42,7 +42,8 @@ class Sandbox(Network):
     def __init__(self, run: "Scale", key: str, impl: str, firewall: str, subnet_octet: int, label: str) -> None:
         super().__init__(f"{run.tag}-{key}", run.bin_dir, impl != REFERENCE, f"scale-{key}", f"{run.tag}{key}",
                          f"10.{subnet_octet}.0.0/16", os.path.join(run.tmp, "data", key),
-                         run.agent.path if impl == AGENT else NO_AGENT, firewall, label)
+                         run.agent.path if impl == AGENT else NO_AGENT, firewall, label,
+                         cni_version="0.4.0", podman_keys=True)  # podman 4.3's conflist shape (issue 16)
         self.run, self.impl = run, impl
         self._next_port = HOSTPORT_BASE
         self._count = 0

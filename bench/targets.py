@@ -1,7 +1,8 @@
-"""Issue 7's targets against the figures the benchmarks wrote: one table, met or not.
+"""Issue 16's targets against the figures the benchmarks wrote: one table, met or not.
 
-Reads the JSON files ``./setup.sh bench`` writes into ``bench/results/`` (cni_latency, scale,
-throughput, runtime_start without and with the agent), prints one line per target with the measured ratio, and writes
+Reads the JSON files ``./setup.sh bench`` writes into ``bench/results/`` (podman_shape, podman_plugins
+with the agent, runtime_start with the agent, scale), prints one line per target with the measured
+ratio (for an absolute bound: the figure over the bound, so 1.0 is the bound), and writes
 ``bench/results/targets.json``.  It measures nothing itself: a target whose benchmark did not run
 (or failed before writing its JSON) is reported as "not measured", never as met.
 
@@ -29,16 +30,23 @@ def _load(results: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def _latency(doc: dict[str, Any] | None, row: str, variant: str) -> Figure:
-    """netkit ``variant`` / reference for a cni_latency row (medians, ``ip netns exec`` cost subtracted)."""
-    ops = doc["operations"][row]
-    n, r = ops[variant]["minus_baseline"]["median"], ops["reference"]["minus_baseline"]["median"]
-    return n / r, f"{n:.1f} / {r:.1f} ms"
+def _shape(doc: dict[str, Any] | None, row: str, variant: str, over: str = "reference") -> Figure:
+    """podman_shape: median of ``variant`` / median of ``over`` in ``row`` (the same run, interleaved)."""
+    per = doc["rows"][row]
+    n, r = per[variant]["summary"]["median"], per[over]["summary"]["median"]
+    return n / r, f"{n:.1f} / {r:.1f} ms ({over})"
+
+
+def _absolute(doc: dict[str, Any] | None, row: str, variant: str, bound_ms: float) -> Figure:
+    """podman_shape: a median against an absolute bound (the "ratio" is median / bound, so <= 1 is met)."""
+    n = doc["rows"][row][variant]["summary"]["median"]
+    return n / bound_ms, f"{n:.1f} ms / {bound_ms:.0f} ms"
 
 
 def _concurrent(doc: dict[str, Any] | None) -> Figure:
-    a, r = _med(doc["a"]["netkit agent"]["add_wall_s"]), _med(doc["a"]["reference"]["add_wall_s"])
-    return a / r, f"{a:.2f} / {r:.2f} s"
+    c = doc["concurrent"]["summary"]
+    a, r = c["default install"]["median"], c["reference"]["median"]
+    return a / r, f"{a:.0f} / {r:.0f} ms, {doc['concurrent']['n']} at once"
 
 
 def _growth(doc: dict[str, Any] | None, label: str) -> Figure:
@@ -47,39 +55,52 @@ def _growth(doc: dict[str, Any] | None, label: str) -> Figure:
     return n / zero, f"{n:.1f} ms at {b['attachments']} / {zero:.1f} ms at 0"
 
 
-def _throughput(doc: dict[str, Any] | None, case: str) -> Figure:
-    g = doc["gbps_median"]
-    return g[case]["netkit"] / g["c"]["netkit"], f"{g[case]['netkit']:.2f} / {g['c']['netkit']:.2f} Gbit/s"
+def _memory(doc: dict[str, Any] | None, when: str, field: str, bound_mib: float) -> Figure:
+    """scale: the agent's ``field`` (KiB) at ``when`` against an absolute bound in MiB."""
+    kib = doc[when][field]
+    return kib / 1024 / bound_mib, f"{field} {kib / 1024:.1f} MiB / {bound_mib:.0f} MiB"
 
 
-def _run_d(doc: dict[str, Any] | None) -> Figure:
-    row = doc["rows"]["ready"]  # (podman not measured: no "podman" cell)
-    n, p = row["netkit"]["summary"]["median"], row["podman"]["summary"]["median"]
+def _podman(doc: dict[str, Any] | None, row: str) -> Figure:
+    cells = doc["rows"][row]
+    n, r = cells["netkit"]["summary"]["median"], cells["reference"]["summary"]["median"]
+    return n / r, f"{n:.0f} / {r:.0f} ms"
+
+
+def _runtime(doc: dict[str, Any] | None, row: str) -> Figure:
+    cells = doc["rows"][row]
+    n, p = cells["netkit"]["summary"]["median"], cells["podman"]["summary"]["median"]
     return n / p, f"{n:.0f} / {p:.0f} ms"
 
 
+DI, IP, FIRST = "default install", "in-process", "first ADD, no agent yet"
 # (target, bound, "<=" or ">=", how to get the figure from the loaded documents)
 TARGETS: list[tuple[str, float, str, Callable[[dict[str, Any]], Figure]]] = [
-    ("agent: bridge+ipam+portmap ADD / reference", 0.8, "<=",
-     lambda d: _latency(d["cni_latency"], "ADD bridge+ipam+portmap", "netkit-agent")),
-    ("agent: bridge+ipam+portmap DEL / reference", 0.5, "<=",
-     lambda d: _latency(d["cni_latency"], "DEL bridge+ipam+portmap", "netkit-agent")),
-    ("agent: 32 concurrent ADDs, wall / reference", 1.0, "<=", lambda d: _concurrent(d["scale"])),
-    ("in-process: bridge+ipam+portmap ADD / reference", 3.0, "<=",
-     lambda d: _latency(d["cni_latency"], "ADD bridge+ipam+portmap", "netkit")),
+    ("default install: chain ADD / reference", 0.8, "<=", lambda d: _shape(d["podman_shape"], "ADD chain", DI)),
+    ("default install: chain DEL / reference", 0.5, "<=", lambda d: _shape(d["podman_shape"], "DEL chain", DI)),
+    ("default install: bridge+IPAM ADD / reference", 1.2, "<=",
+     lambda d: _shape(d["podman_shape"], "ADD bridge+ipam", DI)),
+    ("default install: 16 concurrent ADDs, wall / ref", 1.0, "<=", lambda d: _concurrent(d["podman_shape"])),
+    ("first ADD (no agent yet) / in-process ADD", 1.0, "<=",
+     lambda d: _shape(d["podman_shape"], "ADD bridge+ipam", FIRST, IP)),
+    ("in-process: chain ADD / reference", 2.5, "<=", lambda d: _shape(d["podman_shape"], "ADD chain", IP)),
+    ("in-process: VERSION / 15 ms", 1.0, "<=", lambda d: _absolute(d["podman_shape"], "VERSION", IP, 15)),
+    ("podman run --rm, netkit / reference plugins", 1.0, "<=", lambda d: _podman(d["podman_plugins"], "plain")),
+    ("podman run --rm -p, netkit / reference plugins", 1.0, "<=", lambda d: _podman(d["podman_plugins"], "port")),
+    ("`netkit run -d -p` until HTTP / podman", 0.5, "<=", lambda d: _runtime(d["runtime_start_agent"], "ready")),
+    ("`netkit run --rm --net=none -- true` / podman", 0.4, "<=",
+     lambda d: _runtime(d["runtime_start_agent"], "true_none")),
     ("ADD at 500 present / at 0, nftables", 1.2, "<=", lambda d: _growth(d["scale"], "netkit agent, nftables")),
-    ("ADD at 500 present / at 0, iptables", 1.2, "<=", lambda d: _growth(d["scale"], "netkit agent, iptables")),
-    ("throughput hostIP:hostPort / direct", 0.95, ">=", lambda d: _throughput(d["throughput"], "a")),
-    ("throughput 127.0.0.1:hostPort / direct", 0.95, ">=", lambda d: _throughput(d["throughput"], "b")),
-    ("`run -d -p` until HTTP answers / podman, agent", 0.5, "<=", lambda d: _run_d(d["runtime_start_agent"])),
-    ("`run -d -p` until HTTP answers / podman, no agent", 0.5, "<=", lambda d: _run_d(d["runtime_start"])),
+    ("agent memory idle / 32 MiB", 1.0, "<=", lambda d: _memory(d["scale"], "agent_at_start", "VmRSS", 32)),
+    ("agent high-water after the 500 / 64 MiB", 1.0, "<=",
+     lambda d: _memory(d["scale"], "agent_after_b", "VmHWM", 64)),
 ]
+DOCUMENTS = ("podman_shape", "podman_plugins", "runtime_start_agent", "scale")
 
 
 def evaluate(results: str) -> list[dict[str, Any]]:
     """One record per target: its figure, bound and verdict ("met", "not met", "not measured")."""
-    docs = {name: _load(results, name)
-            for name in ("cni_latency", "scale", "throughput", "runtime_start", "runtime_start_agent")}
+    docs = {name: _load(results, name) for name in DOCUMENTS}
     out = []
     for name, bound, op, get in TARGETS:
         try:

@@ -75,19 +75,23 @@ def exec_in(host: str, argv: list[str], env: dict[str, str], stdin: bytes, rss: 
 class Network:
     """One bridge network of one implementation (netkit or the reference plugins) in a sandbox host.
 
-    ``agent``: NETKIT_AGENT_SOCKET for netkit's plugins (None: NETKIT_AGENT=off); ``firewall``:
-    NETKIT_FIREWALL_BACKEND ("" not set).  Containers are namespaces named in /run/netns, their
-    names the container IDs.
+    ``agent``: NETKIT_AGENT_SOCKET for netkit's plugins (None: none, and NETKIT_AGENT=off);
+    ``agent_off``: NETKIT_AGENT=off also with a socket (in-process, never an agent); ``firewall``: NETKIT_FIREWALL_BACKEND ("" not
+    set); ``cni_version``: of every config (podman 4.3 writes 0.4.0); ``podman_keys``: the bridge
+    config also has what `podman network create` writes (ipMasq, hairpinMode, the range's gateway).
+    Containers are namespaces named in /run/netns, their names the container IDs.
     """
 
     container_port = 80  # of the one tcp mapping the portmap config asks for
     port_floor = 1024    # published_ports: host ports above it (so the containerPort is not one)
 
     def __init__(self, host: str, bin_dir: str, netkit: bool, name: str, bridge: str, subnet: str,
-                 data_dir: str, agent: str | None = None, firewall: str = "", label: str = "") -> None:
+                 data_dir: str, agent: str | None = None, firewall: str = "", label: str = "",
+                 cni_version: str = "1.0.0", agent_off: bool = False, podman_keys: bool = False) -> None:
         self.host, self.bin_dir, self.netkit, self.name, self.bridge = host, bin_dir, netkit, name, bridge
         self.subnet, self.data_dir, self.agent, self.firewall = ipaddress.ip_network(subnet), data_dir, agent, firewall
         self.label = label or name
+        self.cni_version, self.agent_off, self.podman_keys = cni_version, agent_off, podman_keys
         os.makedirs(data_dir, exist_ok=True)
 
     def type(self, plugin: str) -> str:
@@ -105,7 +109,8 @@ class Network:
                "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
         if self.netkit and self.agent is not None:  # never a machine-wide agent: ours, or none
             env["NETKIT_AGENT_SOCKET"] = self.agent
-        elif self.netkit:  # in-process: a launcher would otherwise start an agent on the default socket
+        if self.netkit and (self.agent is None or self.agent_off):
+            # in-process: without it a launcher would start an agent (on the default socket if none is named)
             env["NETKIT_AGENT"] = "off"
         if self.netkit and self.firewall:
             env["NETKIT_FIREWALL_BACKEND"] = self.firewall
@@ -115,16 +120,20 @@ class Network:
 
     def bridge_conf(self, prev: dict[str, Any] | None = None) -> dict[str, Any]:
         """The bridge config (with its IPAM), ``prev`` as prevResult for a DEL."""
-        conf = {"cniVersion": "1.0.0", "name": self.name, "type": self.type("bridge"), "bridge": self.bridge,
-                "isGateway": True,
-                "ipam": {"type": self.type("host-local"), "ranges": [[{"subnet": str(self.subnet)}]],
-                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.data_dir}}
+        rng: dict[str, str] = {"subnet": str(self.subnet)}
+        conf: dict[str, Any] = {"cniVersion": self.cni_version, "name": self.name, "type": self.type("bridge"),
+                                "bridge": self.bridge, "isGateway": True}
+        if self.podman_keys:
+            conf.update(ipMasq=True, hairpinMode=True)
+            rng["gateway"] = str(self.subnet.network_address + 1)
+        conf["ipam"] = {"type": self.type("host-local"), "ranges": [[rng]], "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": self.data_dir}
         return conf if prev is None else dict(conf, prevResult=prev)  # DEL: as libcni sends it
 
     def portmap_conf(self, host_port: int, prev: dict[str, Any]) -> dict[str, Any]:
         """The portmap config publishing ``host_port`` -> container_port/tcp, the bridge's result as prevResult."""
         # "protocol" spelled out: the reference portmap requires it (netkit defaults to tcp).
-        return {"cniVersion": "1.0.0", "name": self.name, "type": self.type("portmap"),
+        return {"cniVersion": self.cni_version, "name": self.name, "type": self.type("portmap"),
                 "capabilities": {"portMappings": True},
                 "runtimeConfig": {"portMappings": [{"hostPort": host_port, "containerPort": self.container_port,
                                                     "protocol": "tcp"}]},

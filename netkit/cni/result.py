@@ -6,7 +6,6 @@ never knows which spec version the runtime asked for.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from typing import Any
 
@@ -20,11 +19,21 @@ _ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")
 _INTERFACE_FIELDS_1_1 = ("mtu", "socketPath", "pciID")
 
 
+def _copy(value: Any) -> Any:
+    """A copy of a JSON value (dicts, lists, scalars): what a deep copy makes of one, without
+    deepcopy's memo and dispatch (~110 calls per result, twice per chained request)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def normalize(raw: object) -> Result:
     """Read a result of any supported version (a prevResult, a delegate's answer) into the internal shape."""
     if not isinstance(raw, dict):
         raise errors.CNIError(errors.DECODE_FAILURE, "result is not a JSON object", repr(raw)[:200])
-    result = copy.deepcopy(raw)
+    result = _copy(raw)
     result.pop("cniVersion", None)
     ips = result.get("ips", [])
     if not isinstance(ips, list):
@@ -76,7 +85,7 @@ def _parsed(parse: Any, value: object, msg: str) -> Any:
 def encode(result: Result, cni_version: str) -> Result:
     """Write the internal shape in the spec version the request asked for."""
     out: Result = {"cniVersion": cni_version}
-    out.update(copy.deepcopy(result))
+    out.update(_copy(result))
     old = versions.parse(cni_version)
     if old < (1, 0, 0):
         for ip in out.get("ips", []):

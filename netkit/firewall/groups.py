@@ -93,7 +93,8 @@ def remove(backend: Backend, kinds: tuple[str, ...], network: str, container_id:
     chains = {group_chain(kind, network, container_id, ifname) for kind in kinds}
     fileio.ensure_dir(paths.RUN_DIR)
     with fileio.locked(LOCK):
-        backend.remove_chains(chains | {c + "-S" for c in chains})
+        # Only a DNAT group has a second ("-S") chain: asking for the others cost a list command each.
+        backend.remove_chains(chains | {c + "-S" for c in chains if c.startswith("NK-D-")})
         _forget(chains)
 
 

@@ -9,7 +9,6 @@ calls: make a context, run a JSON command, read the output and error buffers.  I
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import json
 from typing import Any
@@ -25,12 +24,18 @@ _lib: ctypes.CDLL | None = None
 def _load() -> ctypes.CDLL:
     global _lib  # one handle per process: the library is stateless apart from contexts
     if _lib is None:
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
         try:
-            lib = ctypes.CDLL(name, use_errno=True)
-        except OSError as exc:
-            raise errors.CNIError(errors.NOT_AVAILABLE, "libnftables is not installed",
-                                  f"{exc}; install Debian's libnftables1") from None
+            # The soname first: ctypes.util.find_library imports shutil, subprocess and tempfile and
+            # runs `ldconfig -p`, several ms of every exec that touches the firewall.
+            lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
+        except OSError:
+            from ctypes.util import find_library
+
+            try:
+                lib = ctypes.CDLL(find_library("nftables") or "libnftables.so.1", use_errno=True)
+            except OSError as exc:
+                raise errors.CNIError(errors.NOT_AVAILABLE, "libnftables is not installed",
+                                      f"{exc}; install Debian's libnftables1") from None
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
         lib.nft_ctx_free.argtypes = [ctypes.c_void_p]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from typing import NamedTuple
 
 from netkit import errors
-from netkit.net.names import attachment_hash
+from netkit.net.names import attachment_hash, sha256
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -37,7 +36,7 @@ class PortMapping(NamedTuple):
 
 def network_hash(network: str) -> str:
     """Six hex digits naming a network in chain names."""
-    return hashlib.sha256(network.encode()).hexdigest()[:6]
+    return sha256(network.encode()).hexdigest()[:6]
 
 
 class RuleGroup(NamedTuple):

@@ -241,6 +241,8 @@ class NftablesBackend:
         """Install (or replace) the group, in one atomic batch (with the base chains when needed)."""
         expected = _expected(group)
         memory = nftruleset.Memory()
+        if memory.known("base") and self._create(group, expected):
+            return
         listing = _read(memory, set(expected))
         if set(expected) & _chain_names(listing):  # a re-ADD: its old jumps to remove too
             listing = _read(memory, set(expected) | set(_PARENTS))
@@ -251,6 +253,26 @@ class NftablesBackend:
         for parent, child, match in _jumps(group):
             cmds.append(_rule(parent, match + [{"jump": {"target": child}}], child))
         nftruleset.run(cmds)
+
+    def _create(self, group: RuleGroup, expected: dict[str, list[dict[str, Any]]]) -> bool:
+        """The group as one batch that reads nothing: True if it went in.
+
+        An attachment's first ADD (the common case) finds none of its chains; reading to make sure
+        cost a list command per chain, and each makes libnftables fetch every chain's name (it
+        grows with the attachments).  ``create`` refuses a chain that exists and the batch is
+        atomic, so a re-ADD (or anything else amiss) changes nothing here and takes the reading path.
+        """
+        cmds: list[dict[str, Any]] = []
+        for chain, rules in expected.items():
+            cmds.append({"create": _chain(chain)})
+            cmds += rules
+        for parent, child, match in _jumps(group):
+            cmds.append(_rule(parent, match + [{"jump": {"target": child}}], child))
+        try:
+            nftruleset.run(cmds)
+        except errors.CNIError:
+            return False
+        return True
 
     def apply_network(self, net: NetworkRules) -> None:
         """Install (or replace) the network's isolation and icc rules; add its bridge to the set.
@@ -328,7 +350,9 @@ class NftablesBackend:
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains and the jumps to them; absent ones are fine."""
-        listing = nftruleset.chains(chains | set(_PARENTS) | set(_BASE), sets=("bridges",))
+        # Only what the removal reads (the chains, the jumps in their parents): every list command
+        # costs a round trip, and the base chains and the bridges set took six more per DEL.
+        listing = nftruleset.chains(chains | set(_PARENTS))
         cmds = self._removal(listing, chains)
         if cmds:
             nftruleset.run(cmds)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from typing import Iterable
 
 from netkit import fileio, paths
@@ -93,7 +92,7 @@ class PortIndex:
     def rebuild(self, published: dict[str, list[PortMapping]]) -> None:
         """Index ``published`` (owner chain -> its mappings, read from the rules) and mark it complete;
         sweep away the indexes of namespaces that no longer exist."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _rmtree(self.dir)
         _sweep(os.path.dirname(self.dir), keep=os.path.basename(self.dir))
         for chain, mappings in published.items():
             self.add(chain, mappings)
@@ -195,6 +194,14 @@ def live_namespaces() -> set[str]:
     return out
 
 
+def _rmtree(path: str) -> None:
+    """shutil.rmtree, errors ignored; shutil imported only here (this module is on every portmap
+    exec's path, and a removal is rare there)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _sweep(root: str, keep: str) -> None:
     try:
         names = os.listdir(root)
@@ -203,9 +210,9 @@ def _sweep(root: str, keep: str) -> None:
     live = live_namespaces() | {keep}
     for name in names:
         if name.isdigit() and name not in live:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            _rmtree(os.path.join(root, name))
 
 
 def forget_namespace(key: str, root: str = ROOT) -> None:
     """Remove a namespace's whole index (the namespace is being deleted)."""
-    shutil.rmtree(os.path.join(root, key), ignore_errors=True)
+    _rmtree(os.path.join(root, key))

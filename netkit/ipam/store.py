@@ -9,7 +9,6 @@ reclaimed on the first ADD after a reboot (the reference leaks them).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Iterator, NamedTuple
 
 from netkit import errors, fileio
 from netkit.ipam.config import Address
+from netkit.net.names import sha256
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _BOOT_MARK = ".netkit-boot-id"
@@ -86,7 +86,7 @@ class LeaseStore:
         return os.path.join(self.dir, str(addr))
 
     def _hint_path(self, container_id: str, ifname: str) -> str:
-        digest = hashlib.sha256(f"{container_id}\0{ifname}".encode(errors="surrogateescape")).hexdigest()[:32]
+        digest = sha256(f"{container_id}\0{ifname}".encode(errors="surrogateescape")).hexdigest()[:32]
         return os.path.join(self.dir, _HINT + digest)
 
     def _hinted(self, container_id: str, ifname: str) -> list[Address]:

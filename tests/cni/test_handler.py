@@ -270,3 +270,18 @@ def test_executable_without_command_prints_about(plugin_bin: str) -> None:
     assert proc.returncode == 0
     assert proc.stdout == b""
     assert b"netkit-ipam" in proc.stderr
+
+
+def test_version_answer_is_json_s_own_text() -> None:
+    # VERSION is answered without importing json: the bytes must be what json.dumps(indent=2) wrote.
+    for asked in version.SUPPORTED:
+        assert handler.version_text(asked) == json.dumps(
+            {"cniVersion": asked, "supportedVersions": list(version.SUPPORTED)}, indent=2).encode() + b"\n"
+
+
+def test_version_request_read_without_json_only_in_its_plain_form() -> None:
+    assert handler.asked_version(b'{"cniVersion":"0.4.0"}') == "0.4.0"
+    assert handler.asked_version(b' { "cniVersion" :\n "1.0.0" } \n') == "1.0.0"
+    for other in (b"", b"{}", b'{"cniVersion":"1.0.0","name":"x"}', b'{"name":"a:b"}', b'{"cniVersion":1}',
+                  b'{"cniVersion":"1.0\\u002e0"}', b'["cniVersion"]'):
+        assert handler.asked_version(other) is None, other

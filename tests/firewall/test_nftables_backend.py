@@ -67,14 +67,29 @@ def test_base_chains_known_in_place_are_not_listed_and_are_restored_after_someon
         fw.apply(_group("c2", 18082))           # lists them again, finds them in place: remembered
         assert listed.count("prerouting") == 2
         listed.clear()
-        fw.apply(_group("c3", 18083))           # only netkit's own commits since: not listed
-        assert "prerouting" not in listed and listed
+        fw.apply(_group("c3", 18083))           # only netkit's own commits since: not listed, nor
+        assert listed == []                     # its own chains (created: a first ADD has none)
         inproc.host.run("nft", "flush", "chain", "inet", "netkit", "prerouting", check=True)
         listed.clear()
         fw.apply(_group("c4", 18084))           # someone else's change: listed, found wanting, rewritten
         assert "prerouting" in listed
     rules = inproc.host.run("nft", "list", "chain", "inet", "netkit", "prerouting", check=True).stdout
     assert "jump hostports" in rules
+
+
+def test_a_re_add_with_the_base_known_replaces_the_group_whole(inproc: Sandbox) -> None:
+    # The first ADD creates the group's chains without reading; a second ADD of the same attachment
+    # finds them there (the create fails whole) and replaces them: one jump, the new mapping only.
+    fw = NftablesBackend()
+    with netns.entered(inproc.host.path):
+        fw.apply(_group("r1", 18091))
+        fw.apply(_group("r2", 18092))           # the base is known from here on
+        fw.apply(_group("r2", 18093))           # a re-ADD: same attachment, another port
+    chain = _group("r2", 18093).chain
+    hostports = inproc.host.run("nft", "list", "chain", "inet", "netkit", "hostports", check=True).stdout
+    assert hostports.count(f"jump {chain} ") == 1
+    rules = inproc.host.run("nft", "list", "chain", "inet", "netkit", chain, check=True).stdout
+    assert "18093" in rules and "18092" not in rules
 
 
 def test_network_rules_known_in_place_are_not_listed_and_are_restored_after_someone_elses_change(
