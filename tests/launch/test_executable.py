@@ -38,15 +38,3 @@ def test_ipam_add_does_not_import_netlink(plugin_bin: str, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout
     assert "netkit.ipam.allocator" in mods  # importlib.import_module itself is not timed
     assert not {m for m in mods if m.startswith(("pyroute2", "dataclasses", "iptc", "click", "netaddr"))}
-
-
-def test_a_launcher_knows_its_installation_s_launchers(plugin_bin: str) -> None:
-    # A launcher runs -IS, where site never set up the venv: it must still render the launcher text
-    # the installer wrote, or it execs its own IPAM delegate instead of answering it in-process.
-    from netkit.launch import executable
-
-    code = (f"import sys; sys.path[:0] = {executable.import_paths()!r}\n"
-            "from netkit.launch import invoker\n"
-            f"print(invoker.is_own_launcher({os.path.join(plugin_bin, 'netkit-ipam')!r}))")
-    proc = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True, timeout=30)
-    assert proc.stdout.strip() == "True", proc.stderr
