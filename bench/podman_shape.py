@@ -48,7 +48,7 @@ from harness.cnichain import Network, exec_in  # noqa: E402
 
 # The one line to change once the first plugin exec starts the agent itself (autostart): then this
 # run starts none, and the default-install rows measure exactly what `netkit cni install` leaves.
-AUTOSTART = False
+AUTOSTART = True
 
 CNI_VERSION = "0.4.0"                 # what podman 4.3 writes in its conflists
 DEFAULT, INPROC, REFERENCE = "default install", "in-process", "reference"
