@@ -51,8 +51,10 @@ def status(path: str) -> Found:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         peer = struct.unpack("3i", creds)[0]
         head = json.dumps({"version": __version__, "control": "status"}).encode()
-        sock.sendall(struct.pack("!II", len(head), 0) + head)
         try:
+            # Either may fail on an agent on its way out (replaced, stopped): the connection was
+            # accepted by the kernel's backlog, then closed unanswered.
+            sock.sendall(struct.pack("!II", len(head), 0) + head)
             code, out = protocol.recv_reply(sock)
         except (OSError, ConnectionError) as exc:
             raise NoAgent(f"the agent on {path} did not answer ({exc})") from None

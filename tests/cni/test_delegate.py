@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.agent import NO_AGENT_ENV
 from netkit import errors
 from netkit.cni import delegate, request
 from netkit.cni import executor as executors
@@ -24,7 +25,9 @@ def _script(directory: Path, name: str, body: str) -> str:
 
 
 def _env(command: str = "ADD") -> dict[str, str]:
-    return {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0"}
+    # NETKIT_AGENT=off: a real netkit launcher exec'd here answers in-process and starts no agent.
+    return {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
+            **NO_AGENT_ENV}
 
 
 def _ipam_conf(tmp_path: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:

@@ -240,9 +240,10 @@ _networks = itertools.count()
 
 
 def _not_agents(found: dict[int, str]) -> dict[int, str]:
-    """``found`` without netkit agents (a network's agent is stopped, not reaped: see network)."""
+    """``found`` without netkit agents and the runtime servers beside them (a network's agent is
+    stopped, not reaped: see network; its runtime server goes with it)."""
     agents = harness_agent.agent_processes()
-    return {pid: cmd for pid, cmd in found.items() if pid not in agents}
+    return {pid: cmd for pid, cmd in found.items() if pid not in agents and "netkit.cli.runtime_server" not in cmd}
 
 
 @contextlib.contextmanager

@@ -251,9 +251,12 @@ def test_a_served_container_lives_in_the_callers_cgroup(ways: tuple[Via, Via]) -
     try:
         for rt in ways:
             # The caller moves itself into the group, then runs the command; the container reports its own.
-            argv = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh",
-                    *rt.argv("run", "--rm", "--net=none", "--", "cat", "/proc/1/cgroup")]
-            proc = subprocess.run(argv, env=rt.env, capture_output=True, text=True, check=True)
+            def join_group(procs: str = os.path.join(group, "cgroup.procs")) -> None:
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+
+            proc = subprocess.run(rt.argv("run", "--rm", "--net=none", "--", "cat", "/proc/1/cgroup"), env=rt.env,
+                                  capture_output=True, text=True, check=True, preexec_fn=join_group)
             assert f"0::/{os.path.basename(group)}\n" in proc.stdout, (rt is ways[0], proc.stdout)
     finally:
         os.rmdir(group)
