@@ -131,6 +131,17 @@ case "${1:-}" in
       case $b in
         cold_start) args=() ;;
         scale) args+=(--parts b --no-iptables) ;;
+        podman_shape)
+          # "Today's" in-process ADD of issue 16's first-ADD target: the code as it was when the work
+          # began (BENCH_BASELINE), measured in the same rounds; skipped where history is missing.
+          baseline=${BENCH_BASELINE:-d54988e}
+          if git rev-parse -q --verify "$baseline^{commit}" >/dev/null 2>&1; then
+            rm -rf bench/results/baseline-src && mkdir -p bench/results/baseline-src
+            git archive "$baseline" netkit | tar -x -C bench/results/baseline-src
+            args+=(--compare bench/results/baseline-src)
+          else
+            echo "bench: commit $baseline not in this clone: the first-ADD target is not measured" >&2
+          fi ;;
         runtime_start_agent|podman_plugins) args+=(--agent) ;;
       esac
       .venv/bin/python "bench/$script.py" "${args[@]}" || failed+=("$b")

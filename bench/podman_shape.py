@@ -246,7 +246,11 @@ class Bench(Run):
         for t in threads:
             t.start()
         agent = {DEFAULT: self.agent, OLD_DEFAULT: self.old_agent}.get(impl)
-        cpu0 = agent.cpu_seconds() if agent is not None else 0.0
+        # The auto-started agent is no harness Agent: its CPU is read by pid (the one on the socket).
+        started = agents_on(self.socket) if impl == DEFAULT and agent is None else []
+        agent_cpu = (lambda: agent.cpu_seconds()) if agent is not None else (
+            (lambda: procs.cpu_ticks(started[0]) / os.sysconf("SC_CLK_TCK")) if started else (lambda: 0.0))
+        cpu0 = agent_cpu()
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         go.wait()
         t0 = time.perf_counter()
@@ -258,7 +262,7 @@ class Bench(Run):
         # us) and of the agent, against the 2 x wall the machine's CPUs had.
         self.concurrent_cpu.setdefault(impl, []).append({
             "execs_cpu_ms": (kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime) * 1000,
-            "agent_cpu_ms": ((agent.cpu_seconds() - cpu0) * 1000) if agent is not None else 0.0})
+            "agent_cpu_ms": (agent_cpu() - cpu0) * 1000})
         if errors:
             raise BenchError(errors[0])
         addrs = {r["ips"][0]["address"] for r in results.values()}
