@@ -176,10 +176,12 @@ def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
     fileio.ensure_dir(bin_dir)
     targets = {name: os.path.join(bin_dir, name) for name in plugins.REGISTRY}
     if spawn:
-        fileio.ensure_dir(os.path.join(bin_dir, native.FALLBACK_DIR))
-        for name, target in targets.items():
-            _write_launcher(native.fallback_path(target), executable.render(name, python, paths, spawn))
-        why = native.build(targets, python, protocol.DEFAULT_SOCKET)
+        def fallbacks() -> None:
+            fileio.ensure_dir(os.path.join(bin_dir, native.FALLBACK_DIR))
+            for name, target in targets.items():
+                _write_launcher(native.fallback_path(target), executable.render(name, python, paths, spawn))
+
+        why = native.build(targets, python, protocol.DEFAULT_SOCKET, fallbacks)
         if not why:
             return list(targets.values())
         if notes is not None:

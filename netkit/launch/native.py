@@ -17,7 +17,7 @@ import os
 
 TYPE_CHECKING = False  # typing's own import costs a launcher ~3 ms; mypy honours this spelling
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.c")
 FALLBACK_DIR = ".netkit"  # inside the bin dir: hidden, so no runtime's CNI_PATH lookup finds it
@@ -95,9 +95,10 @@ def compiler() -> list[str]:
     return shlex.split(os.environ.get("CC", "")) or ["cc"]
 
 
-def build(targets: dict[str, str], python: str, socket: str) -> str:
-    """Compile the C launcher of every plugin in ``targets`` (name -> executable path) and move each
-    into place atomically; "" on success, else why not (nothing then replaced).
+def build(targets: dict[str, str], python: str, socket: str, before: Callable[[], None]) -> str:
+    """Compile the C launcher of every plugin in ``targets`` (name -> executable path), call ``before``
+    (it writes the Python launchers they exec), then move each into place atomically; "" on success,
+    else why not (nothing then written nor replaced).
 
     The compiles run at once (one process each); a failure of any leaves every target as it was, so
     an install is all C launchers or all Python ones.
@@ -130,6 +131,7 @@ def build(targets: dict[str, str], python: str, socket: str) -> str:
                 last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
                 why = f"{cc[0]} failed: {last[0]}"
         if not why:
+            before()
             for exe, tmp, _ in procs:
                 os.chmod(tmp, 0o755)
                 os.replace(tmp, exe)
