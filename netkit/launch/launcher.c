@@ -76,11 +76,12 @@ static void buf_put(struct buf *b, const void *src, size_t n)
     b->len += n;
 }
 
-/* Write all of ``n`` bytes to ``fd``; 0, or -1 on an error. */
-static int write_all(int fd, const unsigned char *p, size_t n)
+/* Write all of ``n`` bytes to ``fd``; 0, or -1 on an error.  A socket is written with MSG_NOSIGNAL:
+ * an agent gone mid-request is a fallback, not a SIGPIPE. */
+static int write_all(int fd, const unsigned char *p, size_t n, int sock)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -118,7 +119,7 @@ static void fallback(char **argv, const struct buf *in, int consumed, int rest)
 {
     if (consumed) {
         int fd = memfd_create("netkit-stdin", MFD_CLOEXEC);
-        if (fd < 0 || write_all(fd, in->data, in->len) != 0)
+        if (fd < 0 || write_all(fd, in->data, in->len, 0) != 0)
             goto broken;
         while (rest) {
             unsigned char chunk[65536];
@@ -129,7 +130,7 @@ static void fallback(char **argv, const struct buf *in, int consumed, int rest)
                 goto broken;
             if (r == 0)
                 break;
-            if (write_all(fd, chunk, (size_t)r) != 0)
+            if (write_all(fd, chunk, (size_t)r, 0) != 0)
                 goto broken;
         }
         /* dup2 leaves the new fd 0 without CLOEXEC: the Python launcher reads it after the exec. */
@@ -145,7 +146,7 @@ broken:
     /* Nothing was written to stdout yet: a CNI error there is what the runtime reads. */
     fprintf(stderr, "netkit launcher: cannot run %s: %s\n", NETKIT_FALLBACK, strerror(errno));
     static const char err[] = "{\"code\":999,\"msg\":\"netkit launcher: the Python launcher cannot run\"}\n";
-    (void)write_all(1, (const unsigned char *)err, sizeof err - 1);
+    (void)write_all(1, (const unsigned char *)err, sizeof err - 1, 0);
     _exit(1);
 }
 
@@ -262,22 +263,6 @@ static int build_header(struct buf *h)
     return 0;
 }
 
-/* Send all of ``n`` bytes; MSG_NOSIGNAL: an agent gone mid-request is a fallback, not a SIGPIPE. */
-static int send_all(int sock, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(sock, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int recv_all(int sock, unsigned char *p, size_t n)
 {
     while (n > 0) {
@@ -356,9 +341,9 @@ static int exchange(const struct buf *header, const struct buf *in, int *code, s
     while (sent < 0 && errno == EINTR);
     if (sent < 0)
         goto out;
-    if ((size_t)sent < sizeof head && send_all(sock, head + sent, sizeof head - (size_t)sent) != 0)
+    if ((size_t)sent < sizeof head && write_all(sock, head + sent, sizeof head - (size_t)sent, 1) != 0)
         goto out;
-    if (send_all(sock, header->data, header->len) != 0 || send_all(sock, in->data, in->len) != 0)
+    if (write_all(sock, header->data, header->len, 1) != 0 || write_all(sock, in->data, in->len, 1) != 0)
         goto out;
 
     unsigned char reply[8];
@@ -401,7 +386,7 @@ int main(int argc, char **argv)
     if (build_header(&header) != 0 || exchange(&header, &in, &code, &out) != 0)
         fallback(argv, &in, 1, 0);
     /* Answered: the Python launcher's os._exit(code) after writing stdout, nothing else. */
-    if (out.len > 0 && write_all(1, out.data, out.len) != 0)
+    if (out.len > 0 && write_all(1, out.data, out.len, 0) != 0)
         _exit(1);
     _exit(code);
 }
