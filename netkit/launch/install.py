@@ -174,7 +174,8 @@ def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
     python = python or sys.executable
     paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
-    targets = {name: os.path.join(bin_dir, name) for name in plugins.REGISTRY}
+    # Absolute: a C launcher execs the Python launcher by the path compiled into it, from any cwd.
+    targets = {name: os.path.join(os.path.abspath(bin_dir), name) for name in plugins.REGISTRY}
     if spawn:
         def fallbacks() -> None:
             fileio.ensure_dir(os.path.join(bin_dir, native.FALLBACK_DIR))

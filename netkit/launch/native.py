@@ -30,7 +30,8 @@ _source_digest: list[int] = []
 
 
 def fallback_path(exe: str) -> str:
-    """Where the C launcher at ``exe`` finds the Python launcher it execs."""
+    """Where the C launcher at ``exe`` finds the Python launcher it execs (an absolute path)."""
+    exe = os.path.abspath(exe)
     return os.path.join(os.path.dirname(exe), FALLBACK_DIR, os.path.basename(exe))
 
 
