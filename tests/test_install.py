@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from netkit.launch import install
+from netkit.launch import install, native
 from netkit.cni.version import SUPPORTED
 from tests.sandbox import Sandbox
 
@@ -25,7 +25,8 @@ def test_install_writes_launchers_that_run_this_interpreter(box: Sandbox, tmp_pa
     for name in ("netkit-bridge", "netkit-ipam", "netkit-loopback"):
         exe = os.path.join(tmp, "bin", name)
         assert os.access(exe, os.X_OK)
-        with open(exe) as f:
+        assert native.read_binary(exe) is not None                  # the default install: a C launcher
+        with open(native.fallback_path(exe)) as f:                      # and the Python launcher it execs
             assert f.readline() == f"#!{sys.executable} -IS\n"
         about = subprocess.run([exe], capture_output=True, text=True, env={})
         assert about.returncode == 0 and name in about.stderr and "1.1.0" in about.stderr
@@ -161,14 +162,14 @@ def test_plugins_current_notices_a_launcher_of_another_install(tmp_path: os.Path
     assert not install.plugins_current(bin_dir)
     install.install_plugins(bin_dir)
     assert install.plugins_current(bin_dir)
-    exe = os.path.join(bin_dir, "netkit-ipam")
+    exe = native.fallback_path(os.path.join(bin_dir, "netkit-ipam"))  # the Python launcher a C one execs
     with open(exe, encoding="utf-8") as f:
         text = f.read()
     with open(exe, "w", encoding="utf-8") as f:
         f.write(text.replace("from netkit.launch.executable import main", "from netkit.cni.launcher import main"))
     assert not install.plugins_current(bin_dir)
     install.install_plugins(bin_dir)
-    os.unlink(exe)
+    os.unlink(os.path.join(bin_dir, "netkit-ipam"))
     assert not install.plugins_current(bin_dir)
 
 
@@ -178,11 +179,12 @@ def test_a_launcher_written_before_netkit_launch_still_answers(tmp_path: os.Path
     bin_dir = os.path.join(str(tmp_path), "bin")
     install.install_plugins(bin_dir)
     exe = os.path.join(bin_dir, "netkit-ipam")
-    with open(exe, encoding="utf-8") as f:
+    text_exe = native.fallback_path(exe)  # the Python launcher behind the C one
+    with open(text_exe, encoding="utf-8") as f:
         text = f.read()
-    with open(exe, "w", encoding="utf-8") as f:
+    with open(text_exe, "w", encoding="utf-8") as f:
         f.write(text.replace("from netkit.launch.executable import main", "from netkit.cni.launcher import main"))
-    with open(exe, encoding="utf-8") as f:
+    with open(text_exe, encoding="utf-8") as f:
         assert "from netkit.cni.launcher import main" in f.read()
     env = {"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", ""), "NETKIT_AGENT": "off"}
     proc = subprocess.run([exe], input=b'{"cniVersion": "0.4.0"}', env=env, capture_output=True)

@@ -2,7 +2,9 @@
 
 `netkit cni install` writes one tiny executable per plugin that imports this module only; the
 executable runs this installation's interpreter with ``-IS`` (no site import: ~20 ms saved per
-exec, measured in the field notes) and puts the few directories it needs on sys.path itself.
+exec, measured in the field notes) and puts the few directories it needs on sys.path itself.  The
+default install puts a C launcher (native.py, launcher.c) in front of it, which answers through the
+agent by itself and execs this one, from ``<bin>/.netkit/<name>``, for everything else.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from netkit import fileio, plugins
 from netkit.agent import protocol
 from netkit.ipam.pool import DEFAULT_BRIDGE, DOCKER_SUBNETS, choose_subnet
-from netkit.launch import executable
+from netkit.launch import executable, native
 from netkit.net.routes import host_routes
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
@@ -161,25 +161,45 @@ def remove_agent_units(unit_dir: str = UNIT_DIR, systemd: bool | None = None) ->
     return ours
 
 
-def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True) -> list[str]:
+def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
+                    notes: list[str] | None = None) -> list[str]:
     """Write every plugin executable into ``bin_dir``; return their paths.
 
-    ``spawn=False`` (``--no-agent``): launchers that never start an agent.
+    ``spawn`` (the default install): C launchers (launch/native.py) that hand a request to the agent
+    and exec the Python launchers, written to ``<bin_dir>/.netkit/`` first, for everything else; with
+    no working C compiler, the Python launchers themselves (one line in ``notes`` says why).
+    ``spawn=False`` (``--no-agent``): Python launchers that never start an agent (a C launcher
+    would only add an exec in front of them).
     """
     python = python or sys.executable
     paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
-    out = []
-    for name in plugins.REGISTRY:
-        target = os.path.join(bin_dir, name)
-        fileio.write_atomic(target, executable.render(name, python, paths, spawn).encode(), mode=0o755)
-        os.chmod(target, 0o755)
-        out.append(target)
-    return out
+    # Absolute: a C launcher execs the Python launcher by the path compiled into it, from any cwd.
+    targets = {name: os.path.join(os.path.abspath(bin_dir), name) for name in plugins.REGISTRY}
+    if spawn:
+        def fallbacks() -> None:
+            fileio.ensure_dir(os.path.join(bin_dir, native.FALLBACK_DIR))
+            for name, target in targets.items():
+                _write_launcher(native.fallback_path(target), executable.render(name, python, paths, spawn))
+
+        why = native.build(targets, python, protocol.DEFAULT_SOCKET, fallbacks)
+        if not why:
+            return list(targets.values())
+        if notes is not None:
+            notes.append(f"Python launchers (no C launcher: {why})")
+    for name, target in targets.items():
+        _write_launcher(target, executable.render(name, python, paths, spawn))
+    return list(targets.values())
+
+
+def _write_launcher(path: str, text: str) -> None:
+    fileio.write_atomic(path, text.encode(), mode=0o755)
+    os.chmod(path, 0o755)  # write_atomic's mode is less the umask; a launcher must be executable
 
 
 def plugins_current(bin_dir: str) -> bool:
-    """True when ``bin_dir`` holds every plugin executable exactly as install_plugins writes it now."""
+    """True when ``bin_dir`` holds every plugin executable as install_plugins writes them now (C
+    launchers, or the Python launchers an install without a compiler writes)."""
     from netkit.launch import invoker
 
     return all(invoker.is_own_launcher(os.path.join(bin_dir, name)) for name in plugins.REGISTRY)
@@ -193,7 +213,7 @@ def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, py
     install_plugins.  Files only: the agent's side (units, an old agent) is the CLI's (cli/cni.py).
     """
     report = InstallReport()
-    report.executables = install_plugins(bin_dir, python, spawn)
+    report.executables = install_plugins(bin_dir, python, spawn, report.notes)
     fileio.ensure_dir(conf_dir)
     report.conflist = os.path.join(conf_dir, CONFLIST_NAME)
     if os.path.exists(report.conflist) and not force_conflist:

@@ -42,14 +42,33 @@ def warm_up() -> None:
 
 
 def is_own_launcher(exe: str) -> bool:
-    """True when ``exe`` is this very installation's launcher for the plugin it is named after
-    (as ``netkit cni install`` writes it, with or without ``--no-agent``)."""
+    """True when ``exe`` is this very installation's launcher for the plugin it is named after (as
+    ``netkit cni install`` writes it, with or without ``--no-agent``): a Python launcher byte for
+    byte, or a C launcher carrying this installation's marker whose Python launcher is ours."""
     try:
         with open(exe, "rb") as f:
             head = f.read(8192)
     except OSError:
         return False
-    return head in _own_launcher_texts(os.path.basename(exe))
+    if head in _own_launcher_texts(os.path.basename(exe)):
+        return True
+    return head.startswith(b"\x7fELF") and _is_own_c_launcher(exe)
+
+
+def _is_own_c_launcher(exe: str) -> bool:
+    from netkit.agent import protocol
+    from netkit.launch import native
+
+    data = native.read_binary(exe)
+    fallback = native.fallback_path(exe)
+    if data is None or native.marker(os.path.basename(exe), sys.executable, fallback,
+                                     protocol.DEFAULT_SOCKET) not in data:
+        return False
+    try:
+        with open(fallback, "rb") as f:
+            return f.read(8192) == _own_launcher_texts(os.path.basename(exe))[0]
+    except OSError:
+        return False
 
 
 def _plugins_loaded() -> bool:

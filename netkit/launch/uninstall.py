@@ -1,6 +1,7 @@
 """`netkit cni uninstall`: take back what `netkit cni install` put on the host, and nothing else.
 
-netkit's launchers (recognised by their text, of this install or another netkit's), ``netkit.conflist``
+netkit's launchers (recognised by their text or a C launcher's marker, of this install or another
+netkit's, and the Python launchers behind C ones), ``netkit.conflist``
 if it is netkit's network, the agent's systemd units if netkit wrote them (disabled and stopped where
 systemd runs), the agent on the socket (stopped gracefully) and the files it keeps beside its socket.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from netkit import paths, plugins
 from netkit.agent import control, lifelock, protocol
-from netkit.launch import install
+from netkit.launch import install, native
 
 LAUNCHER_MARK = b'# netkit CNI plugin "'  # the second line of every launcher netkit ever wrote
 
@@ -28,14 +29,36 @@ class UninstallReport:
 
 
 def is_launcher(path: str) -> bool:
-    """True when ``path`` is a plugin launcher written by a `netkit cni install` (any version)."""
+    """True when ``path`` is a plugin launcher written by a `netkit cni install` (any version): a
+    Python launcher, or a C launcher (its marker)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
         return False
+    if head.startswith(native.ELF):
+        data = native.read_binary(path)
+        return data is not None and native.MARK in data
     lines = head.split(b"\n")
     return head.startswith(b"#!") and len(lines) > 1 and lines[1].startswith(LAUNCHER_MARK)
+
+
+def remove_launchers(bin_dir: str, report: UninstallReport) -> None:
+    """netkit's launchers in ``bin_dir`` and the Python launchers behind the C ones (``.netkit/``,
+    removed with the directory when that empties it)."""
+    hidden = os.path.join(bin_dir, native.FALLBACK_DIR)
+    for name in plugins.REGISTRY:
+        for path in (os.path.join(bin_dir, name), os.path.join(hidden, name)):
+            if is_launcher(path):
+                os.unlink(path)
+                report.removed.append(path)
+            elif os.path.lexists(path):
+                report.kept.append(f"{path} (not a netkit launcher)")
+    try:
+        os.rmdir(hidden)
+        report.removed.append(hidden)
+    except OSError:
+        pass  # absent, or it holds what netkit did not write there
 
 
 def is_own_conflist(path: str) -> bool:
@@ -87,13 +110,7 @@ def uninstall(bin_dir: str = install.DEFAULT_BIN_DIR, conf_dir: str = install.DE
     report.removed += install.remove_agent_units(unit_dir, systemd)  # first: systemd would restart the agent
     report.stopped = stop_agent(socket)
     report.removed += remove_agent_files(socket)
-    for name in plugins.REGISTRY:
-        path = os.path.join(bin_dir, name)
-        if is_launcher(path):
-            os.unlink(path)
-            report.removed.append(path)
-        elif os.path.lexists(path):
-            report.kept.append(f"{path} (not a netkit launcher)")
+    remove_launchers(bin_dir, report)
     conflist = os.path.join(conf_dir, install.CONFLIST_NAME)
     if is_own_conflist(conflist):
         os.unlink(conflist)

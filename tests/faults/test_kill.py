@@ -15,6 +15,8 @@ import os
 import subprocess
 import time
 
+from netkit.launch import native
+
 from tests import seeds
 from tests.faults.common import attach_and_prove, detach_clean, full_conf, gc_conf, leftovers, run_killed
 from tests.faults.conftest import FULL
@@ -110,7 +112,10 @@ def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inp
     foreign = os.path.join(os.path.dirname(box.data_dir), "foreign-bin")
     os.makedirs(foreign)
     ipam = os.path.join(foreign, "netkit-ipam")
-    with open(os.path.join(box.bin_dir, "netkit-ipam"), encoding="utf-8") as src, open(ipam, "w") as dst:
+    own = os.path.join(box.bin_dir, "netkit-ipam")
+    if native.read_binary(own) is not None:
+        own = native.fallback_path(own)  # the default install's C launcher: copy the Python launcher it execs
+    with open(own, encoding="utf-8") as src, open(ipam, "w") as dst:
         dst.write(src.read() + "# a copy: exec'd like any plugin\n")
     os.chmod(ipam, 0o755)
     env = dict(box.env("ADD", c), CNI_PATH=f"{foreign}:{box.cni_path}",

@@ -10,10 +10,14 @@ from pathlib import Path
 
 from harness.bench import NO_AGENT
 
+from netkit.launch import native
+
 
 def _imports(exe: str, env: dict[str, str], stdin: bytes) -> tuple[set[str], subprocess.CompletedProcess[bytes]]:
     # Asks for an agent where none can be (nor be started: no such directory), as a launcher's first call does.
     env = {**env, "NETKIT_AGENT_SOCKET": NO_AGENT}
+    if native.read_binary(exe) is not None:
+        exe = native.fallback_path(exe)  # a C launcher: what it execs is the Python launcher measured here
     proc = subprocess.run([sys.executable, "-IS", "-X", "importtime", exe], env=env, input=stdin,
                           capture_output=True, timeout=30)
     mods = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()

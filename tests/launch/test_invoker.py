@@ -11,7 +11,7 @@ from typing import Any
 
 from netkit.cni import delegate
 from netkit.cni import executor as executors
-from netkit.launch import invoker
+from netkit.launch import invoker, native
 
 _execs: list[str] = []
 sys.addaudithook(lambda event, args: _execs.append(str(args[0])) if event == "subprocess.Popen" else None)
@@ -40,7 +40,7 @@ def test_own_launcher_is_answered_without_exec_and_a_foreign_copy_is_execd(plugi
     foreign_dir = tmp_path / "foreign"
     foreign_dir.mkdir()
     foreign = foreign_dir / "netkit-ipam"
-    foreign.write_text(Path(own).read_text() + "# edited\n")
+    foreign.write_bytes(Path(own).read_bytes() + b"# edited\n")  # a C launcher (here) or a Python one
     foreign.chmod(0o755)
     assert invoker.is_own_launcher(own) and not invoker.is_own_launcher(str(foreign))
     second = delegate.invoke("netkit-ipam", "ADD", dict(_env(), CNI_CONTAINERID="c2"), _ipam_conf(tmp_path),
@@ -71,7 +71,8 @@ def test_a_launcher_knows_its_own_launchers(plugin_bin: str) -> None:
     """Inside a launcher (-IS: no site, so a venv's interpreter keeps the base prefix) the launchers of
     the installation are still its own: an in-process bridge ADD answers its IPAM delegate without an exec."""
     own = os.path.join(plugin_bin, "netkit-ipam")
-    with open(own, encoding="utf-8") as f:
+    text = native.fallback_path(own) if native.read_binary(own) is not None else own  # behind a C launcher
+    with open(text, encoding="utf-8") as f:
         paths_line = next(line for line in f if line.startswith("sys.path[:0] = "))
     code = f"import sys\n{paths_line}from netkit.launch import invoker\nprint(invoker.is_own_launcher({own!r}))\n"
     proc = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True, timeout=60)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from netkit.cni.version import SUPPORTED
+from netkit.launch import native
 from netkit.net import names
 from tests.sandbox import Namespace, Sandbox, bridge_conf
 
@@ -75,8 +76,10 @@ def test_in_process_commands_import_no_netlink_library_and_exec_no_delegate(inpr
         body = dict(conf, prevResult=prev) if command in ("CHECK", "DEL") else conf
         if command == "GC":
             body = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": c.name, "ifname": "eth0"}]})
-        argv = ["ip", "netns", "exec", inproc.host.name, sys.executable, "-IS", "-X", "importtime",
-                os.path.join(inproc.bin_dir, "netkit-bridge")]
+        exe = os.path.join(inproc.bin_dir, "netkit-bridge")
+        if native.read_binary(exe) is not None:
+            exe = native.fallback_path(exe)  # the Python launcher a C launcher execs without an agent
+        argv = ["ip", "netns", "exec", inproc.host.name, sys.executable, "-IS", "-X", "importtime", exe]
         proc = subprocess.run(argv, input=json.dumps(body).encode(), env=inproc.env(command, c),
                               capture_output=True, timeout=60)
         assert proc.returncode == 0, (command, proc.stdout, proc.stderr[-2000:])
