@@ -509,8 +509,8 @@ ap.add_argument("--runs", type=int, default=10, help="measured rounds (default 1
 ap.add_argument("--warmup", type=int, default=1, help="uncounted rounds first (default 1)")
 ap.add_argument("--no-podman", action="store_true", help="measure netkit alone")
 ap.add_argument("--agent", action="store_true",
-                help="netkit's plugins answered by a warm `netkit agent` this run starts (as `netkit cni "
-                     "install --agent` sets up); default: in-process, no agent")
+                help="netkit's plugins answered by a warm `netkit agent` this run starts (the process the default "
+                     "install's first plugin exec starts); default: in-process, no agent")
 
 if __name__ == "__main__":
     sys.exit(main(ap, StartRun, check=check))

@@ -28,17 +28,20 @@ NO_AGENT_ENV = {"NETKIT_AGENT": "off"}
 def agent_processes() -> dict[int, str]:
     """Every `netkit agent` process on the machine (subcommands such as `agent status` aside): pid -> its
     --socket ("" when it serves the default one)."""
+    from netkit.agent import lifelock
+
     out: dict[int, str] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/cmdline", "rb") as fh:
-                argv = [a.decode(errors="replace") for a in fh.read().split(b"\0")]
+                raw = fh.read().split(b"\0")
         except OSError:
             continue
-        if "netkit" not in argv or "agent" not in argv:
+        if not lifelock.runs_netkit_agent(raw):
             continue
+        argv = [a.decode(errors="replace") for a in raw]
         rest = argv[argv.index("agent") + 1:]
         if rest[:1] and rest[0] in ("status", "stop"):
             continue

@@ -22,8 +22,8 @@ from netkit.agent import lifelock, protocol
 TIMEOUT_S = 10
 
 
-class NoAgent(Exception):
-    """Nothing answers on the socket."""
+class NoAgent(ConnectionError):
+    """Nothing answers on the socket (a ConnectionError: the CLI prints it as one line, like any OSError)."""
 
 
 @dataclass

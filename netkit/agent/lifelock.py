@@ -141,6 +141,8 @@ def take(socket: str, version: str, lock_fd: int | None = None, replace: bool = 
         return lock_fd
     fd = open_lock(protocol.lock_path(socket))
     if try_lock(fd):
+        if replace_fd is not None:
+            os.close(replace_fd)  # nobody to replace: held for life it would refuse every later replacement
         return fd
     if not replace:
         os.close(fd)
@@ -175,7 +177,14 @@ def is_agent(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return pid > 1 and b"netkit" in argv and b"agent" in argv
+    return pid > 1 and runs_netkit_agent(argv)
+
+
+def runs_netkit_agent(argv: list[bytes]) -> bool:
+    """True for the command line of ``netkit agent`` however started: ``python -m netkit agent``
+    (launchers, systemd) or the console script (``/usr/local/bin/netkit agent``)."""
+    netkit = [i for i, a in enumerate(argv) if a == b"netkit" or os.path.basename(a) == b"netkit"]
+    return any(b"agent" in argv[i + 1:i + 2] for i in netkit)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -71,6 +71,10 @@ def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: boo
         for unit in call(lambda: install.install_agent_units(unit_dir, socket)):
             click.echo(f"wrote {unit}")
     if install.systemd_runs():
+        # An agent a launcher started before the units existed would hold the lock the service needs.
+        stopped = call(lambda: uninstall.stop_agent(socket))
+        if stopped is not None:
+            click.echo(f"stopped the netkit agent (pid {stopped}) on {socket}: systemd's takes over")
         call(install.enable_agent_units)
         click.echo(f"enabled and started {install.SOCKET_UNIT_NAME} and {install.UNIT_NAME}")
     elif with_agent:

@@ -106,7 +106,8 @@ def _claim(path: str, alive_fd: int, stopping: list[bool]) -> socket.socket | No
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-        if alive_fd >= 0 and select.select([alive_fd], [], [], CLAIM_RETRY_S)[0]:
+        # Wait a while before trying again (on the agent's pipe, which also tells if it is gone).
+        if select.select([alive_fd] if alive_fd >= 0 else [], [], [], CLAIM_RETRY_S)[0]:
             break  # our agent is gone
     claim.close()
     return None
@@ -161,7 +162,9 @@ def serve(path: str, alive_fd: int = -1) -> None:
             # the same batch names (and an accept may reuse them at once).
             fd, _ = poller.poll()[0]
             if fd == listener.fileno():
-                job = _accept(listener, own + list(jobs) + list(conns))
+                # Every connection still open here, also of jobs whose client went: none may leak
+                # into the new command (and the container supervisors it leaves behind).
+                job = _accept(listener, own + list(jobs) + [j.conn.fileno() for j in jobs.values()])
                 if job is not None:
                     jobs[job.pidfd] = conns[job.conn.fileno()] = job
                     poller.register(job.pidfd, select.POLLIN)

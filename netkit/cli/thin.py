@@ -39,7 +39,11 @@ def identity() -> bytes:
     The interpreter's directory, not its name (a venv's ``python`` and ``python3`` are one environment)
     nor sys.prefix (under ``-S`` it is not the venv's: site sets that).
     """
-    return os.fsencode(f"{os.path.dirname(sys.executable)}\n{os.path.dirname(os.path.abspath(__file__))}")
+    from netkit import __version__  # the package's __init__: a constant, nothing imported
+
+    # The version too: after an upgrade in place the old server still has the old code imported.
+    return os.fsencode(f"{os.path.dirname(sys.executable)}\n{os.path.dirname(os.path.abspath(__file__))}"
+                       f"\n{__version__}")
 
 
 def verb_of(args: list[str]) -> tuple[str, list[str]]:

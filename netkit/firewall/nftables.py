@@ -260,7 +260,8 @@ class NftablesBackend:
         An attachment's first ADD (the common case) finds none of its chains; reading to make sure
         cost a list command per chain, and each makes libnftables fetch every chain's name (it
         grows with the attachments).  ``create`` refuses a chain that exists and the batch is
-        atomic, so a re-ADD (or anything else amiss) changes nothing here and takes the reading path.
+        atomic, so a re-ADD (or anything else amiss) changes nothing here and takes the reading path,
+        where a real failure (a rule the kernel refuses) is raised again with its own message.
         """
         cmds: list[dict[str, Any]] = []
         for chain, rules in expected.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from netkit import errors
 from netkit.lab.scenario import Link, Scenario
 from netkit.net import links, netns
 
@@ -35,7 +36,8 @@ def _veth(nl: links.Socket, here: str, there_name: str, there_ns: str) -> None:
     if link is None:
         links.create_veth(nl, here, there_name, there_ns, None, None)
         link = links.lookup(nl, here)
-    assert link is not None
+    if link is None:  # made a moment ago: someone removed it meanwhile
+        raise errors.CNIError(errors.KERNEL, f"link {here} vanished after creation")
     links.up(nl, link.index)
 
 
@@ -64,7 +66,8 @@ def build(sc: Scenario, host_ns: dict[str, str], fabric_ns: str) -> None:
         with netns.entered(host_ns[host.name]), links.Socket() as nl:
             for link_name, iface in host.addresses.items():
                 found = links.lookup(nl, link_name)
-                assert found is not None, link_name  # wired above
+                if found is None:  # wired above: someone removed it meanwhile
+                    raise errors.CNIError(errors.KERNEL, f"link {link_name} of {host.name} vanished")
                 links.add_address(nl, found.index, iface)
                 links.up(nl, found.index)
 

@@ -136,7 +136,8 @@ def enable_agent_units() -> None:
     after a stop)."""
     systemctl("daemon-reload")
     systemctl("enable", "--now", SOCKET_UNIT_NAME)
-    systemctl("enable", "--now", UNIT_NAME)
+    systemctl("enable", UNIT_NAME)
+    systemctl("restart", UNIT_NAME)  # an upgrade: `enable --now` leaves a running old one running
 
 
 def is_own_unit(path: str) -> bool:

@@ -108,9 +108,9 @@ def uninstall(bin_dir: str = install.DEFAULT_BIN_DIR, conf_dir: str = install.DE
     """Remove netkit's launchers, conflist, agent units and agent (see the module)."""
     report = UninstallReport()
     report.removed += install.remove_agent_units(unit_dir, systemd)  # first: systemd would restart the agent
+    remove_launchers(bin_dir, report)  # before the agent: a plugin exec in between would start another
     report.stopped = stop_agent(socket)
     report.removed += remove_agent_files(socket)
-    remove_launchers(bin_dir, report)
     conflist = os.path.join(conf_dir, install.CONFLIST_NAME)
     if is_own_conflist(conflist):
         os.unlink(conflist)

@@ -6,8 +6,11 @@ try:
     # hashlib's own fallback, built into the interpreter: hashlib itself loads OpenSSL, ~2-8 ms of
     # every plugin exec that names a veth, a chain or a lease hint.  The same digests.
     from _sha256 import sha256
-except ImportError:  # an interpreter built without it
-    from hashlib import sha256
+except ImportError:
+    try:
+        from _sha2 import sha256  # its name from Python 3.12 on
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256
 
 HOST_VETH_PREFIX = "nk"
 

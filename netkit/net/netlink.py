@@ -30,4 +30,3 @@ def _load() -> tuple[Any, Any]:
 
 
 IPRoute, NetlinkError = _load()
-

@@ -133,6 +133,11 @@ class Socket:
                 if mseq != seq:
                     continue
                 if kind == NLMSG_DONE:
+                    # A dump that failed once under way ends with its error here, not in an
+                    # NLMSG_ERROR (measured: a strict route dump of a missing link: DONE, -ENODEV).
+                    code = -_ERRNO.unpack_from(payload)[0] if len(payload) >= _ERRNO.size else 0
+                    if code > 0:
+                        raise OSError(code, os.strerror(code))
                     return
                 if kind == NLMSG_ERROR:
                     code = -_ERRNO.unpack_from(payload)[0]

@@ -47,7 +47,9 @@ def routes(nl: rawnl.Socket, index: int) -> list[tuple[Network, str | None]]:
         for kind, payload in nl.dump(RTM_GETROUTE, body):
             if kind != RTM_NEWROUTE:
                 continue
-            _, dst_len, _, _, table, _, _, _, _ = RTMSG.unpack_from(payload)
+            got_family, dst_len, _, _, table, _, _, _, _ = RTMSG.unpack_from(payload)
+            if got_family != family:  # a kernel without IPv6 answers an IPv6 dump with every family
+                continue
             a = rawnl.attrs(payload, RTMSG.size, len(payload))
             if (rawnl.word(a.get(RTA_TABLE)) or table) != MAIN_TABLE or rawnl.word(a.get(RTA_OIF)) != index:
                 continue

@@ -228,3 +228,14 @@ def test_vlan_filtering_as_pyroute2_has_it(inproc: Sandbox) -> None:
         vlans = {m.get_attr("IFLA_IFNAME"): m.get_attr("IFLA_AF_SPEC") for m in ipr.get_vlans()}
         infos = [v for k, v in vlans["nkvl2"]["attrs"] if k == "IFLA_BRIDGE_VLAN_INFO"]
         assert {(i["vid"], i["flags"]) for i in infos} == {(42, 6)}  # PVID | untagged
+
+
+def test_a_dump_that_fails_under_way_raises_instead_of_reading_empty(inproc: Sandbox) -> None:
+    # The kernel ends a strict route dump of a link that does not exist with NLMSG_DONE carrying
+    # -ENODEV: read as an empty list, a caller would take "no routes" (or "no ports") for the truth.
+    with netns.entered(inproc.host.path), links.Socket() as nl:
+        if not nl.strict:
+            pytest.fail("this kernel has no strict netlink checking (4.20+): the case cannot arise here")
+        with pytest.raises(OSError) as failed:
+            rtroute.routes(nl, 999999)
+        assert failed.value.errno == errno.ENODEV
