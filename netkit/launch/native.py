@@ -82,10 +82,13 @@ def compile_args(cc: Sequence[str], name: str, python: str, fallback: str, socke
     """The compiler's argument list for the C launcher of plugin ``name``."""
     from netkit import __version__
     from netkit.agent import client
+    from netkit.cni import version as versions
 
     prefix = f'{{"version":{client.json_string(__version__)},"plugin":{client.json_string(name)},"env":{{'
     defines = {"NETKIT_HEADER_PREFIX": prefix.encode("ascii"), "NETKIT_SOCKET": os.fsencode(socket),
-               "NETKIT_FALLBACK": os.fsencode(fallback), "NETKIT_MARKER": marker(name, python, fallback, socket)}
+               "NETKIT_FALLBACK": os.fsencode(fallback), "NETKIT_MARKER": marker(name, python, fallback, socket),
+               # VERSION's answer (cni/handler.version_text): the C launcher gives it without an interpreter.
+               "NETKIT_SUPPORTED": ",".join(versions.SUPPORTED).encode(), "NETKIT_LATEST": versions.LATEST.encode()}
     return [*cc, *CFLAGS, *(f"-D{k}={c_literal(v)}" for k, v in defines.items()), "-o", output, SOURCE]
 
 

@@ -28,6 +28,14 @@ from tests import sandbox as sb
 VERSION_CONF = b'{"cniVersion": "0.4.0"}'
 
 
+def _status_conf(data_dir: str) -> bytes:
+    """A netkit-ipam STATUS config: the Python launcher answers it (exit 0, nothing on stdout) only
+    when it got this stdin whole (the C launcher answers VERSION itself, so VERSION proves no fallback)."""
+    return json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "netkit-bridge",
+                       "ipam": {"type": "netkit-ipam", "ranges": [[{"subnet": "10.9.0.0/24"}]],
+                                "dataDir": data_dir}}).encode()
+
+
 class FakeAgent:
     """Answers each connection with the next of ``replies`` (then NOT_SERVED); records what came."""
 
@@ -116,9 +124,9 @@ def test_unserved_or_broken_replies_fall_back_with_stdin_replayed(plugin_bin: st
     """The Python launcher answers (in-process here: the fake agent serves it nothing), from the
     stdin the C launcher had consumed, and nothing the agent sent reaches stdout."""
     fake.replies.append(reply)
-    proc = _run(os.path.join(plugin_bin, "netkit-ipam"), _env(fake.path))
-    out, err = proc.communicate(VERSION_CONF, timeout=60)
-    assert proc.returncode == 0 and json.loads(out)["cniVersion"] == "0.4.0", err
+    proc = _run(os.path.join(plugin_bin, "netkit-ipam"), _env(fake.path, CNI_COMMAND="STATUS"))
+    out, err = proc.communicate(_status_conf(os.path.dirname(fake.path)), timeout=60)
+    assert (proc.returncode, out) == (0, b""), (out, err)
     assert len(fake.requests) == 2  # the C launcher's, then the Python launcher's own
 
 
@@ -126,13 +134,11 @@ def test_unserved_or_broken_replies_fall_back_with_stdin_replayed(plugin_bin: st
                          ids=["agent-off", "non-ascii", "about"])
 def test_no_socket_contact_for_what_only_the_python_launcher_does(plugin_bin: str, fake: FakeAgent,
                                                                   extra: dict[str, str]) -> None:
-    proc = _run(os.path.join(plugin_bin, "netkit-ipam"), _env(fake.path, **extra))
-    out, err = proc.communicate(VERSION_CONF, timeout=60)
-    assert proc.returncode == 0, err
+    proc = _run(os.path.join(plugin_bin, "netkit-ipam"), _env(fake.path, **{"CNI_COMMAND": "STATUS", **extra}))
+    out, err = proc.communicate(_status_conf(os.path.dirname(fake.path)), timeout=60)
+    assert (proc.returncode, out) == (0, b""), (out, err)
     if extra.get("CNI_COMMAND") == "":
-        assert out == b"" and err.startswith(b"netkit-ipam (netkit ")        # "about"
-    else:
-        assert json.loads(out)["cniVersion"] == "0.4.0"
+        assert err.startswith(b"netkit-ipam (netkit ")        # "about"
     # The Python launcher asks the agent itself unless NETKIT_AGENT=off or "about"; the C one never did.
     assert len(fake.requests) == (1 if "NON_ASCII" in extra else 0)
 
@@ -180,7 +186,8 @@ def test_answers_through_the_agent_equal_the_python_launchers(plugin_bin: str, a
             answers.append(_normal(calls))
         assert answers[0] == answers[1]
         assert answers[0][1][1]["ips"] and box.leases("native") == []
-    assert control.status(agent).status["requests_served"] == served + 2 * 7
+    # Seven calls each way, all served by the agent but the C launcher's VERSION, which it answers itself.
+    assert control.status(agent).status["requests_served"] == served + 2 * 7 - 1
 
 
 def test_install_without_a_compiler_writes_python_launchers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,9 +237,35 @@ def test_is_own_launcher_knows_the_c_launchers_and_refuses_others(plugin_bin: st
         assert uninstall.is_launcher(str(exe / "netkit-ipam")) == (exe != foreign)
 
 
-def test_a_c_launcher_answers_with_no_agent_in_process(plugin_bin: str) -> None:
+def test_a_c_launcher_answers_with_no_agent_in_process(plugin_bin: str, tmp_path: Path) -> None:
     """NETKIT_AGENT=off through the exec'd Python launcher, and a socket that does not exist."""
     for env in (_env("/nonexistent/agent.sock", **NO_AGENT_ENV), _env("/nonexistent/agent.sock")):
-        proc = _run(os.path.join(plugin_bin, "netkit-bridge"), env)
-        out, err = proc.communicate(VERSION_CONF, timeout=60)
-        assert proc.returncode == 0 and json.loads(out)["cniVersion"] == "0.4.0", err
+        proc = _run(os.path.join(plugin_bin, "netkit-ipam"), {**env, "CNI_COMMAND": "STATUS"})
+        out, err = proc.communicate(_status_conf(str(tmp_path)), timeout=60)
+        assert (proc.returncode, out) == (0, b""), (out, err)
+
+
+@pytest.mark.parametrize("stdin", [b'{"cniVersion":"0.4.0"}', b' \n{ "cniVersion" :\t"1.1.0" }\n',
+                                   b'{"cniVersion":"9.9.9"}', b'{"cniVersion":"caf\xc3\xa9"}',
+                                   b'{"cniVersion":"0.3.1","name":"x"}', b'{"cniVersion":"0.\\u0034.0"}', b"",
+                                   b"not json", b'{"cniVersion": 1}'],
+                         ids=["plain", "spaces", "unknown", "non-ascii", "more-keys", "escape", "empty", "garbage",
+                              "number"])
+def test_version_is_the_handlers_answer_and_the_plain_form_needs_no_interpreter(tmp_path: Path,
+                                                                                stdin: bytes) -> None:
+    """Byte for byte cni/handler's answer, with the agent off; the plain form libcni sends is answered
+    with the Python launcher gone (so by the C launcher alone), anything else by the Python launcher."""
+    from netkit.cni import handler
+
+    report = install.install(bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "conf"))
+    assert not report.notes or "compiler" not in " ".join(report.notes), report.notes
+    exe = str(tmp_path / "bin" / "netkit-bridge")
+    expected, code = handler.handle(plugins.get("netkit-bridge"), {"CNI_COMMAND": "VERSION"}, stdin)
+    env = _env("/nonexistent/agent.sock", **NO_AGENT_ENV)
+    proc = _run(exe, env)
+    assert proc.communicate(stdin, timeout=60)[0] == expected and proc.returncode == code
+    plain = handler.asked_version(stdin) is not None
+    os.unlink(native.fallback_path(exe))
+    proc = _run(exe, env)
+    out, err = proc.communicate(stdin, timeout=60)
+    assert (proc.returncode == code and out == expected) if plain else (proc.returncode != 0 and b"cannot run" in err)
