@@ -2,7 +2,7 @@
  *
  * Why C: a Python launcher that only forwards spends ~11-14 ms (interpreter start) before the agent
  * does anything, more than the reference Go plugins take for a whole bridge+IPAM ADD.  This program
- * does the forwarding only, and answers VERSION in its plain form itself (a constant of the install);
+ * does the forwarding only, and with the agent off answers VERSION in its plain form itself (a constant);
  * everything else (the in-process answer, starting or replacing an agent, "about" output) stays in
  * the Python launcher it execs, with the stdin it consumed replayed.
  *
@@ -399,7 +399,7 @@ static int supported(const unsigned char *v, size_t n)
     return 0;
 }
 
-/* VERSION answered here, in-process (no agent, no interpreter): the answer is a constant of this
+/* VERSION answered here with the agent off (in-process, no interpreter): the answer is a constant of this
  * installation, and a runtime asks it of every plugin whenever it loads a network (~23 ms through
  * the interpreter, measured, against ~2 ms for the reference plugins).  Only the plain form libcni
  * sends, {"cniVersion":"X"} with any whitespace between the tokens, exactly as cni/handler.py's
@@ -462,7 +462,10 @@ int main(int argc, char **argv)
     const char *command = getenv("CNI_COMMAND");
     const char *mode = getenv("NETKIT_AGENT");
     size_t entries = 0;
-    if (command != NULL && strcmp(command, "VERSION") == 0 && marker[0] != '\0') {
+    int agent_off = mode != NULL && strcmp(mode, "off") == 0;
+    /* With the agent on, VERSION goes to it like any request (~1 ms), or to the Python launcher,
+     * which starts one when none answers: the first exec a runtime makes may well be a VERSION. */
+    if (agent_off && command != NULL && strcmp(command, "VERSION") == 0 && marker[0] != '\0') {
         int more = read_stdin(&in);
         if (more != 0)
             fallback(argv, &in, 1, more == 1);
@@ -472,7 +475,7 @@ int main(int argc, char **argv)
             _exit(1);
         _exit(0);
     }
-    if (command == NULL || *command == '\0' || (mode != NULL && strcmp(mode, "off") == 0) ||
+    if (command == NULL || *command == '\0' || agent_off ||
         !env_is_ascii(&entries) || entries > MAX_ENV_ENTRIES || marker[0] == '\0')
         fallback(argv, &in, 0, 0);
     int more = read_stdin(&in);
