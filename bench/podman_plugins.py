@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from harness import bench  # noqa: E402
 from harness import podman as hp  # noqa: E402
 from harness import procs  # noqa: E402
-from harness.agent import Agent  # noqa: E402
+from harness.agent import Agent, AgentError, agent_processes, stop_started  # noqa: E402
 from harness.bench import BenchError, Run, main, parser, summary, tail  # noqa: E402
 from harness.cnichain import attachment_chains, dnat_ports  # noqa: E402
 from harness.hostns import Netns  # noqa: E402
@@ -270,10 +270,9 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
         return problems
 
     def teardown(self) -> None:
-        """The agent first (its command line names the temp dir), then each variant's containers with
-        the configuration of its network, inside its sandbox (the CNI DEL needs it), then the store."""
-        if self.agent is not None:
-            self.cleanup_problems += [p for p in [self.agent.stop()] if p]
+        """Each variant's containers with the configuration of its network, inside its sandbox (the CNI
+        DEL needs it), then the agent (before the store: its command line names the temp dir), with any
+        a late DEL started after it (auto-start), then the store."""
         store = self.store
         if store is not None and store.paths_before is not None:
             for conf in (*VARIANTS, FLOOR) if os.path.isdir(os.path.join(self.tmp, "graph")) else ():
@@ -281,6 +280,19 @@ exec {shlex.quote(os.path.join(self.bin_dir, plugin))} "$@"
                     ids = self.pm[conf].remove_all(*([f"network={self.network[conf]}"] if conf in VARIANTS else []))
                     if ids:
                         self.cleanup_notes.append(f"{conf}: podman containers left at cleanup: {[i[:12] for i in ids]}")
+        if self.agent is not None:
+            if store is not None and store.paths_before is not None:
+                # podman's late `container cleanup` (its DEL) first, while the agent still serves it.
+                agents = set(agent_processes())
+                self.cleanup_problems += procs.reap(
+                    lambda: {pid: cmd for pid, cmd in store.processes().items()
+                             if pid not in agents and "netkit.cli.runtime_server" not in cmd}, 60)
+            self.cleanup_problems += [p for p in [self.agent.stop()] if p]
+            try:
+                stop_started(self.agent.path)
+            except AgentError as exc:
+                self.cleanup_problems.append(str(exc))
+        if store is not None and store.paths_before is not None:
             store.teardown(wait_s=10)
             self.cleanup_problems += store.problems
             self.cleanup_notes += store.notes
