@@ -48,8 +48,7 @@ def status(path: str) -> Found:
             sock.connect(path)
         except OSError as exc:
             raise NoAgent(f"no agent listens on {path} ({exc.strerror})") from None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        peer = struct.unpack("3i", creds)[0]
+        peer = protocol.peer(sock)[0]
         head = json.dumps({"version": __version__, "control": "status"}).encode()
         try:
             # Either may fail on an agent on its way out (replaced, stopped): the connection was

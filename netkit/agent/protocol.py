@@ -99,3 +99,31 @@ def recv_reply(sock: _socket.socket) -> tuple[int, bytes]:
     """(exit status, stdout) of a reply."""
     code, length = _REPLY.unpack(recv_exact(sock, _REPLY.size))
     return code, recv_exact(sock, length)
+
+
+def peer(sock: _socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of unix socket ``sock`` (SO_PEERCRED)."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+_PRIVILEGE_FIELDS = (b"CapEff:", b"NoNewPrivs:", b"Seccomp:")
+
+
+def _privileges(pid: int | str) -> tuple[bytes, ...] | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    return tuple(line for line in lines if line.startswith(_PRIVILEGE_FIELDS))
+
+
+def same_privileges(pid: int) -> bool:
+    """True when process ``pid`` has this process's effective capabilities, no_new_privs and seccomp
+    mode.  uid 0 alone is not enough to be served: a root whose capabilities were dropped, or that
+    runs under seccomp, would have the agent (or the runtime server) do with full privileges what it
+    may not do itself; a served request must be one the caller could have run in-process."""
+    theirs = _privileges(pid)
+    return theirs is not None and theirs == _privileges("self")

@@ -4,7 +4,8 @@ Each plugin request runs on a pooled worker thread, which joins the namespace th
 thread's namespace is its own), runs the same protocol handler the plugins run in-process, and
 returns to the agent's own namespace.  Requests of one plugin for one attachment are serialised;
 shared objects (the IPAM store, host ports, firewall tables) are already serialised by their own
-locks.  Only root may talk to it: the socket is mode 0600 and the peer's credentials are checked.
+locks.  Only root may talk to it: the socket is mode 0600 and the peer's credentials are checked;
+a root with other privileges than the agent's (capabilities, no_new_privs, seccomp) runs its request itself.
 
 One agent per socket: it holds the life lock beside the socket for its whole life (lifelock.py).
 SIGTERM stops it gracefully: it stops accepting, finishes the requests in flight, removes the socket
@@ -21,7 +22,6 @@ import os
 import signal
 import socket
 import socketserver
-import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -78,13 +78,6 @@ class _Locks:
             return len(self._locks)
 
 
-def _peer(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of ``sock``."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
-
-
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -117,7 +110,7 @@ class _Handler(socketserver.BaseRequestHandler):
         fds: list[int] = []
         moved = False
         try:
-            peer, uid = _peer(sock)
+            peer, uid = protocol.peer(sock)
             if uid != 0:
                 protocol.send_reply(sock, 1, _error("the netkit agent serves root only"))
                 return
@@ -129,8 +122,8 @@ class _Handler(socketserver.BaseRequestHandler):
             if header.get("version") != __version__:
                 protocol.send_reply(sock, protocol.OTHER_VERSION, b"")  # the launcher has us replaced
                 return
-            if len(fds) != 1:
-                protocol.send_reply(sock, protocol.NOT_SERVED, b"")
+            if len(fds) != 1 or not protocol.same_privileges(peer):
+                protocol.send_reply(sock, protocol.NOT_SERVED, b"")  # the launcher runs it itself
                 return
             env: dict[str, str] = {str(k): str(v) for k, v in header["env"].items()}
             if env.get("CNI_NETNS") and not seen_alike(peer, env["CNI_NETNS"]):

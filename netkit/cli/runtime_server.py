@@ -3,7 +3,7 @@
 ``netkit agent`` starts it at start-up (``start``: ``python -m netkit.cli.runtime_server``, a process of
 its own, so that neither it nor the commands it forks pass for an agent in a process listing) and it
 ends with the agent.  Single-threaded, so forking it per command is safe.  It listens on
-``runtime.sock`` beside the agent's socket (mode 0600, root peers only: SO_PEERCRED) once it holds
+``runtime.sock`` beside the agent's socket (mode 0600, root peers with its own privileges only) once it holds
 the claim on that path (an abstract socket named after it): an agent that loses its own start-up
 race, or one being replaced, never takes the socket from the server that serves it.
 
@@ -42,6 +42,7 @@ import traceback
 from typing import NamedTuple
 
 from netkit import failpoints
+from netkit.agent import protocol
 from netkit.cli import thin
 from netkit.net import netns
 
@@ -240,11 +241,6 @@ def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    return int.from_bytes(creds[0:4], sys.byteorder), int.from_bytes(creds[4:8], sys.byteorder)
-
-
 def _same_pid_namespace(pid: int) -> bool:
     try:
         return pid > 0 and os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino
@@ -279,13 +275,13 @@ def _accept(listener: socket.socket, server_fds: list[int]) -> _Job | None:
     fds: list[int] = []
     try:
         conn.settimeout(REQUEST_TIMEOUT_S)
-        peer, uid = _peer(conn)
+        peer, uid = protocol.peer(conn)
         head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(_FDS * 4))
         fds = _received_fds(ancillary)
         size = int.from_bytes(head, "big") if len(head) == 4 else MAX_REQUEST + 1
         request = parse(_recv_exact(conn, size)) if size <= MAX_REQUEST else None
         if (request is None or uid != 0 or len(fds) != _FDS or not _same_pid_namespace(peer)
-                or failpoints.ENV in request.env):
+                or not protocol.same_privileges(peer) or failpoints.ENV in request.env):
             conn.sendall(thin.NOT_SERVED)
             conn.close()
             return None

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from harness.agent import Agent
 from netkit.agent import client, protocol
 from tests.sandbox import AS_NOBODY
@@ -76,6 +77,20 @@ def test_agent_answers_like_the_handler(agent: str) -> None:
     assert code == 0 and json.loads(out)["supportedVersions"][-1] == "1.1.0"
     bad = client.forward("netkit-ipam", dict(env, CNI_COMMAND="ADD"), b"{not json")
     assert bad is not None and bad[1] == 1 and json.loads(bad[0])["code"] == 4
+
+
+@pytest.mark.parametrize("confine", [["--no-new-privs"], ["--inh-caps=-all", "--bounding-set=-net_admin"]],
+                         ids=["no-new-privs", "fewer-capabilities"])
+def test_a_root_with_fewer_privileges_than_the_agent_is_left_to_run_it_itself(agent: str, confine: list[str]) -> None:
+    # uid 0 alone is not enough: served, a confined root would have the agent do with full privileges
+    # what it may not do itself.  In-process (None here) it runs with its own.
+    code = (f"import json, sys; from netkit.agent import client, protocol; "
+            f"print(client.forward('netkit-ipam', {{'CNI_COMMAND': 'VERSION', protocol.ENV_SOCKET: {agent!r}}}, "
+            f"{CONF!r}) is None)")
+    confined = subprocess.run(["setpriv", *confine, sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60)
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (confined.stdout.strip(), plain.stdout.strip()) == ("True", "False"), (confined.stderr, plain.stderr)
 
 
 def test_absent_or_stale_socket_means_in_process(tmp_path: Path) -> None:

@@ -260,3 +260,13 @@ def test_a_served_container_lives_in_the_callers_cgroup(ways: tuple[Via, Via]) -
             assert f"0::/{os.path.basename(group)}\n" in proc.stdout, (rt is ways[0], proc.stdout)
     finally:
         os.rmdir(group)
+
+
+def test_a_root_with_fewer_privileges_runs_its_command_itself(ways: tuple[Via, Via]) -> None:
+    # Served, a root under no_new_privs (or with capabilities dropped) would have the server run its
+    # command with the server's full privileges: it is not served, and the whole CLI runs in its process.
+    served, _ = ways
+    argv = ["setpriv", "--no-new-privs", sys.executable, "-X", "importtime", "-m", "netkit", "--root", served.root, "ps"]
+    proc = subprocess.run(argv, env=served.env, capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert proc.stdout.startswith("CONTAINER ID") and "click" in imported
