@@ -17,8 +17,9 @@ cd "$(dirname "$(readlink -f "$0")")"
 #   python-iptables and libnftables load, the reference plugins (interop tests and benchmarks),
 #   Debian's Python with venv, ca-certificates (Debian's pip checks PyPI's certificate against the
 #   system's bundle; python3.11 only recommends it), a compiler with the C library headers
-#   (python-iptables ships only an sdist), podman + containerd + runc + busybox-static (end-to-end
-#   tests: podman and `ctr run --cni` drive the plugins), time
+#   (python-iptables ships only an sdist; `netkit cni install` compiles the C plugin launcher), podman + containerd + runc + busybox-static (end-to-end
+#   tests: podman and `ctr run --cni` drive the plugins), systemd (systemd-analyze verifies the agent's
+#   units offline; installing it makes nothing PID 1), time
 #   and iperf3 (benchmarks), graphviz (dot: lab pictures).
 # vagrant-libvirt is named explicitly: vagrant only *recommends* it, and without a provider that is
 # usable as the default `vagrant validate` (tests/lab/test_vagrant.py) fails with "No usable default
@@ -28,7 +29,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 # nfs-kernel-server, libguestfs-tools) are not needed to validate and stay out.
 PACKAGES=(iproute2 iputils-ping procps util-linux mount curl iptables nftables libxtables12 libip4tc2 libip6tc2
           libnftables1 containernetworking-plugins python3 python3-venv python3-dev ca-certificates gcc libc6-dev
-          podman containerd runc busybox-static time iperf3 graphviz vagrant vagrant-libvirt)
+          podman containerd runc busybox-static time iperf3 graphviz vagrant vagrant-libvirt systemd)
 
 need_root() {
   if [[ $(id -u) != 0 ]]; then echo "setup.sh: run as root (network namespaces need it)" >&2; exit 1; fi

@@ -33,6 +33,11 @@ ENV_MODE = "NETKIT_AGENT"  # "off": a plugin runs in-process, never asks nor sta
 OFF = "off"
 
 
+def enabled(env: "dict[str, str] | os._Environ[str]") -> bool:
+    """False when NETKIT_AGENT=off in ``env``: the plugin neither asks nor starts an agent."""
+    return env.get(ENV_MODE, "") != OFF
+
+
 def socket_path(env: dict[str, str] | os._Environ[str]) -> str:
     """Where the agent listens: $NETKIT_AGENT_SOCKET or /run/netkit/agent.sock."""
     return env.get(ENV_SOCKET) or DEFAULT_SOCKET

@@ -9,18 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from netkit.agent import protocol
-from netkit.cli.shared import fail, require_root
+from netkit.cli.shared import agent_socket, fail, require_root
 
 if TYPE_CHECKING:
     from netkit.agent.control import Found
 
-_SOCKET = click.option("--socket", "path", envvar=protocol.ENV_SOCKET, default=protocol.DEFAULT_SOCKET,
-                       show_default=True, help="The agent's socket ($NETKIT_AGENT_SOCKET).")
-
 
 @click.group(invoke_without_command=True)
-@_SOCKET
+@agent_socket("path")
 @click.option("--lock-fd", type=int, default=None, hidden=True,
               help="The life lock, already taken by the launcher that started this agent.")
 @click.option("--replace", is_flag=True, help="Stop an agent of another version on this socket and take over.")
@@ -63,7 +59,7 @@ def _found(path: str) -> Found:
 
 
 @agent.command("status")
-@_SOCKET
+@agent_socket("path")
 @click.option("--json", "as_json", is_flag=True, help="The agent's answer as JSON.")
 def agent_status(path: str, as_json: bool) -> None:
     """Show the running agent: pid, version, uptime, requests served, memory.  Exit 1 if there is none."""
@@ -82,7 +78,7 @@ def agent_status(path: str, as_json: bool) -> None:
 
 
 @agent.command("stop")
-@_SOCKET
+@agent_socket("path")
 def agent_stop(path: str) -> None:
     """Stop the running agent once its requests in flight are answered.  Exit 1 if there is none."""
     from netkit.agent import control

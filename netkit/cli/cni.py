@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from netkit.cli.shared import call, fail, options
+from netkit.cli.shared import agent_socket, call, fail, options
 
 # Runtimes look here first; netkit's own installer writes here.
 DEFAULT_PATH = ["/opt/cni/bin"]
@@ -18,10 +18,6 @@ DEFAULT_PATH = ["/opt/cni/bin"]
 @click.group()
 def cni() -> None:
     """Install netkit's CNI plugins and drive networks like cnitool."""
-
-
-_SOCKET = click.option("--socket", envvar="NETKIT_AGENT_SOCKET", default="/run/netkit/agent.sock", show_default=True,
-                       help="The agent's socket ($NETKIT_AGENT_SOCKET).")
 
 
 @cni.command("install")
@@ -35,7 +31,7 @@ _SOCKET = click.option("--socket", envvar="NETKIT_AGENT_SOCKET", default="/run/n
               help="Write the agent's systemd units even where systemd is not PID 1 (an image, a chroot); "
                    "they are enabled only where it is.")
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
-@_SOCKET
+@agent_socket()
 def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: bool, with_agent: bool, unit_dir: str,
                 socket: str) -> None:
     """Write the plugin executables and the default network config; leave a warm path.
@@ -89,7 +85,7 @@ def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: boo
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="Where the plugin executables are.")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="Where netkit.conflist is.")
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
-@_SOCKET
+@agent_socket()
 def cni_uninstall(bin_dir: str, conf_dir: str, unit_dir: str, socket: str) -> None:
     """Remove netkit's launchers, netkit.conflist (if it is netkit's), the agent's units, and stop the agent."""
     from netkit.launch import uninstall

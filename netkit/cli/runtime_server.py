@@ -248,16 +248,6 @@ def _same_pid_namespace(pid: int) -> bool:
         return False
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = conn.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise ConnectionError("the client closed the connection mid-request")
-        buf += chunk
-    return bytes(buf)
-
-
 def parse(body: bytes) -> Request | None:
     """The request in ``body`` (thin.py's format), or None when it is not one this installation serves."""
     fields = body.split(b"\0")
@@ -279,7 +269,7 @@ def _accept(listener: socket.socket, server_fds: list[int]) -> _Job | None:
         head, ancillary, _, _ = conn.recvmsg(4, socket.CMSG_SPACE(_FDS * 4))
         fds = _received_fds(ancillary)
         size = int.from_bytes(head, "big") if len(head) == 4 else MAX_REQUEST + 1
-        request = parse(_recv_exact(conn, size)) if size <= MAX_REQUEST else None
+        request = parse(protocol.recv_exact(conn, size)) if size <= MAX_REQUEST else None
         if (request is None or uid != 0 or len(fds) != _FDS or not _same_pid_namespace(peer)
                 or not protocol.same_privileges(peer) or failpoints.ENV in request.env):
             conn.sendall(thin.NOT_SERVED)

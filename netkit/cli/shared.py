@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 import click
 
 from netkit import errors
+from netkit.agent import protocol
 
 if TYPE_CHECKING:
     from netkit.runtime.root import Root
@@ -69,3 +70,9 @@ def options(decorators: list[Callable[..., Any]]) -> Callable[..., Any]:
             fn = decorator(fn)
         return fn
     return apply
+
+
+def agent_socket(name: str = "socket") -> Callable[[Any], Any]:
+    """The ``--socket`` option of the commands that start, ask or stop the agent, passed as ``name``."""
+    return click.option("--socket", name, envvar=protocol.ENV_SOCKET, default=protocol.DEFAULT_SOCKET,
+                        show_default=True, help="The agent's socket ($NETKIT_AGENT_SOCKET).")

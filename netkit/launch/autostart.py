@@ -36,15 +36,10 @@ LOG_CAP = 1 << 20  # bytes: an agent's log past this at start is emptied (it hol
 _NOT_INHERITED = ("NETKIT_FAILPOINTS", "NETKIT_BOOT_ID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
-def enabled(env: Mapping[str, str]) -> bool:
-    """False when NETKIT_AGENT=off: the plugin neither asks nor starts an agent."""
-    return env.get(protocol.ENV_MODE, "") != protocol.OFF
-
-
 def after_fallback(why: str, env: Mapping[str, str]) -> int | None:
     """The launcher answered in-process because of ``why`` (client.exchange): start or replace the
     agent where that is called for; the new agent's pid, or None when nothing was started."""
-    if os.geteuid() != 0 or not enabled(env):
+    if os.geteuid() != 0 or not protocol.enabled(env):
         return None  # the agent serves root only
     if why == client.NO_AGENT:
         return start(env)

@@ -75,7 +75,7 @@ def main(plugin: str, spawn: bool = True) -> int:
     from netkit.agent import client, protocol
 
     got: tuple[bytes, int] | str = client.NO_AGENT
-    if os.environ.get(protocol.ENV_MODE, "") != protocol.OFF:
+    if protocol.enabled(os.environ):
         got = client.exchange(plugin, os.environ, stdin)
     if isinstance(got, tuple):
         out, code = got
