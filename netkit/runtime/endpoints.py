@@ -1,0 +1,151 @@
+"""A container's endpoints: one interface per network (eth0, eth1, ...), attached and released through CNI.
+
+Every endpoint is one CNI attachment of the network's conflist (container ID, ifname), so the
+plugins' own state -- leases, veths, rule groups, the DNS records -- is per endpoint and DEL or GC of
+one never touches another.  Only the primary endpoint (the one on the container's ``network``, eth0
+at ``run``) installs a default route and carries the published ports: the others get their network's
+conflist with the default routes taken out of its IPAM routes, as Docker gives a container one
+default gateway whatever the number of networks.
+
+``connect`` and ``disconnect`` change a container's networks while it runs (``netkit network
+connect|disconnect``), under the root's lock like every change of a record.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+from netkit.cni import chain
+from netkit.rollback import Rollback
+from netkit.runtime import networks, sandbox, state
+from netkit.runtime.root import Root
+from netkit.runtime.state import Container, ContainerError, Endpoint
+
+DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
+SHORT_ID = 12  # Docker resolves a container's short ID on user networks too
+
+
+def dns_aliases(ctr: Container, ep: Endpoint) -> list[str]:
+    """The names besides the container's own that resolve to it on ``ep``'s network: its aliases and short ID.
+
+    The default ``bridge`` has no name resolution (Docker's rule): no aliases there.
+    """
+    if ctr.net_kind != "bridge" or ep.network == networks.DEFAULT:
+        return []
+    return [*ep.aliases, ctr.id[:SHORT_ID]]
+
+
+def attachment(ctr: Container, ep: Endpoint, path: str | None = None) -> chain.Attachment:
+    """The CNI attachment of ``ep``; ``path`` is its CNI_NETNS when not the recorded namespace."""
+    args = {"IgnoreUnknown": "1", "K8S_POD_NAME": ctr.name}
+    if ep.ip:
+        args["IP"] = ep.ip
+    # podman's dnsname shape: {network name: [names]}, only for the network of this attachment.
+    caps: dict[str, Any] = {"portMappings": ctr.ports if ep is ctr.primary else []}
+    aliases = dns_aliases(ctr, ep)
+    if aliases:
+        caps["aliases"] = {ep.network: aliases}
+    if path is None:
+        path = ctr.netns or "/proc/self/ns/net"
+    return chain.Attachment(ctr.id, path, ep.ifname, args, caps)
+
+
+def without_default_route(conf: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``conf`` whose IPAM routes hold no default route (an endpoint that is not the primary)."""
+    out = copy.deepcopy(conf)
+    for plugin in out.get("plugins", []):
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("routes"), list):
+            ipam["routes"] = [r for r in ipam["routes"]
+                              if str(ipaddress.ip_network(r.get("dst", ""), strict=False)) not in DEFAULT_ROUTES]
+        plugin.pop("isDefaultGateway", None)
+    return out
+
+
+def conflist(root: Root, ctr: Container, ep: Endpoint) -> dict[str, Any]:
+    """The conflist ``ep`` is attached with (see the module's docstring)."""
+    if ctr.net_kind == "container":
+        return networks.mode_conflist("container", ctr.netns)
+    conf = networks.load(root, ep.network if ctr.net_kind == "bridge" else ctr.net_kind)
+    return conf if ep is ctr.primary or ctr.net_kind != "bridge" else without_default_route(conf)
+
+
+def attach(root: Root, ctr: Container, ep: Endpoint, undo: Rollback, path: str | None = None) -> None:
+    """ADD ``ep`` (already in ``ctr.endpoints``) and record the plugins' answer; its DEL goes on ``undo``."""
+    conf = conflist(root, ctr, ep)
+    att = attachment(ctr, ep, path)
+    ep.cni_result = chain.add(conf, att, root.cni_path, root.cni_cache)
+    undo.push(chain.delete, conf, att, root.cni_path, root.cni_cache)
+    ep.addresses = [ip["address"] for ip in ep.cni_result.get("ips", [])
+                    if not ip["address"].startswith(("127.", "::1"))]
+
+
+def release(root: Root, ctr: Container, ep: Endpoint, path: str | None) -> None:
+    """DEL ``ep``; ``path`` is CNI_NETNS ("" when the namespace is out of reach: DEL then frees what it finds)."""
+    chain.delete(conflist(root, ctr, ep), attachment(ctr, ep, path), root.cni_path, root.cni_cache)
+
+
+def next_ifname(ctr: Container) -> str:
+    """The first ``ethN`` no endpoint of ``ctr`` uses."""
+    used = {ep.ifname for ep in ctr.endpoints}
+    n = 0
+    while f"eth{n}" in used:
+        n += 1
+    return f"eth{n}"
+
+
+def check_aliases(network: str, aliases: list[str]) -> None:
+    """Refuse aliases on the default network (no name resolution there) and aliases that are no DNS label."""
+    if aliases and network == networks.DEFAULT:
+        raise ContainerError("network-scoped aliases are supported only for containers in user defined networks")
+    for alias in aliases:
+        if not alias or len(alias) > 253 or not all(c.isalnum() or c in "_.-" for c in alias):
+            raise ContainerError(f"invalid network alias {alias!r}", "letters, digits, '_', '.', '-'")
+
+
+def connect(root: Root, ref: str, network: str, ip: str = "", aliases: list[str] | None = None) -> Container:
+    """Attach container ``ref`` to ``network`` as its next ethN (Docker's `network connect`)."""
+    aliases = list(aliases or [])
+    check_aliases(network, aliases)
+    if network in networks.MODES or network.startswith("container:"):
+        raise ContainerError(f"container cannot be connected to network {network}: not a bridge network")
+    if ip and network == networks.DEFAULT:
+        raise ContainerError("user specified IP address is supported on user defined networks only")
+    with root.locked():
+        ctr = state.find(root, ref)
+        if ctr.net_kind != "bridge":
+            raise ContainerError(f"container {ctr.name} cannot be connected to another network: "
+                                 f"it uses network mode {ctr.network}")
+        networks.load(root, network)  # an unknown network fails here
+        if ctr.endpoint(network) is not None:
+            raise ContainerError(f"endpoint with name {ctr.name} already exists in network {network}")
+        path = sandbox.reachable(ctr)
+        if not path:
+            raise ContainerError(f"container {ctr.name} has no network namespace left to connect")
+        ep = Endpoint(network=network, ifname=next_ifname(ctr), ip=ip, aliases=aliases)
+        ctr.endpoints.append(ep)
+        with Rollback() as undo:
+            attach(root, ctr, ep, undo, path)
+            state.save(root, ctr)
+    return ctr
+
+
+def disconnect(root: Root, ref: str, network: str) -> Container:
+    """Detach container ``ref`` from ``network`` (Docker's `network disconnect`)."""
+    with root.locked():
+        ctr = state.find(root, ref)
+        ep = ctr.endpoint(network) if ctr.net_kind == "bridge" else None
+        if ep is None:
+            raise ContainerError(f"container {ctr.name} is not connected to network {network}")
+        release(root, ctr, ep, sandbox.reachable(ctr))
+        ctr.endpoints.remove(ep)
+        state.save(root, ctr)
+    return ctr
+
+
+def valid_attachments(records: list[Container], network: str) -> list[dict[str, str]]:
+    """GC's list for ``network``: every endpoint the records hold there."""
+    return [{"containerID": c.id, "ifname": ep.ifname} for c in records if c.net_kind == "bridge"
+            for ep in c.endpoints if ep.network == network]

@@ -1,0 +1,170 @@
+"""Several networks per container, in a sandbox host, with real traffic: `run --network a --network b`,
+`network connect|disconnect`, aliases, inspect in Docker's shape, rm/prune over every endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from tests.runtime.conftest import Runtime
+from tests.sandbox import TRAFFIC
+
+A_NET, B_NET = "10.61.0", "10.62.0"
+
+
+def _networks(rt: Runtime) -> None:
+    rt("network", "create", "--subnet", f"{A_NET}.0/24", "neta")
+    rt("network", "create", "--subnet", f"{B_NET}.0/24", "netb")
+
+
+def _serve(rt: Runtime, name: str, *nets: str) -> None:
+    args = [a for n in nets for a in ("--network", n)]
+    rt("run", "-d", "--name", name, *args, "--", sys.executable, TRAFFIC, "serve", name, "80")
+
+
+def _routes(rt: Runtime, name: str) -> list[dict]:
+    return json.loads(rt("exec", name, "--", "ip", "-j", "route").stdout)
+
+
+def _leases(rt: Runtime, net: str) -> list[str]:
+    d = os.path.join(rt.root, "ipam", net)
+    return sorted(f for f in os.listdir(d) if f[0].isdigit()) if os.path.isdir(d) else []
+
+
+def _fmt(rt: Runtime, fmt: str, *names: str) -> str:
+    return rt("inspect", "--format", fmt, *names).stdout
+
+
+def test_two_networks_reach_both_with_one_default_route_and_isolation_holds(rt: Runtime) -> None:
+    _networks(rt)
+    _serve(rt, "a1", "neta")
+    _serve(rt, "b1", "netb")
+    rt("run", "-d", "--name", "ab", "--network", "neta", "--network", "netb", "--network-alias", "both",
+       "--", sys.executable, TRAFFIC, "serve", "ab", "80")
+    a1, b1 = rt.ip("a1"), rt.ip("b1")
+    ab = rt.inspect("ab")
+    nets = ab["NetworkSettings"]["Networks"]
+    assert sorted(nets) == ["neta", "netb"]
+    assert (nets["neta"]["InterfaceName"], nets["netb"]["InterfaceName"]) == ("eth0", "eth1")
+    ab_a, ab_b = nets["neta"]["IPAddress"], nets["netb"]["IPAddress"]
+    assert ab_a.startswith(A_NET + ".") and ab_b.startswith(B_NET + ".")
+    assert (nets["netb"]["Gateway"], nets["netb"]["IPPrefixLen"]) == (f"{B_NET}.1", 24)
+    # The top-level keys are the first network's, as docker inspect shows them.
+    settings = ab["NetworkSettings"]
+    assert (settings["IPAddress"], settings["Gateway"], settings["MacAddress"]) == \
+        (ab_a, f"{A_NET}.1", nets["neta"]["MacAddress"])
+    mac = rt("exec", "ab", "--", "cat", "/sys/class/net/eth1/address").stdout.strip()
+    assert nets["netb"]["MacAddress"] == mac
+    assert nets["neta"]["Aliases"] == ["both", ab["Id"][:12]] and nets["netb"]["Aliases"] == [ab["Id"][:12]]
+    # One default route, through the first network's gateway; the second network only its subnet.
+    defaults = [r for r in _routes(rt, "ab") if r["dst"] == "default"]
+    assert defaults == [dict(defaults[0], gateway=f"{A_NET}.1", dev="eth0")] and len(defaults) == 1
+    assert any(r["dst"] == f"{B_NET}.0/24" and r["dev"] == "eth1" for r in _routes(rt, "ab"))
+    # ab reaches both networks' containers, and both reach it.
+    abns = rt.netns("ab")
+    assert rt.wait_answer(lambda: (abns.ask("tcp", a1, 80) or "").startswith("a1 "))
+    assert (abns.ask("tcp", b1, 80) or "").startswith("b1 ")
+    assert (rt.netns("b1").ask("tcp", ab_b, 80) or "").startswith("ab ")
+    # A container on neta only does not reach netb's containers; controls: it reaches ab on neta, and
+    # b1 answers on the path ab took.
+    a1ns = rt.netns("a1")
+    assert a1ns.unanswered("tcp", b1, 80, control=a1ns.ask("tcp", ab_a, 80))
+    assert a1ns.unanswered("tcp", ab_b, 80, control=a1ns.ask("tcp", ab_a, 80))
+    # network inspect lists every container on it with its address.
+    on_b = json.loads(rt("network", "inspect", "netb").stdout)["Containers"]
+    assert {c["Name"]: c["IPv4Address"] for c in on_b.values()} == {"b1": f"{b1}/24", "ab": f"{ab_b}/24"}
+    assert on_b[ab["Id"]]["InterfaceName"] == "eth1"
+    # inspect --format, as scripts written for docker inspect use it.
+    assert _fmt(rt, "{{.NetworkSettings.IPAddress}}", "ab", "a1") == f"{ab_a}\n{a1}\n"
+    assert _fmt(rt, '{{(index .NetworkSettings.Networks "netb").IPAddress}}', "ab") == f"{ab_b}\n"
+    assert _fmt(rt, "{{range $n, $e := .NetworkSettings.Networks}}{{$n}}={{$e.IPAddress}} {{end}}", "ab") == \
+        f"neta={ab_a} netb={ab_b} \n"
+    assert json.loads(_fmt(rt, "{{json .NetworkSettings.Networks}}", "ab")) == nets
+    # rm releases every endpoint: leases, veths, rule groups.
+    rt("rm", "-f", "ab", "a1", "b1")
+    assert _leases(rt, "neta") == [] and _leases(rt, "netb") == []
+    assert [n for n in rt.box.host.links() if n.startswith("nk")] == []
+    assert rt.box.group_chains() == []
+
+
+def test_connect_and_disconnect_a_running_container(rt: Runtime) -> None:
+    _networks(rt)
+    _serve(rt, "a1", "neta")
+    _serve(rt, "b1", "netb")
+    rt("run", "-d", "--name", "c", "--network", "neta", "--", "sleep", "300")
+    b1 = rt.ip("b1")
+    cns = rt.netns("c")
+    assert rt.wait_answer(lambda: rt.box.host.ask("tcp", b1, 80) is not None)
+    assert cns.unanswered("tcp", b1, 80, control=cns.ask("tcp", rt.ip("a1"), 80))
+    rt("network", "connect", "--ip", f"{B_NET}.77", "--alias", "cee", "netb", "c")
+    assert f"{B_NET}.77/24" in rt("exec", "c", "--", "ip", "-br", "addr", "show", "eth1").stdout
+    assert (cns.ask("tcp", b1, 80) or "").startswith("b1 ")
+    assert [r["gateway"] for r in _routes(rt, "c") if r["dst"] == "default"] == [f"{A_NET}.1"]
+    net = rt.inspect("c")["NetworkSettings"]["Networks"]["netb"]
+    assert (net["IPAddress"], net["IPAMConfig"], net["Aliases"][0]) == (f"{B_NET}.77", {"IPv4Address": f"{B_NET}.77"},
+                                                                         "cee")
+    assert _leases(rt, "netb") == sorted([b1, f"{B_NET}.77"])
+    # Readable refusals, one line each.
+    for args, text in {("network", "connect", "netb", "c"): "already exists in network netb",
+                       ("network", "connect", "nosuch", "c"): "network nosuch not found",
+                       ("network", "connect", "--alias", "x", "bridge", "c"): "user defined networks",
+                       ("network", "disconnect", "bridge", "c"): "is not connected to network bridge",
+                       ("network", "connect", "netb", "nosuch"): "no such container"}.items():
+        proc = rt(*args, check=False)
+        assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    rt("network", "disconnect", "netb", "c")
+    assert "eth1" not in rt("exec", "c", "--", "ls", "/sys/class/net").stdout
+    assert _leases(rt, "netb") == [b1]
+    assert cns.unanswered("tcp", b1, 80, control=cns.ask("tcp", rt.ip("a1"), 80))
+    assert list(rt.inspect("c")["NetworkSettings"]["Networks"]) == ["neta"]
+    # Connected again: the next free interface name, and the network can be removed only once it is left.
+    rt("network", "connect", "netb", "c")
+    assert list(rt.inspect("c")["NetworkSettings"]["Networks"]) == ["neta", "netb"]
+    rt("rm", "-f", "b1")
+    assert rt("network", "rm", "netb", check=False).returncode == 1
+    rt("rm", "-f", "c", "a1")
+    rt("network", "rm", "netb")
+    assert _leases(rt, "neta") == [] and rt.box.group_chains() == []
+
+
+def test_host_mode_cannot_be_connected_and_modes_do_not_mix(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "h", "--net", "host", "--", "sleep", "300")
+    proc = rt("network", "connect", "neta", "h", check=False)
+    assert proc.returncode == 1 and "network mode host" in proc.stderr
+    for args, text in {("--network", "neta", "--network", "host"): "conflicting options",
+                       ("--network", "neta", "--network", "neta"): "network given twice",
+                       ("--network-alias", "x"): "user defined networks",
+                       ("--network", "neta", "--network", "nosuch"): "network nosuch not found"}.items():
+        proc = rt("run", "--rm", *args, "--", "true", check=False)
+        assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    # Nothing was made for the refused runs (a host-mode container has no namespace of its own).
+    assert _leases(rt, "neta") == [] and os.listdir(os.path.join(rt.root, "netns")) == []
+
+
+def test_a_failed_second_attachment_takes_the_first_back(rt: Runtime) -> None:
+    _networks(rt)
+    rt("network", "create", "--subnet", "10.63.0.0/30", "tiny")  # one address besides the gateway
+    rt("run", "-d", "--name", "first", "--network", "tiny", "--", "sleep", "300")
+    proc = rt("run", "-d", "--name", "second", "--network", "neta", "--network", "tiny", "--", "sleep", "300",
+              check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert _leases(rt, "neta") == [] and rt("ps", "-a").stdout.count("\n") == 2  # the header and first
+    assert len(os.listdir(os.path.join(rt.root, "netns"))) == 1  # first's only
+    rt("rm", "-f", "first")
+    assert _leases(rt, "tiny") == [] and os.listdir(os.path.join(rt.root, "netns")) == []
+    assert [n for n in rt.box.host.links() if n.startswith("nk")] == [] and rt.box.group_chains() == []
+
+
+def test_prune_collects_per_endpoint_and_keeps_every_live_ones(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "live", "--network", "neta", "--network", "netb", "--", "sleep", "300")
+    rt("run", "-d", "--name", "gone", "--network", "netb", "--network", "neta", "--", "true")
+    assert rt.wait_answer(lambda: "Exited (0)" in rt("ps", "-a").stdout)
+    live = rt.inspect("live")["NetworkSettings"]["Networks"]
+    assert "removed gone" in rt("system", "prune").stdout
+    assert _leases(rt, "neta") == [live["neta"]["IPAddress"]] and _leases(rt, "netb") == [live["netb"]["IPAddress"]]
+    assert sorted(rt("exec", "live", "--", "ls", "/sys/class/net").stdout.split()) == ["eth0", "eth1", "lo"]
+    rt("rm", "-f", "live")
+    assert _leases(rt, "neta") == [] and _leases(rt, "netb") == []
