@@ -133,6 +133,10 @@ def test_host_mode_cannot_be_connected_and_modes_do_not_mix(rt: Runtime) -> None
     rt("run", "-d", "--name", "h", "--net", "host", "--", "sleep", "300")
     proc = rt("network", "connect", "neta", "h", check=False)
     assert proc.returncode == 1 and "network mode host" in proc.stderr
+    assert rt("inspect", "-f", "{{.NetworkSettings.Networks.host.IPAddress}}|{{.NetworkMode}}", "h").stdout == "|host\n"
+    proc = rt("inspect", "-f", '{{printf "%s" .Name}}', "h", check=False)
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert 'function "printf" is not supported' in proc.stderr
     for args, text in {("--network", "neta", "--network", "host"): "conflicting options",
                        ("--network", "neta", "--network", "neta"): "network given twice",
                        ("--network-alias", "x"): "user defined networks",
@@ -168,3 +172,59 @@ def test_prune_collects_per_endpoint_and_keeps_every_live_ones(rt: Runtime) -> N
     assert sorted(rt("exec", "live", "--", "ls", "/sys/class/net").stdout.split()) == ["eth0", "eth1", "lo"]
     rt("rm", "-f", "live")
     assert _leases(rt, "neta") == [] and _leases(rt, "netb") == []
+
+
+# A plugin chained after the bridge that writes down what it was given (as netkit-dns will be), in the
+# root's own plugin directory: the aliases capability the runtime passes, per network and interface.
+RECORDER = """#!{python}
+import json, os, sys
+conf = json.load(sys.stdin)
+with open({log!r}, "a") as f:
+    f.write(json.dumps([os.environ["CNI_COMMAND"], conf["name"], os.environ["CNI_IFNAME"], os.environ["CNI_ARGS"],
+                        conf.get("runtimeConfig", {{}})]) + "\\n")
+if os.environ["CNI_COMMAND"] == "ADD":
+    print(json.dumps(conf["prevResult"]))
+"""
+
+
+def _record_plugin_calls(rt: Runtime, *nets: str) -> str:
+    log = os.path.join(rt.root, "recorder.log")
+    path = os.path.join(rt.root, "bin", "test-recorder")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(RECORDER.format(python=sys.executable, log=log))
+    os.chmod(path, 0o755)
+    for net in nets:
+        conf_path = os.path.join(rt.root, "networks", f"{net}.conflist")
+        with open(conf_path, encoding="utf-8") as f:
+            conf = json.load(f)
+        conf["plugins"].append({"type": "test-recorder", "capabilities": {"aliases": True}})
+        with open(conf_path, "w", encoding="utf-8") as f:
+            json.dump(conf, f)
+    return log
+
+
+def _calls(log: str) -> list[list]:
+    with open(log, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_dns_aliases_go_to_the_plugins_per_network_with_the_short_id(rt: Runtime) -> None:
+    _networks(rt)
+    log = _record_plugin_calls(rt, "neta", "netb")
+    rt("run", "-d", "--name", "web", "--network", "neta", "--network", "netb", "--network-alias", "www",
+       "--network-alias", "front", "--", "sleep", "300")
+    short = rt.inspect("web")["Id"][:12]
+    adds = [c for c in _calls(log) if c[0] == "ADD"]
+    assert [(net, ifname, rc) for _, net, ifname, _, rc in adds] == [
+        ("neta", "eth0", {"aliases": {"neta": ["www", "front", short]}}),
+        ("netb", "eth1", {"aliases": {"netb": [short]}})]
+    assert all("K8S_POD_NAME=web" in args.split(";") for _, _, _, args, _ in adds)  # the name, as podman
+    rt("network", "connect", "--alias", "late", "bridge", "web", check=False)  # the default bridge: no aliases
+    rt("network", "disconnect", "netb", "web")
+    rt("network", "connect", "--alias", "api", "netb", "web")
+    rt("rm", "-f", "web")
+    calls = [(cmd, net, ifname, rc) for cmd, net, ifname, _, rc in _calls(log)[2:]]
+    assert calls == [("DEL", "netb", "eth1", {"aliases": {"netb": [short]}}),
+                     ("ADD", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
+                     ("DEL", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
+                     ("DEL", "neta", "eth0", {"aliases": {"neta": ["www", "front", short]}})]
