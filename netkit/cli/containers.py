@@ -15,7 +15,8 @@ from netkit.cli.shared import after_dashes, call, each, root
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--net", "--network", "networks", multiple=True,
               help="bridge (the default), a network name, host, none or container:NAME; repeat it for "
-                   "several networks (eth0 on the first, which gives the default route)")
+                   "several networks (eth0 on the first, which gives the default route); "
+                   "name=NET,alias=A,ip=ADDR sets a network's own aliases and address")
 @click.option("--network-alias", "aliases", multiple=True, help="A name of the container on its first network")
 @click.option("-p", "--publish", multiple=True, help="[IP:][HOSTPORT:]CONTAINERPORT[/PROTO], ranges allowed")
 @click.option("--name", default="")

@@ -63,28 +63,17 @@ def _published(records: list[Container]) -> set[tuple[str, int]]:
     return {(m["protocol"], m["hostPort"]) for c in records if c.state != "exited" for m in c.ports}
 
 
-def _validate(opts: RunOptions) -> tuple[str, str, list[dict[str, Any]]]:
-    """Refuse what no state of the root can make valid; (kind, argument, port mappings asked for)."""
+def _validate(opts: RunOptions) -> tuple[str, str, list[Endpoint], list[dict[str, Any]]]:
+    """Refuse what no state of the root can make valid; (kind, argument, endpoints, port mappings asked for)."""
     if not opts.command:
         raise ContainerError("no command given", "usage: netkit run [OPTIONS] -- CMD [ARGS...]")
-    wanted = _networks(opts)
-    kind, arg = _mode(wanted[0])
-    if len(wanted) > 1:
-        if any(_mode(n)[0] != "bridge" for n in wanted):
-            raise ContainerError("conflicting options: cannot attach both user-defined and non-user-defined "
-                                 "network-modes")
-        if len(set(wanted)) != len(wanted):
-            raise ContainerError(f"network given twice: {', '.join(sorted(n for n in set(wanted) if wanted.count(n) > 1))}")
-    if opts.aliases and kind != "bridge":
-        raise ContainerError("network-scoped aliases are supported only for containers in user defined networks")
-    endpoints.check_aliases(arg, list(opts.aliases))
+    eps = endpoints.plan(_networks(opts), opts.ip, list(opts.aliases))
+    kind, arg = _mode(eps[0].network)
     mappings = [m for spec in opts.publish for m in ports.parse(spec)]
     if mappings and kind in ("host", "none", "container"):
         raise ContainerError(f"published ports are discarded when using {kind} network mode"
                              if kind != "container" else "conflicting options: port publishing and the container type network mode")
-    if opts.ip and (kind != "bridge" or arg == networks.DEFAULT):
-        raise ContainerError("user specified IP address is supported on user defined networks only")
-    return kind, arg, mappings
+    return kind, arg, eps, mappings
 
 
 def _name(opts: RunOptions, cid: str, records: list[Container]) -> str:
@@ -115,8 +104,8 @@ def _owner(root: Root, ref: str) -> Container:
     return owner
 
 
-def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, str], kind: str, arg: str,
-            owner: Container | None, mappings: list[dict[str, Any]]) -> Container:
+def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, str], kind: str,
+            eps: list[Endpoint], owner: Container | None, mappings: list[dict[str, Any]]) -> Container:
     """The new container's record, state created, not yet saved."""
     if owner is not None:
         # The owner's namespace as this process reaches it: its bind mount may be visible only
@@ -126,13 +115,9 @@ def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, st
         path = ""
     else:
         path = os.path.join(root.netns, cid)
-    network = arg if kind == "bridge" else _networks(opts)[0]
-    # eth0 on the first network (its fixed address and aliases), eth1... on the others.
-    eps = [Endpoint(network=network, ip=opts.ip, aliases=list(opts.aliases))]
-    eps += [Endpoint(network=n, ifname=f"eth{i}") for i, n in enumerate(_networks(opts)[1:], 1)]
     return Container(
         id=cid, name=name, command=list(opts.command), env=env, cwd=os.getcwd(),
-        hostname=opts.hostname or cid[:12], network=network, net_kind=kind,
+        hostname=opts.hostname or cid[:12], network=eps[0].network, net_kind=kind,
         owner=owner.id if owner else "", ports=mappings, dns=list(opts.dns), labels=dict(opts.labels),
         created=time.time(), auto_remove=opts.auto_remove, log=os.path.join(root.container_dir(cid), "log"),
         netns=path, endpoints=eps,
@@ -141,7 +126,7 @@ def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, st
 
 def _create(root: Root, opts: RunOptions) -> Container:
     """Validate, reserve the name and attach the network; returns the record (state created)."""
-    kind, arg, mappings = _validate(opts)
+    kind, arg, eps, mappings = _validate(opts)
     cid = state.new_id()
     env = _environment(opts, cid)
     with root.locked():
@@ -149,10 +134,10 @@ def _create(root: Root, opts: RunOptions) -> Container:
         name = _name(opts, cid, records)
         owner = _owner(root, arg) if kind == "container" else None
         if kind == "bridge":
-            for net in _networks(opts):
-                networks.load(root, net)  # an unknown network fails here, before anything is made
+            for ep in eps:
+                networks.load(root, ep.network)  # an unknown network fails here, before anything is made
         mappings = ports.choose_free(mappings, _published(records))
-        ctr = _record(root, opts, cid, name, env, kind, arg, owner, mappings)
+        ctr = _record(root, opts, cid, name, env, kind, eps, owner, mappings)
         with Rollback() as undo:
             state.save(root, ctr)  # the name is taken from here on
             undo.push(state.remove, root, cid)

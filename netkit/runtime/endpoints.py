@@ -105,14 +105,67 @@ def check_aliases(network: str, aliases: list[str]) -> None:
             raise ContainerError(f"invalid network alias {alias!r}", "letters, digits, '_', '.', '-'")
 
 
+def _is_mode(network: str) -> bool:
+    return network in networks.MODES or network.startswith("container:")
+
+
+def parse_spec(spec: str) -> Endpoint:
+    """One ``--network`` value: a name (or mode), or Docker's long form ``name=NET[,alias=A...][,ip=ADDR]``."""
+    if "=" not in spec or spec.startswith("container:"):
+        return Endpoint(network=spec)
+    fields: dict[str, list[str]] = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("name", "alias", "ip"):
+            raise ContainerError(f"invalid network option {item!r} in {spec!r}", "known: name=, alias=, ip=")
+        fields.setdefault(key, []).append(value)
+    if len(fields.get("name", [])) != 1 or len(fields.get("ip", [])) > 1:
+        raise ContainerError(f"invalid network {spec!r}: give name= once and ip= at most once")
+    return Endpoint(network=fields["name"][0], ip=fields.get("ip", [""])[0], aliases=fields.get("alias", []))
+
+
+def _check_ip(ep: Endpoint) -> None:
+    if not ep.ip:
+        return
+    if _is_mode(ep.network) or ep.network == networks.DEFAULT:
+        raise ContainerError("user specified IP address is supported on user defined networks only")
+    try:
+        ipaddress.ip_address(ep.ip)
+    except ValueError:
+        raise ContainerError(f"invalid IP address {ep.ip!r}") from None
+
+
+def plan(specs: list[str], ip: str = "", aliases: list[str] | None = None) -> list[Endpoint]:
+    """The endpoints ``run`` attaches, eth0 first: one per ``--network``; ``--ip`` and ``--network-alias``
+    apply to the first network (Docker's rule); refuses what no root could attach."""
+    eps = [parse_spec(s) for s in specs]
+    first = eps[0]
+    if ip and first.ip:
+        raise ContainerError("conflicting options: --ip and the ip= of the first --network")
+    first.ip = first.ip or ip
+    first.aliases += aliases or []
+    if len(eps) > 1 and any(_is_mode(ep.network) for ep in eps):
+        raise ContainerError("conflicting options: cannot attach both user-defined and non-user-defined network-modes")
+    names = [ep.network for ep in eps]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ContainerError(f"network given twice: {', '.join(twice)}")
+    for i, ep in enumerate(eps):
+        ep.ifname = f"eth{i}"
+        if ep.aliases and _is_mode(ep.network):
+            raise ContainerError("network-scoped aliases are supported only for containers in user defined networks")
+        check_aliases(ep.network, ep.aliases)
+        _check_ip(ep)
+    return eps
+
+
 def connect(root: Root, ref: str, network: str, ip: str = "", aliases: list[str] | None = None) -> Container:
     """Attach container ``ref`` to ``network`` as its next ethN (Docker's `network connect`)."""
     aliases = list(aliases or [])
     check_aliases(network, aliases)
-    if network in networks.MODES or network.startswith("container:"):
+    if _is_mode(network):
         raise ContainerError(f"container cannot be connected to network {network}: not a bridge network")
-    if ip and network == networks.DEFAULT:
-        raise ContainerError("user specified IP address is supported on user defined networks only")
+    _check_ip(Endpoint(network=network, ip=ip))
     with root.locked():
         ctr = state.find(root, ref)
         if ctr.net_kind != "bridge":

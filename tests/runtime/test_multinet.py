@@ -140,7 +140,11 @@ def test_host_mode_cannot_be_connected_and_modes_do_not_mix(rt: Runtime) -> None
     for args, text in {("--network", "neta", "--network", "host"): "conflicting options",
                        ("--network", "neta", "--network", "neta"): "network given twice",
                        ("--network-alias", "x"): "user defined networks",
-                       ("--network", "neta", "--network", "nosuch"): "network nosuch not found"}.items():
+                       ("--network", "neta", "--network", "nosuch"): "network nosuch not found",
+                       ("--network", "name=neta,mtu=9000"): "invalid network option 'mtu=9000'",
+                       ("--network", "name=neta,ip=10.61.0.9", "--ip", "10.61.0.8"): "conflicting options",
+                       ("--network", "neta", "--network", "name=bridge,ip=172.17.9.9"): "user defined networks only",
+                       ("--network", "neta", "--network-alias", "bad alias"): "invalid network alias"}.items():
         proc = rt("run", "--rm", *args, "--", "true", check=False)
         assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
     # Nothing was made for the refused runs (a host-mode container has no namespace of its own).
@@ -211,20 +215,23 @@ def _calls(log: str) -> list[list]:
 def test_dns_aliases_go_to_the_plugins_per_network_with_the_short_id(rt: Runtime) -> None:
     _networks(rt)
     log = _record_plugin_calls(rt, "neta", "netb")
-    rt("run", "-d", "--name", "web", "--network", "neta", "--network", "netb", "--network-alias", "www",
-       "--network-alias", "front", "--", "sleep", "300")
-    short = rt.inspect("web")["Id"][:12]
+    # Docker's long form gives the second network its own aliases and address.
+    rt("run", "-d", "--name", "web", "--network", "neta", "--network", f"name=netb,alias=db,ip={B_NET}.40",
+       "--network-alias", "www", "--network-alias", "front", "--", "sleep", "300")
+    shown = rt.inspect("web")
+    short = shown["Id"][:12]
+    assert shown["NetworkSettings"]["Networks"]["netb"]["IPAddress"] == f"{B_NET}.40"
     adds = [c for c in _calls(log) if c[0] == "ADD"]
     assert [(net, ifname, rc) for _, net, ifname, _, rc in adds] == [
         ("neta", "eth0", {"aliases": {"neta": ["www", "front", short]}}),
-        ("netb", "eth1", {"aliases": {"netb": [short]}})]
+        ("netb", "eth1", {"aliases": {"netb": ["db", short]}})]
     assert all("K8S_POD_NAME=web" in args.split(";") for _, _, _, args, _ in adds)  # the name, as podman
     rt("network", "connect", "--alias", "late", "bridge", "web", check=False)  # the default bridge: no aliases
     rt("network", "disconnect", "netb", "web")
     rt("network", "connect", "--alias", "api", "netb", "web")
     rt("rm", "-f", "web")
     calls = [(cmd, net, ifname, rc) for cmd, net, ifname, _, rc in _calls(log)[2:]]
-    assert calls == [("DEL", "netb", "eth1", {"aliases": {"netb": [short]}}),
+    assert calls == [("DEL", "netb", "eth1", {"aliases": {"netb": ["db", short]}}),
                      ("ADD", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
                      ("DEL", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
                      ("DEL", "neta", "eth0", {"aliases": {"neta": ["www", "front", short]}})]
