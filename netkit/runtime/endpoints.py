@@ -18,6 +18,7 @@ import ipaddress
 from typing import Any
 
 from netkit.cni import chain
+from netkit.net import links, netns
 from netkit.rollback import Rollback
 from netkit.runtime import networks, sandbox, state
 from netkit.runtime.root import Root
@@ -185,6 +186,36 @@ def connect(root: Root, ref: str, network: str, ip: str = "", aliases: list[str]
     return ctr
 
 
+def _default_routes(conf: dict[str, Any]) -> list[str]:
+    """The default routes (0.0.0.0/0, ::/0) a network's IPAM gives its containers (none when internal)."""
+    ipam = conf["plugins"][0].get("ipam", {})
+    return [d for d in (str(ipaddress.ip_network(r.get("dst", ""), strict=False)) for r in ipam.get("routes", []))
+            if d in DEFAULT_ROUTES]
+
+
+def _promote(root: Root, ctr: Container, path: str) -> None:
+    """The primary endpoint left: the oldest remaining one becomes primary and takes the default routes
+    its network gives (Docker moves the default gateway to another network likewise)."""
+    if not ctr.endpoints:
+        return  # no network left: the record keeps naming the one it had
+    new = ctr.endpoints[0]
+    ctr.network = new.network
+    wanted = _default_routes(networks.load(root, new.network))
+    gateways = {ipaddress.ip_interface(ip["address"]).version: ip["gateway"]
+                for ip in new.cni_result.get("ips", []) if ip.get("gateway")}
+    routes = [(dst, gateways[ipaddress.ip_network(dst).version]) for dst in wanted
+              if ipaddress.ip_network(dst).version in gateways]
+    if not routes or not path:
+        return
+    with netns.entered(path), links.Socket() as nl:
+        link = links.lookup(nl, new.ifname)
+        if link is None:
+            raise ContainerError(f"interface {new.ifname} of container {ctr.name} is gone")
+        for dst, gw in routes:
+            links.add_route(nl, link.index, dst, gw)
+            new.cni_result.setdefault("routes", []).append({"dst": dst, "gw": gw})
+
+
 def disconnect(root: Root, ref: str, network: str) -> Container:
     """Detach container ``ref`` from ``network`` (Docker's `network disconnect`)."""
     with root.locked():
@@ -192,8 +223,14 @@ def disconnect(root: Root, ref: str, network: str) -> Container:
         ep = ctr.endpoint(network) if ctr.net_kind == "bridge" else None
         if ep is None:
             raise ContainerError(f"container {ctr.name} is not connected to network {network}")
-        release(root, ctr, ep, sandbox.reachable(ctr))
+        was_primary = ep is ctr.primary
+        path = sandbox.reachable(ctr)
+        release(root, ctr, ep, path)
         ctr.endpoints.remove(ep)
+        if was_primary:
+            # Saved first: the endpoint is gone whatever happens to the routes of the next one.
+            state.save(root, ctr)
+            _promote(root, ctr, path)
         state.save(root, ctr)
     return ctr
 

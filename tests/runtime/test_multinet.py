@@ -235,3 +235,24 @@ def test_dns_aliases_go_to_the_plugins_per_network_with_the_short_id(rt: Runtime
                      ("ADD", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
                      ("DEL", "netb", "eth1", {"aliases": {"netb": ["api", short]}}),
                      ("DEL", "neta", "eth0", {"aliases": {"neta": ["www", "front", short]}})]
+
+
+def test_disconnecting_the_first_network_moves_the_default_route_to_the_next(rt: Runtime) -> None:
+    _networks(rt)
+    rt("network", "create", "--internal", "--subnet", "10.64.0.0/24", "inner")
+    _serve(rt, "b1", "netb")
+    rt("run", "-d", "--name", "c", "--network", "neta", "--network", "netb", "--network", "inner", "--",
+       "sleep", "300")
+    rt("network", "disconnect", "neta", "c")
+    assert [(r["gateway"], r["dev"]) for r in _routes(rt, "c") if r["dst"] == "default"] == [(f"{B_NET}.1", "eth1")]
+    shown = rt.inspect("c")["NetworkSettings"]
+    assert shown["IPAddress"] == shown["Networks"]["netb"]["IPAddress"] and shown["Gateway"] == f"{B_NET}.1"
+    assert (rt.netns("c").ask("tcp", rt.ip("b1"), 80) or "").startswith("b1 ")
+    # An internal network gives no default route, even once it is the only one left.
+    rt("network", "disconnect", "netb", "c")
+    assert [r for r in _routes(rt, "c") if r["dst"] == "default"] == []
+    assert rt.inspect("c")["NetworkSettings"]["Networks"]["inner"]["InterfaceName"] == "eth2"
+    rt("network", "disconnect", "inner", "c")
+    assert rt.inspect("c")["NetworkSettings"]["Networks"] == {}
+    rt("rm", "-f", "c", "b1")
+    assert all(_leases(rt, n) == [] for n in ("neta", "netb", "inner")) and rt.box.group_chains() == []
