@@ -82,7 +82,7 @@ def network_containers(root: Root, network: str) -> dict[str, dict[str, Any]]:
     """Docker's ``Containers`` of ``network inspect``: container ID -> name, interface and addresses."""
     out = {}
     for ctr in state.all_records(root):
-        ep = ctr.endpoint(network) if ctr.net_kind == "bridge" else None
+        ep = ctr.endpoint(network) if ctr.net_kind != "container" else None  # a joiner has no endpoint
         if ep is None:
             continue
         a = addressing(ep)
