@@ -53,7 +53,9 @@ def _network_entry(ctr: Container, ep: Endpoint) -> dict[str, Any]:
     aliases = endpoints.dns_aliases(ctr, ep)
     ipam = {"IPv4Address": ep.ip} if ep.ip and ipaddress.ip_address(ep.ip).version == 4 else \
         {"IPv6Address": ep.ip} if ep.ip else None
-    return {"IPAMConfig": ipam, "Aliases": aliases or None, "InterfaceName": ep.ifname, **addressing(ep)}
+    # Docker before 26 lists the aliases with the short ID; 26 on adds DNSNames, the name first.
+    return {"IPAMConfig": ipam, "Aliases": aliases or None, "DNSNames": [ctr.name, *aliases] if aliases else None,
+            "InterfaceName": ep.ifname, **addressing(ep)}
 
 
 def container(ctr: Container) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def test_two_networks_reach_both_with_one_default_route_and_isolation_holds(rt: 
     mac = rt("exec", "ab", "--", "cat", "/sys/class/net/eth1/address").stdout.strip()
     assert nets["netb"]["MacAddress"] == mac
     assert nets["neta"]["Aliases"] == ["both", ab["Id"][:12]] and nets["netb"]["Aliases"] == [ab["Id"][:12]]
+    assert nets["neta"]["DNSNames"] == ["ab", "both", ab["Id"][:12]]
     # One default route, through the first network's gateway; the second network only its subnet.
     defaults = [r for r in _routes(rt, "ab") if r["dst"] == "default"]
     assert defaults == [dict(defaults[0], gateway=f"{A_NET}.1", dev="eth0")] and len(defaults) == 1
@@ -256,3 +257,22 @@ def test_disconnecting_the_first_network_moves_the_default_route_to_the_next(rt:
     assert rt.inspect("c")["NetworkSettings"]["Networks"] == {}
     rt("rm", "-f", "c", "b1")
     assert all(_leases(rt, n) == [] for n in ("neta", "netb", "inner")) and rt.box.group_chains() == []
+
+
+def test_published_ports_go_to_the_first_network(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "pub", "--network", "netb", "--network", "neta", "-p", "8080:80", "--",
+       sys.executable, TRAFFIC, "serve", "pub", "80")
+    first = rt.inspect("pub")["NetworkSettings"]["Networks"]["netb"]["IPAddress"]
+    assert rt.wait_answer(lambda: (rt.box.host.ask("tcp", "127.0.0.1", 8080) or "").startswith("pub "))
+    assert rt("port", "pub").stdout == "80/tcp -> 0.0.0.0:8080\n"
+    assert first.startswith(B_NET + ".")
+    # The port mappings went to the first network's attachment only (libcni's cache holds what was passed).
+    cid = rt.inspect("pub")["Id"]
+    cached = {}
+    for net, ifname in (("netb", "eth0"), ("neta", "eth1")):
+        with open(os.path.join(rt.root, "cni-cache", "results", f"{net}-{cid}-{ifname}"), encoding="utf-8") as f:
+            cached[net] = json.load(f)["capabilityArgs"]["portMappings"]
+    assert [m["hostPort"] for m in cached["netb"]] == [8080] and cached["neta"] == []
+    rt("rm", "-f", "pub")
+    assert rt.box.group_chains() == [] and _leases(rt, "neta") == [] and _leases(rt, "netb") == []
