@@ -46,8 +46,12 @@ class Runtime:
 
     @property
     def env(self) -> dict[str, str]:
-        """The runtime's environment: the plugins it execs use the sandbox's agent, if any."""
-        return dict(os.environ, NETKIT_AGENT_SOCKET=self.box.agent_socket or "/nonexistent/netkit-agent.sock")
+        """The runtime's environment: the plugins it execs use the sandbox's agent, if any, and its
+        firewall backend when one is chosen (plugins running in-process read it from here)."""
+        env = dict(os.environ, NETKIT_AGENT_SOCKET=self.box.agent_socket or "/nonexistent/netkit-agent.sock")
+        if self.box.firewall:
+            env["NETKIT_FIREWALL_BACKEND"] = self.box.firewall
+        return env
 
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env)
@@ -111,6 +115,16 @@ def rt_ip_netns_exec(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runti
     if not os.access(CONSOLE_SCRIPT, os.X_OK):
         pytest.fail(f"the netkit console script is missing: {CONSOLE_SCRIPT} (run ./setup.sh deps)")
     runtime = IpNetnsExecRuntime(box, os.path.join(str(tmp_path), "root"))
+    try:
+        yield runtime
+    finally:
+        runtime.cleanup()
+
+
+@pytest.fixture
+def fw_rt(fw_inproc: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
+    """A runtime whose plugins run in-process on one firewall backend (each test runs on both)."""
+    runtime = Runtime(fw_inproc, os.path.join(str(tmp_path), "root"))
     try:
         yield runtime
     finally:

@@ -276,3 +276,31 @@ def test_published_ports_go_to_the_first_network(rt: Runtime) -> None:
     assert [m["hostPort"] for m in cached["netb"]] == [8080] and cached["neta"] == []
     rt("rm", "-f", "pub")
     assert rt.box.group_chains() == [] and _leases(rt, "neta") == [] and _leases(rt, "netb") == []
+
+
+def _network_chains(rt: Runtime) -> list[str]:
+    """The isolation chains (NK-N-) of the backend the sandbox chose, read from that backend only."""
+    if rt.box.firewall == "nftables":
+        out = rt.box.host.run("nft", "-j", "list", "table", "inet", "netkit").stdout or '{"nftables": []}'
+        return [o["chain"]["name"] for o in json.loads(out)["nftables"] if "chain" in o
+                and o["chain"]["name"].startswith("NK-N-")]
+    out = rt.box.host.run("iptables-legacy-save", "-t", "filter").stdout
+    return [line[1:].split()[0] for line in out.splitlines() if line.startswith(":NK-N-")]
+
+
+def test_isolation_between_networks_holds_on_both_firewall_backends(fw_rt: Runtime) -> None:
+    rt = fw_rt
+    _networks(rt)
+    _serve(rt, "a1", "neta")
+    _serve(rt, "b1", "netb")
+    _serve(rt, "ab", "neta", "netb")
+    assert len(_network_chains(rt)) >= 2  # both networks' isolation is in the backend under test
+    a1, b1 = rt.ip("a1"), rt.ip("b1")
+    nets = rt.inspect("ab")["NetworkSettings"]["Networks"]
+    abns, a1ns, b1ns = rt.netns("ab"), rt.netns("a1"), rt.netns("b1")
+    assert rt.wait_answer(lambda: (abns.ask("tcp", a1, 80) or "").startswith("a1 "))
+    assert (abns.ask("tcp", b1, 80) or "").startswith("b1 ")
+    assert a1ns.unanswered("tcp", b1, 80, control=a1ns.ask("tcp", nets["neta"]["IPAddress"], 80))
+    assert b1ns.unanswered("tcp", a1, 80, control=b1ns.ask("tcp", nets["netb"]["IPAddress"], 80))
+    rt("rm", "-f", "ab", "a1", "b1")
+    assert rt.box.group_chains() == [] and _leases(rt, "neta") == [] and _leases(rt, "netb") == []
