@@ -121,21 +121,21 @@ def rt_ip_netns_exec(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runti
         runtime.cleanup()
 
 
-@pytest.fixture
-def fw_rt(fw_inproc: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
-    """A runtime whose plugins run in-process on one firewall backend (each test runs on both)."""
-    runtime = Runtime(fw_inproc, os.path.join(str(tmp_path), "root"))
+def _cleaned(runtime: Runtime) -> Iterator[Runtime]:
+    """Yield ``runtime``, then remove whatever it left."""
     try:
         yield runtime
     finally:
         runtime.cleanup()
+
+
+@pytest.fixture
+def fw_rt(fw_inproc: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
+    """A runtime whose plugins run in-process on one firewall backend (each test runs on both)."""
+    yield from _cleaned(Runtime(fw_inproc, os.path.join(str(tmp_path), "root")))
 
 
 @pytest.fixture
 def rt(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
     """A runtime with its own root in a sandbox host that has an uplink to another machine."""
-    runtime = Runtime(box, os.path.join(str(tmp_path), "root"))
-    try:
-        yield runtime
-    finally:
-        runtime.cleanup()
+    yield from _cleaned(Runtime(box, os.path.join(str(tmp_path), "root")))
