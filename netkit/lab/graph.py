@@ -58,7 +58,9 @@ def _model(sc: Scenario) -> tuple[dict[str, list[_Node]], list[_Node], list[_Edg
                         "link") for link in sc.links.values()]
     for link in sc.links.values():
         for member in link.members:
-            edges.append(_Edge(_id("h", member), _id("l", link.name), str(sc.hosts[member].addresses[link.name].ip)))
+            h = sc.hosts[member]
+            label = " ".join(str(a[link.name].ip) for a in (h.addresses, h.addresses6) if link.name in a)
+            edges.append(_Edge(_id("h", member), _id("l", link.name), label))
     return hosts, link_nodes, edges
 
 

@@ -176,7 +176,8 @@ class LocalLab:
             recs = state.all_records(root) if os.path.isdir(root.containers) else []
             out[host.name] = {
                 "netns": self.host_ns(host.name),
-                "links": {link: str(iface) for link, iface in host.addresses.items()},
+                "links": {link: " ".join(str(a[link]) for a in (host.addresses, host.addresses6) if link in a)
+                          for link in host.addresses},
                 "routes": [f"{r.to} via {r.via}" for r in host.routes],
                 "containers": [{
                     "name": r.name, "id": r.id, "network": r.network, "state": "running" if state.alive(r) else "exited",
