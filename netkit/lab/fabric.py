@@ -12,7 +12,7 @@ import os
 
 from netkit import errors
 from netkit.lab.scenario import Link, Scenario
-from netkit.net import links, netns
+from netkit.net import links, netns, sysctl
 
 NETNS_DIR = "/run/netns"  # where `ip netns` looks, so users can `ip netns exec` into lab hosts
 
@@ -69,6 +69,11 @@ def build(sc: Scenario, host_ns: dict[str, str], fabric_ns: str) -> None:
                 if found is None:  # wired above: someone removed it meanwhile
                     raise errors.CNIError(errors.KERNEL, f"link {link_name} of {host.name} vanished")
                 links.add_address(nl, found.index, iface)
+                if link_name in host.addresses6:
+                    # No duplicate address detection: every address of the lab is assigned from the
+                    # file, and DAD would hold the address tentative (unusable) for a second or two.
+                    sysctl.ensure(f"net/ipv6/conf/{link_name}/accept_dad", "0")
+                    links.add_address(nl, found.index, host.addresses6[link_name])
                 links.up(nl, found.index)
 
 

@@ -38,7 +38,8 @@ def _id(*parts: str) -> str:
 def _container_label(c: Container) -> list[str]:
     what = "serve " + ", ".join(f"{k} {'/'.join(map(str, serve_ports(c.serve, k)))}" for k in c.serve
                                  if k in ("http", "tcp", "udp", "proxy")) if c.serve else " ".join(c.cmd)[:32]
-    return [c.name, f"net: {c.net}", *(f"-p {p}" for p in c.ports), what]
+    return [c.name, f"net: {', '.join(c.nets)}", *(f"alias: {a}" for a in c.aliases), *(f"-p {p}" for p in c.ports),
+            what]
 
 
 def _model(sc: Scenario) -> tuple[dict[str, list[_Node]], list[_Node], list[_Edge]]:
@@ -53,10 +54,13 @@ def _model(sc: Scenario) -> tuple[dict[str, list[_Node]], list[_Node], list[_Edg
             owner = c.net.split(":", 1)[1] if c.net.startswith("container:") else ""
             edges.append(_Edge(_id("c", h.name, owner) if owner else _id("h", h.name), _id("c", h.name, c.name),
                                "shares netns" if owner else "", dashed=True))
-    link_nodes = [_Node(_id("l", link.name), [link.name, str(link.subnet)], "link") for link in sc.links.values()]
+    link_nodes = [_Node(_id("l", link.name), [link.name, str(link.subnet), *([str(link.subnet6)] if link.subnet6 else [])],
+                        "link") for link in sc.links.values()]
     for link in sc.links.values():
         for member in link.members:
-            edges.append(_Edge(_id("h", member), _id("l", link.name), str(sc.hosts[member].addresses[link.name].ip)))
+            h = sc.hosts[member]
+            label = " ".join(str(a[link.name].ip) for a in (h.addresses, h.addresses6) if link.name in a)
+            edges.append(_Edge(_id("h", member), _id("l", link.name), label))
     return hosts, link_nodes, edges
 
 

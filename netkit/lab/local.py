@@ -69,23 +69,37 @@ class LocalLab:
         rec = self._record(host, container)
         return rec.netns or self.host_ns(host)  # host mode: the host's own namespace
 
-    def address_of(self, ref: str, from_host: str) -> str:
-        """The address of HOST, HOST@LINK, HOST/CONTAINER, or a literal address."""
+    def address_of(self, ref: str, from_host: str, family: int = 4) -> str:
+        """The address of ``family`` of HOST, HOST@LINK, HOST/CONTAINER (on its first network), or a literal."""
         host, _, container = ref.partition("/")
         host, _, link = host.partition("@")
         if host not in self.sc.hosts:
             return ref
         if not container:
-            return self.sc.address_of(host, from_host, link)
+            return self.sc.address_of(host, from_host, link, family)
         rec = self._record(host, container)
         if rec.net_kind == "container":
             rec = state.find(self.root(host), rec.owner)
         if rec.net_kind == "host":
-            return self.sc.address_of(host, from_host)
-        if not rec.addresses:
-            raise errors.CNIError(errors.INVALID_CONFIG, f"container {host}/{container} has no address "
-                                                         f"(net: {rec.network})")
-        return rec.addresses[0].split("/")[0]
+            return self.sc.address_of(host, from_host, family=family)
+        mine = [a.split("/")[0] for a in rec.addresses if (":" in a) == (family == 6)]
+        if not mine:
+            raise errors.CNIError(errors.INVALID_CONFIG, f"container {host}/{container} has no IPv{family} "
+                                                         f"address (net: {rec.network})")
+        return mine[0]
+
+    def resolver_of(self, ref: str) -> str:
+        """The DNS server HOST/CONTAINER's resolv.conf names first (its network's embedded resolver)."""
+        host, _, container = ref.partition("/")
+        rec = self._record(host, container)
+        try:
+            with open(os.path.join(self.root(host).container_dir(rec.id), "resolv.conf"), encoding="utf-8") as f:
+                servers = [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
+        except OSError:
+            servers = []
+        if not servers:
+            raise errors.CNIError(errors.INVALID_CONFIG, f"container {ref} has no DNS server in its resolv.conf")
+        return servers[0]
 
     def published_port(self, host: str, spec: str) -> int:
         """The host port ``host`` published for CONTAINER/PORT[/PROTO]."""
@@ -162,7 +176,8 @@ class LocalLab:
             recs = state.all_records(root) if os.path.isdir(root.containers) else []
             out[host.name] = {
                 "netns": self.host_ns(host.name),
-                "links": {link: str(iface) for link, iface in host.addresses.items()},
+                "links": {link: " ".join(str(a[link]) for a in (host.addresses, host.addresses6) if link in a)
+                          for link in host.addresses},
                 "routes": [f"{r.to} via {r.via}" for r in host.routes],
                 "containers": [{
                     "name": r.name, "id": r.id, "network": r.network, "state": "running" if state.alive(r) else "exited",

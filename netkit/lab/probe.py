@@ -1,4 +1,5 @@
-"""Reachability probes run from inside a network namespace: TCP connect, UDP echo, ICMP echo, HTTP GET.
+"""Reachability probes run from inside a network namespace: TCP connect, UDP echo, ICMP echo, HTTP GET,
+and a DNS lookup through a given server (how a container resolves a name).
 
 Each probe enters the namespace on its own thread (setns is per thread), so many probes run in
 parallel from one process.  A probe answers ``(reached, detail)``; it never raises for a network
@@ -35,8 +36,12 @@ def _tcp(addr: str, port: int, timeout: float) -> Outcome:
         return Outcome(False, exc.strerror or type(exc).__name__)
 
 
+def _family(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def _udp(addr: str, port: int, timeout: float) -> Outcome:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(_family(addr), socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
             s.connect((addr, port))
@@ -56,7 +61,8 @@ def _icmp(addr: str, timeout: float) -> Outcome:
 
 
 def _http(addr: str, port: int, path: str, timeout: float) -> Outcome:
-    conn = http.client.HTTPConnection(addr, port, timeout=timeout)
+    # An IPv6 literal in brackets: http.client would take its last group for a port.
+    conn = http.client.HTTPConnection(f"[{addr}]" if ":" in addr else addr, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -66,6 +72,31 @@ def _http(addr: str, port: int, path: str, timeout: float) -> Outcome:
     finally:
         conn.close()
     return Outcome(resp.status == 200, f"HTTP {resp.status}", body)
+
+
+def lookup(netns_path: str, server: str, name: str, family: int = 4, timeout: float = 2.0) -> tuple[list[str], str]:
+    """Ask DNS ``server`` (from the namespace at ``netns_path``) for ``name``'s A (family 4) or AAAA records,
+    as a container's resolver would: (addresses in the order answered, detail).  No answer is ([], why)."""
+    import dnslib  # only labs with name checks need it
+
+    qtype = "A" if family == 4 else "AAAA"
+    query = dnslib.DNSRecord.question(name, qtype)
+    try:
+        with netns.entered(netns_path) if netns_path else contextlib.nullcontext():
+            with socket.socket(_family(server), socket.SOCK_DGRAM) as s:
+                s.settimeout(timeout)
+                s.connect((server, 53))
+                s.send(query.pack())
+                reply = dnslib.DNSRecord.parse(s.recv(65535))
+    except errors.CNIError as exc:
+        return [], f"cannot enter {netns_path}: {exc.msg}"
+    except OSError as exc:
+        return [], f"{server}: {exc.strerror or 'no answer'}"
+    except dnslib.DNSError as exc:
+        return [], f"{server}: malformed answer ({exc})"
+    rcode = dnslib.RCODE.get(reply.header.rcode)
+    found = [str(rr.rdata) for rr in reply.rr if rr.rtype == getattr(dnslib.QTYPE, qtype)]
+    return found, f"{qtype} {name} @{server}: {rcode}" + (f" {', '.join(found)}" if found else "")
 
 
 def probe(netns_path: str, proto: str, addr: str, port: int = 0, timeout: float = 2.0, path: str = "/") -> Outcome:

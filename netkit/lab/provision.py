@@ -9,14 +9,14 @@ longer has removed.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
+import socket
 import sys
 import time
 
 from netkit import errors
 from netkit.lab import probe
-from netkit.lab.scenario import Container, Host, Scenario, ScenarioError
+from netkit.lab.scenario import Container, Host, Scenario, ScenarioError, split_target
 from netkit.lab.serve import serve_args, serve_ports
 from netkit.runtime import containers, networks, state
 from netkit.runtime.root import Root
@@ -27,15 +27,14 @@ READY_TIMEOUT = 15.0
 
 
 def resolve_backend(sc: Scenario, ref: str, from_host: str) -> str:
-    """HOST[@LINK]:PORT or ADDRESS:PORT -> ADDRESS:PORT."""
-    target, _, port = ref.rpartition(":")
+    """HOST[@LINK]:PORT -> ADDRESS:PORT; ADDRESS:PORT and NAME:PORT as they are (a name is looked up by
+    the proxy in its container, at each connection: through the network's DNS)."""
+    target, port = split_target(ref)
     host, _, link = target.partition("@")
     if host in sc.hosts:
         return f"{sc.address_of(host, from_host, link)}:{port}"
-    try:
-        ipaddress.IPv4Address(target)
-    except ValueError:
-        raise ScenarioError(f"{sc.path}: backend {ref!r} is neither HOST[@LINK]:PORT nor ADDRESS:PORT") from None
+    if not port.isdigit() or not target:
+        raise ScenarioError(f"{sc.path}: backend {ref!r} is not HOST[@LINK]:PORT, ADDRESS:PORT or NAME:PORT")
     return ref
 
 
@@ -48,6 +47,8 @@ def command(sc: Scenario, host: Host, c: Container) -> list[str]:
 
 def _spec_hash(sc: Scenario, host: Host, c: Container) -> str:
     spec = {"cmd": command(sc, host, c), "net": c.net, "ports": c.ports, "ip": c.ip}
+    if c.more_nets or c.aliases:  # absent otherwise: labs up before these existed keep their containers
+        spec.update(more_nets=c.more_nets, aliases=c.aliases)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -56,7 +57,8 @@ def _routes(host: Host) -> None:
 
     with IPRoute() as ipr:
         for r in host.routes:
-            ipr.route("replace", dst=str(r.to.network_address), dst_len=r.to.prefixlen, gateway=r.via)
+            family = socket.AF_INET if r.to.version == 4 else socket.AF_INET6
+            ipr.route("replace", family=family, dst=str(r.to.network_address), dst_len=r.to.prefixlen, gateway=r.via)
 
 
 def _networks(root: Root, host: Host) -> None:

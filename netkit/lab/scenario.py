@@ -24,7 +24,8 @@ LINK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # becomes an interface name i
 CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 # Links without a subnet get consecutive /24s from here: a range no laptop or cloud VM network uses by default.
 AUTO_LINK_POOL = ipaddress.ip_network("10.250.0.0/16")
-PROTOS = ("tcp", "udp", "icmp", "http")
+PROTOS = ("tcp", "udp", "icmp", "http", "dns")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SERVE_KEYS = {"http", "body", "tcp", "udp", "proxy", "backends"}
 
 
@@ -42,6 +43,7 @@ class Link:
     name: str
     subnet: ipaddress.IPv4Network
     members: list[str] = field(default_factory=list)
+    subnet6: ipaddress.IPv6Network | None = None  # dual stack: hosts get an address of this too
 
     @property
     def kind(self) -> str:
@@ -57,6 +59,7 @@ class Network:
     isolate: bool = True
     icc: bool = True
     internal: bool = False
+    ipv6: str | None = None  # None: IPv4 only; "auto": a free ULA /64; else the IPv6 subnet
 
 
 @dataclass
@@ -64,18 +67,25 @@ class Container:
     """A container on one host (``netkit run -d``)."""
 
     name: str
-    net: str = "bridge"
+    net: str = "bridge"  # the first network (a mode, container:NAME, or a network of the host)
     ports: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     serve: dict[str, Any] = field(default_factory=dict)
     ip: str = ""
+    more_nets: list[str] = field(default_factory=list)  # the networks after the first (eth1, eth2, ...)
+    aliases: list[str] = field(default_factory=list)  # --network-alias: names it answers to besides its own
+
+    @property
+    def nets(self) -> list[str]:
+        """Every network of the container, the first one first."""
+        return [self.net, *self.more_nets]
 
 
 @dataclass
 class Route:
     """A route on one host; ``via`` is an address or a host name (its address on a shared link)."""
 
-    to: ipaddress.IPv4Network
+    to: IPNetwork
     via: str
 
 
@@ -85,6 +95,7 @@ class Host:
 
     name: str
     addresses: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)  # link name -> address
+    addresses6: dict[str, ipaddress.IPv6Interface] = field(default_factory=dict)  # on dual-stack links
     networks: dict[str, Network] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
@@ -103,11 +114,13 @@ class Check:
     path: str = "/"
     body: str = ""
     bodies: list[str] = field(default_factory=list)
+    family: int = 4  # the address family of the target: 6 probes its IPv6 address (AAAA for names)
+    resolve: bool = False  # to: is a name the source container resolves through its DNS server
 
     def label(self) -> str:
         """How the check reads in the matrix."""
         target = self.to + (f" [{self.published}]" if self.published else "")
-        return f"{self.source} -> {target} {self.proto}"
+        return f"{self.source} -> {target} {self.proto}" + (" v6" if self.family == 6 else "")
 
 
 @dataclass
@@ -134,18 +147,23 @@ class Scenario:
                     break
         return done
 
-    def address_of(self, host: str, from_host: str = "", link: str = "") -> str:
-        """A host's address: on ``link``, else on a link shared with ``from_host``, else its first."""
+    def address_of(self, host: str, from_host: str = "", link: str = "", family: int = 4) -> str:
+        """A host's address of ``family``: on ``link``, else on a link shared with ``from_host``, else its first."""
         h = self.hosts[host]
+        mine: dict[str, Any] = h.addresses if family == 4 else h.addresses6
         if link:
-            return str(h.addresses[link].ip)
+            if link not in mine:
+                raise ScenarioError(f"{self.path}: host {host} has no IPv{family} address on link {link}")
+            return str(mine[link].ip)
         if from_host and from_host in self.hosts:
-            for name, iface in h.addresses.items():
-                if name in self.hosts[from_host].addresses:
+            theirs = self.hosts[from_host].addresses if family == 4 else self.hosts[from_host].addresses6
+            for name, iface in mine.items():
+                if name in theirs:
                     return str(iface.ip)
-        if not h.addresses:
-            raise ScenarioError(f"{self.path}: host {host} has no link, so it has no address")
-        return str(next(iter(h.addresses.values())).ip)
+        if not mine:
+            raise ScenarioError(f"{self.path}: host {host} has no IPv{family} address (no "
+                                f"{'link' if family == 4 else 'dual-stack link'})")
+        return str(next(iter(mine.values())).ip)
 
 
 class _Lines:
@@ -209,14 +227,25 @@ class _Reader:
             raise self.fail(where, f"{text!r} is not a valid name ({pattern.pattern})")
         return text
 
-    def network(self, value: Any, where: tuple[Any, ...]) -> ipaddress.IPv4Network:
+    def network(self, value: Any, where: tuple[Any, ...], version: int | None = 4) -> Any:
+        """A subnet of IP ``version`` (None: either)."""
         try:
             net = ipaddress.ip_network(self.text(value, where), strict=False)
         except ValueError as exc:
             raise self.fail(where, str(exc)) from None
-        if net.version != 4:
-            raise self.fail(where, "only IPv4 subnets are supported in scenarios")
+        if version is not None and net.version != version:
+            raise self.fail(where, f"must be an IPv{version} subnet")
         return net
+
+    def flag(self, value: Any, where: tuple[Any, ...]) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, "must be true or false")
+        return value
+
+    def names(self, value: Any, where: tuple[Any, ...], pattern: re.Pattern[str]) -> list[str]:
+        """A name or a list of names."""
+        items = value if isinstance(value, list) else [value]
+        return [self.text(v, (*where, i) if isinstance(value, list) else where, pattern) for i, v in enumerate(items)]
 
 
 def load(path: str) -> Scenario:
@@ -246,9 +275,12 @@ def parse(text: str, path: str = "<scenario>") -> Scenario:
     declared = r.mapping(top.get("links"), ("links",))
     for name, spec in declared.items():
         r.text(name, ("links", name), LINK_NAME)
-        spec = r.mapping(spec, ("links", name), {"subnet"})
+        spec = r.mapping(spec, ("links", name), {"subnet", "ipv6"})
         subnet = r.network(spec["subnet"], ("links", name, "subnet")) if "subnet" in spec else None
-        sc.links[name] = Link(name, subnet)  # type: ignore[arg-type] - filled below when automatic
+        subnet6 = r.network(spec["ipv6"], ("links", name, "ipv6"), 6) if "ipv6" in spec else None
+        if subnet6 is not None and subnet6.num_addresses < 256:
+            raise r.fail(("links", name, "ipv6"), "an IPv6 link needs at least a /120")
+        sc.links[name] = Link(name, subnet, subnet6=subnet6)  # type: ignore[arg-type] - subnet filled below
     hosts = r.mapping(top.get("hosts"), ("hosts",))
     if not hosts:
         raise r.fail(("hosts",), "a scenario needs at least one host")
@@ -274,15 +306,16 @@ def _host(r: _Reader, name: str, spec: dict[str, Any]) -> Host:
         r.text(net, where, CONTAINER_NAME)
         if net in ("bridge", "host", "none", "container"):
             raise r.fail(where, f"{net!r} is a pre-defined network")
-        nspec = r.mapping(nspec, where, {"subnet", "isolate", "icc", "internal"})
+        nspec = r.mapping(nspec, where, {"subnet", "isolate", "icc", "internal", "ipv6"})
         subnet = str(r.network(nspec["subnet"], (*where, "subnet"))) if "subnet" in nspec else None
-        flags = {}
-        for key, default in (("isolate", True), ("icc", True), ("internal", False)):
-            value = nspec.get(key, default)
-            if not isinstance(value, bool):
-                raise r.fail((*where, key), "must be true or false")
-            flags[key] = value
-        host.networks[net] = Network(net, subnet, **flags)
+        flags = {key: r.flag(nspec.get(key, default), (*where, key))
+                 for key, default in (("isolate", True), ("icc", True), ("internal", False))}
+        ipv6 = nspec.get("ipv6")
+        if ipv6 is True:
+            ipv6 = "auto"
+        elif ipv6 is not None and ipv6 is not False:
+            ipv6 = str(r.network(ipv6, (*where, "ipv6"), 6))
+        host.networks[net] = Network(net, subnet, ipv6=ipv6 or None, **flags)
     for cname, cspec in r.mapping(spec.get("containers"), ("hosts", name, "containers")).items():
         host.containers[cname] = _container(r, host, cname, cspec, ("hosts", name, "containers", cname))
     for c in host.containers.values():
@@ -296,12 +329,25 @@ def _host(r: _Reader, name: str, spec: dict[str, Any]) -> Host:
 
 def _container(r: _Reader, host: Host, name: str, spec: Any, where: tuple[Any, ...]) -> Container:
     r.text(name, where, CONTAINER_NAME)
-    spec = r.mapping(spec, where, {"net", "ports", "cmd", "serve", "ip"})
+    spec = r.mapping(spec, where, {"net", "ports", "cmd", "serve", "ip", "aliases"})
     c = Container(name)
-    c.net = r.text(spec.get("net", "bridge"), (*where, "net"))
-    if c.net not in ("bridge", "host", "none") and not c.net.startswith("container:") and c.net not in host.networks:
-        raise r.fail((*where, "net"), f"unknown network {c.net!r} (bridge, host, none, container:NAME "
-                                      f"or one of this host's networks)")
+    nets = r.names(spec.get("net", "bridge"), (*where, "net"), re.compile(r"^\S+$"))
+    if not nets:
+        raise r.fail((*where, "net"), "give at least one network")
+    c.net, c.more_nets = nets[0], nets[1:]
+    for i, net in enumerate(nets):
+        at = (*where, "net", i) if len(nets) > 1 else (*where, "net")
+        if net in ("host", "none") or net.startswith("container:"):
+            if len(nets) > 1:
+                raise r.fail(at, f"{net} is a network mode: it cannot be combined with other networks")
+        elif net != "bridge" and net not in host.networks:
+            raise r.fail(at, f"unknown network {net!r} (bridge, host, none, container:NAME "
+                             f"or one of this host's networks)")
+        if nets.count(net) > 1:
+            raise r.fail(at, f"network {net} is given twice")
+    c.aliases = r.names(spec.get("aliases", []), (*where, "aliases"), CONTAINER_NAME)
+    if c.aliases and all(n in ("bridge", "host", "none") or n.startswith("container:") for n in nets):
+        raise r.fail((*where, "aliases"), "aliases are names on user-defined networks: this container is on none")
     c.ports = [r.text(p, (*where, "ports", i)) for i, p in enumerate(r.seq(spec.get("ports"), (*where, "ports")))]
     if c.ports:
         from netkit.runtime import ports as port_specs
@@ -387,23 +433,45 @@ def _assign_addresses(r: _Reader, sc: Scenario, wanted: dict[str, dict[str, str 
         for h in link.members:
             if link.name not in sc.hosts[h].addresses:
                 sc.hosts[h].addresses[link.name] = ipaddress.IPv4Interface(f"{next(free)}/{link.subnet.prefixlen}")
+        if link.subnet6 is not None:
+            # The same host number in the IPv6 subnet: 10.253.0.10 is fd00:253::a, easy to tell apart.
+            for h in link.members:
+                offset = int(sc.hosts[h].addresses[link.name].ip) - int(link.subnet.network_address)
+                ip6 = link.subnet6.network_address + offset
+                sc.hosts[h].addresses6[link.name] = ipaddress.IPv6Interface(f"{ip6}/{link.subnet6.prefixlen}")
 
 
 def _route(r: _Reader, sc: Scenario, host: str, spec: Any, where: tuple[Any, ...]) -> Route:
     spec = r.mapping(spec, where, {"to", "via"})
     if "to" not in spec or "via" not in spec:
         raise r.fail(where, "a route needs to: SUBNET and via: HOST|ADDRESS")
+    to = r.network(spec["to"], (*where, "to"), None)
     via = r.text(spec["via"], (*where, "via"))
     if via in sc.hosts:
-        if not set(sc.hosts[via].addresses) & set(sc.hosts[host].addresses):
-            raise r.fail((*where, "via"), f"host {via} shares no link with {host}")
-        via = sc.address_of(via, host)
+        mine, theirs = ((sc.hosts[h].addresses if to.version == 4 else sc.hosts[h].addresses6) for h in (host, via))
+        if not set(mine) & set(theirs):
+            raise r.fail((*where, "via"), f"host {via} shares no {'dual-stack ' if to.version == 6 else ''}"
+                                          f"link with {host}")
+        via = sc.address_of(via, host, family=to.version)
     else:
         try:
-            ipaddress.IPv4Address(via)
+            gateway = ipaddress.ip_address(via)
         except ValueError:
-            raise r.fail((*where, "via"), f"{via!r} is neither a host nor an IPv4 address") from None
-    return Route(r.network(spec["to"], (*where, "to")), via)
+            raise r.fail((*where, "via"), f"{via!r} is neither a host nor an IP address") from None
+        if gateway.version != to.version:
+            raise r.fail((*where, "via"), f"an IPv{to.version} route needs an IPv{to.version} gateway")
+    return Route(to, via)
+
+
+def split_target(to: str) -> tuple[str, str]:
+    """``to:`` as (endpoint, port): HOST:80, 10.0.0.1:80, [fd00::1]:80, fd00::1, NAME:80 ('' when no port)."""
+    if to.startswith("["):
+        addr, _, rest = to[1:].partition("]")
+        return addr, rest.removeprefix(":")
+    if to.count(":") > 1:  # an IPv6 address without a port
+        return to, ""
+    ref, sep, port = to.rpartition(":")
+    return (ref, port) if sep else (to, "")
 
 
 def _endpoint_ok(sc: Scenario, ref: str) -> str:
@@ -412,7 +480,7 @@ def _endpoint_ok(sc: Scenario, ref: str) -> str:
     host, _, link = host.partition("@")
     if host not in sc.hosts:
         try:
-            ipaddress.IPv4Address(ref)
+            ipaddress.ip_address(ref)
             return ""
         except ValueError:
             return f"unknown host {host!r}"
@@ -424,22 +492,39 @@ def _endpoint_ok(sc: Scenario, ref: str) -> str:
 
 
 def _check(r: _Reader, sc: Scenario, spec: Any, where: tuple[Any, ...]) -> Check:
-    spec = r.mapping(spec, where, {"from", "to", "proto", "expect", "published", "path", "body", "bodies"})
+    spec = r.mapping(spec, where, {"from", "to", "proto", "expect", "published", "path", "body", "bodies", "family",
+                                   "resolve"})
     for key in ("from", "to"):
         if key not in spec:
             raise r.fail(where, f"a check needs {key}:")
     check = Check(r.lines.at(where), r.text(spec["from"], (*where, "from")), r.text(spec["to"], (*where, "to")))
     if "@" in check.source or _endpoint_ok(sc, check.source) or check.source.split("/")[0] not in sc.hosts:
         raise r.fail((*where, "from"), _endpoint_ok(sc, check.source) or "from: must be HOST or HOST/CONTAINER")
-    target, _, port = check.to.rpartition(":") if ":" in check.to else (check.to, "", "")
-    if why := _endpoint_ok(sc, target):
-        raise r.fail((*where, "to"), why)
     check.proto = r.text(spec.get("proto", "tcp"), (*where, "proto"))
     if check.proto not in PROTOS:
         raise r.fail((*where, "proto"), f"one of {', '.join(PROTOS)}")
+    family = spec.get("family", 4)
+    if family not in (4, 6) or isinstance(family, bool):
+        raise r.fail((*where, "family"), "4 or 6")
+    check.family = family
     check.expect = r.text(spec.get("expect", "ok"), (*where, "expect"))
     if check.expect not in ("ok", "blocked"):
         raise r.fail((*where, "expect"), "ok or blocked")
+    check.resolve = check.proto == "dns" or r.flag(spec.get("resolve", False), (*where, "resolve"))
+    target, port = split_target(check.to)
+    if check.resolve:
+        if "/" not in check.source:
+            raise r.fail((*where, "from"), "a name is resolved by a container's DNS server: from: HOST/CONTAINER")
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", target):
+            raise r.fail((*where, "to"), f"{target!r} is not a DNS name")
+        if "published" in spec:
+            raise r.fail((*where, "published"), "published: needs a host in to:, not a name")
+        if check.proto == "dns":
+            if port:
+                raise r.fail((*where, "to"), "proto: dns takes a name, no port")
+            return check
+    elif why := _endpoint_ok(sc, target):
+        raise r.fail((*where, "to"), why)
     check.published = r.text(spec["published"], (*where, "published")) if "published" in spec else ""
     if check.published:
         thost, cname = target.split("@")[0], check.published.split("/")[0]

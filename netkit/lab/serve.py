@@ -8,6 +8,7 @@ edge node.  Standard library only; one process, one thread per listener.
 from __future__ import annotations
 
 import argparse
+import errno
 import http.server
 import itertools
 import signal
@@ -37,6 +38,17 @@ def serve_ports(serve: dict[str, Any], key: str) -> list[int]:
     return list(value) if isinstance(value, list) else [value]
 
 
+class _DualStack:
+    """Listen on IPv6 and IPv4 at once (``::`` with IPV6_V6ONLY off), so checks reach a container
+    over either family; where the namespace has no IPv6 (disabled by sysctl), on IPv4 alone."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # type: ignore[attr-defined]
+        super().server_bind()  # type: ignore[misc]
+
+
 class _Threading(socketserver.ThreadingMixIn):
     daemon_threads = True
     allow_reuse_address = True
@@ -48,6 +60,30 @@ class _TCP(_Threading, socketserver.TCPServer):
 
 class _HTTP(_Threading, http.server.HTTPServer):
     pass
+
+
+class _TCP6(_DualStack, _TCP):
+    pass
+
+
+class _HTTP6(_DualStack, _HTTP):
+    pass
+
+
+class _UDP6(_DualStack, socketserver.UDPServer):
+    pass
+
+
+_IPV4_ONLY: dict[type, type] = {_TCP6: _TCP, _HTTP6: _HTTP, _UDP6: socketserver.UDPServer}
+
+
+def _listen(cls: type, port: int, handler: Any) -> socketserver.BaseServer:
+    try:
+        return cls(("::", port), handler)  # type: ignore[no-any-return]
+    except OSError as exc:
+        if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+        return _IPV4_ONLY[cls](("0.0.0.0", port), handler)  # type: ignore[no-any-return]
 
 
 def _http(port: int, body: str) -> socketserver.BaseServer:
@@ -64,7 +100,7 @@ def _http(port: int, body: str) -> socketserver.BaseServer:
         def log_message(self, *args: Any) -> None:
             pass  # one line per probe would fill the container log
 
-    return _HTTP(("0.0.0.0", port), Page)
+    return _listen(_HTTP6, port, Page)
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -100,6 +136,7 @@ def _proxy(port: int, backends: list[str]) -> socketserver.BaseServer:
                 with lock:
                     target = next(turn)
                 host, _, bport = target.rpartition(":")
+                host = host.removeprefix("[").removesuffix("]")  # [fd00::1]:80
                 try:
                     upstream = socket.create_connection((host, int(bport)), timeout=3)
                 except OSError:
@@ -112,7 +149,7 @@ def _proxy(port: int, backends: list[str]) -> socketserver.BaseServer:
                 upstream.close()
                 return
 
-    return _TCP(("0.0.0.0", port), Forward)
+    return _listen(_TCP6, port, Forward)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backend", action="append", default=[], help="HOST:PORT behind the proxy (repeat)")
     args = p.parse_args(argv)
     servers: list[socketserver.BaseServer] = [_http(port, args.body) for port in args.http]
-    servers += [_TCP(("0.0.0.0", port), _Echo) for port in args.tcp]
-    servers += [socketserver.UDPServer(("0.0.0.0", port), _Echo) for port in args.udp]
+    servers += [_listen(_TCP6, port, _Echo) for port in args.tcp]
+    servers += [_listen(_UDP6, port, _Echo) for port in args.udp]
     servers += [_proxy(port, args.backend) for port in args.proxy]
     if not servers:
         p.error("nothing to serve")

@@ -60,6 +60,10 @@ def render(sc: Scenario, box: str = DEFAULT_BOX, name: str = "") -> str:
         for link, iface in host.addresses.items():
             out.append(f'    m.vm.network "private_network", ip: {_ruby(str(iface.ip))}, '
                        f"netmask: {_ruby(str(iface.netmask))}, virtualbox__intnet: {_ruby(f'nkl-{lab}-{link}')}")
+            if link in host.addresses6:  # one address per private_network: a second NIC on the same wire
+                iface6 = host.addresses6[link]
+                out.append(f'    m.vm.network "private_network", ip: {_ruby(str(iface6.ip))}, '
+                           f"netmask: {iface6.network.prefixlen}, virtualbox__intnet: {_ruby(f'nkl-{lab}-{link}')}")
         script = ["set -eu", *(shlex.join(argv) for argv in provision_commands(sc, host.name, name))]
         out.append(f"    m.vm.provision \"shell\", name: {_ruby(f'netkit lab up --host {host.name}')}, "
                    "inline: <<~'SCRIPT'")

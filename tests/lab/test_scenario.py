@@ -58,6 +58,67 @@ def test_valid_scenario_gets_deterministic_addresses_link_kinds_and_start_order(
     assert scenario.parse(GOOD, "lab.yaml").hosts["c"].addresses == sc.hosts["c"].addresses
 
 
+DUAL = """\
+links:
+  lan: {subnet: 10.9.0.0/24, ipv6: "fd00:9::/64"}
+hosts:
+  a:
+    links: {lan: 10.9.0.5}
+    networks:
+      front: {subnet: 10.40.0.0/24, ipv6: "fd00:40::/64"}
+      back: {ipv6: true}
+    routes:
+      - {to: "fd00:41::/64", via: b}
+      - {to: 10.41.0.0/24, via: b}
+    containers:
+      api: {net: [front, back], aliases: [svc], serve: {http: 80, proxy: 81, backends: ["db:80"]}}
+      db: {net: back, serve: {http: 80}}
+  b:
+    links: [lan]
+checks:
+  - {from: a/api, to: db, proto: dns}
+  - {from: a/api, to: "db:80", resolve: true, proto: http, family: 6}
+  - {from: b, to: "[fd00:9::5]:80"}
+  - {from: b, to: "a:80", family: 6}
+"""
+
+
+def test_dual_stack_links_networks_and_routes_get_v6_addresses_from_the_v4_host_numbers() -> None:
+    sc = scenario.parse(DUAL, "lab.yaml")
+    assert str(sc.hosts["a"].addresses6["lan"]) == "fd00:9::5/64"
+    assert str(sc.hosts["b"].addresses6["lan"]) == "fd00:9::a/64"  # .10 -> ::a
+    assert sc.hosts["a"].routes[0].via == "fd00:9::a" and sc.hosts["a"].routes[1].via == "10.9.0.10"
+    assert sc.address_of("b", "a", family=6) == "fd00:9::a"
+    assert sc.hosts["a"].networks["front"].ipv6 == "fd00:40::/64"
+    assert sc.hosts["a"].networks["back"].ipv6 == "auto" and sc.hosts["a"].networks["back"].subnet is None
+    api = sc.hosts["a"].containers["api"]
+    assert api.nets == ["front", "back"] and api.net == "front" and api.aliases == ["svc"]
+    dns, http, literal, v6 = sc.checks
+    assert dns.resolve and dns.proto == "dns" and http.resolve and http.family == 6
+    assert scenario.split_target(literal.to) == ("fd00:9::5", "80") and v6.family == 6
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("links:\n  w: {ipv6: 10.0.0.0/24}\nhosts:\n  a: {links: [w]}\n", "lab.yaml:2:", "must be an IPv6 subnet"),
+    ("hosts:\n  a:\n    networks: {n: {}}\n    containers:\n      c: {net: [n, host], cmd: [x]}\n",
+     "lab.yaml:5:", "host is a network mode"),
+    ("hosts:\n  a:\n    networks: {n: {}}\n    containers:\n      c: {net: [n, n], cmd: [x]}\n",
+     "lab.yaml:5:", "given twice"),
+    ("hosts:\n  a:\n    containers:\n      c: {aliases: [x], cmd: [x]}\n", "lab.yaml:4:", "user-defined networks"),
+    ("hosts:\n  a:\n    links: [w]\n    routes:\n      - {to: 'fd00::/64', via: b}\n  b: {links: [w]}\n",
+     "lab.yaml:5:", "no dual-stack link"),
+    ("hosts:\n  a: {}\nchecks:\n  - {from: a, to: db, proto: dns}\n", "lab.yaml:4:", "from: HOST/CONTAINER"),
+    ("hosts:\n  a:\n    containers: {c: {cmd: [x]}}\nchecks:\n  - {from: a/c, to: 'db:53', proto: dns}\n",
+     "lab.yaml:5:", "no port"),
+    ("hosts:\n  a: {}\nchecks:\n  - {from: a, to: 'a:80', family: 5}\n", "lab.yaml:4:", "4 or 6"),
+])
+def test_invalid_v6_multi_network_and_name_checks_are_refused_at_their_line(text: str, where: str,
+                                                                            words: str) -> None:
+    msg = _error(text)
+    assert msg.startswith(where), msg
+    assert words in msg, msg
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_scenario_is_valid_and_has_checks(name: str) -> None:
     sc = scenario.load(shipped_path(name))
