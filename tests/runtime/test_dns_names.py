@@ -1,0 +1,51 @@
+"""`netkit run` on a user network resolves its containers by name; the default bridge does not (Docker's rule).
+
+Real queries through the C library's resolver (getent, which reads the container's resolv.conf) and
+dig from inside the containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.runtime.conftest import Runtime
+
+
+def _resolv(rt: Runtime, name: str) -> str:
+    return rt("exec", name, "--", "cat", "/etc/resolv.conf").stdout
+
+
+def _getent(rt: Runtime, ctr: str, name: str) -> list[str]:
+    proc = rt("exec", ctr, "--", "getent", "ahostsv4", name, check=False)
+    return sorted({line.split()[0] for line in proc.stdout.splitlines()}) if proc.returncode == 0 else []
+
+
+def test_user_network_resolves_names_the_default_bridge_does_not(rt: Runtime) -> None:
+    rt("network", "create", "--subnet", "10.56.0.0/24", "apps")
+    conf = json.loads(open(os.path.join(rt.root, "networks", "apps.conflist")).read())
+    assert [p["type"] for p in conf["plugins"]] == ["netkit-bridge", "netkit-dns"]
+    for name in ("web", "client"):
+        rt("run", "-d", "--name", name, "--net", "apps", "--", "sleep", "300")
+    rt("run", "-d", "--name", "plain", "--", "sleep", "300")
+    assert _resolv(rt, "client") == "nameserver 10.56.0.1\nsearch dns.netkit\n"
+    assert _getent(rt, "client", "web") == [rt.ip("web")]               # the short name, through search
+    assert _getent(rt, "client", "web.dns.netkit") == [rt.ip("web")]
+    dig = rt("exec", "client", "--", "dig", "+short", "+search", "client").stdout.split()
+    assert dig == [rt.ip("client")]
+    # The default bridge: no resolver in its conflist, the container's resolv.conf is not the gateway's.
+    bridge = json.loads(open(os.path.join(rt.root, "networks", "bridge.conflist")).read())
+    assert [p["type"] for p in bridge["plugins"]] == ["netkit-bridge"]
+    assert "dns.netkit" not in rt("exec", "plain", "--", "cat", "/etc/resolv.conf", check=False).stdout
+    # A removed container's name is gone at once; the last one's removal stops the daemon.
+    rt("rm", "-f", "web")
+    assert _getent(rt, "client", "web.dns.netkit") == []
+    rt("rm", "-f", "client", "plain")
+    rt("network", "rm", "apps")
+    assert [f for f in os.listdir(os.path.join(rt.root, "dns")) if not f.startswith(".")] == []
+
+
+def test_disable_dns_network_has_no_resolver(rt: Runtime) -> None:
+    rt("network", "create", "--subnet", "10.57.0.0/24", "--disable-dns", "quiet")
+    conf = json.loads(open(os.path.join(rt.root, "networks", "quiet.conflist")).read())
+    assert [p["type"] for p in conf["plugins"]] == ["netkit-bridge"]
