@@ -42,7 +42,7 @@ FORWARD = Decision(forward=True)
 @dataclass
 class _Cached:
     replies: list[bytes]  # every rotation's answer, without the 2-byte ID
-    turn: int = 0
+    turn_key: str  # the name and type whose rotation this answer follows
 
 
 class View:
@@ -85,8 +85,7 @@ class View:
         key = data[2:] + (b"T" if tcp else b"U")
         cached = self._cache.get(key)
         if cached is not None:
-            cached.turn = (cached.turn + 1) % len(cached.replies)
-            return Decision(data[:2] + cached.replies[cached.turn])
+            return Decision(data[:2] + cached.replies[self._turn(cached)])
         try:
             query = DNSRecord.parse(data)
         except (DNSError, struct.error, IndexError, ValueError, UnicodeError):
@@ -102,8 +101,19 @@ class View:
             return FORWARD if self.upstreams else Decision(refused(query))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[key] = _Cached(replies)
-        return Decision(data[:2] + replies[0])
+        # One rotation per name and type, whichever query bytes ask (dig's EDNS cookie differs each time).
+        cached = self._cache[key] = _Cached(replies, f"{str(query.q.qname).lower()}/{query.q.qtype}")
+        return Decision(data[:2] + replies[self._turn(cached)])
+
+    def _turn(self, cached: _Cached) -> int:
+        """Which rotation of ``cached`` answers now; the next query of its name gets the next one."""
+        if len(cached.replies) == 1:
+            return 0
+        turn = self._turns.get(cached.turn_key, 0)
+        if len(self._turns) >= _CACHE_MAX:
+            self._turns.clear()
+        self._turns[cached.turn_key] = turn + 1
+        return turn % len(cached.replies)
 
     def _local(self, query: DNSRecord, tcp: bool) -> list[bytes] | None:
         """The answers (every rotation, ID cut off) when the network answers itself; None to forward."""
@@ -132,8 +142,9 @@ class View:
             if qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY) else []
         if len(want) > _ROTATIONS_MAX:
             # Too many rotations to keep: one answer, starting where the last such answer stopped.
-            turn = self._turns.get(str(query.q.qname), 0) % len(want)
-            self._turns[str(query.q.qname)] = turn + 1
+            key = f"{str(query.q.qname).lower()}/{qtype}/many"
+            turn = self._turns.get(key, 0) % len(want)
+            self._turns[key] = turn + 1
             return [_pack(_with(query, want[turn:] + want[:turn]), query, tcp)]
         return [_pack(_with(query, want[k:] + want[:k]), query, tcp) for k in range(max(len(want), 1))]
 
@@ -183,7 +194,8 @@ def _pack(reply: DNSRecord, query: DNSRecord, tcp: bool) -> bytes:
 def error(data: bytes, rcode: int) -> bytes:
     """A bare answer with ``rcode`` to query ``data`` that may not parse (its ID and RD bit kept)."""
     ident, flags = struct.unpack("!HH", data[:4]) if len(data) >= 4 else (0, 0)
-    return DNSHeader(id=ident, qr=1, rd=(flags >> 8) & 1, ra=1, opcode=(flags >> 11) & 0xF, rcode=rcode).pack()
+    header = DNSHeader(id=ident, qr=1, rd=(flags >> 8) & 1, ra=1, opcode=(flags >> 11) & 0xF, rcode=rcode)
+    return DNSRecord(header).pack()
 
 
 def refused(query: DNSRecord) -> bytes:

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -290,7 +291,11 @@ class Server:
         """Run until stopped, by the control socket or SIGTERM."""
         while self.running:
             for key, _ in self.sel.select(timeout=1.0):
-                key.data()
+                try:
+                    key.data()
+                except Exception:  # noqa: BLE001 - one bad query must not stop the resolver of every network
+                    traceback.print_exc(file=sys.stderr)
+                    sys.stderr.flush()
             self._reap_idle()
         self.pool.shutdown(wait=False, cancel_futures=True)
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from netkit.dns import control
 from netkit.net import netns
+from tests import sandbox as sb
 from tests.sandbox import Namespace, Sandbox, bridge_conf
 
 DOMAIN = "dns.netkit"
@@ -81,3 +87,38 @@ class Dns:
     def daemon_status(self) -> str | None:
         with netns.entered(self.box.host.path):
             return control.ask(self.data_dir, "status")
+
+
+WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire.py")
+
+
+def raw(ns: Namespace, data: bytes, proto: str = "udp", server: str = GATEWAY, port: int = 53) -> bytes | None:
+    """The answer's bytes to ``data`` sent from inside ``ns`` (tests/dns/wire.py), or None."""
+    out = ns.run(sys.executable, WIRE, "ask", proto, server, str(port), data.hex()).stdout.strip()
+    return None if out in ("none", "") else bytes.fromhex(out)
+
+
+def upstream(ns: Namespace, addr: str, port: int, mode: str = "answer") -> subprocess.Popen[str]:
+    """A fake upstream resolver inside ``ns`` (tests/dns/wire.py); stop it with .kill()."""
+    proc = subprocess.Popen([*ns.enter(), sys.executable, WIRE, "upstream", addr, str(port), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def dns(box: sb.Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Dns]:
+    """Name resolution in ``box``: its records directory; the daemon a test caused is stopped after it."""
+    helper = Dns(box, os.path.join(str(tmp_path), "dns"))
+    yield helper
+    with netns.entered(box.host.path):
+        control.stop(helper.data_dir)
+
+
+@pytest.fixture
+def dns_inproc(inproc: sb.Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Dns]:
+    """``dns`` with the plugins in-process only."""
+    helper = Dns(inproc, os.path.join(str(tmp_path), "dns"))
+    yield helper
+    with netns.entered(inproc.host.path):
+        control.stop(helper.data_dir)
