@@ -2,7 +2,7 @@
 
 Started by ``control.start`` in a session of its own; it forks once, so the daemon is nobody's
 child to reap (a plugin running in the agent would otherwise leave the agent a zombie), and writes
-"ready" on READY_FD once it listens.
+its first answer on READY_FD once it listens (control.reload_answer).
 """
 
 from __future__ import annotations

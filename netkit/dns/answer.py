@@ -71,14 +71,22 @@ class View:
                     self.ptr.setdefault(addr.reverse_pointer, f"{entry.names[0]}.{self.domain}.")
         self._cache: dict[bytes, _Cached] = {}
         self._turns: dict[str, int] = {}
+        self._clients: dict[str, bool] = {}
 
     def allows(self, client: str) -> bool:
         """True when ``client`` (an address) is in one of the network's subnets."""
+        known = self._clients.get(client)
+        if known is not None:
+            return known  # parsing an address costs more than the rest of a cached answer
         try:
             ip = ipaddress.ip_address(client.split("%")[0])
+            known = any(ip in net for net in self.subnets)
         except ValueError:
-            return False
-        return any(ip in net for net in self.subnets)
+            known = False
+        if len(self._clients) >= _CACHE_MAX:
+            self._clients.clear()
+        self._clients[client] = known
+        return known
 
     def decide(self, data: bytes, tcp: bool) -> Decision:
         """The decision for query ``data`` from a client of this network."""

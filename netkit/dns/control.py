@@ -94,10 +94,29 @@ def ask(data_dir: str, command: str) -> str | None:
     return out.decode("ascii", "replace").strip() or None
 
 
-def sync(data_dir: str) -> None:
-    """Have this namespace's daemon of ``data_dir`` serve the records as they are (records lock held)."""
-    if ask(data_dir, "reload") is None and records.load_all(data_dir):
-        start(data_dir)
+def reload_answer(served: int, failed: list[str]) -> str:
+    """The daemon's answer to a reload (and its first line once started): "ok N [failed=ADDR,...]" or "exit"."""
+    if not served and not failed:
+        return "exit"
+    return f"ok {served}" + (f" failed={','.join(sorted(failed))}" if failed else "")
+
+
+def _failed(answer: str) -> list[str]:
+    for word in answer.split():
+        if word.startswith("failed="):
+            return word[len("failed="):].split(",")
+    return []
+
+
+def sync(data_dir: str) -> list[str]:
+    """Have this namespace's daemon of ``data_dir`` serve the records as they are (records lock held);
+    the gateway addresses it could not listen on (port 53 taken there by another server)."""
+    answer = ask(data_dir, "reload")
+    if answer is None:
+        if not records.load_all(data_dir):
+            return []
+        answer = start(data_dir)
+    return _failed(answer)
 
 
 def stop(data_dir: str) -> bool:
@@ -113,8 +132,9 @@ def _daemon_env() -> dict[str, str]:
     return env
 
 
-def start(data_dir: str) -> None:
-    """Start a daemon for ``data_dir`` in this namespace and wait until it listens (records lock held)."""
+def start(data_dir: str) -> str:
+    """Start a daemon for ``data_dir`` in this namespace and wait until it listens (records lock held);
+    its first answer (``reload_answer``)."""
     r, w = os.pipe()
     log = os.open(os.path.join(data_dir, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
@@ -138,6 +158,7 @@ def start(data_dir: str) -> None:
         os.close(r)
         proc.wait()  # the first process leaves at once, its child is the daemon
     text = answer.decode(errors="replace").strip()
-    if text not in ("ready", "exit"):
+    if not text.startswith(("ok", "exit")):
         raise errors.CNIError(errors.INTERNAL, "the DNS daemon did not start",
                               text or f"see {os.path.join(data_dir, LOG)}")
+    return text

@@ -72,8 +72,8 @@ class Server:
         self.served = 0
 
     # -- records -----------------------------------------------------------------------------
-    def reload(self) -> int:
-        """Serve the records directory as it is now; the number of networks served."""
+    def reload(self) -> tuple[int, list[str]]:
+        """Serve the records directory as it is now; (networks served, gateways it could not listen on)."""
         views: dict[str, answer.View] = {}
         for recs in records.load_all(self.data_dir):
             view = answer.View(recs)
@@ -84,14 +84,16 @@ class Server:
                 sock = table.pop(gw)
                 self.sel.unregister(sock)
                 sock.close()
+        failed = []
         for gw in set(views) - set(self.udp):
             try:
                 self._listen(gw)
             except OSError as exc:
                 print(f"netkit-dns: cannot listen on {gw}:{PORT}: {exc}", file=sys.stderr, flush=True)
                 views.pop(gw)
+                failed.append(gw)
         self.views = views  # open TCP clients too see the new records: they look their view up per query
-        return len({v.network for v in views.values()})
+        return len({v.network for v in views.values()}), failed
 
     def _listen(self, gw: str) -> None:
         family = socket.AF_INET6 if ":" in gw else socket.AF_INET
@@ -100,7 +102,8 @@ class Server:
             for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
                 sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
                 made.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if kind == socket.SOCK_STREAM:  # not UDP: there it would share the port with another server
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 level, opt = (socket.IPPROTO_IPV6, _IPV6_FREEBIND) if family == socket.AF_INET6 \
                     else (socket.IPPROTO_IP, _IP_FREEBIND)
                 with contextlib.suppress(OSError):
@@ -266,10 +269,10 @@ class Server:
         conn, verb = command
         with conn:
             if verb == "reload":
-                served = self.reload()
+                served, failed = self.reload()
                 if not served:
                     self.running = False
-                control.reply(conn, f"ok {served}" if served else "exit")
+                control.reply(conn, control.reload_answer(served, failed))
             elif verb == "stop":
                 self.running = False
                 control.reply(conn, "exit")
@@ -345,16 +348,16 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def main(data_dir: str, ready_fd: int) -> int:
-    """The daemon's body: serve ``data_dir``; "ready" (or the error) on ``ready_fd`` once listening."""
+    """The daemon's body: serve ``data_dir``; its first answer (or the error) on ``ready_fd`` once listening."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         server = Server(data_dir)
         signal.signal(signal.SIGTERM, lambda *_: setattr(server, "running", False))
-        served = server.reload()
+        served, failed = server.reload()
     except OSError as exc:
         os.write(ready_fd, f"error {exc}\n".encode())
         return 1
-    os.write(ready_fd, b"ready\n" if served else b"exit\n")
+    os.write(ready_fd, control.reload_answer(served, failed).encode() + b"\n")
     os.close(ready_fd)
     if served:
         server.serve()

@@ -49,7 +49,9 @@ def parse(spec: str) -> tuple[str, int]:
     """("ADDR", port) of an upstream written "ADDR", "ADDR:PORT" (IPv4) or "[ADDR]:PORT"; ValueError if bad."""
     host, port = spec, 53
     if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"no closing ']' in {spec!r}")
         if rest:
             port = int(rest.removeprefix(":"))
     elif spec.count(":") == 1:

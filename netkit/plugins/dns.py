@@ -101,7 +101,10 @@ def add(req: Request) -> Result:
         recs.subnets = _union(old.subnets if old else [], records.networks_of(addresses))
         records.save(cfg.data_dir, recs)
         undo.push(_restore, cfg.data_dir, req.network, old)
-        control.sync(cfg.data_dir)
+        failed = [g for g in control.sync(cfg.data_dir) if g in recs.gateways]
+        if failed:
+            raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, "the resolver cannot listen on the gateway",
+                                  f"port 53 of {', '.join(failed)} is taken by another server")
     out = dict(prev)
     out["dns"] = {"nameservers": [str(ipaddress.ip_address(g)) for g in gateways], "search": [cfg.domain]}
     return out

@@ -147,3 +147,14 @@ def test_bad_configs_are_refused_with_code_7(dns: Dns) -> None:
     rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(None), c)
     assert rc == 1 and out["code"] == 7 and "prevResult" in out["msg"]
     assert dns.daemon_status() is None  # nothing was recorded: nothing to serve
+
+
+def test_port_53_taken_on_the_gateway_fails_add_and_records_nothing(dns: Dns, servers: list) -> None:
+    c = dns.box.container()
+    rc, prev = dns.box.call("netkit-bridge", "ADD", bridge_conf(dns.box), c, args="K8S_POD_NAME=web")
+    assert rc == 0, prev
+    servers.append(upstream(dns.box.host, GATEWAY, 53, "silent"))  # another server owns port 53 there
+    rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(prev), c, args="K8S_POD_NAME=web")
+    assert rc == 1 and out["code"] == 104 and GATEWAY in out["details"], out
+    assert not os.path.exists(records.path(dns.data_dir, "testnet"))
+    assert dns.daemon_status() is None
