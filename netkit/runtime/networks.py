@@ -178,14 +178,16 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
             raise ContainerError(f"subnet {net} overlaps another network's")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
-                               flags["icc"], root_dns_dir(root) if dns else "")
+                               flags["icc"], (_dns_dir(root, ipam_dir) if dns else ""))
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
 
 
-def root_dns_dir(root: Root) -> str:
-    """Where the DNS records of a root's networks live (its own: the daemon serving it is the root's)."""
-    return os.path.join(root.path, "dns")
+def _dns_dir(root: Root, ipam_dir: str) -> str:
+    """Where a network's DNS records live: under the root, or beside the leases another runtime shares
+    (``-o ipam_dir``): one resolver per gateway can listen, so the runtimes sharing a network share it,
+    and their containers resolve each other's names."""
+    return os.path.join(ipam_dir, ".dns") if ipam_dir else os.path.join(root.path, "dns")
 
 
 def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:

@@ -49,3 +49,17 @@ def test_disable_dns_network_has_no_resolver(rt: Runtime) -> None:
     rt("network", "create", "--subnet", "10.57.0.0/24", "--disable-dns", "quiet")
     conf = json.loads(open(os.path.join(rt.root, "networks", "quiet.conflist")).read())
     assert [p["type"] for p in conf["plugins"]] == ["netkit-bridge"]
+
+
+def test_two_runtimes_sharing_a_network_share_its_resolver(rt: Runtime) -> None:
+    other = Runtime(rt.box, rt.root + "-second")
+    shared = rt.root + "-leases"
+    try:
+        for r in (rt, other):
+            r("network", "create", "--subnet", "10.58.0.0/24", "-o", f"ipam_dir={shared}", "shared")
+        rt("run", "-d", "--name", "one", "--net", "shared", "--", "sleep", "300")
+        other("run", "-d", "--name", "two", "--net", "shared", "--", "sleep", "300")
+        assert _getent(rt, "one", "two") == [other.ip("two")]
+        assert _getent(other, "two", "one") == [rt.ip("one")]
+    finally:
+        other.cleanup()
