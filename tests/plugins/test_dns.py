@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from harness.agent import agent_processes
 from netkit.dns import records
 from tests.dns.helpers import DOMAIN, GATEWAY, Dns, upstream
 from tests.sandbox import bridge_conf
@@ -158,3 +159,16 @@ def test_port_53_taken_on_the_gateway_fails_add_and_records_nothing(dns: Dns, se
     assert rc == 1 and out["code"] == 104 and GATEWAY in out["details"], out
     assert not os.path.exists(records.path(dns.data_dir, "testnet"))
     assert dns.daemon_status() is None
+
+
+def test_the_daemon_is_nobodys_child_so_it_outlives_an_agent(dns: Dns) -> None:
+    """Started by a plugin in-process or in the agent, the daemon lives apart: no agent is its parent or
+    shares its session, so stopping or replacing the agent (an upgrade) leaves names resolving."""
+    web = dns.attach("web")
+    status = dns.daemon_status() or ""
+    pid = int(status.split("pid=")[1].split()[0])
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    agents = agent_processes()
+    assert ppid not in agents and os.getsid(pid) not in {os.getsid(a) for a in agents}
+    assert dns.dig(web.ns, "web") == [web.ip]
