@@ -29,7 +29,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 from typing import Any
 

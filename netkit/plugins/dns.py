@@ -19,6 +19,7 @@ from netkit import errors
 from netkit.cni.request import Request
 from netkit.cni.result import Result
 from netkit.dns import control, records, upstreams
+from netkit.plugins import chained
 from netkit.rollback import Rollback
 
 
@@ -62,11 +63,7 @@ def _names(req: Request) -> list[str]:
 
 
 def _prev(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise errors.CNIError(errors.INVALID_CONFIG, "netkit-dns must be chained after a plugin that returns "
-                              "the container's addresses (no prevResult)")
-    return prev
+    return chained.previous(req, "netkit-dns")
 
 
 def _container_ips(prev: Result) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import subprocess
@@ -106,19 +107,25 @@ def upstream(ns: Namespace, addr: str, port: int, mode: str = "answer") -> subpr
     return proc
 
 
+@contextlib.contextmanager
+def _serving(box: sb.Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Dns]:
+    helper = Dns(box, os.path.join(str(tmp_path), "dns"))
+    try:
+        yield helper
+    finally:  # the daemon a test caused goes with it
+        with netns.entered(box.host.path):
+            control.stop(helper.data_dir)
+
+
 @pytest.fixture
 def dns(box: sb.Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Dns]:
-    """Name resolution in ``box``: its records directory; the daemon a test caused is stopped after it."""
-    helper = Dns(box, os.path.join(str(tmp_path), "dns"))
-    yield helper
-    with netns.entered(box.host.path):
-        control.stop(helper.data_dir)
+    """Name resolution in ``box`` (in-process and through the agent): its records directory."""
+    with _serving(box, tmp_path) as helper:
+        yield helper
 
 
 @pytest.fixture
 def dns_inproc(inproc: sb.Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Dns]:
     """``dns`` with the plugins in-process only."""
-    helper = Dns(inproc, os.path.join(str(tmp_path), "dns"))
-    yield helper
-    with netns.entered(inproc.host.path):
-        control.stop(helper.data_dir)
+    with _serving(inproc, tmp_path) as helper:
+        yield helper

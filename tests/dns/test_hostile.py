@@ -13,7 +13,6 @@ import sys
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSQuestion, DNSRecord
 
 from tests.dns.helpers import DOMAIN, GATEWAY, WIRE, Attached, Dns, raw, upstream
-from tests.dns.helpers import dns_inproc  # noqa: F401 - fixture
 
 
 def _query(name: str = f"web.{DOMAIN}", qtype: str = "A", ident: int = 0x1234) -> DNSRecord:

@@ -13,7 +13,6 @@ from harness.agent import agent_processes
 from netkit.dns import records
 from tests.dns.helpers import DOMAIN, GATEWAY, Dns, upstream
 from tests.sandbox import bridge_conf
-from tests.dns.helpers import dns  # noqa: F401 - fixture
 
 
 def test_names_and_aliases_resolve_bare_and_in_the_domain_over_udp_and_tcp(dns: Dns) -> None:
@@ -126,7 +125,7 @@ def test_records_file_is_json_of_the_attachments(dns: Dns) -> None:
 
 
 def test_gc_drops_the_records_of_attachments_not_valid(dns: Dns) -> None:
-    keep, gone = dns.attach("keep"), dns.attach("gone")
+    keep, _ = dns.attach("keep"), dns.attach("gone")
     conf = dns.conf(None, **{"cniVersion": "1.1.0",
                              "cni.dev/valid-attachments": [{"containerID": keep.ns.name, "ifname": "eth0"}]})
     assert dns.box.call("netkit-dns", "GC", conf) == (0, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.runtime.conftest import Runtime
+from tests.runtime.conftest import Runtime, second_runtime_sharing
 
 
 def _resolv(rt: Runtime, name: str) -> str:
@@ -52,14 +52,8 @@ def test_disable_dns_network_has_no_resolver(rt: Runtime) -> None:
 
 
 def test_two_runtimes_sharing_a_network_share_its_resolver(rt: Runtime) -> None:
-    other = Runtime(rt.box, rt.root + "-second")
-    shared = rt.root + "-leases"
-    try:
-        for r in (rt, other):
-            r("network", "create", "--subnet", "10.58.0.0/24", "-o", f"ipam_dir={shared}", "shared")
+    with second_runtime_sharing(rt, "10.58.0.0/24") as (other, _):
         rt("run", "-d", "--name", "one", "--net", "shared", "--", "sleep", "300")
         other("run", "-d", "--name", "two", "--net", "shared", "--", "sleep", "300")
         assert _getent(rt, "one", "two") == [other.ip("two")]
         assert _getent(other, "two", "one") == [rt.ip("one")]
-    finally:
-        other.cleanup()
