@@ -304,24 +304,24 @@ class Server:
 
 
 def _ask_upstreams(upstreams: list[tuple[str, int]], data: bytes, tcp: bool) -> bytes | None:
-    """The first good answer of ``upstreams`` to ``data`` (over TCP if asked, or if UDP's was truncated)."""
+    """The first answer of ``upstreams`` to ``data``, over the client's transport.
+
+    A truncated UDP answer goes to the client as it is: the client asks again over TCP, and that
+    query is forwarded over TCP.
+    """
     deadline = time.monotonic() + FORWARD_TOTAL
     for host, port in upstreams:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
         try:
-            reply = _exchange(host, port, data, tcp, min(FORWARD_TIMEOUT, left))
-            if reply is not None and not tcp and reply[2] & 0x02:  # TC: the client asks again over TCP
-                return reply
-            if reply is not None:
-                return reply
-        except OSError:
+            return _exchange(host, port, data, tcp, min(FORWARD_TIMEOUT, left))
+        except OSError:  # refused, unreachable or timed out: the next upstream
             continue
     return None
 
 
-def _exchange(host: str, port: int, data: bytes, tcp: bool, timeout: float) -> bytes | None:
+def _exchange(host: str, port: int, data: bytes, tcp: bool, timeout: float) -> bytes:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)

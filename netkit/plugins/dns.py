@@ -89,16 +89,15 @@ def add(req: Request) -> Result:
     entry = records.Entry(req.container_id, req.ifname, names, addresses)
     with records.locked(cfg.data_dir), Rollback() as undo:
         old = records.load(cfg.data_dir, req.network)
-        recs = records.NetworkRecords(req.network) if old is None else records.NetworkRecords(
-            req.network, entries=old.entries)
-        recs.domain, recs.upstreams = cfg.domain, cfg.upstreams
-        recs.entries = recs.without(req.container_id, req.ifname) + [entry]
-        # Every live attachment's gateways and subnets: a network's ranges are the same for all.
-        recs.gateways = _union(old.gateways if old else [], gateways)
-        recs.subnets = _union(old.subnets if old else [], records.networks_of(addresses))
+        # The gateways and subnets of every live attachment (a network's ranges are the same for all);
+        # a file without entries (of a previous boot) holds nothing still true.
+        live = old if old is not None and old.entries else records.NetworkRecords(req.network)
+        recs = records.NetworkRecords(req.network, cfg.domain, _union(live.gateways, gateways),
+                                      _union(live.subnets, records.networks_of(addresses)), cfg.upstreams,
+                                      live.without(req.container_id, req.ifname) + [entry])
         records.save(cfg.data_dir, recs)
         undo.push(_restore, cfg.data_dir, req.network, old)
-        failed = [g for g in control.sync(cfg.data_dir) if g in recs.gateways]
+        failed = [g for g in control.sync(cfg.data_dir) if g in gateways]
         if failed:
             raise errors.CNIError(errors.ADDRESS_UNAVAILABLE, "the resolver cannot listen on the gateway",
                                   f"port 53 of {', '.join(failed)} is taken by another server")
