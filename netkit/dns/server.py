@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import queue
 import selectors
@@ -359,6 +360,9 @@ def main(data_dir: str, ready_fd: int) -> int:
         return 1
     os.write(ready_fd, control.reload_answer(served, failed).encode() + b"\n")
     os.close(ready_fd)
+    # Everything imported so far lives as long as the daemon: out of the collector's sight, a full
+    # collection no longer walks it between two queries (it showed as ~2 ms at the p99).
+    gc.freeze()
     if served:
         server.serve()
     return 0
