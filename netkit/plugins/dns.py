@@ -46,16 +46,25 @@ class _Config:
 
 
 def _names(req: Request) -> list[str]:
-    """The attachment's names: the container's (K8S_POD_NAME), then its aliases on this network."""
-    asked: list[Any] = [req.args["K8S_POD_NAME"]] if req.args.get("K8S_POD_NAME") else []
+    """The attachment's names: the container's (K8S_POD_NAME), then its aliases on this network.
+
+    A container name no DNS name can spell ("a.-b", a label past 63 bytes: the runtime's rules are
+    looser) is left out rather than failing the container's start; an alias asked for is refused.
+    """
+    out: list[str] = []
+    pod = req.args.get("K8S_POD_NAME", "")
+    if pod:
+        try:
+            out.append(records.valid_name(pod))
+        except errors.CNIError:
+            pass
     aliases = req.runtime_config.get("aliases", {})
     if not isinstance(aliases, dict):
         raise errors.CNIError(errors.INVALID_CONFIG, "runtimeConfig 'aliases' must be an object of name lists")
     mine = aliases.get(req.network, [])
     if not isinstance(mine, list) or not all(isinstance(a, str) for a in mine):
         raise errors.CNIError(errors.INVALID_CONFIG, f"runtimeConfig 'aliases.{req.network}' must be a list of strings")
-    out: list[str] = []
-    for name in asked + mine:
+    for name in mine:
         low = records.valid_name(name)
         if low not in out:
             out.append(low)

@@ -147,6 +147,12 @@ def test_bad_configs_are_refused_with_code_7(dns: Dns) -> None:
     rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(None), c)
     assert rc == 1 and out["code"] == 7 and "prevResult" in out["msg"]
     assert dns.daemon_status() is None  # nothing was recorded: nothing to serve
+    # A container name DNS cannot spell is left out (its start must not fail over it); its aliases stay.
+    rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(prev, {"testnet": ["ok-alias"]}), c, args="K8S_POD_NAME=a.-b")
+    assert rc == 0, out
+    assert dns.dig(c, "ok-alias") == [prev["ips"][0]["address"].split("/")[0]]
+    dns.box.call("netkit-dns", "DEL", dns.conf(prev), c)
+    assert dns.daemon_status() is None  # the last DEL stopped it
 
 
 def test_port_53_taken_on_the_gateway_fails_add_and_records_nothing(dns: Dns, servers: list) -> None:
