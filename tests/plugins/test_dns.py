@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from harness.agent import agent_processes
 from netkit.dns import records
@@ -177,3 +179,36 @@ def test_the_daemon_is_nobodys_child_so_it_outlives_an_agent(dns: Dns) -> None:
     agents = agent_processes()
     assert ppid not in agents and os.getsid(pid) not in {os.getsid(a) for a in agents}
     assert dns.dig(web.ns, "web") == [web.ip]
+
+
+def _daemons(data_dir: str) -> list[int]:
+    """PIDs of resolver daemons serving ``data_dir``."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"netkit.dns" in argv and data_dir.encode() in argv:
+            out.append(int(pid))
+    return out
+
+
+def test_concurrent_adds_start_one_daemon_and_every_name_resolves(dns: Dns) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        attached = list(pool.map(lambda i: dns.attach(f"n{i}", ["all"]), range(8)))
+    assert len(_daemons(dns.data_dir)) == 1
+    for a in attached:
+        assert dns.dig(attached[0].ns, a.names[0]) == [a.ip]
+    assert sorted(dns.dig(attached[0].ns, "all")) == sorted(a.ip for a in attached)
+
+
+def test_a_daemon_that_died_is_started_again_by_the_next_change(dns: Dns) -> None:
+    web = dns.attach("web")
+    (pid,) = _daemons(dns.data_dir)
+    os.kill(pid, signal.SIGKILL)
+    assert dns.box.call("netkit-dns", "CHECK", dns.conf(web.prev), web.ns,
+                        args="IgnoreUnknown=1;K8S_POD_NAME=web")[1]["code"] == 106
+    db = dns.attach("db")
+    assert dns.dig(db.ns, "web") == [web.ip] and dns.dig(web.ns, "db") == [db.ip]
