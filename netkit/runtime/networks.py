@@ -70,13 +70,18 @@ def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gatew
         }],
     }
     if dns_dir:
-        conf["plugins"].append(dns_plugin(dns_dir))
+        conf["plugins"].append(dns_plugin(dns_dir, internal))
     return conf
 
 
-def dns_plugin(records_dir: str) -> dict[str, Any]:
-    """The conflist entry of netkit-dns (podman dnsname's keys, records under the runtime's root)."""
-    return {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True}, "dataDir": records_dir}
+def dns_plugin(records_dir: str, internal: bool = False) -> dict[str, Any]:
+    """The conflist entry of netkit-dns (podman dnsname's keys, records under the runtime's root).
+
+    An internal network's resolver forwards nothing (Docker's rule: no way out, not even by name).
+    """
+    entry = {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True},
+             "dataDir": records_dir}
+    return entry | ({"upstreams": []} if internal else {})
 
 
 def _subnets_in_use(root: Root) -> list[ipaddress.IPv4Network]:
@@ -178,7 +183,7 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
             raise ContainerError(f"subnet {net} overlaps another network's")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
-                               flags["icc"], (_dns_dir(root, ipam_dir) if dns else ""))
+                               flags["icc"], _dns_dir(root, ipam_dir) if dns else "")
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
 

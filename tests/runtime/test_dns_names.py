@@ -45,10 +45,17 @@ def test_user_network_resolves_names_the_default_bridge_does_not(rt: Runtime) ->
     assert [f for f in os.listdir(os.path.join(rt.root, "dns")) if not f.startswith(".")] == []
 
 
-def test_disable_dns_network_has_no_resolver(rt: Runtime) -> None:
+def test_disable_dns_network_has_no_resolver_and_an_internal_one_forwards_nothing(rt: Runtime) -> None:
     rt("network", "create", "--subnet", "10.57.0.0/24", "--disable-dns", "quiet")
     conf = json.loads(open(os.path.join(rt.root, "networks", "quiet.conflist")).read())
     assert [p["type"] for p in conf["plugins"]] == ["netkit-bridge"]
+    rt("network", "create", "--subnet", "10.59.0.0/24", "--internal", "inner")
+    conf = json.loads(open(os.path.join(rt.root, "networks", "inner.conflist")).read())
+    assert conf["plugins"][1]["type"] == "netkit-dns" and conf["plugins"][1]["upstreams"] == []
+    rt("run", "-d", "--name", "a", "--net", "inner", "--", "sleep", "300")
+    assert _getent(rt, "a", "a") == [rt.ip("a")]
+    refused = rt("exec", "a", "--", "dig", "example.org", check=False).stdout
+    assert "status: REFUSED" in refused
 
 
 def test_two_runtimes_sharing_a_network_share_its_resolver(rt: Runtime) -> None:
