@@ -52,12 +52,10 @@ class View:
         self.network = recs.network
         self.domain = recs.domain.lower().rstrip(".")
         self.subnets = [ipaddress.ip_network(s, strict=False) for s in recs.subnets]
-        self.upstreams = []
-        for spec in recs.upstreams:
-            try:
-                self.upstreams.append(upstreams.parse(spec))
-            except ValueError:
-                continue
+        self.upstreams = _parsed(recs.upstreams)
+        # A container's own servers (Docker's --dns on a user network: the resolver forwards to them).
+        self.own_upstreams = {str(ipaddress.ip_interface(a).ip): _parsed(e.upstreams)
+                              for e in recs.entries if e.upstreams for a in e.addresses}
         # name -> addresses in the order the attachments came (one name may be several containers')
         self.names: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
         self.ptr: dict[str, str] = {}
@@ -88,8 +86,12 @@ class View:
         self._clients[client] = known
         return known
 
-    def decide(self, data: bytes, tcp: bool) -> Decision:
-        """The decision for query ``data`` from a client of this network."""
+    def upstreams_of(self, client: str) -> list[tuple[str, int]]:
+        """Where a query of ``client`` that is not the network's goes: its own servers, or the network's."""
+        return self.own_upstreams.get(client, self.upstreams)
+
+    def decide(self, data: bytes, tcp: bool, client: str = "") -> Decision:
+        """The decision for query ``data`` from ``client``, a client of this network."""
         key = data[2:] + (b"T" if tcp else b"U")
         cached = self._cache.get(key)
         if cached is not None:
@@ -106,7 +108,7 @@ class View:
             return Decision(error(data, RCODE.FORMERR))
         replies = self._local(query, tcp)
         if replies is None:
-            return FORWARD if self.upstreams else Decision(refused(query))
+            return FORWARD if self.upstreams_of(client) else Decision(refused(query))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         # One rotation per name and type, whichever query bytes ask (dig's EDNS cookie differs each time).
@@ -163,6 +165,16 @@ class View:
             reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
             return [_pack(reply, query, tcp)]
         return None  # not a container of ours: the upstreams may know it
+
+
+def _parsed(specs: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for spec in specs:
+        try:
+            out.append(upstreams.parse(spec))
+        except ValueError:
+            continue  # the plugin checked them: a hand-edited file loses only the bad one
+    return out
 
 
 def _reply(query: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:

@@ -38,6 +38,7 @@ class Entry:
     ifname: str
     names: list[str]
     addresses: list[str]
+    upstreams: list[str] = field(default_factory=list)  # its own servers (--dns), else the network's
 
 
 @dataclass
@@ -93,7 +94,8 @@ def _decode(raw: bytes, network: str, boot_id: str) -> NetworkRecords:
         gateways=[str(a) for a in doc.get("gateways", [])], subnets=[str(s) for s in doc.get("subnets", [])],
         upstreams=[str(u) for u in doc.get("upstreams", [])], boot_id=str(doc.get("boot_id", "")),
         entries=[Entry(str(e["container_id"]), str(e["ifname"]), [str(n) for n in e["names"]],
-                       [str(a) for a in e["addresses"]]) for e in doc.get("entries", [])])
+                       [str(a) for a in e["addresses"]], [str(u) for u in e.get("upstreams", [])])
+                 for e in doc.get("entries", [])])
     if recs.boot_id != boot_id:  # written before a reboot: no attachment of it lives
         recs.entries = []
     return recs

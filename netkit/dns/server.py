@@ -129,7 +129,7 @@ class Server:
             return answer.Decision(answer.error(data, answer.RCODE.FORMERR))
         if not view.allows(client):
             return answer.Decision(answer.error(data, answer.RCODE.REFUSED))
-        return view.decide(data, tcp)
+        return view.decide(data, tcp, client)
 
     def _udp(self, gw: str, sock: socket.socket) -> None:
         for _ in range(_BATCH):
@@ -145,7 +145,8 @@ class Server:
             self.served += 1
             decision = self._decide(view, data, peer[0], tcp=False)
             if decision.forward:
-                self._forward(view, data, False, lambda reply, peer=peer: self._sendto(sock, reply, peer))
+                self._forward(view.upstreams_of(peer[0]), data, False,
+                              lambda reply, peer=peer: self._sendto(sock, reply, peer))
             elif decision.reply:
                 self._sendto(sock, decision.reply, peer)
 
@@ -196,7 +197,7 @@ class Server:
                 return
             decision = self._decide(view, data, peer, tcp=True)
             if decision.forward:
-                self._forward(view, data, True, lambda reply, s=state: self._tcp_send(s, reply))
+                self._forward(view.upstreams_of(peer), data, True, lambda reply, s=state: self._tcp_send(s, reply))
             elif decision.reply:
                 self._tcp_send(state, decision.reply)
             else:
@@ -235,12 +236,12 @@ class Server:
         state.conn.close()
 
     # -- forwarding --------------------------------------------------------------------------
-    def _forward(self, view: answer.View, data: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+    def _forward(self, upstreams: list[tuple[str, int]], data: bytes, tcp: bool,
+                 send: Callable[[bytes], None]) -> None:
         if self.pending >= FORWARD_PENDING_MAX:
             send(answer.servfail(data))
             return
         self.pending += 1
-        upstreams = list(view.upstreams)
 
         def work() -> None:
             reply = _ask_upstreams(upstreams, data, tcp)

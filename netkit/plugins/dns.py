@@ -2,8 +2,9 @@
 
 Chained after the bridge: reads the container's addresses and the gateways from prevResult, names
 it by ``K8S_POD_NAME`` from CNI_ARGS and the aliases of ``runtimeConfig.aliases[<network>]``
-(capability ``aliases``), writes the network's records file and has the resolver daemon of the
-records directory serve it (started here when none runs).  Config keys: ``domainName`` (default
+(capability ``aliases``; capability ``dns``: the container's own servers for other names), writes
+the network's records file and has the resolver daemon of the records directory serve it (started
+here when none runs).  Config keys: ``domainName`` (default
 "dns.netkit"), and netkit's own ``dataDir`` (records directory, default /run/netkit/dns) and
 ``upstreams`` (where other names go; default: the host's resolv.conf).  The result is prevResult
 with the gateways as nameservers and the domain as search, which podman writes to the container's
@@ -33,16 +34,28 @@ class _Config:
         if not isinstance(self.data_dir, str) or not self.data_dir.startswith("/"):
             raise errors.CNIError(errors.INVALID_CONFIG, "'dataDir' must be an absolute path")
         ups = conf.get("upstreams")
-        if ups is None:
-            self.upstreams = upstreams.host_upstreams()
-        else:
-            if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
-                raise errors.CNIError(errors.INVALID_CONFIG, "'upstreams' must be a list of strings")
-            try:
-                [upstreams.parse(u) for u in ups]
-            except ValueError as exc:
-                raise errors.CNIError(errors.INVALID_CONFIG, "invalid upstream", str(exc)) from None
-            self.upstreams = list(ups)
+        self.upstreams = upstreams.host_upstreams() if ups is None else _servers(ups, "'upstreams'")
+
+
+def _servers(value: Any, key: str) -> list[str]:
+    """A list of upstream servers ("ADDR", "ADDR:PORT", "[ADDR]:PORT"), checked; code 7 otherwise."""
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key} must be a list of strings")
+    try:
+        for spec in value:
+            upstreams.parse(spec)
+    except ValueError as exc:
+        raise errors.CNIError(errors.INVALID_CONFIG, f"invalid server in {key}", str(exc)) from None
+    return list(value)
+
+
+def _own_servers(req: Request) -> list[str]:
+    """The container's own DNS servers, capability ``dns`` (``runtimeConfig.dns.servers``: Docker's --dns):
+    on a network with names the resolver stays its nameserver and forwards other names to them."""
+    dns = req.runtime_config.get("dns", {})
+    if not isinstance(dns, dict):
+        raise errors.CNIError(errors.INVALID_CONFIG, "runtimeConfig 'dns' must be an object")
+    return _servers(dns.get("servers", []), "runtimeConfig 'dns.servers'")
 
 
 def _names(req: Request) -> list[str]:
@@ -95,7 +108,7 @@ def add(req: Request) -> Result:
     if not gateways:
         raise errors.CNIError(errors.INVALID_CONFIG, "prevResult has no gateway for the resolver to listen on",
                               "netkit-dns needs a bridge with isGateway")
-    entry = records.Entry(req.container_id, req.ifname, names, addresses)
+    entry = records.Entry(req.container_id, req.ifname, names, addresses, _own_servers(req))
     with records.locked(cfg.data_dir), Rollback() as undo:
         old = records.load(cfg.data_dir, req.network)
         # The gateways and subnets of every live attachment (a network's ranges are the same for all);

@@ -55,8 +55,9 @@ def _attachment(ctr: Container, path: str | None = None) -> chain.Attachment:
     args = {"IgnoreUnknown": "1", "K8S_POD_NAME": ctr.name}
     if ctr.ip:
         args["IP"] = ctr.ip
-    # podman's shape of the DNS aliases (netkit-dns): the container's name comes from K8S_POD_NAME.
-    caps: dict[str, Any] = {"portMappings": ctr.ports, "aliases": {ctr.network: []}}
+    # podman's shape of the DNS aliases (netkit-dns): the container's name comes from K8S_POD_NAME; its
+    # --dns servers are where the network's resolver forwards its other names (Docker's embedded DNS).
+    caps: dict[str, Any] = {"portMappings": ctr.ports, "aliases": {ctr.network: []}, "dns": {"servers": ctr.dns}}
     if path is None:
         path = ctr.netns or "/proc/self/ns/net"
     return chain.Attachment(ctr.id, path, "eth0", args, caps)
@@ -182,7 +183,7 @@ def release_network(root: Root, ctr: Container) -> None:
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
-    resolv = "".join(f"nameserver {s}\n" for s in ctr.dns) or _resolver(ctr)
+    resolv = _resolver(ctr) or "".join(f"nameserver {s}\n" for s in ctr.dns)
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n" + "".join(
         f"{a.split('/')[0]}\t{ctr.hostname}\n" for a in ctr.addresses)
     for fname, body, target in (("hostname", ctr.hostname + "\n", "/etc/hostname"), ("hosts", hosts, "/etc/hosts"),

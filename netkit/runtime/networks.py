@@ -79,7 +79,7 @@ def dns_plugin(records_dir: str, internal: bool = False) -> dict[str, Any]:
 
     An internal network's resolver forwards nothing (Docker's rule: no way out, not even by name).
     """
-    entry = {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True},
+    entry = {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True, "dns": True},
              "dataDir": records_dir}
     return entry | ({"upstreams": []} if internal else {})
 

@@ -97,6 +97,21 @@ def test_other_names_are_forwarded_to_the_upstreams_over_udp_and_tcp(dns: Dns, s
     assert dns.dig(a.ns, f"nope.{DOMAIN}") == ["status: NXDOMAIN"]  # the network's domain is never forwarded
 
 
+def test_a_containers_own_servers_get_its_other_names(dns: Dns, servers: list) -> None:
+    """Capability ``dns`` (Docker's --dns on a user network): the resolver forwards that container's
+    other names to its own servers; another container of the network still has none (REFUSED)."""
+    servers.append(upstream(dns.box.host, "127.0.0.1", 5354))
+    own = dns.attach("own", runtimeConfig={"aliases": {}, "dns": {"servers": ["127.0.0.1:5354"]}})
+    plain = dns.attach("plain")
+    assert dns.dig(own.ns, "example.org") == ["192.0.2.7"]
+    assert dns.dig(own.ns, "example.org", "A", GATEWAY, "+tcp") == ["192.0.2.7"]
+    assert dns.dig(plain.ns, "example.org") == ["status: REFUSED"]
+    assert dns.dig(own.ns, "plain") == [plain.ip]
+    rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(plain.prev, runtimeConfig={"dns": {"servers": ["x"]}}),
+                           plain.ns)
+    assert rc == 1 and out["code"] == 7
+
+
 def test_v6_addresses_answer_aaaa_and_the_resolver_listens_on_the_v6_gateway(dns: Dns) -> None:
     cli = dns.attach("client")
     # A v6 address on the bridge and in the container (NODAD: usable at once), added to the prevResult
@@ -123,7 +138,7 @@ def test_records_file_is_json_of_the_attachments(dns: Dns) -> None:
         doc = json.load(f)
     assert doc["domain"] == DOMAIN and doc["gateways"] == [GATEWAY] and doc["subnets"] == ["10.20.0.0/24"]
     assert doc["entries"] == [{"container_id": web.ns.name, "ifname": "eth0", "names": ["web", "www"],
-                               "addresses": [web.prev["ips"][0]["address"]]}]
+                               "addresses": [web.prev["ips"][0]["address"]], "upstreams": []}]
 
 
 def test_gc_drops_the_records_of_attachments_not_valid(dns: Dns) -> None:

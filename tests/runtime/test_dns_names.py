@@ -64,3 +64,19 @@ def test_two_runtimes_sharing_a_network_share_its_resolver(rt: Runtime) -> None:
         other("run", "-d", "--name", "two", "--net", "shared", "--", "sleep", "300")
         assert _getent(rt, "one", "two") == [other.ip("two")]
         assert _getent(other, "two", "one") == [rt.ip("one")]
+
+
+def test_dns_flag_on_a_user_network_keeps_the_resolver_which_forwards_to_it(rt: Runtime) -> None:
+    """Docker's rule: with --dns on a user network the container still asks the network's resolver
+    (its names resolve), and the resolver forwards its other names to the servers given."""
+    rt("network", "create", "--subnet", "10.60.0.0/24", "flagged")
+    rt("run", "-d", "--name", "peer", "--net", "flagged", "--", "sleep", "300")
+    rt("run", "-d", "--name", "asker", "--net", "flagged", "--dns", "192.0.2.53", "--", "sleep", "300")
+    assert _resolv(rt, "asker") == "nameserver 10.60.0.1\nsearch dns.netkit\n"
+    assert _getent(rt, "asker", "peer") == [rt.ip("peer")]
+    with open(os.path.join(rt.root, "dns", "flagged.json")) as f:
+        entries = {e["names"][0]: e for e in json.load(f)["entries"]}
+    assert entries["asker"]["upstreams"] == ["192.0.2.53"] and entries["peer"]["upstreams"] == []
+    # The default bridge has no resolver: there --dns is the container's nameserver, as before.
+    rt("run", "-d", "--name", "plain", "--dns", "192.0.2.53", "--", "sleep", "300")
+    assert _resolv(rt, "plain") == "nameserver 192.0.2.53\n"
