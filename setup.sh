@@ -20,7 +20,8 @@ cd "$(dirname "$(readlink -f "$0")")"
 #   (python-iptables ships only an sdist; `netkit cni install` compiles the C plugin launcher), podman + containerd + runc + busybox-static (end-to-end
 #   tests: podman and `ctr run --cni` drive the plugins), systemd (systemd-analyze verifies the agent's
 #   units offline; installing it makes nothing PID 1), time
-#   and iperf3 (benchmarks), graphviz (dot: lab pictures).
+#   and iperf3 (benchmarks), graphviz (dot: lab pictures), dnsutils (dig: the name-resolution tests'
+#   queries), aardvark-dns and dnsperf (bench/dns.py: podman's resolver and the load generator).
 # vagrant-libvirt is named explicitly: vagrant only *recommends* it, and without a provider that is
 # usable as the default `vagrant validate` (tests/lab/test_vagrant.py) fails with "No usable default
 # provider could be found".  It is the one provider Debian 12 ships (VirtualBox is not in bookworm;
@@ -29,7 +30,8 @@ cd "$(dirname "$(readlink -f "$0")")"
 # nfs-kernel-server, libguestfs-tools) are not needed to validate and stay out.
 PACKAGES=(iproute2 iputils-ping procps util-linux mount curl iptables nftables libxtables12 libip4tc2 libip6tc2
           libnftables1 containernetworking-plugins python3 python3-venv python3-dev ca-certificates gcc libc6-dev
-          podman containerd runc busybox-static time iperf3 graphviz vagrant vagrant-libvirt systemd)
+          podman containerd runc busybox-static time iperf3 graphviz vagrant vagrant-libvirt systemd
+          dnsutils aardvark-dns dnsperf)
 
 need_root() {
   if [[ $(id -u) != 0 ]]; then echo "setup.sh: run as root (network namespaces need it)" >&2; exit 1; fi
@@ -124,7 +126,7 @@ case "${1:-}" in
     # netkit's conflist (podman_plugins), the last two with the agent of the default install.
     # Once the first plugin exec starts the agent itself (autostart), --agent goes from these two and
     # bench/podman_shape.py's AUTOSTART becomes True.  cni_latency and throughput run by hand.
-    for b in cold_start podman_shape scale runtime_start_agent podman_plugins; do
+    for b in cold_start podman_shape scale runtime_start_agent podman_plugins dns; do
       script=${b%_agent}
       [[ -f bench/$script.py ]] || continue
       echo "== bench/$script.py ($b)"

@@ -73,6 +73,21 @@ def _runtime(doc: dict[str, Any] | None, row: str) -> Figure:
     return n / p, f"{n:.0f} / {p:.0f} ms"
 
 
+def _dns(doc: dict[str, Any] | None, key: str) -> Figure:
+    """bench/dns.py: netkit-dns over aardvark-dns 1.4, measured in the same rounds."""
+    rows = doc["rows"]
+    if key == "qps":
+        n, a = rows["netkit-dns"]["qps_median"], rows["aardvark-dns 1.4"]["qps_median"]
+        return n / a, f"{n:.0f} / {a:.0f} queries/s"
+    n, a = rows["netkit-dns"]["latency_us"]["median"], rows["aardvark-dns 1.4"]["latency_us"]["median"]
+    return n / a, f"{n:.0f} / {a:.0f} us"
+
+
+def _dns_add(doc: dict[str, Any] | None, bound_ms: float) -> Figure:
+    n = doc["add_ms"]["netkit-dns"]["median"]
+    return n / bound_ms, f"{n:.1f} ms / {bound_ms:.0f} ms"
+
+
 DI, IP, FIRST = "default install", "in-process", "first ADD, no agent yet"
 OLD_IP = f"{IP} (--compare)"
 # (target, bound, "<=" or ">=", how to get the figure from the loaded documents)
@@ -99,8 +114,12 @@ TARGETS: list[tuple[str, float, str, Callable[[dict[str, Any]], Figure]]] = [
     ("agent memory idle / 32 MiB", 1.0, "<=", lambda d: _memory(d["scale"], "agent_at_start", "VmRSS", 32)),
     ("agent high-water after the 500 / 64 MiB", 1.0, "<=",
      lambda d: _memory(d["scale"], "agent_after_b", "VmHWM", 64)),
+    # Issue 17: the resolver against aardvark-dns 1.4 on the same records, and DNS's share of a start.
+    ("netkit-dns queries/s / aardvark-dns", 0.5, ">=", lambda d: _dns(d["dns"], "qps")),
+    ("netkit-dns median latency / aardvark-dns", 2.0, "<=", lambda d: _dns(d["dns"], "latency")),
+    ("netkit-dns ADD (a start with DNS) / 10 ms", 1.0, "<=", lambda d: _dns_add(d["dns"], 10)),
 ]
-DOCUMENTS = ("podman_shape", "podman_plugins", "runtime_start_agent", "scale")
+DOCUMENTS = ("podman_shape", "podman_plugins", "runtime_start_agent", "scale", "dns")
 
 
 def evaluate(results: str) -> list[dict[str, Any]]:

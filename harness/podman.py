@@ -47,7 +47,8 @@ CGROUPS = "/sys/fs/cgroup/*/libpod_parent"
 
 VARIANTS = ("netkit", "reference")
 # `podman network create` plugin type -> netkit's drop-in.
-NETKIT_TYPES = {"bridge": "netkit-bridge", "host-local": "netkit-ipam", "portmap": "netkit-portmap"}
+NETKIT_TYPES = {"bridge": "netkit-bridge", "host-local": "netkit-ipam", "portmap": "netkit-portmap",
+                "dnsname": "netkit-dns"}
 # netkit has no firewall or tuning plugin: the netkit variant drops these entries (netkit-bridge writes
 # its own forward rules, and podman's tuning entry sets nothing); the reference variant keeps them.
 NO_NETKIT_PLUGIN = ("firewall", "tuning")

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"agent"},
     {"plugins"},
     {"cni"},
-    {"ipam", "firewall"},
+    {"ipam", "firewall", "dns"},
     {"net"},
     {BASE},
 ]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # executable name -> (module, one-line description)
 REGISTRY: dict[str, tuple[str, str]] = {
     "netkit-bridge": ("netkit.plugins.bridge", "Linux bridge + veth attachment, drop-in for 'bridge'"),
+    "netkit-dns": ("netkit.plugins.dns", "names of a network's containers on its gateway, podman dnsname's keys"),
     "netkit-container": ("netkit.plugins.container", "joins another container's namespace (Docker's container: mode)"),
     "netkit-host": ("netkit.plugins.host", "the host's own namespace, changes nothing (Docker's host mode)"),
     "netkit-ipam": ("netkit.plugins.ipam", "host-local address management, drop-in for 'host-local'"),

@@ -11,16 +11,12 @@ from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
 from netkit.firewall import groups
-from netkit.plugins import publish
+from netkit.plugins import chained, publish
 from netkit.rollback import Rollback
 
 
 def _prev(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise errors.CNIError(errors.INVALID_CONFIG, "netkit-portmap must be chained after a plugin that "
-                              "returns the container's addresses (no prevResult)")
-    return prev
+    return chained.previous(req, "netkit-portmap")
 
 
 def add(req: Request) -> Result:

@@ -178,17 +178,29 @@ def release_network(root: Root, ctr: Container) -> None:
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
+    resolv = _resolver(ctr) or "".join(f"nameserver {s}\n" for s in ctr.dns)
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n" + "".join(
         f"{a.split('/')[0]}\t{ctr.hostname}\n" for a in ctr.addresses)
     for fname, body, target in (("hostname", ctr.hostname + "\n", "/etc/hostname"), ("hosts", hosts, "/etc/hosts"),
-                                ("resolv.conf", "".join(f"nameserver {s}\n" for s in ctr.dns), "/etc/resolv.conf")):
-        if fname == "resolv.conf" and not ctr.dns or ctr.net_kind == "host" and fname != "hostname":
+                                ("resolv.conf", resolv, "/etc/resolv.conf")):
+        if fname == "resolv.conf" and not resolv or ctr.net_kind == "host" and fname != "hostname":
             continue
         # Not fsynced: written afresh at every start, and no container runs on after a reboot.
         fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
         binds.append((os.path.join(d, fname), target))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd)
+
+
+def _resolver(ctr: Container) -> str:
+    """resolv.conf naming the resolver of the container's first DNS network (netkit-dns's result:
+    gateway and domain), or ""."""
+    results = [ep.cni_result for ep in ctr.endpoints if (ep.cni_result or {}).get("dns")]
+    dns = results[0]["dns"] if results else {}
+    lines = [f"nameserver {s}" for s in dns.get("nameservers", [])]
+    if lines and dns.get("search"):
+        lines.append("search " + " ".join(dns["search"]))
+    return "".join(line + "\n" for line in lines)
 
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:

@@ -44,7 +44,8 @@ def attachment(ctr: Container, ep: Endpoint, path: str | None = None) -> chain.A
     if ep.ip:
         args["IP"] = ep.ip
     # podman's dnsname shape: {network name: [names]}, only for the network of this attachment.
-    caps: dict[str, Any] = {"portMappings": ctr.ports if ep is ctr.primary else []}
+    # The container's --dns servers: where netkit-dns forwards its other names (Docker's embedded DNS).
+    caps: dict[str, Any] = {"portMappings": ctr.ports if ep is ctr.primary else [], "dns": {"servers": ctr.dns}}
     aliases = dns_aliases(ctr, ep)
     if aliases:
         caps["aliases"] = {ep.network: aliases}

@@ -21,6 +21,7 @@ from netkit.runtime.state import ContainerError
 
 CNI_VERSION = "1.1.0"  # the runtime's own conflists: GC and STATUS need 1.1.0
 DEFAULT = "bridge"
+DNS_DOMAIN = "dns.netkit"
 MODES = ("host", "none")
 
 
@@ -44,9 +45,11 @@ def _valid_name(name: str) -> None:
 
 
 def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gateway: str, data_dir: str,
-                    internal: bool = False, isolate: bool = True, icc: bool = True) -> dict[str, Any]:
-    """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam."""
-    return {
+                    internal: bool = False, isolate: bool = True, icc: bool = True,
+                    dns_dir: str = "") -> dict[str, Any]:
+    """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam; with
+    ``dns_dir``, netkit-dns chained after it, its records there (Docker: user networks resolve names)."""
+    conf: dict[str, Any] = {
         "cniVersion": CNI_VERSION,
         "name": name,
         "plugins": [{
@@ -66,6 +69,19 @@ def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gatew
             },
         }],
     }
+    if dns_dir:
+        conf["plugins"].append(dns_plugin(dns_dir, internal))
+    return conf
+
+
+def dns_plugin(records_dir: str, internal: bool = False) -> dict[str, Any]:
+    """The conflist entry of netkit-dns (podman dnsname's keys, records under the runtime's root).
+
+    An internal network's resolver forwards nothing (Docker's rule: no way out, not even by name).
+    """
+    entry = {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True, "dns": True},
+             "dataDir": records_dir}
+    return entry | ({"upstreams": []} if internal else {})
 
 
 def _subnets_in_use(root: Root) -> list[ipaddress.IPv4Network]:
@@ -132,8 +148,8 @@ def load(root: Root, name: str) -> dict[str, Any]:
 
 
 def create(root: Root, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
-           options: dict[str, str] | None = None) -> dict[str, Any]:
-    """Write a new bridge network's conflist."""
+           options: dict[str, str] | None = None, dns: bool = True) -> dict[str, Any]:
+    """Write a new bridge network's conflist (name resolution unless ``dns`` is False: --disable-dns)."""
     _valid_name(name)
     if name in MODES or name == "container":
         raise ContainerError(f"network name {name!r} is reserved")
@@ -167,9 +183,16 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
             raise ContainerError(f"subnet {net} overlaps another network's")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
-                               flags["icc"])
+                               flags["icc"], _dns_dir(root, ipam_dir) if dns else "")
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
+
+
+def _dns_dir(root: Root, ipam_dir: str) -> str:
+    """Where a network's DNS records live: under the root, or beside the leases another runtime shares
+    (``-o ipam_dir``): one resolver per gateway can listen, so the runtimes sharing a network share it,
+    and their containers resolve each other's names."""
+    return os.path.join(ipam_dir, ".dns") if ipam_dir else os.path.join(root.path, "dns")
 
 
 def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@ runs the installed console script that way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -107,6 +108,20 @@ class IpNetnsExecRuntime(Runtime):
 
     def argv(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.box.host.name, CONSOLE_SCRIPT, "--root", self.root, *args]
+
+
+@contextlib.contextmanager
+def second_runtime_sharing(rt: Runtime, subnet: str, network: str = "shared") -> Iterator[tuple[Runtime, str]]:
+    """Another runtime (its own root) in ``rt``'s sandbox; both create ``network`` on ``subnet`` with one
+    lease store (``-o ipam_dir``): (the other runtime, the shared store).  Its containers go afterwards."""
+    other = Runtime(rt.box, rt.root + "-second")
+    shared = rt.root + "-leases"
+    try:
+        for r in (rt, other):
+            r("network", "create", "--subnet", subnet, "-o", f"ipam_dir={shared}", network)
+        yield other, shared
+    finally:
+        other.cleanup()
 
 
 @pytest.fixture

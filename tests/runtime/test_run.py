@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests import reach
-from tests.runtime.conftest import Runtime
+from tests.runtime.conftest import Runtime, second_runtime_sharing
 from tests.sandbox import AS_NOBODY, TRAFFIC
 
 HOST, MACHINE = "10.30.0.1", "10.30.0.2"
@@ -226,11 +226,7 @@ def test_logs_and_system_prune(rt: Runtime) -> None:
 
 
 def test_two_runtimes_sharing_one_ipam_store_never_hand_out_an_address_twice(rt: Runtime) -> None:
-    other = Runtime(rt.box, rt.root + "-second")
-    shared = rt.root + "-leases"
-    try:
-        for r in (rt, other):
-            r("network", "create", "--subnet", "10.44.0.0/24", "-o", f"ipam_dir={shared}", "shared")
+    with second_runtime_sharing(rt, "10.44.0.0/24") as (other, shared):
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda job: job[0]("run", "-d", "--name", f"c{job[1]}", "--net", "shared", "--",
                                               "sleep", "300"),
@@ -251,5 +247,3 @@ def test_two_runtimes_sharing_one_ipam_store_never_hand_out_an_address_twice(rt:
         rt("network", "rm", "shared")
         assert "br-" in other("network", "ls").stdout  # the other runtime's network is untouched
         other("network", "rm", "shared")
-    finally:
-        other.cleanup()

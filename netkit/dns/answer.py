@@ -1,0 +1,234 @@
+"""What the resolver answers one query with, for one network: local names, NXDOMAIN, or "forward".
+
+Wire format through dnslib.  A network's ``View`` holds its names (container names and aliases,
+several containers per name) and a small cache of packed answers keyed by the query without its
+ID: the names change only when a plugin reloads the daemon, which builds fresh views, so a cached
+answer is never stale, and a repeated question costs a dict lookup instead of a parse and a pack.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from typing import Iterable
+
+from dnslib import AAAA, CLASS, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+
+from netkit.dns import upstreams
+from netkit.dns.records import NetworkRecords
+
+MAX_QUERY = 4096  # bytes: no honest query comes near it (a name is at most 255, EDNS adds a few dozen)
+UDP_PLAIN = 512  # a UDP answer's limit without EDNS (RFC 1035)
+UDP_MAX = 4096  # the most a UDP answer grows to, whatever the client's EDNS size says
+TTL = 0  # names go and come with containers: a client must not keep them (a removed one is gone at once)
+_CACHE_MAX = 4096  # cached answers per network; full -> cleared (hostile variety cannot grow memory)
+_ROTATIONS_MAX = 16  # answers with more addresses than this are built per query, not cached
+
+
+class Decision:
+    """What to do with a query: send ``reply``, forward it upstream, or drop it (``reply`` empty)."""
+
+    __slots__ = ("forward", "reply")
+
+    def __init__(self, reply: bytes = b"", forward: bool = False) -> None:
+        self.reply, self.forward = reply, forward
+
+
+DROP = Decision()
+FORWARD = Decision(forward=True)
+
+
+@dataclass
+class _Cached:
+    replies: list[bytes]  # every rotation's answer, without the 2-byte ID
+    turn_key: str  # the name and type whose rotation this answer follows
+
+
+class View:
+    """One network as the resolver serves it."""
+
+    def __init__(self, recs: NetworkRecords) -> None:
+        self.network = recs.network
+        self.domain = recs.domain.lower().rstrip(".")
+        self.subnets = [ipaddress.ip_network(s, strict=False) for s in recs.subnets]
+        self.upstreams = _parsed(recs.upstreams)
+        # A container's own servers (Docker's --dns on a user network: the resolver forwards to them).
+        self.own_upstreams = {str(ipaddress.ip_interface(a).ip): _parsed(e.upstreams)
+                              for e in recs.entries if e.upstreams for a in e.addresses}
+        # name -> addresses in the order the attachments came (one name may be several containers')
+        self.names: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+        self.ptr: dict[str, str] = {}
+        for entry in recs.entries:
+            addrs = [ipaddress.ip_interface(a).ip for a in entry.addresses]
+            for name in entry.names:
+                known = self.names.setdefault(name.lower(), [])
+                known.extend(a for a in addrs if a not in known)
+            if entry.names:
+                for addr in addrs:
+                    self.ptr.setdefault(addr.reverse_pointer, f"{entry.names[0]}.{self.domain}.")
+        self._cache: dict[bytes, _Cached] = {}
+        self._turns: dict[str, int] = {}
+        self._clients: dict[str, bool] = {}
+
+    def allows(self, client: str) -> bool:
+        """True when ``client`` (an address) is in one of the network's subnets."""
+        known = self._clients.get(client)
+        if known is not None:
+            return known  # parsing an address costs more than the rest of a cached answer
+        try:
+            ip = ipaddress.ip_address(client.split("%")[0])
+            known = any(ip in net for net in self.subnets)
+        except ValueError:
+            known = False
+        if len(self._clients) >= _CACHE_MAX:
+            self._clients.clear()
+        self._clients[client] = known
+        return known
+
+    def upstreams_of(self, client: str) -> list[tuple[str, int]]:
+        """Where a query of ``client`` that is not the network's goes: its own servers, or the network's."""
+        return self.own_upstreams.get(client, self.upstreams)
+
+    def decide(self, data: bytes, tcp: bool, client: str = "") -> Decision:
+        """The decision for query ``data`` from ``client``, a client of this network."""
+        key = data[2:] + (b"T" if tcp else b"U")
+        cached = self._cache.get(key)
+        if cached is not None:
+            return Decision(data[:2] + cached.replies[self._turn(cached)])
+        try:
+            query = DNSRecord.parse(data)
+        except (DNSError, struct.error, IndexError, ValueError, UnicodeError):
+            return Decision(error(data, RCODE.FORMERR))
+        if query.header.qr:
+            return DROP  # an answer sent to a resolver: never answer an answer (no loops)
+        if query.header.opcode != OPCODE.QUERY:
+            return Decision(error(data, RCODE.NOTIMP))
+        if len(query.questions) != 1 or query.header.a or query.header.auth:
+            return Decision(error(data, RCODE.FORMERR))
+        replies = self._local(query, tcp)
+        if replies is None:
+            return FORWARD if self.upstreams_of(client) else Decision(refused(query))
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        # One rotation per name and type, whichever query bytes ask (dig's EDNS cookie differs each time).
+        cached = self._cache[key] = _Cached(replies, f"{str(query.q.qname).lower()}/{query.q.qtype}")
+        return Decision(data[:2] + replies[self._turn(cached)])
+
+    def _turn(self, cached: _Cached) -> int:
+        """Which rotation of ``cached`` answers now; the next query of its name gets the next one."""
+        if len(cached.replies) == 1:
+            return 0
+        turn = self._turns.get(cached.turn_key, 0)
+        if len(self._turns) >= _CACHE_MAX:
+            self._turns.clear()
+        self._turns[cached.turn_key] = turn + 1
+        return turn % len(cached.replies)
+
+    def _local(self, query: DNSRecord, tcp: bool) -> list[bytes] | None:
+        """The answers (every rotation, ID cut off) when the network answers itself; None to forward."""
+        q = query.q
+        qname = str(q.qname).lower().rstrip(".")
+        if q.qclass != CLASS.IN:
+            return [_pack(_reply(query, RCODE.REFUSED), query, tcp)]
+        if qname == self.domain:
+            return [_pack(_reply(query), query, tcp)]  # the zone itself: no address of its own
+        if qname.endswith("." + self.domain):
+            addrs = self.names.get(qname[: -len(self.domain) - 1])
+            if addrs is None:
+                return [_pack(_reply(query, RCODE.NXDOMAIN), query, tcp)]
+            return self._addresses(query, addrs, tcp)
+        addrs = self.names.get(qname)  # a bare name, as a client without our search domain asks it
+        if addrs is not None:
+            return self._addresses(query, addrs, tcp)
+        if q.qtype == QTYPE.PTR and qname.endswith((".in-addr.arpa", ".ip6.arpa")):
+            return self._reverse(query, qname, tcp)
+        return None
+
+    def _addresses(self, query: DNSRecord, addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                   tcp: bool) -> list[bytes]:
+        qtype = query.q.qtype
+        want = [a for a in addrs if qtype == QTYPE.ANY or (a.version == 4) == (qtype == QTYPE.A)] \
+            if qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY) else []
+        if len(want) > _ROTATIONS_MAX:
+            # Too many rotations to keep: one answer, starting where the last such answer stopped.
+            key = f"{str(query.q.qname).lower()}/{qtype}/many"
+            turn = self._turns.get(key, 0) % len(want)
+            self._turns[key] = turn + 1
+            return [_pack(_with(query, want[turn:] + want[:turn]), query, tcp)]
+        return [_pack(_with(query, want[k:] + want[:k]), query, tcp) for k in range(max(len(want), 1))]
+
+    def _reverse(self, query: DNSRecord, qname: str, tcp: bool) -> list[bytes] | None:
+        target = self.ptr.get(qname)
+        if target is not None:
+            reply = _reply(query)
+            reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
+            return [_pack(reply, query, tcp)]
+        return None  # not a container of ours: the upstreams may know it
+
+
+def _parsed(specs: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for spec in specs:
+        try:
+            out.append(upstreams.parse(spec))
+        except ValueError:
+            continue  # the plugin checked them: a hand-edited file loses only the bad one
+    return out
+
+
+def _reply(query: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:
+    reply = query.reply()
+    reply.header.rcode = rcode
+    return reply
+
+
+def _with(query: DNSRecord, addrs: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> DNSRecord:
+    reply = _reply(query)
+    for addr in addrs:
+        rdata = A(str(addr)) if addr.version == 4 else AAAA(str(addr))
+        reply.add_answer(RR(query.q.qname, QTYPE.A if addr.version == 4 else QTYPE.AAAA, rdata=rdata, ttl=TTL))
+    return reply
+
+
+def _edns_size(query: DNSRecord) -> int | None:
+    """The client's EDNS UDP payload size, or None when it sent no OPT record."""
+    for rr in query.ar:
+        if rr.rtype == QTYPE.OPT:
+            return int(rr.rclass)
+    return None
+
+
+def _pack(reply: DNSRecord, query: DNSRecord, tcp: bool) -> bytes:
+    """``reply`` packed without its ID, truncated (TC) past what the client takes over UDP."""
+    size = _edns_size(query)
+    if size is not None:
+        reply.add_ar(EDNS0(udp_len=UDP_MAX))
+    packed = reply.pack()
+    limit = 65535 if tcp else min(max(size or UDP_PLAIN, UDP_PLAIN), UDP_MAX)
+    if len(packed) > limit:
+        packed = reply.truncate().pack()
+    return packed[2:]
+
+
+def error(data: bytes, rcode: int) -> bytes:
+    """A bare answer with ``rcode`` to query ``data`` that may not parse (its ID and RD bit kept)."""
+    ident, flags = struct.unpack("!HH", data[:4]) if len(data) >= 4 else (0, 0)
+    header = DNSHeader(id=ident, qr=1, rd=(flags >> 8) & 1, ra=1, opcode=(flags >> 11) & 0xF, rcode=rcode)
+    return DNSRecord(header).pack()
+
+
+def refused(query: DNSRecord) -> bytes:
+    """REFUSED to a parsed query (its question echoed): not ours to answer, nowhere to forward it."""
+    return _reply(query, RCODE.REFUSED).pack()
+
+
+def servfail(data: bytes) -> bytes:
+    """SERVFAIL to query ``data`` (the upstreams failed it), its question echoed when it parses."""
+    try:
+        query = DNSRecord.parse(data)
+    except (DNSError, struct.error, IndexError, ValueError, UnicodeError):
+        return error(data, RCODE.SERVFAIL)
+    reply = query.reply(aa=0)
+    reply.header.rcode = RCODE.SERVFAIL
+    return reply.pack()
