@@ -12,7 +12,7 @@ from netkit import errors, fileio, procinfo
 from netkit.cni import chain
 from netkit.net import netns
 from netkit.rollback import Rollback
-from netkit.runtime import networks, ports, process, sandbox, state
+from netkit.runtime import etcfiles, networks, ports, process, sandbox, state
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container, ContainerError
 
@@ -34,6 +34,11 @@ class RunOptions(NamedTuple):
     env: list[str] = []  # noqa: RUF012
     dns: list[str] = []  # noqa: RUF012
     labels: dict[str, str] = {}  # noqa: RUF012
+    init: bool = False
+    add_hosts: list[str] = []  # noqa: RUF012
+    dns_search: list[str] = []  # noqa: RUF012
+    dns_options: list[str] = []  # noqa: RUF012
+    mac_address: str = ""
 
 
 def _mode(network: str) -> tuple[str, str]:
@@ -55,6 +60,8 @@ def _attachment(ctr: Container, path: str | None = None) -> chain.Attachment:
     args = {"IgnoreUnknown": "1", "K8S_POD_NAME": ctr.name}
     if ctr.ip:
         args["IP"] = ctr.ip
+    if ctr.mac_address:
+        args["MAC"] = ctr.mac_address  # as podman passes it: CNI_ARGS, no capability needed
     caps: dict[str, Any] = {"portMappings": ctr.ports}
     if path is None:
         path = ctr.netns or "/proc/self/ns/net"
@@ -83,7 +90,37 @@ def _validate(opts: RunOptions) -> tuple[str, str, list[dict[str, Any]]]:
                              if kind != "container" else "conflicting options: port publishing and the container type network mode")
     if opts.ip and (kind != "bridge" or arg == networks.DEFAULT):
         raise ContainerError("user specified IP address is supported on user defined networks only")
+    _validate_flags(opts, kind)
     return kind, arg, mappings
+
+
+def _validate_flags(opts: RunOptions, kind: str) -> None:
+    """--add-host, --dns-search, --dns-option and --mac-address: well formed and usable in this mode."""
+    # Docker's rule: a joiner has its owner's network, names and resolver.
+    if kind == "container" and (opts.add_hosts or opts.dns_search or opts.dns_options or opts.dns or opts.mac_address):
+        raise ContainerError("conflicting options: --add-host, --dns, --dns-search, --dns-option or --mac-address "
+                             "and the container type network mode")
+    extra = [etcfiles.parse_add_host(spec) for spec in opts.add_hosts]
+    if kind != "bridge" and any(e.address == etcfiles.HOST_GATEWAY for e in extra):
+        raise ContainerError(f"--add-host NAME:{etcfiles.HOST_GATEWAY} needs a bridge network, not {kind} mode")
+    for value in opts.dns_search:
+        etcfiles.check_word("--dns-search", value)
+    for value in opts.dns_options:
+        etcfiles.check_word("--dns-option", value)
+    if opts.mac_address:
+        if kind != "bridge":
+            raise ContainerError(f"conflicting options: --mac-address and the {kind} network mode")
+        mac_address(opts.mac_address)
+
+
+def mac_address(text: str) -> str:
+    """``text`` as a unicast MAC address, lower case (the bridge plugin takes that form only)."""
+    parts = text.lower().replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
+        raise ContainerError(f"invalid MAC address {text!r}", "expected six hex pairs: 02:42:ac:11:00:02")
+    if int(parts[0], 16) & 1:
+        raise ContainerError(f"invalid MAC address {text!r}: a multicast address")
+    return ":".join(parts)
 
 
 def _name(opts: RunOptions, cid: str, records: list[Container]) -> str:
@@ -129,6 +166,8 @@ def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, st
         id=cid, name=name, command=list(opts.command), env=env, cwd=os.getcwd(),
         hostname=opts.hostname or cid[:12], network=arg if kind == "bridge" else opts.network, net_kind=kind,
         owner=owner.id if owner else "", ports=mappings, ip=opts.ip, dns=list(opts.dns), labels=dict(opts.labels),
+        init=opts.init, extra_hosts=list(opts.add_hosts), dns_search=list(opts.dns_search),
+        dns_options=list(opts.dns_options), mac_address=mac_address(opts.mac_address) if opts.mac_address else "",
         created=time.time(), auto_remove=opts.auto_remove, log=os.path.join(root.container_dir(cid), "log"),
         netns=path,
     )
@@ -144,7 +183,11 @@ def _create(root: Root, opts: RunOptions) -> Container:
         name = _name(opts, cid, records)
         owner = _owner(root, arg) if kind == "container" else None
         if kind == "bridge":
-            networks.load(root, arg)  # an unknown network fails here, before anything is made
+            conf = networks.load(root, arg)  # an unknown network fails here, before anything is made
+            if mappings and networks.internal(conf):
+                # Docker's rule: nothing enters an internal network from outside, so nothing is published.
+                raise ContainerError(f"cannot publish ports on internal network {arg}",
+                                     "drop -p, or use a network created without --internal")
         mappings = ports.choose_free(mappings, _published(records))
         ctr = _record(root, opts, cid, name, env, kind, arg, owner, mappings)
         with Rollback() as undo:
@@ -178,20 +221,43 @@ def release_network(root: Root, ctr: Container) -> None:
         netns.remove(ctr.netns)
 
 
+def _gateway(ctr: Container) -> str:
+    """The host's address on the container's network (its first IPv4 gateway, else any): host-gateway."""
+    gateways = [ip["gateway"] for ip in ctr.cni_result.get("ips", []) if ip.get("gateway")]
+    return next((g for g in gateways if ":" not in g), gateways[0] if gateways else "")
+
+
+def _etc_files(ctr: Container) -> list[tuple[str, str]]:
+    """(file name, text) of the /etc files the container gets, beside /etc/hostname.
+
+    A namespace of its own gets its own hosts file, and a resolv.conf when asked for (--dns,
+    --dns-search, --dns-option); host mode keeps the host's unless extra hosts or resolver settings
+    are asked for, which then go on top of the host's own.
+    """
+    own = ctr.net_kind != "host"
+    extra = [etcfiles.parse_add_host(spec) for spec in ctr.extra_hosts]
+    out = []
+    if own or extra:
+        base = etcfiles.BASE_HOSTS
+        if not own:
+            with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
+                base = f.read()
+        out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
+    if ctr.dns or ctr.dns_search or ctr.dns_options:
+        resolver = etcfiles.compose_resolver(etcfiles.host_resolver(own), ctr.dns, ctr.dns_search, ctr.dns_options)
+        out.append(("resolv.conf", etcfiles.resolv_conf(resolver.nameservers, resolver.search, resolver.options)))
+    return out
+
+
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
-    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n" + "".join(
-        f"{a.split('/')[0]}\t{ctr.hostname}\n" for a in ctr.addresses)
-    for fname, body, target in (("hostname", ctr.hostname + "\n", "/etc/hostname"), ("hosts", hosts, "/etc/hosts"),
-                                ("resolv.conf", "".join(f"nameserver {s}\n" for s in ctr.dns), "/etc/resolv.conf")):
-        if fname == "resolv.conf" and not ctr.dns or ctr.net_kind == "host" and fname != "hostname":
-            continue
+    for fname, body in [("hostname", ctr.hostname + "\n"), *_etc_files(ctr)]:
         # Not fsynced: written afresh at every start, and no container runs on after a reboot.
         fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
-        binds.append((os.path.join(d, fname), target))
+        binds.append((os.path.join(d, fname), "/etc/" + fname))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
-                        ctr.hostname, binds, ctr.cwd)
+                        ctr.hostname, binds, ctr.cwd, ctr.init)
 
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:

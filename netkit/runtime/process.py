@@ -49,6 +49,7 @@ class Spec(NamedTuple):
     hostname: str
     binds: list[tuple[str, str]]  # (file of the root, file in the container) bind mounts
     cwd: str
+    init: bool = False  # --init: stay PID 1 as a small init, CMD its child (runtime/init.py)
 
 
 def _init(spec: Spec, report: int) -> None:
@@ -69,6 +70,10 @@ def _init(spec: Spec, report: int) -> None:
         name = spec.hostname.encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
         os.chdir(spec.cwd)
+        if spec.init:
+            from netkit.runtime import init  # it imports this module: not at the top
+
+            init.become()  # returns in CMD's process only
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError) and "/" not in spec.argv[0]

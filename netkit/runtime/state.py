@@ -43,6 +43,12 @@ class Container:
     ip: str = ""  # the fixed address asked for with --ip
     dns: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    # netkit run's --init, --add-host, --dns-search, --dns-option, --mac-address (absent: not asked for).
+    init: bool = False
+    extra_hosts: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    mac_address: str = ""
     state: str = "created"  # created | running | exited
     created: float
     pid: int = 0
@@ -69,11 +75,14 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "log": str, "dns": list, "ports": list,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "owner": str, "ip": str, "labels": dict, "cni_result": dict, "addresses": list, "pid_start": str,
+    "owner": str, "ip": str, "labels": dict, "init": bool, "extra_hosts": list, "dns_search": list,
+    "dns_options": list, "mac_address": str, "cni_result": dict, "addresses": list, "pid_start": str,
     "started_at": (int, float), "exit_code": int, "finished_at": (int, float), "error": str,
 }
 # Written only once set, as before: a record just created has none of them.
 _LATER = ("cni_result", "addresses", "pid_start", "started_at", "exit_code", "finished_at", "error")
+# Written only when asked for: a record without these flags stays the file earlier versions wrote.
+_ASKED = ("init", "extra_hosts", "dns_search", "dns_options", "mac_address")
 
 
 def _of_type(value: object, kind: type | tuple[type, ...]) -> bool:
@@ -109,7 +118,7 @@ def _to_json(ctr: Container) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(ctr):
         value = getattr(ctr, f.name)
-        if f.name in _LATER and value in (None, {}, []):
+        if f.name in _LATER and value in (None, {}, []) or f.name in _ASKED and not value:
             continue
         out[f.name] = value
     return out
