@@ -18,20 +18,21 @@ def network() -> None:
 @network.command("create")
 @click.option("--subnet", default=None)
 @click.option("--gateway", default=None)
-@click.option("--internal", is_flag=True, help="No outbound masquerade and no default route.")
+@click.option("--internal", is_flag=True, help="No way out: no masquerade, no default route, no forwarding off the bridge; no -p.")
 @click.option("--driver", "-d", default="bridge", type=click.Choice(["bridge"]))
-@click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false")
+@click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false, mtu=N")
+@click.option("--mtu", type=int, default=0, help="MTU of the bridge, the veths and the containers' interfaces")
 @click.argument("name")
 @click.pass_context
 def network_create(ctx: click.Context, subnet: str | None, gateway: str | None, internal: bool, driver: str,
-                   opts: tuple[str, ...], name: str) -> None:
+                   opts: tuple[str, ...], mtu: int, name: str) -> None:
     """Create a bridge network."""
     from netkit.runtime import networks
 
     rt = root(ctx)
     options = dict(o.split("=", 1) if "=" in o else (o, "true") for o in opts)
     rt.prepare()
-    call(lambda: networks.create(rt, name, subnet, gateway, internal, options))
+    call(lambda: networks.create(rt, name, subnet, gateway, internal, options, mtu))
     click.echo(name)
 
 

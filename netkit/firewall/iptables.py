@@ -276,6 +276,8 @@ class IptablesBackend:
             specs = []
             if net.isolate:
                 specs.append(Spec(f"isolate/{net.bridge}", ISOLATION2, oif="!" + net.bridge))
+            if net.internal:
+                specs.append(Spec(f"internal/{net.bridge}", "DROP", oif="!" + net.bridge))
             if not net.icc:
                 specs.append(Spec(f"no-icc/{net.bridge}", "DROP", oif=net.bridge))
             if filt.is_chain(net.chain):

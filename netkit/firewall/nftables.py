@@ -321,6 +321,9 @@ class NftablesBackend:
         if net.isolate:
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), _match(_IFNAME["oif"], "@bridges"),
                                            {"drop": None}], f"isolate/{net.bridge}"))
+        if net.internal:
+            rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), {"drop": None}],
+                               f"internal/{net.bridge}"))
         if not net.icc:
             # Seen here only when br_netfilter hands bridged frames to the IP hooks.
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge), {"drop": None}], f"no-icc/{net.bridge}"))
