@@ -11,6 +11,7 @@ import pytest
 
 from tests import reach
 from tests.runtime.conftest import Runtime
+from tests.sandbox import Sandbox, bridge_conf
 
 HOST, MACHINE = "10.30.0.1", "10.30.0.2"
 # Every process of the container's PID namespace as "STATE:COMM" (read from inside, through exec).
@@ -176,3 +177,24 @@ def test_internal_network_refuses_ports_and_forwards_nothing_out(rt: Runtime) ->
     i.run("ip", "route", "add", "default", "via", "10.57.0.1", check=True)
     assert o.ping(MACHINE) is not None  # a normal network's container reaches the machine
     assert i.unreachable(MACHINE, control=i.ping("10.57.0.1"))  # the internal one reaches its gateway only
+
+
+def test_internal_bridge_forwards_nothing_off_the_bridge_on_both_backends(fw_box: Sandbox) -> None:
+    # The plugin alone, on each firewall backend: the internal network's container has a default route
+    # (as if its root added one) and the machine routes both subnets back through the host, no NAT on
+    # either: the host's drop rule is all that keeps the internal one in.
+    x = fw_box.machine([HOST], MACHINE)
+    x.run("ip", "route", "add", "10.20.0.0/24", "via", HOST, check=True)
+    x.run("ip", "route", "add", "10.21.0.0/24", "via", HOST, check=True)
+    inside = bridge_conf(fw_box, internal=True)
+    outside = bridge_conf(fw_box, name="othernet", bridge="nkbr1", subnet="10.21.0.0/24")
+    a, a2, b = fw_box.container(), fw_box.container(), fw_box.container()
+    for conf, ns in ((inside, a), (inside, a2), (outside, b)):
+        rc, out = fw_box.call("netkit-bridge", "ADD", conf, ns)
+        assert rc == 0, out
+    assert b.ping(MACHINE) is not None  # the path out through the host works for a normal network
+    neighbour = a2.run("ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+    assert a.ping(neighbour) is not None  # containers of the internal network reach each other
+    assert a.unreachable(MACHINE, control=a.ping("10.20.0.1"))  # and the host, but nothing beyond it
+    for conf, ns in ((inside, a), (inside, a2), (outside, b)):
+        assert fw_box.call("netkit-bridge", "DEL", conf, ns)[0] == 0
