@@ -7,7 +7,8 @@
 The runner exists because after unshare(CLONE_NEWPID) every later fork of the caller lands in the
 new PID namespace: the supervisor must stay able to fork (CNI DEL on --rm).  The runner only waits
 for init and exits with its status (128+N when killed by signal N, as Docker reports).  CMD is
-exec'd directly, no shell in between, so it is the container's PID 1 and gets the signals.
+exec'd directly, no shell in between, so it is the container's PID 1 and gets the signals.  With
+``--init`` init stays PID 1 as a small init and CMD is its child (runtime/init.py).
 """
 
 from __future__ import annotations
