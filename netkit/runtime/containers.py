@@ -230,9 +230,10 @@ def _gateway(ctr: Container) -> str:
 def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     """(file name, text) of the /etc files the container gets, beside /etc/hostname.
 
-    A namespace of its own gets its own hosts file, and a resolv.conf when asked for (--dns,
-    --dns-search, --dns-option); host mode keeps the host's unless extra hosts or resolver settings
-    are asked for, which then go on top of the host's own.
+    A namespace of its own gets its own hosts file and resolv.conf (Docker's rule: the host's
+    resolver settings without its loopback nameservers, which are not the host's in there, each
+    replaced by --dns, --dns-search or --dns-option when given); host mode keeps the host's files
+    unless extra hosts or resolver settings are asked for, which then go on top of the host's own.
     """
     own = ctr.net_kind != "host"
     extra = [etcfiles.parse_add_host(spec) for spec in ctr.extra_hosts]
@@ -243,7 +244,7 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
             with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
                 base = f.read()
         out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
-    if ctr.dns or ctr.dns_search or ctr.dns_options:
+    if own or ctr.dns or ctr.dns_search or ctr.dns_options:
         resolver = etcfiles.compose_resolver(etcfiles.host_resolver(own), ctr.dns, ctr.dns_search, ctr.dns_options)
         out.append(("resolv.conf", etcfiles.resolv_conf(resolver.nameservers, resolver.search, resolver.options)))
     return out

@@ -117,6 +117,8 @@ def test_dns_search_and_options_compose_resolv_conf(rt: Runtime) -> None:
     out = rt("run", "--rm", "--dns-search", "only.test", "--", "cat", "/etc/resolv.conf").stdout
     assert [line.split()[1] for line in out.splitlines() if line.startswith("nameserver")] == host
     assert "search only.test\n" in out
+    plain = rt("run", "--rm", "--", "cat", "/etc/resolv.conf").stdout  # nothing asked: the host's, filtered
+    assert [line.split()[1] for line in plain.splitlines() if line.startswith("nameserver")] == host
     assert "search" not in rt("run", "--rm", "--dns", "10.0.0.53", "--dns-search", ".", "--",
                               "cat", "/etc/resolv.conf").stdout
     assert "invalid --dns-option" in _one_line_error(rt, "run", "--dns-option", "a b", "--", "true")
