@@ -239,10 +239,7 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     extra = [etcfiles.parse_add_host(spec) for spec in ctr.extra_hosts]
     out = []
     if own or extra:
-        base = etcfiles.BASE_HOSTS
-        if not own:
-            with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
-                base = f.read()
+        base = etcfiles.BASE_HOSTS if own else etcfiles.read_text(etcfiles.HOST_HOSTS, etcfiles.BASE_HOSTS)
         out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
     if own or ctr.dns or ctr.dns_search or ctr.dns_options:
         resolver = etcfiles.compose_resolver(etcfiles.host_resolver(own), ctr.dns, ctr.dns_search, ctr.dns_options)

@@ -17,6 +17,7 @@ HOST_RESOLV = "/etc/resolv.conf"
 # Where systemd-resolved lists the upstreams behind its 127.0.0.53 stub: what Docker reads instead of
 # a resolv.conf whose only nameservers are on loopback (unreachable from a container's namespace).
 RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+HOST_HOSTS = "/etc/hosts"
 BASE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
@@ -72,7 +73,7 @@ def hosts(addresses: list[str], hostname: str, extra: list[ExtraHost], gateway: 
         if address == HOST_GATEWAY:
             if not gateway:
                 raise ContainerError(f"--add-host {entry.name}:{HOST_GATEWAY}: the container has no gateway to the host",
-                               "host-gateway needs a bridge network")
+                                     "host-gateway needs a bridge network")
             address = gateway
         lines.append(f"{address}\t{entry.name}\n")
     return "".join(lines)
@@ -95,12 +96,17 @@ def parse_resolv(text: str) -> Resolver:
     return out
 
 
-def _read(path: str) -> Resolver:
+def read_text(path: str, default: str = "") -> str:
+    """A host file's text (``default`` when it cannot be read: a container still starts)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_resolv(f.read())
+            return f.read()
     except OSError:
-        return Resolver()
+        return default
+
+
+def _read(path: str) -> Resolver:
+    return parse_resolv(read_text(path))
 
 
 def _loopback(address: str) -> bool:

@@ -21,8 +21,8 @@ import signal
 from netkit.runtime import process
 
 _PR_SET_NAME = 15
-# Signals the kernel raises on a fault of the process itself, and the two no process can catch:
-# never forwarded (tini's list).
+# Never forwarded: the two no process can catch, SIGCHLD (the init's own business), the signals a fault
+# of the process itself raises, and the terminal's job-control stops.
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
                   signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT, signal.SIGTTIN, signal.SIGTTOU,
                   signal.SIGTSTP}

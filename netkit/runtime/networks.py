@@ -78,8 +78,8 @@ def internal(conf: dict[str, Any]) -> bool:
     """True for an internal network (written with --internal: its plugin says so, or, by an earlier
     version, no masquerade and no default route)."""
     plugin = conf["plugins"][0]
-    return bool(plugin.get("internal")) or plugin.get("type") == "netkit-bridge" and not plugin.get("ipMasq") \
-        and not plugin.get("ipam", {}).get("routes")
+    legacy = plugin.get("type") == "netkit-bridge" and not plugin.get("ipMasq") and not plugin.get("ipam", {}).get("routes")
+    return bool(plugin.get("internal")) or legacy
 
 
 def _mtu(value: str) -> int:
@@ -162,7 +162,7 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
     _valid_name(name)
     if name in MODES or name == "container":
         raise ContainerError(f"network name {name!r} is reserved")
-    # Docker's and netavark's spellings of the same two options.
+    # Docker's and netavark's spellings of the same options.
     aliases = {"isolation": "isolate", "enable_icc": "icc", "com.docker.network.bridge.enable_icc": "icc",
                "com.docker.network.driver.mtu": "mtu"}
     opts = {aliases.get(k, k): v for k, v in (options or {}).items()}
