@@ -260,6 +260,19 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     """Start the process, record it, wait for it, record the exit; clean up with --rm."""
+    # Forwarding is in place before the process starts: a signal that came between its start (its
+    # first output may already be out) and a handler set after it would end this supervisor, and
+    # leave the container running, unsupervised.  Until the PID is known, signals wait in `early`.
+    target, early = [0], []
+
+    def forward(signum: int, _frame: object) -> None:
+        if target[0]:
+            os.kill(target[0], signum)
+        else:
+            early.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
     try:
         runner, pid = process.spawn(_spec(root, ctr))
     except BaseException as exc:
@@ -270,17 +283,14 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
         if ctr.auto_remove:
             remove(root, ctr.id, force=True)
         raise
+    target[0] = pid
+    for signum in early:
+        os.kill(pid, signum)
     ctr.state, ctr.pid, ctr.pid_start, ctr.started_at = "running", pid, procinfo.start_time(pid), time.time()
     state.save(root, ctr)
     if notify is not None:
         os.write(notify, b"ok\n")
         os.close(notify)
-
-    def forward(signum: int, _frame: object) -> None:
-        os.kill(pid, signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
     _, status = os.waitpid(runner, 0)
     code = process.exit_code(status)
     with root.locked():

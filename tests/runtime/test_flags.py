@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import pytest
 
 from tests import reach
 from tests.runtime.conftest import Runtime
+from tests.runtime.test_thin import Via, ways  # noqa: F401 - ways: the fixture, served and direct
 from tests.sandbox import Sandbox, bridge_conf
 
 HOST, MACHINE = "10.30.0.1", "10.30.0.2"
@@ -58,6 +60,21 @@ def test_init_gets_sigterm_to_a_command_that_ignores_it_as_pid_1(rt: Runtime) ->
     assert rt.wait_answer(lambda: _ready(rt, "bare"))
     rt("stop", "-t", "1", "bare", timeout=120)
     assert "Exited (137)" in rt("ps", "-a").stdout
+
+
+def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -> None:
+    # `sleep` has no handler for SIGTERM: as PID 1 it would never see the signal, behind an init it dies
+    # of it (143), whether the command runs in the runtime server's forked child or in its own process.
+    for rt in ways:
+        proc = rt.popen("run", "--rm", "--init", "--net=none", "--", "sh", "-c", "echo ready; exec sleep 300")
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)  # a hang guard
+        assert proc.returncode == 143, err
+        rt("run", "-d", "--init", "--name", "bg", "--net=none", "--", "sleep", "300")
+        rt("stop", "-t", "3600", "bg", timeout=120)
+        assert "Exited (143)" in rt("ps", "-a").stdout
+        rt("rm", "bg")
 
 
 def test_init_reaps_orphans_and_exits_with_the_commands_status(rt: Runtime) -> None:
