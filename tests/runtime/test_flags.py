@@ -215,5 +215,10 @@ def test_internal_bridge_forwards_nothing_off_the_bridge_on_both_backends(fw_box
     neighbour = a2.run("ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
     assert a.ping(neighbour) is not None  # containers of the internal network reach each other
     assert a.unreachable(MACHINE, control=a.ping("10.20.0.1"))  # and the host, but nothing beyond it
+    # Nor does anything get in: the machine reaches the normal network's container, not the internal one's.
+    address = a.run("ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+    outside_address = b.run("ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+    assert x.unreachable(address, control=x.ping(outside_address))
+    assert fw_box.host.ping(address) is not None  # the host itself still does (not forwarded)
     for conf, ns in ((inside, a), (inside, a2), (outside, b)):
         assert fw_box.call("netkit-bridge", "DEL", conf, ns)[0] == 0
