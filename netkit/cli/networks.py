@@ -18,7 +18,7 @@ def network() -> None:
 @network.command("create")
 @click.option("--subnet", default=None)
 @click.option("--gateway", default=None)
-@click.option("--internal", is_flag=True, help="No way out: no masquerade, no default route, no forwarding off the bridge; no -p.")
+@click.option("--internal", is_flag=True, help="Nothing forwarded in or out (no masquerade, no default route); no -p.")
 @click.option("--driver", "-d", default="bridge", type=click.Choice(["bridge"]))
 @click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false, mtu=N")
 @click.option("--mtu", type=int, default=0, help="MTU of the bridge, the veths and the containers' interfaces")

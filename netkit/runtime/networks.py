@@ -47,9 +47,9 @@ def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gatew
                     internal: bool = False, isolate: bool = True, icc: bool = True, mtu: int = 0) -> dict[str, Any]:
     """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam.
 
-    ``internal``: no masquerade, no default route, and the bridge plugin drops whatever would leave
-    the bridge for another interface (Docker's internal network); ``mtu``: of the bridge, the veths
-    and the container's interface (0: the kernel's default).
+    ``internal``: no masquerade, no default route, and the bridge plugin drops whatever would be
+    forwarded between the bridge and another interface, either way (Docker's internal network);
+    ``mtu``: of the bridge, the veths and the container's interface (0: the kernel's default).
     """
     plugin: dict[str, Any] = {
         "type": "netkit-bridge",
