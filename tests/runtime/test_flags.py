@@ -62,7 +62,7 @@ def test_init_gets_sigterm_to_a_command_that_ignores_it_as_pid_1(rt: Runtime) ->
     assert "Exited (137)" in rt("ps", "-a").stdout
 
 
-def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -> None:
+def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -> None:  # noqa: F811 - the fixture
     # `sleep` has no handler for SIGTERM: as PID 1 it would never see the signal, behind an init it dies
     # of it (143), whether the command runs in the runtime server's forked child or in its own process.
     for rt in ways:
