@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from netkit.runtime.state import ContainerError
 
 HOST_GATEWAY = "host-gateway"  # --add-host NAME:host-gateway, Docker's magic word
+_ADD_HOST_FORM = "expected NAME:IP or NAME:host-gateway"
 HOST_RESOLV = "/etc/resolv.conf"
 # Where systemd-resolved lists the upstreams behind its 127.0.0.53 stub: what Docker reads instead of
 # a resolv.conf whose only nameservers are on loopback (unreachable from a container's namespace).
@@ -47,12 +48,12 @@ def parse_add_host(spec: str) -> ExtraHost:
     if address.startswith("[") and address.endswith("]"):
         address = address[1:-1]
     if not name or not address or any(c.isspace() for c in name):
-        raise ContainerError(f"invalid --add-host {spec!r}", "expected NAME:IP or NAME:host-gateway")
+        raise ContainerError(f"invalid --add-host {spec!r}", _ADD_HOST_FORM)
     if address != HOST_GATEWAY:
         try:
             address = str(ipaddress.ip_address(address))
         except ValueError:
-            raise ContainerError(f"invalid IP address in --add-host {spec!r}", "expected NAME:IP or NAME:host-gateway") from None
+            raise ContainerError(f"invalid IP address in --add-host {spec!r}", _ADD_HOST_FORM) from None
     return ExtraHost(name, address)
 
 
@@ -63,7 +64,8 @@ def check_word(kind: str, value: str) -> str:
     return value
 
 
-def hosts(addresses: list[str], hostname: str, extra: list[ExtraHost], gateway: str = "", base: str = BASE_HOSTS) -> str:
+def hosts(addresses: list[str], hostname: str, extra: list[ExtraHost], gateway: str = "",
+          base: str = BASE_HOSTS) -> str:
     """/etc/hosts: ``base`` (localhost lines, or the host's file in host mode), the container's
     addresses under its hostname, then the extra hosts (``host-gateway`` becomes ``gateway``)."""
     lines = [base if base.endswith("\n") or not base else base + "\n"]
@@ -72,8 +74,8 @@ def hosts(addresses: list[str], hostname: str, extra: list[ExtraHost], gateway: 
         address = entry.address
         if address == HOST_GATEWAY:
             if not gateway:
-                raise ContainerError(f"--add-host {entry.name}:{HOST_GATEWAY}: the container has no gateway to the host",
-                                     "host-gateway needs a bridge network")
+                raise ContainerError(f"--add-host {entry.name}:{HOST_GATEWAY}: the container has no gateway "
+                                     "to the host", "host-gateway needs a bridge network")
             address = gateway
         lines.append(f"{address}\t{entry.name}\n")
     return "".join(lines)

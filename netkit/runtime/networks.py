@@ -78,7 +78,8 @@ def internal(conf: dict[str, Any]) -> bool:
     """True for an internal network (written with --internal: its plugin says so, or, by an earlier
     version, no masquerade and no default route)."""
     plugin = conf["plugins"][0]
-    legacy = plugin.get("type") == "netkit-bridge" and not plugin.get("ipMasq") and not plugin.get("ipam", {}).get("routes")
+    legacy = (plugin.get("type") == "netkit-bridge" and not plugin.get("ipMasq")
+              and not plugin.get("ipam", {}).get("routes"))
     return bool(plugin.get("internal")) or legacy
 
 

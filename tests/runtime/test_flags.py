@@ -62,7 +62,7 @@ def test_init_gets_sigterm_to_a_command_that_ignores_it_as_pid_1(rt: Runtime) ->
     assert "Exited (137)" in rt("ps", "-a").stdout
 
 
-def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -> None:  # noqa: F811 - the fixture
+def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -> None:  # noqa: F811 - fixture
     # `sleep` has no handler for SIGTERM: as PID 1 it would never see the signal, behind an init it dies
     # of it (143), whether the command runs in the runtime server's forked child or in its own process.
     for rt in ways:
@@ -130,7 +130,7 @@ def test_dns_search_and_options_compose_resolv_conf(rt: Runtime) -> None:
     assert out == "nameserver 10.0.0.53\nsearch example.test corp.test\noptions ndots:2 timeout:1\n"
     # Without --dns the host's nameservers stay (loopback ones are not reachable from the container).
     with open("/etc/resolv.conf", encoding="utf-8") as f:
-        host = [line.split()[1] for line in f if line.startswith("nameserver") and not line.split()[1].startswith("127.")]
+        host = [w[1] for w in map(str.split, f) if w[:1] == ["nameserver"] and not w[1].startswith("127.")]
     out = rt("run", "--rm", "--dns-search", "only.test", "--", "cat", "/etc/resolv.conf").stdout
     assert [line.split()[1] for line in out.splitlines() if line.startswith("nameserver")] == host
     assert "search only.test\n" in out
