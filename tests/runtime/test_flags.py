@@ -36,28 +36,25 @@ def _procs(rt: Runtime, name: str) -> list[str]:
     return rt("exec", name, "--", sys.executable, "-c", PROCS).stdout.split()
 
 
-def _ready(rt: Runtime, name: str) -> bool:
-    return "ready" in rt("logs", name).stdout
-
-
-SERVER = ("import http.server, sys\n"
-          "srv = http.server.HTTPServer(('', 80), http.server.SimpleHTTPRequestHandler)\n"
-          "print('ready', flush=True)\nsrv.serve_forever()")
+def _listening(rt: Runtime, name: str) -> bool:
+    """True once the container's port 80 takes a connection from the host."""
+    probe = f"import socket; socket.create_connection(({rt.ip(name)!r}, 80), 2)"
+    return rt.box.host.run(sys.executable, "-c", probe).returncode == 0
 
 
 def test_init_gets_sigterm_to_a_command_that_ignores_it_as_pid_1(rt: Runtime) -> None:
-    # An HTTP server installs no SIGTERM handler: as PID 1 the kernel never delivers it SIGTERM.
-    rt("run", "-d", "--init", "--name", "web", "--", sys.executable, "-u", "-c", SERVER)
-    assert rt.wait_answer(lambda: _ready(rt, "web"))
+    # `python3 -m http.server` installs no SIGTERM handler: as PID 1 the kernel never delivers it SIGTERM.
+    rt("run", "-d", "--init", "--name", "web", "--", "python3", "-m", "http.server", "80")
+    assert rt.wait_answer(lambda: _listening(rt, "web"))
     procs = _procs(rt, "web")
-    assert procs[0].endswith(":netkit-init") and "python" in " ".join(procs[1:])
+    assert procs[0].endswith(":netkit-init") and "python3" in " ".join(procs[1:])
     # A grace period of an hour: only a stop that returns when the command ends returns at all (the
     # hang guard would fire), and 143 = 128 + SIGTERM: the signal ended the command, not SIGKILL (137).
     rt("stop", "-t", "3600", "web", timeout=120)
     assert "Exited (143)" in rt("ps", "-a").stdout
     # Control: the same server as PID 1 without --init outlives SIGTERM; SIGKILL ends it.
-    rt("run", "-d", "--name", "bare", "--", sys.executable, "-u", "-c", SERVER)
-    assert rt.wait_answer(lambda: _ready(rt, "bare"))
+    rt("run", "-d", "--name", "bare", "--", "python3", "-m", "http.server", "80")
+    assert rt.wait_answer(lambda: _listening(rt, "bare"))
     rt("stop", "-t", "1", "bare", timeout=120)
     assert "Exited (137)" in rt("ps", "-a").stdout
 
