@@ -107,7 +107,8 @@ def test_add_host_ip_and_host_gateway(rt: Runtime) -> None:
     assert got == "up"
     # On the default bridge host-gateway is that bridge's gateway.
     rt("run", "-d", "--name", "d", "--add-host", "host.docker.internal:host-gateway", "--", "sleep", "300")
-    gateway = json.loads(rt("network", "inspect", "bridge").stdout)["Config"]["plugins"][0]["ipam"]["ranges"][0][0]["gateway"]
+    ipam = json.loads(rt("network", "inspect", "bridge").stdout)["Config"]["plugins"][0]["ipam"]
+    gateway = ipam["ranges"][0][0]["gateway"]
     assert f"{gateway}\thost.docker.internal\n" in rt("exec", "d", "--", "cat", "/etc/hosts").stdout
     assert "needs a bridge network" in _one_line_error(rt, "run", "--net", "none", "--add-host", "x:host-gateway",
                                                         "--", "true")
