@@ -113,6 +113,9 @@ def test_add_host_ip_and_host_gateway(rt: Runtime) -> None:
     assert "needs a bridge network" in _one_line_error(rt, "run", "--net", "none", "--add-host", "x:host-gateway",
                                                         "--", "true")
     assert "invalid IP address" in _one_line_error(rt, "run", "--add-host", "x:1.2.3", "--", "true")
+    # A joiner has its owner's network, names and resolver (Docker's rule).
+    assert "conflicting options" in _one_line_error(rt, "run", "--net", "container:c", "--add-host", "x:10.0.0.1",
+                                                    "--", "true")
 
 
 def test_add_host_in_host_mode_goes_on_top_of_the_hosts_file(rt: Runtime) -> None:
