@@ -33,7 +33,8 @@ def become() -> None:
     """Fork CMD's process.  Returns in the child only (which then execs CMD, reporting a failure as
     without --init); the parent stays PID 1 until CMD ends and exits with its status."""
     waited = FORWARDED | {signal.SIGCHLD}
-    for sig in FORWARDED:
+    # An inherited SIGCHLD ignore would have the kernel reap CMD unseen (and the init wait for ever).
+    for sig in waited:
         # CMD inherits dispositions and an ignored one survives exec; it must see the defaults.
         try:
             signal.signal(sig, signal.SIG_DFL)
