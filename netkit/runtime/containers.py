@@ -12,7 +12,7 @@ from netkit import errors, fileio, procinfo
 from netkit.cni import chain
 from netkit.net import netns
 from netkit.rollback import Rollback
-from netkit.runtime import endpoints, networks, ports, process, sandbox, state
+from netkit.runtime import dnsconf, endpoints, networks, ports, process, sandbox, state
 from netkit.runtime import inspect as views
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container, ContainerError, Endpoint
@@ -178,7 +178,7 @@ def release_network(root: Root, ctr: Container) -> None:
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
-    resolv = _resolver(ctr) or "".join(f"nameserver {s}\n" for s in ctr.dns)
+    resolv = dnsconf.resolv_conf(ctr)
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n" + "".join(
         f"{a.split('/')[0]}\t{ctr.hostname}\n" for a in ctr.addresses)
     for fname, body, target in (("hostname", ctr.hostname + "\n", "/etc/hostname"), ("hosts", hosts, "/etc/hosts"),
@@ -190,17 +190,6 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
         binds.append((os.path.join(d, fname), target))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd)
-
-
-def _resolver(ctr: Container) -> str:
-    """resolv.conf naming the resolver of the container's first DNS network (netkit-dns's result:
-    gateway and domain), or ""."""
-    results = [ep.cni_result for ep in ctr.endpoints if (ep.cni_result or {}).get("dns")]
-    dns = results[0]["dns"] if results else {}
-    lines = [f"nameserver {s}" for s in dns.get("nameservers", [])]
-    if lines and dns.get("search"):
-        lines.append("search " + " ".join(dns["search"]))
-    return "".join(line + "\n" for line in lines)
 
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
