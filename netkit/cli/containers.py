@@ -27,6 +27,11 @@ from netkit.cli.shared import after_dashes, call, each, root
 @click.option("-e", "--env", multiple=True, help="KEY=VALUE (or KEY: taken from this environment)")
 @click.option("--dns", multiple=True, help="Nameserver for the container's /etc/resolv.conf")
 @click.option("-l", "--label", "labels", multiple=True, help="KEY=VALUE metadata shown by inspect")
+@click.option("--init", is_flag=True, help="Run a small init as PID 1: forwards signals to CMD, reaps zombies.")
+@click.option("--add-host", "add_hosts", multiple=True, help="NAME:IP or NAME:host-gateway line for /etc/hosts")
+@click.option("--dns-search", multiple=True, help="Search domain for /etc/resolv.conf ('.' for none)")
+@click.option("--dns-option", "dns_options", multiple=True, help="Option for /etc/resolv.conf (e.g. ndots:2)")
+@click.option("--mac-address", default="", help="The container's MAC address on its network")
 @click.argument("command", nargs=-1, required=True)
 @click.pass_context
 def run(ctx: click.Context, command: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> None:

@@ -18,21 +18,22 @@ def network() -> None:
 @network.command("create")
 @click.option("--subnet", default=None)
 @click.option("--gateway", default=None)
-@click.option("--internal", is_flag=True, help="No outbound masquerade and no default route.")
+@click.option("--internal", is_flag=True, help="Nothing forwarded in or out (no masquerade, no default route); no -p.")
 @click.option("--driver", "-d", default="bridge", type=click.Choice(["bridge"]))
-@click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false")
+@click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false, mtu=N")
+@click.option("--mtu", type=int, default=0, help="MTU of the bridge, the veths and the containers' interfaces")
 @click.option("--disable-dns", is_flag=True, help="No name resolution on the network (podman's flag).")
 @click.argument("name")
 @click.pass_context
 def network_create(ctx: click.Context, subnet: str | None, gateway: str | None, internal: bool, driver: str,
-                   opts: tuple[str, ...], disable_dns: bool, name: str) -> None:
+                   opts: tuple[str, ...], mtu: int, disable_dns: bool, name: str) -> None:
     """Create a bridge network."""
     from netkit.runtime import networks
 
     rt = root(ctx)
     options = dict(o.split("=", 1) if "=" in o else (o, "true") for o in opts)
     rt.prepare()
-    call(lambda: networks.create(rt, name, subnet, gateway, internal, options, dns=not disable_dns))
+    call(lambda: networks.create(rt, name, subnet, gateway, internal, options, mtu=mtu, dns=not disable_dns))
     click.echo(name)
 
 

@@ -254,7 +254,8 @@ class IptablesBackend:
 
         Docker's two stages: NETKIT-ISOLATION sends traffic entering from a netkit bridge (not a
         reply, not DNAT'd) to the network's chain, which sends what leaves by another interface to
-        NETKIT-ISOLATION-2, which drops it if that interface is another netkit bridge.
+        NETKIT-ISOLATION-2, which drops it if that interface is another netkit bridge.  An internal
+        network's chain also gets what enters its bridge from elsewhere, and drops both directions.
         """
         if not net.icc and not sysctl.br_netfilter_active():
             raise errors.CNIError(errors.INVALID_CONFIG, "icc=false with the iptables backend needs br_netfilter",
@@ -276,6 +277,9 @@ class IptablesBackend:
             specs = []
             if net.isolate:
                 specs.append(Spec(f"isolate/{net.bridge}", ISOLATION2, oif="!" + net.bridge))
+            if net.internal:  # nothing forwarded between the bridge and any other interface, either way
+                specs += [Spec(f"internal/{net.bridge}", "DROP", oif="!" + net.bridge),
+                          Spec(f"internal-in/{net.bridge}", "DROP", iif="!" + net.bridge)]
             if not net.icc:
                 specs.append(Spec(f"no-icc/{net.bridge}", "DROP", oif=net.bridge))
             if filt.is_chain(net.chain):
@@ -284,7 +288,8 @@ class IptablesBackend:
             if specs:
                 filt.create_chain(net.chain)
                 s.append(filt, net.chain, specs)
-                s.append(filt, ISOLATION, [Spec(net.chain, net.chain, iif=net.bridge)])
+                s.append(filt, ISOLATION, [Spec(net.chain, net.chain, iif=net.bridge)]
+                         + ([Spec(net.chain, net.chain, oif=net.bridge)] if net.internal else []))
             s.ensure_jump(filt, "FORWARD", Spec("netkit-isolation", ISOLATION), 0)
             s.commit([(filt, snap)])
 

@@ -65,6 +65,7 @@ class NetworkRules(NamedTuple):
     isolate: bool = True  # no forwarding from this bridge to another netkit bridge (Docker's isolation)
     icc: bool = True  # containers on the bridge may talk to each other (Docker's enable_icc)
     subnets: list[str] = []  # noqa: RUF012 - the network's subnets (icc=false is matched on them)
+    internal: bool = False  # nothing from the bridge is forwarded to any other interface (Docker's --internal)
 
     @property
     def chain(self) -> str:

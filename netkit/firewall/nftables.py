@@ -300,6 +300,9 @@ class NftablesBackend:
             cmds += rules
             cmds.append(_rule("isolation", [_match(_IFNAME["iif"], net.bridge), {"jump": {"target": net.chain}}],
                               net.chain))
+            if net.internal:  # what enters the bridge from elsewhere too
+                cmds.append(_rule("isolation", [_match(_IFNAME["oif"], net.bridge), {"jump": {"target": net.chain}}],
+                                  net.chain))
         cmds += self._icc(net, bridge_listing)
         nftruleset.run(cmds)
 
@@ -311,7 +314,7 @@ class NftablesBackend:
         present = net.chain in _chain_names(listing)
         if present != bool(rules) or _comments(listing, net.chain) != [r["add"]["rule"]["comment"] for r in rules]:
             return False
-        if _comments(listing, "isolation").count(net.chain) != (1 if rules else 0):
+        if _comments(listing, "isolation").count(net.chain) != ((2 if net.internal else 1) if rules else 0):
             return False
         icc_rules = sum(1 for o in bridge_listing if o.get("rule", {}).get("comment") == f"no-icc/{net.bridge}")
         return icc_rules == len(self._icc_subnets(net))
@@ -321,6 +324,11 @@ class NftablesBackend:
         if net.isolate:
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), _match(_IFNAME["oif"], "@bridges"),
                                            {"drop": None}], f"isolate/{net.bridge}"))
+        if net.internal:  # nothing forwarded between the bridge and any other interface, either way
+            rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge, "!="), {"drop": None}],
+                               f"internal/{net.bridge}"))
+            rules.append(_rule(net.chain, [_match(_IFNAME["iif"], net.bridge, "!="), {"drop": None}],
+                               f"internal-in/{net.bridge}"))
         if not net.icc:
             # Seen here only when br_netfilter hands bridged frames to the IP hooks.
             rules.append(_rule(net.chain, [_match(_IFNAME["oif"], net.bridge), {"drop": None}], f"no-icc/{net.bridge}"))

@@ -66,6 +66,7 @@ class BridgeConfig:
     publishes_ports: bool  # declares the portMappings capability: does portmap's job itself
     isolate: bool  # drop forwarding to other netkit bridges (Docker's network isolation)
     icc: bool  # containers on this bridge may talk to each other (Docker's enable_icc)
+    internal: bool  # forward nothing from the bridge to another interface (Docker's --internal)
 
 
 def _int(conf: dict[str, Any], key: str, low: int, high: int) -> int | None:
@@ -104,6 +105,7 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
         publishes_ports=bool((conf.get("capabilities") or {}).get("portMappings")),
         isolate=flag(conf, "isolate", True),
         icc=flag(conf, "icc", True),
+        internal=flag(conf, "internal"),
     )
 
 
@@ -176,7 +178,7 @@ def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], u
     """
     fw = publish.backend(req)
     subnets = sorted({str(a.network) for a in addresses})
-    groups.apply_network(fw, NetworkRules(req.network, cfg.bridge, cfg.isolate, cfg.icc, subnets))
+    groups.apply_network(fw, NetworkRules(req.network, cfg.bridge, cfg.isolate, cfg.icc, subnets, cfg.internal))
     failpoints.hit("bridge.add.after-network-rules")
     if cfg.ip_masq:
         # Registered before applying: a batch that fails half-way must not leave its half.

@@ -1,4 +1,4 @@
-"""A container's resolver as its networks' DNS plugins give it, and its update on connect / disconnect.
+"""A container's resolv.conf: its networks' resolvers (or the host's), and its update on connect / disconnect.
 
 netkit-dns answers a container from every network it is on, whichever gateway it asks (see
 netkit/dns/scopes.py), so any one of its DNS networks' resolvers would do; resolv.conf names each
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from netkit.dns import upstreams
+from netkit.runtime import etcfiles
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container
 
@@ -35,26 +35,36 @@ def network_resolver(ctr: Container) -> tuple[list[str], list[str]]:
 
 
 def resolv_conf(ctr: Container) -> str:
-    """The container's resolv.conf: its networks' resolvers with their domains, else its ``--dns``
-    servers; "" when it has neither (it then sees the host's file)."""
-    servers, search = network_resolver(ctr)
-    if not servers:
-        return "".join(f"nameserver {s}\n" for s in ctr.dns)
-    return "".join(f"nameserver {s}\n" for s in servers) + (f"search {' '.join(search)}\n" if search else "")
+    """The container's resolv.conf text.
+
+    On a DNS network: its networks' resolvers, even with ``--dns`` (they forward the names they do not
+    own there, as Docker's embedded DNS does), the networks' domains first in the search list, then
+    ``--dns-search`` or the host's.  Otherwise the host's settings (loopback nameservers dropped in a
+    namespace of its own), each replaced by ``--dns``, ``--dns-search`` or ``--dns-option`` when given.
+    """
+    own = ctr.net_kind != "host"
+    host = etcfiles.host_resolver(own)
+    servers, domains = network_resolver(ctr) if own else ([], [])
+    if servers:
+        search = [] if ctr.dns_search == ["."] else [*domains, *(ctr.dns_search or host.search)]
+        resolver = etcfiles.compose_resolver(host, servers, search or ["."], ctr.dns_options)
+    else:
+        resolver = etcfiles.compose_resolver(host, ctr.dns, ctr.dns_search, ctr.dns_options)
+    return etcfiles.resolv_conf(resolver.nameservers, resolver.search, resolver.options)
 
 
 def refresh(root: Root, ctr: Container) -> None:
-    """Rewrite the resolv.conf a container runs with after its networks changed (a file it was not
-    given at start, the host's, is left alone).  With no resolver and no ``--dns`` left, the host's
-    upstreams (loopback stubs replaced, as the resolver forwards to them)."""
+    """Rewrite the resolv.conf a container runs with after its networks changed (nothing when it has
+    none of its own: host mode)."""
     path = os.path.join(root.container_dir(ctr.id), FILE)
-    text = resolv_conf(ctr) or "".join(f"nameserver {s}\n" for s in upstreams.host_upstreams())
     try:
         # In place: O_NOFOLLOW, the root's own file only; no O_CREAT, a file not bound stays absent.
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return
+    data = resolv_conf(ctr).encode()
     with os.fdopen(fd, "wb") as f:
-        data = text.encode()
         f.write(data)
-        f.truncate(len(data))  # after the write: a reader never sees an empty file in between
+        # Cut after the write, not before: an empty file in between would send a reader to 127.0.0.1;
+        # at worst it sees the old file's tail, a line fragment the C library skips.
+        f.truncate(len(data))

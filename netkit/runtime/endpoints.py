@@ -43,6 +43,8 @@ def attachment(ctr: Container, ep: Endpoint, path: str | None = None) -> chain.A
     args = {"IgnoreUnknown": "1", "K8S_POD_NAME": ctr.name}
     if ep.ip:
         args["IP"] = ep.ip
+    if ctr.mac_address and ep is ctr.primary:
+        args["MAC"] = ctr.mac_address  # as podman passes it (CNI_ARGS); Docker's --mac-address is the first network's
     # podman's dnsname shape: {network name: [names]}, only for the network of this attachment.
     # The container's --dns servers: where netkit-dns forwards its other names (Docker's embedded DNS).
     caps: dict[str, Any] = {"portMappings": ctr.ports if ep is ctr.primary else [], "dns": {"servers": ctr.dns}}

@@ -45,30 +45,36 @@ def _valid_name(name: str) -> None:
 
 
 def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gateway: str, data_dir: str,
-                    internal: bool = False, isolate: bool = True, icc: bool = True,
+                    internal: bool = False, isolate: bool = True, icc: bool = True, mtu: int = 0,
                     dns_dir: str = "") -> dict[str, Any]:
     """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam; with
-    ``dns_dir``, netkit-dns chained after it, its records there (Docker: user networks resolve names)."""
-    conf: dict[str, Any] = {
-        "cniVersion": CNI_VERSION,
-        "name": name,
-        "plugins": [{
-            "type": "netkit-bridge",
-            "bridge": bridge,
-            "isGateway": True,
-            "ipMasq": not internal,
-            "hairpinMode": True,
-            "isolate": isolate,
-            "icc": icc,
-            "capabilities": {"portMappings": True, "ips": True},
-            "ipam": {
-                "type": "netkit-ipam",
-                "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],
-                "routes": [] if internal else [{"dst": "0.0.0.0/0"}],
-                "dataDir": data_dir,
-            },
-        }],
+    ``dns_dir``, netkit-dns chained after it, its records there (Docker: user networks resolve names).
+
+    ``internal``: no masquerade, no default route, and the bridge plugin drops whatever would be
+    forwarded between the bridge and another interface, either way (Docker's internal network);
+    ``mtu``: of the bridge, the veths and the container's interface (0: the kernel's default).
+    """
+    plugin: dict[str, Any] = {
+        "type": "netkit-bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": not internal,
+        "hairpinMode": True,
+        "isolate": isolate,
+        "icc": icc,
     }
+    if internal:
+        plugin["internal"] = True
+    if mtu:
+        plugin["mtu"] = mtu
+    plugin["capabilities"] = {"portMappings": True, "ips": True}
+    plugin["ipam"] = {
+        "type": "netkit-ipam",
+        "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],
+        "routes": [] if internal else [{"dst": "0.0.0.0/0"}],
+        "dataDir": data_dir,
+    }
+    conf: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": name, "plugins": [plugin]}
     if dns_dir:
         conf["plugins"].append(dns_plugin(dns_dir, internal))
     return conf
@@ -82,6 +88,26 @@ def dns_plugin(records_dir: str, internal: bool = False) -> dict[str, Any]:
     entry = {"type": "netkit-dns", "domainName": DNS_DOMAIN, "capabilities": {"aliases": True, "dns": True},
              "dataDir": records_dir}
     return entry | ({"upstreams": []} if internal else {})
+
+
+def internal(conf: dict[str, Any]) -> bool:
+    """True for an internal network (written with --internal: its plugin says so, or, by an earlier
+    version, no masquerade and no default route)."""
+    plugin = conf["plugins"][0]
+    legacy = (plugin.get("type") == "netkit-bridge" and not plugin.get("ipMasq")
+              and not plugin.get("ipam", {}).get("routes"))
+    return bool(plugin.get("internal")) or legacy
+
+
+def _mtu(value: str) -> int:
+    """--mtu / -o mtu=N: the bridge plugin's range (68, IPv4's minimum, to 65535)."""
+    try:
+        mtu = int(value)
+    except ValueError:
+        mtu = -1
+    if not 68 <= mtu <= 65535:
+        raise ContainerError(f"invalid MTU {value!r}", "an integer from 68 to 65535")
+    return mtu
 
 
 def _subnets_in_use(root: Root) -> list[ipaddress.IPv4Network]:
@@ -148,13 +174,15 @@ def load(root: Root, name: str) -> dict[str, Any]:
 
 
 def create(root: Root, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
-           options: dict[str, str] | None = None, dns: bool = True) -> dict[str, Any]:
-    """Write a new bridge network's conflist (name resolution unless ``dns`` is False: --disable-dns)."""
+           options: dict[str, str] | None = None, mtu: int = 0, dns: bool = True) -> dict[str, Any]:
+    """Write a new bridge network's conflist: name resolution unless ``dns`` is False (--disable-dns);
+    ``mtu`` 0: the option's, else the kernel's default."""
     _valid_name(name)
     if name in MODES or name == "container":
         raise ContainerError(f"network name {name!r} is reserved")
-    # Docker's and netavark's spellings of the same two options.
-    aliases = {"isolation": "isolate", "enable_icc": "icc", "com.docker.network.bridge.enable_icc": "icc"}
+    # Docker's and netavark's spellings of the same options.
+    aliases = {"isolation": "isolate", "enable_icc": "icc", "com.docker.network.bridge.enable_icc": "icc",
+               "com.docker.network.driver.mtu": "mtu"}
     opts = {aliases.get(k, k): v for k, v in (options or {}).items()}
     # Another runtime's lease store (an absolute path): runtimes sharing it never hand out one
     # address twice; each one's `system prune` then leaves the network's leases and links alone.
@@ -167,8 +195,10 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
         if value not in ("true", "false"):
             raise ContainerError(f"option {key} must be true or false")
         flags[key] = value == "true"
+    option_mtu = opts.pop("mtu", "")
+    mtu = _mtu(str(mtu)) if mtu else _mtu(option_mtu) if option_mtu else 0  # --mtu wins over -o mtu=
     if opts:
-        raise ContainerError(f"unknown network option {', '.join(sorted(opts))}", "known: isolate, icc, ipam_dir")
+        raise ContainerError(f"unknown network option {', '.join(sorted(opts))}", "known: isolate, icc, ipam_dir, mtu")
     with root.locked():
         if os.path.exists(_path(root, name)):
             raise ContainerError(f"network with name {name} already exists")
@@ -183,7 +213,7 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
             raise ContainerError(f"subnet {net} overlaps another network's")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
-                               flags["icc"], _dns_dir(root, ipam_dir) if dns else "")
+                               flags["icc"], mtu, _dns_dir(root, ipam_dir) if dns else "")
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
 

@@ -7,7 +7,8 @@
 The runner exists because after unshare(CLONE_NEWPID) every later fork of the caller lands in the
 new PID namespace: the supervisor must stay able to fork (CNI DEL on --rm).  The runner only waits
 for init and exits with its status (128+N when killed by signal N, as Docker reports).  CMD is
-exec'd directly, no shell in between, so it is the container's PID 1 and gets the signals.
+exec'd directly, no shell in between, so it is the container's PID 1 and gets the signals.  With
+``--init`` init stays PID 1 as a small init and CMD is its child (runtime/init.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Spec(NamedTuple):
     hostname: str
     binds: list[tuple[str, str]]  # (file of the root, file in the container) bind mounts
     cwd: str
+    init: bool = False  # --init: stay PID 1 as a small init, CMD its child (runtime/init.py)
 
 
 def _init(spec: Spec, report: int) -> None:
@@ -69,6 +71,10 @@ def _init(spec: Spec, report: int) -> None:
         name = spec.hostname.encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
         os.chdir(spec.cwd)
+        if spec.init:
+            from netkit.runtime import init  # it imports this module: not at the top
+
+            init.become()  # returns in CMD's process only
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError) and "/" not in spec.argv[0]

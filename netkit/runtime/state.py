@@ -63,6 +63,12 @@ class Container:
     ports: list[dict[str, Any]] = field(default_factory=list)  # CNI portMappings, as handed to the plugins
     dns: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    # netkit run's --init, --add-host, --dns-search, --dns-option, --mac-address (absent: not asked for).
+    init: bool = False
+    extra_hosts: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    mac_address: str = ""
     state: str = "created"  # created | running | exited
     created: float
     pid: int = 0
@@ -108,14 +114,17 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "log": str, "dns": list, "ports": list,
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "owner": str, "ip": str, "labels": dict, "cni_result": dict, "addresses": list, "pid_start": str,
+    "owner": str, "ip": str, "labels": dict, "init": bool, "extra_hosts": list, "dns_search": list,
+    "dns_options": list, "mac_address": str, "cni_result": dict, "addresses": list, "pid_start": str,
     "started_at": (int, float), "exit_code": int, "finished_at": (int, float), "error": str, "endpoints": list,
 }
 # Written only once set, as before: a record just created has none of them.
 _LATER = ("cni_result", "addresses", "pid_start", "started_at", "exit_code", "finished_at", "error")
-# The file's keys in the order netkit has always written them; `endpoints` (new) comes last.
+# Written only when asked for: a record without these flags stays the file earlier versions wrote.
+_ASKED = ("init", "extra_hosts", "dns_search", "dns_options", "mac_address")
+# The file's keys in the order netkit has always written them; the newer ones come after.
 _ORDER = ("id", "name", "command", "env", "cwd", "hostname", "network", "net_kind", "owner", "ports", "ip", "dns",
-          "labels", "state", "created", "pid", "auto_remove", "log", "netns", "cni_result", "addresses",
+          "labels", *_ASKED, "state", "created", "pid", "auto_remove", "log", "netns", "cni_result", "addresses",
           "pid_start", "started_at", "exit_code", "finished_at", "error", "endpoints")
 _ENDPOINT: dict[str, type] = {"network": str, "ifname": str, "ip": str, "aliases": list, "cni_result": dict,
                               "addresses": list}
@@ -173,7 +182,7 @@ def _to_json(ctr: Container) -> dict[str, Any]:
     out = {}
     for key in _ORDER:
         value = values[key]
-        if key in _LATER and value in (None, {}, []):
+        if key in _LATER and value in (None, {}, []) or key in _ASKED and not value:
             continue
         out[key] = value
     if ctr.endpoints == _legacy_endpoints(out):
