@@ -1,4 +1,4 @@
-"""What the resolver answers one query with, for one network: local names, NXDOMAIN, or "forward".
+"""What the resolver answers one query with, for one asker's view: local names, NXDOMAIN, or "forward".
 
 Wire format through dnslib.  A network's ``View`` holds its names (container names and aliases,
 several containers per name) and a small cache of packed answers keyed by the query without its
@@ -56,7 +56,6 @@ class View:
     """
 
     def __init__(self, nets: Sequence[NetworkRecords]) -> None:
-        self.network = ",".join(r.network for r in nets)
         # Every domain of the networks, longest first: "a.b.dns.netkit" belongs to the most specific.
         self.zones: dict[str, dict[str, list[_Address]]] = {}
         # Where other names go: every network's upstreams, in order (a container on an internal network
