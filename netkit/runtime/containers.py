@@ -218,7 +218,8 @@ def release_network(root: Root, ctr: Container) -> None:
 
 def _gateway(ctr: Container) -> str:
     """The host's address on the container's network (its first IPv4 gateway, else any): host-gateway."""
-    gateways = [ip["gateway"] for ip in ctr.cni_result.get("ips", []) if ip.get("gateway")]
+    result = ctr.primary.cni_result if ctr.primary else {}
+    gateways = [ip["gateway"] for ip in result.get("ips", []) if ip.get("gateway")]
     return next((g for g in gateways if ":" not in g), gateways[0] if gateways else "")
 
 

@@ -170,3 +170,9 @@ def test_connect_and_disconnect_change_names_at_once_without_a_restart(rt: Runti
     assert _getent(rt, "loner", "db") == [db] and _getent(rt, "db", "loner") == [_on(rt, "loner", "back")]
     rt("network", "disconnect", "back", "loner")
     assert _resolv(rt, "loner") == "nameserver 192.0.2.53\n"
+    # Started on the default bridge (no resolver, the host's settings), then connected.
+    rt("run", "-d", "--name", "plain", "--", "sleep", "300")
+    assert "dns.netkit" not in _resolv(rt, "plain")
+    rt("network", "connect", "back", "plain")
+    assert _resolv(rt, "plain").startswith(f"nameserver {BACK}.1\nsearch dns.netkit")
+    assert _getent(rt, "plain", "db") == [db]
