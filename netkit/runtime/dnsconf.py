@@ -66,5 +66,5 @@ def refresh(root: Root, ctr: Container) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         # Cut after the write, not before: an empty file in between would send a reader to 127.0.0.1;
-        # at worst it sees the old file's tail, a line fragment the C library skips.
+        # at worst it briefly sees the old text's tail after the new one.
         f.truncate(len(data))
