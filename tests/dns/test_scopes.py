@@ -90,3 +90,13 @@ def test_a_container_with_a_way_out_forwards_even_from_its_internal_network() ->
     reply = view.decide(bytes(DNSRecord.question("example.org").pack()), False, "10.73.0.3").reply
     assert DNSRecord.parse(reply).header.rcode == RCODE.REFUSED
     assert isinstance(view, answer.View) and view.upstreams == []
+
+
+def test_an_asker_by_its_ipv6_address_sees_its_networks_too() -> None:
+    dual = records.NetworkRecords("dual", gateways=["10.74.0.1", "fd74::1"], subnets=["10.74.0.0/24", "fd74::/64"],
+                                  entries=[records.Entry("api", "eth3", ["api"], ["10.74.0.2/24", "fd74::2/64"])])
+    gates = scopes.gates([FRONT, BACK, dual])
+    assert gates["dual"].view_for("fd74::2") is gates["front"].view_for("10.71.0.2")
+    assert _ask(gates["dual"], "fd74::2", f"db.{DOMAIN}") == (RCODE.NOERROR, ["10.72.0.3"])
+    assert _ask(gates["dual"], "fd74::2", "api", "AAAA") == (RCODE.NOERROR, ["fd74::2"])
+    assert _ask(gates["dual"], "fd74::99", f"db.{DOMAIN}") == (RCODE.NXDOMAIN, [])
