@@ -1,4 +1,4 @@
-"""What the resolver answers one query with, for one network: local names, NXDOMAIN, or "forward".
+"""What the resolver answers one query with, for one asker's view: local names, NXDOMAIN, or "forward".
 
 Wire format through dnslib.  A network's ``View`` holds its names (container names and aliases,
 several containers per name) and a small cache of packed answers keyed by the query without its
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence, Union
 
 from dnslib import AAAA, CLASS, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
 
@@ -24,6 +24,9 @@ UDP_MAX = 4096  # the most a UDP answer grows to, whatever the client's EDNS siz
 TTL = 0  # names go and come with containers: a client must not keep them (a removed one is gone at once)
 _CACHE_MAX = 4096  # cached answers per network; full -> cleared (hostile variety cannot grow memory)
 _ROTATIONS_MAX = 16  # answers with more addresses than this are built per query, not cached
+
+
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
 class Decision:
@@ -46,45 +49,39 @@ class _Cached:
 
 
 class View:
-    """One network as the resolver serves it."""
+    """What one asker sees: the names of one network, or of every network of the asking container.
 
-    def __init__(self, recs: NetworkRecords) -> None:
-        self.network = recs.network
-        self.domain = recs.domain.lower().rstrip(".")
-        self.subnets = [ipaddress.ip_network(s, strict=False) for s in recs.subnets]
-        self.upstreams = _parsed(recs.upstreams)
+    Built from those networks' records (``scopes.py`` decides which); a name several networks hold
+    gets every address they give it, and a name resolves bare or under its own network's domain.
+    """
+
+    def __init__(self, nets: Sequence[NetworkRecords]) -> None:
+        # Every domain of the networks, longest first: "a.b.dns.netkit" belongs to the most specific.
+        self.zones: dict[str, dict[str, list[_Address]]] = {}
+        # Where other names go: every network's upstreams, in order (a container on an internal network
+        # and another one forwards: Docker's rule, the container has a way out).
+        self.upstreams = _parsed(_union(u for r in nets for u in r.upstreams))
         # A container's own servers (Docker's --dns on a user network: the resolver forwards to them).
         self.own_upstreams = {str(ipaddress.ip_interface(a).ip): _parsed(e.upstreams)
-                              for e in recs.entries if e.upstreams for a in e.addresses}
+                              for r in nets for e in r.entries if e.upstreams for a in e.addresses}
         # name -> addresses in the order the attachments came (one name may be several containers')
-        self.names: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+        self.names: dict[str, list[_Address]] = {}
         self.ptr: dict[str, str] = {}
-        for entry in recs.entries:
-            addrs = [ipaddress.ip_interface(a).ip for a in entry.addresses]
-            for name in entry.names:
-                known = self.names.setdefault(name.lower(), [])
-                known.extend(a for a in addrs if a not in known)
-            if entry.names:
-                for addr in addrs:
-                    self.ptr.setdefault(addr.reverse_pointer, f"{entry.names[0]}.{self.domain}.")
+        for recs in nets:
+            domain = recs.domain.lower().rstrip(".")
+            zone = self.zones.setdefault(domain, {})
+            for entry in recs.entries:
+                addrs = [ipaddress.ip_interface(a).ip for a in entry.addresses]
+                for name in entry.names:
+                    for table in (self.names, zone):
+                        known = table.setdefault(name.lower(), [])
+                        known.extend(a for a in addrs if a not in known)
+                if entry.names:
+                    for addr in addrs:
+                        self.ptr.setdefault(addr.reverse_pointer, f"{entry.names[0]}.{domain}.")
+        self.domains = sorted(self.zones, key=len, reverse=True)
         self._cache: dict[bytes, _Cached] = {}
         self._turns: dict[str, int] = {}
-        self._clients: dict[str, bool] = {}
-
-    def allows(self, client: str) -> bool:
-        """True when ``client`` (an address) is in one of the network's subnets."""
-        known = self._clients.get(client)
-        if known is not None:
-            return known  # parsing an address costs more than the rest of a cached answer
-        try:
-            ip = ipaddress.ip_address(client.split("%")[0])
-            known = any(ip in net for net in self.subnets)
-        except ValueError:
-            known = False
-        if len(self._clients) >= _CACHE_MAX:
-            self._clients.clear()
-        self._clients[client] = known
-        return known
 
     def upstreams_of(self, client: str) -> list[tuple[str, int]]:
         """Where a query of ``client`` that is not the network's goes: its own servers, or the network's."""
@@ -131,13 +128,14 @@ class View:
         qname = str(q.qname).lower().rstrip(".")
         if q.qclass != CLASS.IN:
             return [_pack(_reply(query, RCODE.REFUSED), query, tcp)]
-        if qname == self.domain:
-            return [_pack(_reply(query), query, tcp)]  # the zone itself: no address of its own
-        if qname.endswith("." + self.domain):
-            addrs = self.names.get(qname[: -len(self.domain) - 1])
-            if addrs is None:
-                return [_pack(_reply(query, RCODE.NXDOMAIN), query, tcp)]
-            return self._addresses(query, addrs, tcp)
+        for domain in self.domains:
+            if qname == domain:
+                return [_pack(_reply(query), query, tcp)]  # the zone itself: no address of its own
+            if qname.endswith("." + domain):
+                addrs = self.zones[domain].get(qname[: -len(domain) - 1])
+                if addrs is None:
+                    return [_pack(_reply(query, RCODE.NXDOMAIN), query, tcp)]
+                return self._addresses(query, addrs, tcp)
         addrs = self.names.get(qname)  # a bare name, as a client without our search domain asks it
         if addrs is not None:
             return self._addresses(query, addrs, tcp)
@@ -145,8 +143,7 @@ class View:
             return self._reverse(query, qname, tcp)
         return None
 
-    def _addresses(self, query: DNSRecord, addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
-                   tcp: bool) -> list[bytes]:
+    def _addresses(self, query: DNSRecord, addrs: list[_Address], tcp: bool) -> list[bytes]:
         qtype = query.q.qtype
         want = [a for a in addrs if qtype == QTYPE.ANY or (a.version == 4) == (qtype == QTYPE.A)] \
             if qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY) else []
@@ -167,6 +164,14 @@ class View:
         return None  # not a container of ours: the upstreams may know it
 
 
+def _union(items: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
 def _parsed(specs: list[str]) -> list[tuple[str, int]]:
     out = []
     for spec in specs:
@@ -183,7 +188,7 @@ def _reply(query: DNSRecord, rcode: int = RCODE.NOERROR) -> DNSRecord:
     return reply
 
 
-def _with(query: DNSRecord, addrs: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> DNSRecord:
+def _with(query: DNSRecord, addrs: Iterable[_Address]) -> DNSRecord:
     reply = _reply(query)
     for addr in addrs:
         rdata = A(str(addr)) if addr.version == 4 else AAAA(str(addr))

@@ -3,7 +3,7 @@
 One process per records directory and network namespace (like aardvark-dns per config dir), its
 own rather than the warm agent's: it must answer with ``NETKIT_AGENT=off``, outlive an agent
 upgrade, and a query must never wait behind a plugin request.  One thread runs a selector loop over
-the sockets and answers local names; forwarding runs on a small thread pool, whose answers come
+the sockets and answers local names (each asker from its container's networks: ``scopes.py``); forwarding runs on a small thread pool, whose answers come
 back to the loop through a queue (TCP answers are written by the loop only).  Plugins talk to it
 over the control socket (``control.py``): ``reload`` after every records change, answered once
 the new records are served — so a removed name is gone when DEL returns — and the daemon leaves
@@ -27,7 +27,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from netkit.dns import answer, control, records
+from netkit.dns import answer, control, records, scopes
 
 PORT = 53
 FORWARD_TIMEOUT = 2.0  # seconds per upstream try: an upstream that never answers costs the client this
@@ -51,12 +51,12 @@ class _Tcp:
 
 
 class Server:
-    """The daemon's state: sockets per gateway address, views per socket, the forwarding pool."""
+    """The daemon's state: sockets per gateway address, gates per socket, the forwarding pool."""
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self.sel = selectors.DefaultSelector()
-        self.views: dict[str, answer.View] = {}  # gateway address -> its network's view
+        self.gates: dict[str, scopes.Gate] = {}  # gateway address -> its network's gate
         self.udp: dict[str, socket.socket] = {}
         self.tcp: dict[str, socket.socket] = {}
         self.conns: dict[int, _Tcp] = {}
@@ -75,26 +75,27 @@ class Server:
     # -- records -----------------------------------------------------------------------------
     def reload(self) -> tuple[int, list[str]]:
         """Serve the records directory as it is now; (networks served, gateways it could not listen on)."""
-        views: dict[str, answer.View] = {}
-        for recs in records.load_all(self.data_dir):
-            view = answer.View(recs)
+        by_gw: dict[str, scopes.Gate] = {}
+        every = records.load_all(self.data_dir)
+        gates = scopes.gates(every)
+        for recs in every:
             for gw in recs.gateways:
-                views[gw] = view
-        for gw in set(self.udp) - set(views):
+                by_gw[gw] = gates[recs.network]
+        for gw in set(self.udp) - set(by_gw):
             for table in (self.udp, self.tcp):
                 sock = table.pop(gw)
                 self.sel.unregister(sock)
                 sock.close()
         failed = []
-        for gw in set(views) - set(self.udp):
+        for gw in set(by_gw) - set(self.udp):
             try:
                 self._listen(gw)
             except OSError as exc:
                 print(f"netkit-dns: cannot listen on {gw}:{PORT}: {exc}", file=sys.stderr, flush=True)
-                views.pop(gw)
+                by_gw.pop(gw)
                 failed.append(gw)
-        self.views = views  # open TCP clients too see the new records: they look their view up per query
-        return len({v.network for v in views.values()}), failed
+        self.gates = by_gw  # open TCP clients too see the new records: they look their gate up per query
+        return len({g.network for g in by_gw.values()}), failed
 
     def _listen(self, gw: str) -> None:
         family = socket.AF_INET6 if ":" in gw else socket.AF_INET
@@ -122,12 +123,14 @@ class Server:
         self.sel.register(tcp, selectors.EVENT_READ, lambda: self._accept(gw, tcp))
 
     # -- queries -----------------------------------------------------------------------------
-    def _decide(self, view: answer.View, data: bytes, client: str, tcp: bool) -> answer.Decision:
+    @staticmethod
+    def _decide(view: answer.View | None, data: bytes, client: str, tcp: bool) -> answer.Decision:
+        """What ``view`` (None: ``client`` is not of the network) makes of ``data``."""
         if len(data) < 12:
             return answer.DROP  # not even a header: nothing to address an answer to
         if len(data) > answer.MAX_QUERY:
             return answer.Decision(answer.error(data, answer.RCODE.FORMERR))
-        if not view.allows(client):
+        if view is None:
             return answer.Decision(answer.error(data, answer.RCODE.REFUSED))
         return view.decide(data, tcp, client)
 
@@ -139,12 +142,13 @@ class Server:
                 return
             except OSError:
                 continue  # an ICMP error of an earlier send: nothing to do with this read
-            view = self.views.get(gw)
-            if view is None:
+            gate = self.gates.get(gw)
+            if gate is None:
                 return
             self.served += 1
+            view = gate.view_for(peer[0])
             decision = self._decide(view, data, peer[0], tcp=False)
-            if decision.forward:
+            if decision.forward and view is not None:
                 self._forward(view.upstreams_of(peer[0]), data, False,
                               lambda reply, peer=peer: self._sendto(sock, reply, peer))
             elif decision.reply:
@@ -160,7 +164,7 @@ class Server:
             conn, _ = listener.accept()
         except OSError:
             return
-        if gw not in self.views or len(self.conns) >= TCP_CONNS_MAX:
+        if gw not in self.gates or len(self.conns) >= TCP_CONNS_MAX:
             conn.close()
             return
         conn.setblocking(False)
@@ -185,8 +189,8 @@ class Server:
             if len(state.inbuf) < 2 + size:
                 break
             data, state.inbuf = state.inbuf[2:2 + size], state.inbuf[2 + size:]
-            view = self.views.get(state.gw)
-            if view is None or state.conn.fileno() < 0:  # its network went meanwhile
+            gate = self.gates.get(state.gw)
+            if gate is None or state.conn.fileno() < 0:  # its network went meanwhile
                 self._close(state)
                 return
             self.served += 1
@@ -195,8 +199,9 @@ class Server:
             except OSError:
                 self._close(state)
                 return
+            view = gate.view_for(peer)
             decision = self._decide(view, data, peer, tcp=True)
-            if decision.forward:
+            if decision.forward and view is not None:
                 self._forward(view.upstreams_of(peer), data, True, lambda reply, s=state: self._tcp_send(s, reply))
             elif decision.reply:
                 self._tcp_send(state, decision.reply)
@@ -279,7 +284,7 @@ class Server:
                 self.running = False
                 control.reply(conn, "exit")
             elif verb == "status":
-                control.reply(conn, f"ok pid={os.getpid()} networks={len(set(v.network for v in self.views.values()))}"
+                control.reply(conn, f"ok pid={os.getpid()} networks={len(set(v.network for v in self.gates.values()))}"
                                     f" served={self.served}")
             else:
                 control.reply(conn, "error unknown command")

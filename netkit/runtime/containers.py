@@ -12,7 +12,7 @@ from netkit import errors, fileio, procinfo
 from netkit.cni import chain
 from netkit.net import netns
 from netkit.rollback import Rollback
-from netkit.runtime import endpoints, etcfiles, networks, ports, process, sandbox, state
+from netkit.runtime import dnsconf, endpoints, etcfiles, networks, ports, process, sandbox, state
 from netkit.runtime import inspect as views
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container, ContainerError, Endpoint
@@ -238,16 +238,7 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
         base = etcfiles.BASE_HOSTS if own else etcfiles.read_text(etcfiles.HOST_HOSTS, etcfiles.BASE_HOSTS)
         out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
     if own or ctr.dns or ctr.dns_search or ctr.dns_options:
-        host = etcfiles.host_resolver(own)
-        servers, domains = _network_dns(ctr) if own else ([], [])
-        if servers:
-            # A DNS network: its resolver, even with --dns (it forwards the names it does not own there,
-            # as Docker's embedded DNS does); the network's domain first, then --dns-search or the host's.
-            search = [] if ctr.dns_search == ["."] else [*domains, *(ctr.dns_search or host.search)]
-            resolver = etcfiles.compose_resolver(host, servers, search or ["."], ctr.dns_options)
-        else:
-            resolver = etcfiles.compose_resolver(host, ctr.dns, ctr.dns_search, ctr.dns_options)
-        out.append(("resolv.conf", etcfiles.resolv_conf(resolver.nameservers, resolver.search, resolver.options)))
+        out.append((dnsconf.FILE, dnsconf.resolv_conf(ctr)))
     return out
 
 
@@ -260,14 +251,6 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
         binds.append((os.path.join(d, fname), "/etc/" + fname))
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd, ctr.init)
-
-
-def _network_dns(ctr: Container) -> tuple[list[str], list[str]]:
-    """(nameservers, search domains) of the resolver of the container's first DNS network (netkit-dns's
-    result: its gateway and domain); empty lists when it is on none."""
-    results = [ep.cni_result for ep in ctr.endpoints if (ep.cni_result or {}).get("dns")]
-    dns = results[0]["dns"] if results else {}
-    return list(dns.get("nameservers", [])), list(dns.get("search", []))
 
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:

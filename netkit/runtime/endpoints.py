@@ -20,7 +20,7 @@ from typing import Any
 from netkit.cni import chain
 from netkit.net import links, netns
 from netkit.rollback import Rollback
-from netkit.runtime import networks, sandbox, state
+from netkit.runtime import dnsconf, networks, sandbox, state
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container, ContainerError, Endpoint
 
@@ -186,6 +186,7 @@ def connect(root: Root, ref: str, network: str, ip: str = "", aliases: list[str]
         with Rollback() as undo:
             attach(root, ctr, ep, undo, path)
             state.save(root, ctr)
+        dnsconf.refresh(root, ctr)  # its first resolver, if this is its first DNS network
     return ctr
 
 
@@ -235,6 +236,7 @@ def disconnect(root: Root, ref: str, network: str) -> Container:
             state.save(root, ctr)
             _promote(root, ctr, path)
         state.save(root, ctr)
+        dnsconf.refresh(root, ctr)  # the network's resolver is no longer reachable as that network's
     return ctr
 
 

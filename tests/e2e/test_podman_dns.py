@@ -23,6 +23,7 @@ from tests.e2e import podman as pmod
 from tests.e2e.podman import poll
 
 DNS_NET, DNS_SUBNET, DNS_GATEWAY = "nkdns", "10.90.0.0/24", "10.90.0.1"
+DNS_NET2, DNS_SUBNET2, DNS_GATEWAY2 = "nkdns2", "10.91.0.0/24", "10.91.0.1"
 WAIT_S = 60  # a hang guard for a freshly started httpd, not a bound (the poll ends at the first answer)
 
 
@@ -44,17 +45,20 @@ def dnsnet(podman_store: pmod.Store) -> Iterator[tuple[pmod.Network, dict, dict]
         maker = pmod.Podman(podman_store, podman_store.write_conf(
             "dnsname-maker", [stand_in, podman_store.bin_dir], net_dir=podman_store.net_dirs[pm.conf]), net.host,
             **{protocol.ENV_SOCKET: net.agent_socket})
-        maker("network", "create", "--subnet", DNS_SUBNET, "--gateway", DNS_GATEWAY, DNS_NET)
-        podman_store.networks.append(DNS_NET)
-        path = os.path.join(podman_store.net_dirs[pm.conf], f"{DNS_NET}.conflist")
-        with open(path) as f:
-            written = json.load(f)
-        conf = hp.adapt(written, "netkit", net.box.data_dir)
-        for plugin in conf["plugins"]:
-            if plugin["type"] == "netkit-dns":
-                plugin["dataDir"] = records_dir
-        with open(path, "w") as f:
-            json.dump(conf, f, indent=2)
+        made = {}
+        for name, subnet, gateway in ((DNS_NET, DNS_SUBNET, DNS_GATEWAY), (DNS_NET2, DNS_SUBNET2, DNS_GATEWAY2)):
+            maker("network", "create", "--subnet", subnet, "--gateway", gateway, name)
+            podman_store.networks.append(name)
+            path = os.path.join(podman_store.net_dirs[pm.conf], f"{name}.conflist")
+            with open(path) as f:
+                made[name] = json.load(f)
+            conf = hp.adapt(made[name], "netkit", net.box.data_dir)
+            for plugin in conf["plugins"]:
+                if plugin["type"] == "netkit-dns":
+                    plugin["dataDir"] = records_dir
+            with open(path, "w") as f:
+                json.dump(conf, f, indent=2)
+        written, conf = made[DNS_NET], hp.adapt(made[DNS_NET], "netkit", net.box.data_dir)
         try:
             yield net, written, conf
         finally:
@@ -98,3 +102,21 @@ def test_names_and_network_aliases_resolve_in_podmans_containers(dnsnet: tuple[p
     pm.rm("web1")
     assert _nslookup(pm, "client", "api") == [web2]                       # gone with its container
     assert _nslookup(pm, "client", "web1") == []
+
+
+def test_a_container_on_two_networks_resolves_both_and_the_others_their_own(
+        dnsnet: tuple[pmod.Network, dict, dict]) -> None:
+    """aardvark-dns's rule, which podman users know: the names of every network of the asking container."""
+    pm = dnsnet[0].podman
+    pm.sleeper("both", "--network", DNS_NET, "--network", DNS_NET2)
+    pm.sleeper("one", "--network", DNS_NET)
+    pm.sleeper("two", "--network", DNS_NET2)
+    resolv = pm.exec("both", "cat", "/etc/resolv.conf").stdout
+    assert f"nameserver {DNS_GATEWAY}" in resolv and f"nameserver {DNS_GATEWAY2}" in resolv
+    # busybox's nslookup asks every nameserver of resolv.conf: each of both's two resolvers answers alike.
+    assert _nslookup(pm, "both", "one") == [pm.address("one", DNS_NET)] * 2
+    assert _nslookup(pm, "both", "two") == [pm.address("two", DNS_NET2)] * 2
+    assert _nslookup(pm, "one", "both") == [pm.address("both", DNS_NET)]
+    assert _nslookup(pm, "two", "both") == [pm.address("both", DNS_NET2)]
+    assert _nslookup(pm, "one", "two") == [] and _nslookup(pm, "two", "one") == []
+    pm.rm("both", "one", "two")
