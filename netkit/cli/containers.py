@@ -13,8 +13,11 @@ from netkit.cli.shared import after_dashes, call, each, root
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("--net", "--network", "network", default="bridge", show_default=True,
-              help="bridge, a network name, host, none or container:NAME")
+@click.option("--net", "--network", "networks", multiple=True,
+              help="bridge (the default), a network name, host, none or container:NAME; repeat it for "
+                   "several networks (eth0 on the first, which gives the default route); "
+                   "name=NET,alias=A,ip=ADDR sets a network's own aliases and address")
+@click.option("--network-alias", "aliases", multiple=True, help="A name of the container on its first network")
 @click.option("-p", "--publish", multiple=True, help="[IP:][HOSTPORT:]CONTAINERPORT[/PROTO], ranges allowed")
 @click.option("--name", default="")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; output goes to `netkit logs`.")
@@ -67,14 +70,21 @@ def ps(ctx: click.Context, show_all: bool) -> None:
 
 
 @click.command()
+@click.option("-f", "--format", "fmt", default="", help="A Go template, e.g. '{{.NetworkSettings.IPAddress}}'")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
-def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Show containers as JSON."""
-    from netkit.runtime import containers
+def inspect(ctx: click.Context, fmt: str, names: tuple[str, ...]) -> None:
+    """Show containers as JSON, or each through a Go template (docker inspect --format)."""
+    from netkit.runtime import containers, template
 
     rt = root(ctx)
-    click.echo(json.dumps([call(lambda n=n: containers.inspect(rt, n)) for n in names], indent=2))
+    shown = [call(lambda n=n: containers.inspect(rt, n)) for n in names]
+    if not fmt:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    parsed = call(lambda: template.parse(fmt))  # a bad template fails before any output, as Docker's
+    for value in shown:
+        click.echo(call(lambda v=value: template.execute(parsed, v)))
 
 
 @click.command()

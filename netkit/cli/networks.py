@@ -52,13 +52,39 @@ def network_ls(ctx: click.Context) -> None:
 @click.argument("name")
 @click.pass_context
 def network_inspect(ctx: click.Context, name: str) -> None:
-    """Show a network's config and the containers on it."""
-    from netkit.runtime import containers, networks
+    """Show a network's config and the containers on it with their addresses."""
+    from netkit.runtime import inspect, networks
 
     rt = root(ctx)
     conf = call(lambda: networks.load(rt, name))
-    users = containers.users(rt, name)
+    users = call(lambda: inspect.network_containers(rt, name))
     click.echo(json.dumps({"Name": name, "Config": conf, "Containers": users}, indent=2))
+
+
+@network.command("connect")
+@click.option("--ip", default="", help="Fixed address on the network.")
+@click.option("--alias", "aliases", multiple=True, help="A name of the container on this network.")
+@click.argument("name")
+@click.argument("container")
+@click.pass_context
+def network_connect(ctx: click.Context, ip: str, aliases: tuple[str, ...], name: str, container: str) -> None:
+    """Connect a container to a network (its next interface, ethN)."""
+    from netkit.runtime import endpoints
+
+    rt = root(ctx)
+    call(lambda: endpoints.connect(rt, container, name, ip, list(aliases)))
+
+
+@network.command("disconnect")
+@click.argument("name")
+@click.argument("container")
+@click.pass_context
+def network_disconnect(ctx: click.Context, name: str, container: str) -> None:
+    """Disconnect a container from a network."""
+    from netkit.runtime import endpoints
+
+    rt = root(ctx)
+    call(lambda: endpoints.disconnect(rt, container, name))
 
 
 @network.command("rm")

@@ -12,9 +12,10 @@ from netkit import errors, fileio, procinfo
 from netkit.cni import chain
 from netkit.net import netns
 from netkit.rollback import Rollback
-from netkit.runtime import networks, ports, process, sandbox, state
+from netkit.runtime import endpoints, networks, ports, process, sandbox, state
+from netkit.runtime import inspect as views
 from netkit.runtime.root import Root
-from netkit.runtime.state import Container, ContainerError
+from netkit.runtime.state import Container, ContainerError, Endpoint
 
 STOP_TIMEOUT = 10
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -24,7 +25,9 @@ class RunOptions(NamedTuple):
     """What `netkit run` was asked for."""
 
     command: list[str]
-    network: str = networks.DEFAULT
+    network: str = networks.DEFAULT  # the one network of callers that know of no other (the lab)
+    networks: list[str] = []  # noqa: RUF012 - every --network in order (eth0, eth1, ...); wins over `network`
+    aliases: list[str] = []  # noqa: RUF012 - --network-alias: names on the first network
     publish: list[str] = []  # noqa: RUF012 - never mutated
     name: str = ""
     detach: bool = False
@@ -50,21 +53,9 @@ def _valid_name(name: str) -> None:
         raise ContainerError(f"invalid container name {name!r}", "letters, digits, '_', '.', '-'")
 
 
-def _attachment(ctr: Container, path: str | None = None) -> chain.Attachment:
-    """The CNI attachment of ``ctr``; ``path`` is its CNI_NETNS when not the recorded one."""
-    args = {"IgnoreUnknown": "1", "K8S_POD_NAME": ctr.name}
-    if ctr.ip:
-        args["IP"] = ctr.ip
-    caps: dict[str, Any] = {"portMappings": ctr.ports}
-    if path is None:
-        path = ctr.netns or "/proc/self/ns/net"
-    return chain.Attachment(ctr.id, path, "eth0", args, caps)
-
-
-def _conflist(root: Root, ctr: Container) -> dict[str, Any]:
-    if ctr.net_kind == "container":
-        return networks.mode_conflist("container", ctr.netns)
-    return networks.load(root, ctr.network if ctr.net_kind == "bridge" else ctr.net_kind)
+def _networks(opts: RunOptions) -> list[str]:
+    """The networks asked for, in order (one ``--network`` or the caller's ``network``)."""
+    return list(opts.networks) or [opts.network]
 
 
 def _published(records: list[Container]) -> set[tuple[str, int]]:
@@ -72,18 +63,17 @@ def _published(records: list[Container]) -> set[tuple[str, int]]:
     return {(m["protocol"], m["hostPort"]) for c in records if c.state != "exited" for m in c.ports}
 
 
-def _validate(opts: RunOptions) -> tuple[str, str, list[dict[str, Any]]]:
-    """Refuse what no state of the root can make valid; (kind, argument, port mappings asked for)."""
+def _validate(opts: RunOptions) -> tuple[str, str, list[Endpoint], list[dict[str, Any]]]:
+    """Refuse what no state of the root can make valid; (kind, argument, endpoints, port mappings asked for)."""
     if not opts.command:
         raise ContainerError("no command given", "usage: netkit run [OPTIONS] -- CMD [ARGS...]")
-    kind, arg = _mode(opts.network)
+    eps = endpoints.plan(_networks(opts), opts.ip, list(opts.aliases))
+    kind, arg = _mode(eps[0].network)
     mappings = [m for spec in opts.publish for m in ports.parse(spec)]
     if mappings and kind in ("host", "none", "container"):
         raise ContainerError(f"published ports are discarded when using {kind} network mode"
                              if kind != "container" else "conflicting options: port publishing and the container type network mode")
-    if opts.ip and (kind != "bridge" or arg == networks.DEFAULT):
-        raise ContainerError("user specified IP address is supported on user defined networks only")
-    return kind, arg, mappings
+    return kind, arg, eps, mappings
 
 
 def _name(opts: RunOptions, cid: str, records: list[Container]) -> str:
@@ -114,8 +104,8 @@ def _owner(root: Root, ref: str) -> Container:
     return owner
 
 
-def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, str], kind: str, arg: str,
-            owner: Container | None, mappings: list[dict[str, Any]]) -> Container:
+def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, str], kind: str,
+            eps: list[Endpoint], owner: Container | None, mappings: list[dict[str, Any]]) -> Container:
     """The new container's record, state created, not yet saved."""
     if owner is not None:
         # The owner's namespace as this process reaches it: its bind mount may be visible only
@@ -127,16 +117,16 @@ def _record(root: Root, opts: RunOptions, cid: str, name: str, env: dict[str, st
         path = os.path.join(root.netns, cid)
     return Container(
         id=cid, name=name, command=list(opts.command), env=env, cwd=os.getcwd(),
-        hostname=opts.hostname or cid[:12], network=arg if kind == "bridge" else opts.network, net_kind=kind,
-        owner=owner.id if owner else "", ports=mappings, ip=opts.ip, dns=list(opts.dns), labels=dict(opts.labels),
+        hostname=opts.hostname or cid[:12], network=eps[0].network, net_kind=kind,
+        owner=owner.id if owner else "", ports=mappings, dns=list(opts.dns), labels=dict(opts.labels),
         created=time.time(), auto_remove=opts.auto_remove, log=os.path.join(root.container_dir(cid), "log"),
-        netns=path,
+        netns=path, endpoints=eps,
     )
 
 
 def _create(root: Root, opts: RunOptions) -> Container:
     """Validate, reserve the name and attach the network; returns the record (state created)."""
-    kind, arg, mappings = _validate(opts)
+    kind, arg, eps, mappings = _validate(opts)
     cid = state.new_id()
     env = _environment(opts, cid)
     with root.locked():
@@ -144,9 +134,10 @@ def _create(root: Root, opts: RunOptions) -> Container:
         name = _name(opts, cid, records)
         owner = _owner(root, arg) if kind == "container" else None
         if kind == "bridge":
-            networks.load(root, arg)  # an unknown network fails here, before anything is made
+            for ep in eps:
+                networks.load(root, ep.network)  # an unknown network fails here, before anything is made
         mappings = ports.choose_free(mappings, _published(records))
-        ctr = _record(root, opts, cid, name, env, kind, arg, owner, mappings)
+        ctr = _record(root, opts, cid, name, env, kind, eps, owner, mappings)
         with Rollback() as undo:
             state.save(root, ctr)  # the name is taken from here on
             undo.push(state.remove, root, cid)
@@ -156,24 +147,30 @@ def _create(root: Root, opts: RunOptions) -> Container:
 
 
 def _attach(root: Root, ctr: Container, undo: Rollback) -> None:
-    """Make the container's namespace (bridge and none modes) and ADD it to its network."""
+    """Make the container's namespace (bridge and none modes) and ADD it to each of its networks."""
     if ctr.net_kind in sandbox.OWN_NAMESPACE:
         netns.create(ctr.netns)
         undo.push(netns.remove, ctr.netns)
-    ctr.cni_result = chain.add(_conflist(root, ctr), _attachment(ctr), root.cni_path, root.cni_cache)
-    ctr.addresses = [ip["address"] for ip in ctr.cni_result.get("ips", [])
-                     if not ip["address"].startswith(("127.", "::1"))]
+    for ep in ctr.endpoints:
+        endpoints.attach(root, ctr, ep, undo)
 
 
 def release_network(root: Root, ctr: Container) -> None:
-    """Detach the container's network (DEL through the plugins) and drop its namespace.
+    """Detach the container's networks (DEL through the plugins, last endpoint first) and drop its namespace.
 
     Works when the process or the namespace is already gone; a container joined to another's
     network never tears that network down.  CNI_NETNS is the namespace as reachable from here, or
     empty when it is not (spec: DEL then still releases what it can find by name: lease, veth, rules).
     """
     path = None if ctr.net_kind == "host" else sandbox.reachable(ctr)
-    chain.delete(_conflist(root, ctr), _attachment(ctr, path), root.cni_path, root.cni_cache)
+    failed: errors.CNIError | None = None
+    for ep in reversed(ctr.endpoints):
+        try:
+            endpoints.release(root, ctr, ep, path)
+        except errors.CNIError as exc:  # the other endpoints are still released; the first failure is told
+            failed = failed or exc
+    if failed is not None:
+        raise failed
     if ctr.net_kind in sandbox.OWN_NAMESPACE:
         netns.remove(ctr.netns)
 
@@ -337,19 +334,8 @@ def exec_in(root: Root, ref: str, argv: list[str], env: list[str]) -> int:
 
 
 def inspect(root: Root, ref: str) -> dict[str, Any]:
-    """What `inspect` shows (Docker's names)."""
-    ctr = state.find(root, ref)
-    running = state.alive(ctr)
-    return {
-        "Id": ctr.id, "Name": ctr.name, "Command": ctr.command,
-        "State": {"Status": ctr.state, "Running": running, "Pid": ctr.pid if running else 0,
-                  "ExitCode": ctr.exit_code, "Error": ctr.error or ""},
-        "NetworkMode": ctr.network,
-        "NetworkSettings": {"Network": ctr.network, "SandboxKey": sandbox.reachable(ctr) if ctr.net_kind != "host" else "",
-                            "Addresses": ctr.addresses, "Ports": [ports.describe(m) for m in ctr.ports]},
-        "Hostname": ctr.hostname, "Created": ctr.created, "LogPath": ctr.log,
-        "Config": {"Labels": ctr.labels},
-    }
+    """What `inspect` shows (Docker's names: netkit/runtime/inspect.py)."""
+    return views.container(state.find(root, ref))
 
 
 def logs(root: Root, ref: str) -> bytes:
@@ -363,9 +349,9 @@ def logs(root: Root, ref: str) -> bytes:
 
 
 def users(root: Root, network: str, bridge_only: bool = False) -> list[str]:
-    """The names of the containers recorded on ``network`` (only bridge attachments if asked)."""
+    """The names of the containers with an endpoint on ``network`` (only bridge attachments if asked)."""
     return [c.name for c in state.all_records(root)
-            if c.network == network and (c.net_kind == "bridge" or not bridge_only)]
+            if c.endpoint(network) is not None and (c.net_kind == "bridge" or not bridge_only)]
 
 
 def prune(root: Root) -> list[str]:
@@ -387,7 +373,7 @@ def prune(root: Root) -> list[str]:
         conf = networks.load(root, net.name)
         if networks.shared_with_others(root, conf):
             continue  # GC's valid list would be this runtime's only: it would take the others' leases
-        valid = [{"containerID": c.id, "ifname": "eth0"} for c in live if c.network == net.name]
+        valid = endpoints.valid_attachments(live, net.name)
         try:
             chain.gc(conf, valid, root.cni_path)
         except errors.CNIError:

@@ -46,8 +46,12 @@ class Runtime:
 
     @property
     def env(self) -> dict[str, str]:
-        """The runtime's environment: the plugins it execs use the sandbox's agent, if any."""
-        return dict(os.environ, NETKIT_AGENT_SOCKET=self.box.agent_socket or "/nonexistent/netkit-agent.sock")
+        """The runtime's environment: the plugins it execs use the sandbox's agent, if any, and its
+        firewall backend when one is chosen (plugins running in-process read it from here)."""
+        env = dict(os.environ, NETKIT_AGENT_SOCKET=self.box.agent_socket or "/nonexistent/netkit-agent.sock")
+        if self.box.firewall:
+            env["NETKIT_FIREWALL_BACKEND"] = self.box.firewall
+        return env
 
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env)
@@ -117,11 +121,21 @@ def rt_ip_netns_exec(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runti
         runtime.cleanup()
 
 
-@pytest.fixture
-def rt(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
-    """A runtime with its own root in a sandbox host that has an uplink to another machine."""
-    runtime = Runtime(box, os.path.join(str(tmp_path), "root"))
+def _cleaned(runtime: Runtime) -> Iterator[Runtime]:
+    """Yield ``runtime``, then remove whatever it left."""
     try:
         yield runtime
     finally:
         runtime.cleanup()
+
+
+@pytest.fixture
+def fw_rt(fw_inproc: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
+    """A runtime whose plugins run in-process on one firewall backend (each test runs on both)."""
+    yield from _cleaned(Runtime(fw_inproc, os.path.join(str(tmp_path), "root")))
+
+
+@pytest.fixture
+def rt(box: Sandbox, tmp_path: os.PathLike[str]) -> Iterator[Runtime]:
+    """A runtime with its own root in a sandbox host that has an uplink to another machine."""
+    yield from _cleaned(Runtime(box, os.path.join(str(tmp_path), "root")))

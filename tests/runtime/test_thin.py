@@ -80,6 +80,10 @@ def _normal(ps: str, inspected: list[dict[str, Any]], ports: str) -> tuple[str, 
         c["NetworkSettings"]["SandboxKey"] = c["NetworkSettings"]["SandboxKey"].replace(cid, "<id>")
         c["State"]["Pid"] = bool(c["State"]["Pid"])
         c["NetworkSettings"]["Addresses"] = [a.split("/")[1] for a in c["NetworkSettings"]["Addresses"]]
+        for where in (c["NetworkSettings"], *c["NetworkSettings"]["Networks"].values()):
+            where["IPAddress"], where["MacAddress"] = bool(where["IPAddress"]), bool(where["MacAddress"])
+            for key in ("Aliases", "DNSNames"):
+                where[key] = [n.replace(cid[:12], "<id>") for n in where.get(key) or []]
     # A joined container's namespace is reached through its owner's pid (/proc/PID/ns/net).
     inspected = json.loads(re.sub(r"/proc/\d+/", "/proc/<pid>/", json.dumps(inspected)))
     ps = re.sub(r"Up \d+ seconds", "Up", ps)
