@@ -16,7 +16,7 @@ import time
 
 from netkit import errors
 from netkit.lab import probe
-from netkit.lab.scenario import Container, Host, Scenario, ScenarioError, split_target
+from netkit.lab.scenario import Container, Host, Network, Scenario, ScenarioError, split_target
 from netkit.lab.serve import serve_args, serve_ports
 from netkit.runtime import containers, networks, state
 from netkit.runtime.root import Root
@@ -61,22 +61,40 @@ def _routes(host: Host) -> None:
             ipr.route("replace", family=family, dst=str(r.to.network_address), dst_len=r.to.prefixlen, gateway=r.via)
 
 
+def _same_network(root: Root, net: Network, subnets: str) -> bool:
+    """True when the network ``root`` has (its subnets comma-separated) is the one the scenario asks for."""
+    have = subnets.split(",") if subnets else []
+    v6 = [s for s in have if ":" in s]
+    if net.subnet not in (None, *have) or (net.ipv6 is None) != (not v6) or net.ipv6 not in (None, "auto", *v6):
+        return False
+    conf = networks.load(root, net.name)["plugins"][0]
+    return (conf.get("isolate") == net.isolate and conf.get("icc") == net.icc
+            and conf.get("ipMasq") == (not net.internal))
+
+
 def _networks(root: Root, host: Host) -> None:
     present = {n.name: n for n in networks.listing(root)}
     for net in host.networks.values():
         options = {"isolate": str(net.isolate).lower(), "icc": str(net.icc).lower()}
         have = present.get(net.name)
         if have is not None:
-            conf = networks.load(root, net.name)["plugins"][0]
-            same = (net.subnet in (None, have.subnet) and conf.get("isolate") == net.isolate
-                    and conf.get("icc") == net.icc and conf.get("ipMasq") == (not net.internal))
-            if same:
+            if _same_network(root, net, have.subnet):
                 continue
             users = containers.users(root, net.name)
             for name in users:  # recreated below with the network's new shape
                 containers.remove(root, name, force=True)
             networks.remove(root, net.name, [])
-        networks.create(root, net.name, net.subnet, None, net.internal, options)
+        subnets = [s for s in (net.subnet, net.ipv6) if s not in (None, "auto")]
+        networks.create(root, net.name, subnets, None, net.internal, options, ipv6=net.ipv6 is not None)
+
+
+def _network_specs(c: Container) -> list[str]:
+    """The container's ``--network`` values: its aliases on each of its user networks (Docker's long form)."""
+    out = []
+    for net in c.nets:
+        user = net not in (networks.DEFAULT, *networks.MODES) and not net.startswith("container:")
+        out.append(",".join([f"name={net}", *(f"alias={a}" for a in c.aliases)]) if user and c.aliases else net)
+    return out
 
 
 def _wait_ready(rec: state.Container, c: Container) -> None:
@@ -122,12 +140,12 @@ def provision(sc: Scenario, host_name: str, root: Root) -> list[str]:
             continue
         if rec is not None:
             containers.remove(root, c.name, force=True)
-        opts = containers.RunOptions(command=command(sc, host, c), network=c.net, publish=c.ports, name=c.name,
-                                     detach=True, ip=c.ip, hostname=c.name,
+        opts = containers.RunOptions(command=command(sc, host, c), networks=_network_specs(c), publish=c.ports,
+                                     name=c.name, detach=True, ip=c.ip, hostname=c.name,
                                      labels={LABEL_LAB: sc.name, LABEL_SPEC: digest})
         rec, _ = containers.run(root, opts)
         if c.serve:
             _wait_ready(rec, c)
         started.add(c.name)
-        done.append(f"{host_name}: started {c.name} ({c.net})")
+        done.append(f"{host_name}: started {c.name} ({', '.join(c.nets)})")
     return done
