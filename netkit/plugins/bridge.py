@@ -139,7 +139,9 @@ def _ensure_gateway(nl: links.Socket, bridge_index: int, gw: ipaddress.IPv4Inter
                 raise errors.CNIError(errors.INVALID_CONFIG, f"bridge already has address {existing}",
                                       f"gateway is {gw}; set forceAddress to replace it")
             links.remove_address(nl, bridge_index, existing)
-    links.add_address(nl, bridge_index, gw)
+    # NODAD: the gateway answers neighbour solicitations (and containers' first packets) at once; the
+    # subnet is the network's own, no other host on the bridge claims its gateway.
+    links.add_address(nl, bridge_index, gw, nodad=True)
 
 
 def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
@@ -161,7 +163,9 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         if link is None:
             raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
         for ip in ipam_result.get("ips", []):
-            links.add_address(nl, link.index, ipaddress.ip_interface(ip["address"]))
+            # NODAD (Docker's choice too): IPAM made the address unique, and a tentative address
+            # would leave the container without IPv6 for its first second.
+            links.add_address(nl, link.index, ipaddress.ip_interface(ip["address"]), nodad=True)
         links.up(nl, link.index)
         for route in routes:
             version = ipaddress.ip_network(route["dst"], strict=False).version
