@@ -89,7 +89,7 @@ def test_published_port_over_ipv6_from_every_place(fw_box: Sandbox, servers: lis
     x = machine6(box)
     a, b = box.container(), box.container()
     res_a = attach(box, a, dual_conf(box), WEB)
-    attach(box, b, dual_conf(box))
+    res_b = attach(box, b, dual_conf(box))
     servers.append(a.serve("A", 80))
     for proto in ("tcp", "udp"):
         assert x.ask(proto, HOST6, 8080) == f"A {MACHINE6}"                        # another machine, IPv6
@@ -103,7 +103,8 @@ def test_published_port_over_ipv6_from_every_place(fw_box: Sandbox, servers: lis
     conf = dict(dual_conf(box), runtimeConfig={"portMappings": WEB})
     assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)
     assert x.unanswered("tcp", HOST6, 8080, control=before)
-    assert box.group_chains() == []
+    assert box.call("netkit-bridge", "DEL", dict(dual_conf(box), prevResult=res_b), b) == (0, None)
+    assert box.group_chains() == []  # both families' tables
 
 
 def test_ipv6_host_ip_binds_the_mapping_to_that_family(fw_box: Sandbox, servers: list) -> None:
