@@ -63,7 +63,7 @@ LOCALNET = "NETKIT-LOCALNET"
 # Jumped to from the base chains and never deleted: a failed commit's rollback empties them only.
 _INFRA = frozenset((HOSTPORTS, MASQUERADE, FORWARD, ISOLATION, ISOLATION2))
 _MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
-_LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
+_LOOPBACK = {4: ("127.0.0.0/8",)}  # IPv6: ::1 is never DNAT'd
 
 _LOCALNET_GUARD = Spec("netkit/localnet", "DROP", dst="127.0.0.0/8", iif="!lo")
 
@@ -84,10 +84,12 @@ def _dnat_rules(group: RuleGroup, version: int) -> list[Spec]:
     out = []
     target = group.addresses[-1] if group.addresses else None  # the last one, as the nftables backend picks
     for m in group.mappings:
-        if target is None or (m.host_ip and ipaddress.ip_address(m.host_ip).version != version):
+        if target is None or m.host_ip == "::1" or (m.host_ip and ipaddress.ip_address(m.host_ip).version != version):
             continue
         to = f"{target.ip}:{m.container_port}" if version == 4 else f"[{target.ip}]:{m.container_port}"
-        out.append(Spec(m.label(), "DNAT", dst=m.host_ip, proto=m.protocol, dport=m.host_port, to=to))
+        # IPv6: never [::1] (the nftables backend's _dnat_rules says why; plugins/proxy6.py serves it).
+        dst = m.host_ip or ("!::1" if version == 6 else "")
+        out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
     return out
 
 
@@ -100,7 +102,7 @@ def _snat_rules(group: RuleGroup) -> list[Spec]:
         elif group.snat:
             # Hairpin and same-bridge clients (replies would bypass the host) and host-local
             # clients using 127.0.0.1 (the container cannot answer a loopback source).
-            for src in (str(addr.network), _LOOPBACK[addr.version]):
+            for src in (str(addr.network), *_LOOPBACK.get(addr.version, ())):
                 out.append(Spec(f"snat/{src}->{ip}", "MASQUERADE", src=src, dst=ip, ctstate="DNAT"))
     return out
 

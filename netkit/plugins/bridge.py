@@ -173,7 +173,7 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         return str(link.address)
 
 
-def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], undo: Rollback) -> None:
+def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], host: str, undo: Rollback) -> None:
     """Network isolation, masquerade (ipMasq), published ports (portMappings capability).
 
     The network's rules stay with the bridge; the attachment's are undone if ADD fails.
@@ -189,7 +189,7 @@ def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], u
         failpoints.hit("bridge.add.after-masq")
     if cfg.publishes_ports:
         undo.push(publish.unpublish, fw, req)
-        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
+        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge, host)
         failpoints.hit("bridge.add.after-dnat")
 
 
@@ -237,7 +237,7 @@ def add(req: Request) -> Result:
         routes = _container_routes(cfg, ipam_result)
         container_mac = _configure_container(req, ipam_result, routes)
         failpoints.hit("bridge.add.after-container")
-        _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], undo)
+        _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], host, undo)
 
     result: Result = {
         "interfaces": [
@@ -320,7 +320,7 @@ def gc(req: Request) -> None:
     cfg = parse_config(req.config)
     delegate.call("GC", cfg.ipam_type, req)
     failpoints.hit("bridge.gc.after-ipam")
-    groups.gc(publish.backend(req), req.network, req.valid_attachments)
+    publish.gc(publish.backend(req), req)
     failpoints.hit("bridge.gc.after-firewall")
     keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
     with links.Socket() as nl:

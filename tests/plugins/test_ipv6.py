@@ -1,6 +1,6 @@
 """Dual stack through netkit-bridge on real namespaces, both firewall backends: addresses with no DAD
 delay, the IPv6 gateway and default route, forwarding, masquerade, isolation and published ports
-over IPv6 (from another machine, from the host's own IPv6 address, from the bridge, hairpin).
+over IPv6 (from another machine, from the host's own IPv6 address, [::1], from the bridge, hairpin).
 
 Topology per test: the sandbox host has a dual-stack bridge (10.20.0.0/24 + fd00:20::/64) and an
 uplink to another machine X: the host is 10.30.0.1 / fd00:30::1, X is 10.30.0.2 / fd00:30::2.
@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import time
 from typing import Any
 
-from tests.sandbox import Namespace, Sandbox, bridge_conf
+from netkit import procinfo
+from netkit.firewall import ports
+from netkit.firewall.model import DNAT, group_chain
+from netkit.plugins import proxy6
+from tests.sandbox import Namespace, Sandbox, bridge_conf, ip
 
 HOST6, MACHINE6 = "fd00:30::1", "fd00:30::2"
 SUBNET6 = "fd00:20::/64"
@@ -129,3 +135,45 @@ def test_networks_are_isolated_over_ipv6(fw_box: Sandbox, servers: list) -> None
     control = a.ask("tcp", MACHINE6, 80)  # a's IPv6 path out of its bridge works
     assert control == f"X {HOST6}"
     assert a.unanswered("tcp", v6(res_b), 80, control=control)
+
+
+def _proxy_pid(box: Sandbox, c: Namespace) -> int | None:
+    """The live [::1] proxy of ``c``'s attachment, by its record; None when there is none."""
+    record = os.path.join(proxy6.DIR, f"{ports.namespace_key(box.host.path)}-{group_chain(DNAT, 'testnet', c.name, 'eth0')}")
+    try:
+        with open(record, encoding="ascii") as f:
+            pid, start = f.read().split()
+    except OSError:
+        return None
+    return int(pid) if procinfo.start_time(int(pid)) == start else None
+
+
+def _gone(pid: int) -> bool:
+    """Wait for process ``pid`` to end (the timeout only stops a hung test)."""
+    deadline = time.monotonic() + 30
+    while procinfo.start_time(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return procinfo.start_time(pid) is None
+
+
+def test_loopback_proxy_ends_with_del_and_with_the_container(fw_box: Sandbox, servers: list) -> None:
+    box = fw_box
+    a, b, v4only = box.container(), box.container(), box.container()
+    attach(box, a, dual_conf(box), WEB)
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    servers.append(a.serve("A", 80))
+    assert (box.host.ask("tcp", "::1", 8080) or "").startswith("A ")
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": WEB})
+    assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)
+    assert _gone(pid) and _proxy_pid(box, a) is None
+    # A container removed without a DEL: its veth goes, and the proxy with it (record included).
+    attach(box, b, dual_conf(box), [{"hostPort": 9090, "containerPort": 80}])
+    pid = _proxy_pid(box, b)
+    assert pid is not None
+    ip("netns", "del", b.name)
+    box.containers.remove(b)
+    assert _gone(pid) and not [n for n in os.listdir(proxy6.DIR) if n.endswith(group_chain(DNAT, "testnet", b.name, "eth0"))]
+    # IPv4-only attachments get no proxy (they are not published on IPv6 at all).
+    attach(box, v4only, bridge_conf(box, capabilities={"portMappings": True}), [{"hostPort": 9091, "containerPort": 80}])
+    assert _proxy_pid(box, v4only) is None
