@@ -12,6 +12,8 @@ from typing import Iterator
 
 import pytest
 
+from netkit.firewall import ports
+from netkit.plugins import proxy6
 from tests.runtime.conftest import Runtime
 from tests.sandbox import TRAFFIC, Sandbox
 
@@ -84,7 +86,7 @@ def test_dual_stack_containers_talk_go_out_and_publish_over_ipv6(rt6: Runtime) -
     rt.box.host.run("ip", "-6", "addr", "add", f"{HOST6}/64", "dev", "uplink0", "nodad", check=True)
     x.run("ip", "-6", "addr", "add", f"{MACHINE6}/64", "dev", "eth0", "nodad", check=True)
     rt("network", "create", "--ipv6", "--subnet", "fd00:59::/64", "dual")
-    rt("run", "-d", "--name", "web", "--network", "dual", "-p", "8080:80", "--",
+    rt("run", "-d", "--name", "web", "--network", "dual", "-p", "8080:80", "-p", "[::1]:8081:80", "--",
        sys.executable, TRAFFIC, "serve", "web", "80")
     rt("run", "-d", "--name", "client", "--network", "dual", "--", "sleep", "300")
     web6 = _v6(rt, "web")
@@ -92,6 +94,9 @@ def test_dual_stack_containers_talk_go_out_and_publish_over_ipv6(rt6: Runtime) -
     client = rt.netns("client")
     assert rt.wait_answer(lambda: (client.ask("tcp", web6, 80) or "").startswith("web "))
     assert x.ask("tcp", HOST6, 8080) == f"web {MACHINE6}"          # published, from another machine over IPv6
+    for port in (8080, 8081):                                        # [::1], every address's and its own
+        assert (rt.box.host.ask("tcp", "::1", port) or "").startswith("web ")
+    assert "80/tcp -> [::1]:8081" in rt("ps").stdout + json.dumps(rt.inspect("web"))
     servers = x.serve("X", 7000)
     try:
         assert client.ask("tcp", MACHINE6, 7000) == f"X {HOST6}"  # masqueraded out over IPv6
@@ -100,3 +105,5 @@ def test_dual_stack_containers_talk_go_out_and_publish_over_ipv6(rt6: Runtime) -
         servers.wait()
     rt("rm", "-f", "web", "client")
     assert rt.box.group_chains() == []
+    key = ports.namespace_key(rt.box.host.path)
+    assert [n for n in os.listdir(proxy6.DIR) if n.startswith(f"{key}-")] == []  # the [::1] proxy went with rm
