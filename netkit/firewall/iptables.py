@@ -413,7 +413,7 @@ class IptablesBackend:
                 out[chain] = out.get(chain, []) + comments
         return out
 
-    def forward_blockers(self) -> list[str]:
+    def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """nft base forward chains whose policy drops: an accept in the legacy tables does not
         override them.  The legacy FORWARD is not reported: apply() lets the attachment's traffic
         through it (see the module docstring)."""

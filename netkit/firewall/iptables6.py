@@ -84,6 +84,11 @@ def _serve(request: dict[str, Any]) -> Any:
         return fw.rule_comments()
     if op == "group_comments":
         return fw.group_comments(arg)
+    if op == "forward_drops":
+        from netkit.firewall import iptables_session
+
+        with iptables_session.session(version=6) as s:
+            return s.forward_drops(s.table("filter"))
     raise errors.CNIError(errors.INTERNAL, f"unknown ip6tables operation {op!r}")
 
 

@@ -393,7 +393,7 @@ class NftablesBackend:
         """What rule_comments() shows for the group once applied."""
         return {chain: [r["add"]["rule"]["comment"] for r in rules] for chain, rules in _expected(group).items()}
 
-    def forward_blockers(self) -> list[str]:
+    def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
         legacy iptables FORWARD when it drops by default (the kernel applies it beside nft)."""
-        return forward_blockers.nft() + forward_blockers.legacy()
+        return forward_blockers.nft() + forward_blockers.legacy(versions)
