@@ -1,4 +1,5 @@
-"""The legacy iptables backend: the nftables backend's layout, in the xtables ``nat`` table (IPv4).
+"""The legacy iptables backend: the nftables backend's layout, in the xtables ``nat`` tables (IPv4's
+and IPv6's).
 
 Layout (chain names and rule comments are exactly those of the nftables backend, so CHECK, GC and
 conflict detection read both alike):
@@ -15,10 +16,12 @@ iptables has no ``ct status dnat`` match (``--ctstatus`` knows only EXPECTED, SE
 CONFIRMED); the equivalent is the conntrack match's virtual state ``--ctstate DNAT`` (the original
 destination differs from the reply source).
 
-IPv4 only: the container's IPv6 addresses (and IPv6 hostIP mappings) are skipped, and
-``expected_comments`` leaves their rules out too.  python-iptables cannot serve both families in one
-process: an extension library registers its targets for the family current when it is first
-loaded, and DNAT/MASQUERADE live in libxt_NAT.so, so the second family gets "can't find target".
+Both families: IPv4 in iptables, IPv6 in ip6tables, each with its own rules of the same layout
+and comments (``IptablesFamily``).  The IPv6 half runs in a child process (``iptables6.py``:
+python-iptables serves one family per process), only for groups with an IPv6 address, networks
+with an IPv6 subnet, and namespaces that have ip6tables tables; an IPv4-only host never starts it.
+In IPv6 the raw 127/8 guard has no counterpart (nothing routes ::1 off the loopback), and [::1] is
+never DNAT'd (``plugins/proxy6.py`` serves it).
 
 The legacy FORWARD chain is in the same tables netkit writes, so instead of reporting it
 (``forward_blockers``), ``apply`` lets the attachment's own traffic through when filter FORWARD

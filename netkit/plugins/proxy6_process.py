@@ -103,11 +103,17 @@ def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[t
                 if _link_gone(nl, watch):
                     return
             elif kind == "tcp":
-                conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                try:
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                except OSError:  # the client gave up meanwhile (ECONNABORTED), or no fd left: serve on
+                    continue
                 threading.Thread(target=_relay, args=(conn, (cfg["target"], key.data[1])), daemon=True).start()
             elif kind == "udp":
                 listener = key.fileobj
-                data, client = listener.recvfrom(65536)  # type: ignore[union-attr]
+                try:
+                    data, client = listener.recvfrom(65536)  # type: ignore[union-attr]
+                except OSError:
+                    continue
                 entry = clients.get((listener, client))  # type: ignore[arg-type]
                 if entry is None:
                     upstream = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
