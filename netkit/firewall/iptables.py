@@ -264,9 +264,11 @@ class IptablesFamily:
         reply, not DNAT'd) to the network's chain, which sends what leaves by another interface to
         NETKIT-ISOLATION-2, which drops it if that interface is another netkit bridge.
         """
-        if not net.icc and not sysctl.br_netfilter_active():
+        versions = {ipaddress.ip_network(s, strict=False).version for s in net.subnets} or {4}
+        if not net.icc and not all(sysctl.br_netfilter_active(v) for v in versions):
             raise errors.CNIError(errors.INVALID_CONFIG, "icc=false with the iptables backend needs br_netfilter",
-                                  "load br_netfilter (net.bridge.bridge-nf-call-iptables=1) or use nftables")
+                                  "load br_netfilter (net.bridge.bridge-nf-call-iptables=1, and "
+                                  "bridge-nf-call-ip6tables=1 for an IPv6 subnet) or use nftables")
         with _session(self.version) as s:
             filt = s.table("filter")
             snap = s.snapshot(filt, [ISOLATION, ISOLATION2, net.chain])

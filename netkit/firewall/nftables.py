@@ -340,7 +340,9 @@ class NftablesBackend:
         # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
         # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
         # (these machines do).  Traffic to the gateway is local, not switched.
-        return list(net.subnets) if not net.icc and not sysctl.br_netfilter_active() else []
+        if net.icc:
+            return []
+        return [s for s in net.subnets if not sysctl.br_netfilter_active(ipaddress.ip_network(s, strict=False).version)]
 
     def _icc(self, net: NetworkRules, listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Commands that make the bridge-family rule of ``net`` match its icc setting."""

@@ -18,6 +18,8 @@ from netkit import procinfo
 from netkit.firewall import ports
 from netkit.firewall.model import DNAT, group_chain
 from netkit.plugins import proxy6
+import pytest
+
 from tests.sandbox import Namespace, Sandbox, bridge_conf, ip
 
 HOST6, MACHINE6 = "fd00:30::1", "fd00:30::2"
@@ -177,3 +179,26 @@ def test_loopback_proxy_ends_with_del_and_with_the_container(fw_box: Sandbox, se
     # IPv4-only attachments get no proxy (they are not published on IPv6 at all).
     attach(box, v4only, bridge_conf(box, capabilities={"portMappings": True}), [{"hostPort": 9091, "containerPort": 80}])
     assert _proxy_pid(box, v4only) is None
+
+
+@pytest.mark.parametrize("backend, br_netfilter", [("nftables", "1"), ("nftables", "0"), ("iptables", "1")])
+def test_icc_false_separates_containers_over_ipv6(box: Sandbox, servers: list, backend: str, br_netfilter: str) -> None:
+    # IPv6 has its own br_netfilter switch: without it only nftables' bridge-family rule sees the frames.
+    box.firewall = backend
+    for key in ("iptables", "ip6tables"):
+        box.host.run("sysctl", "-w", f"net.bridge.bridge-nf-call-{key}={br_netfilter}", check=True)
+    a, b = box.container(), box.container()
+    attach(box, a, dual_conf(box, icc=False))
+    res_b = attach(box, b, dual_conf(box, icc=False))
+    servers.append(b.serve("B", 80))
+    gateway = a.ping("fd00:20::1")  # control: A reaches its gateway over the bridge
+    assert gateway and (box.host.ask("tcp", v6(res_b), 80) or "").startswith("B ")
+    assert a.unanswered("tcp", v6(res_b), 80, control=gateway)
+
+
+def test_icc_false_on_iptables_needs_the_ipv6_br_netfilter_switch_too(box: Sandbox) -> None:
+    box.firewall = "iptables"
+    box.host.run("sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1", check=True)
+    box.host.run("sysctl", "-w", "net.bridge.bridge-nf-call-ip6tables=0", check=True)
+    rc, out = box.call("netkit-bridge", "ADD", dual_conf(box, icc=False), box.container())
+    assert rc == 1 and out["code"] == 7 and "bridge-nf-call-ip6tables" in out["details"], out
