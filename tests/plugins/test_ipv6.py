@@ -202,3 +202,25 @@ def test_icc_false_on_iptables_needs_the_ipv6_br_netfilter_switch_too(box: Sandb
     box.host.run("sysctl", "-w", "net.bridge.bridge-nf-call-ip6tables=0", check=True)
     rc, out = box.call("netkit-bridge", "ADD", dual_conf(box, icc=False), box.container())
     assert rc == 1 and out["code"] == 7 and "bridge-nf-call-ip6tables" in out["details"], out
+
+
+def test_portmap_chained_after_the_bridge_publishes_over_ipv6(fw_box: Sandbox, servers: list) -> None:
+    # podman's shape: the bridge without the capability, netkit-portmap next with prevResult.
+    box = fw_box
+    x = machine6(box)
+    a = box.container()
+    conf = dual_conf(box)
+    del conf["capabilities"]
+    prev = attach(box, a, conf)
+    pm = {"cniVersion": "1.0.0", "name": "testnet", "type": "netkit-portmap", "capabilities": {"portMappings": True},
+          "runtimeConfig": {"portMappings": WEB}, "prevResult": prev}
+    rc, out = box.call("netkit-portmap", "ADD", pm, a)
+    assert rc == 0, out
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST6, 8080) == f"A {MACHINE6}"
+    assert (box.host.ask("udp", "::1", 8080) or "").startswith("A ")
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    assert box.call("netkit-portmap", "CHECK", pm, a) == (0, None)
+    assert box.call("netkit-portmap", "DEL", pm, a) == (0, None)
+    assert _gone(pid) and not [c for c in box.group_chains() if c.startswith("NK-D-")]  # both families
