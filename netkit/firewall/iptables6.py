@@ -9,26 +9,39 @@ accepts, the per-table commits and their rollback), so both families read alike 
 conflict detection.  The alternative, the ``ip6tables-legacy-restore`` tool fed a script, would
 have meant a second, text-based copy of that layout.
 
-The child starts in the calling thread's network namespace (a forked task inherits its creator's
-namespaces, and a plugin thread of the agent has joined the caller's), reads one request (JSON) on
-stdin and answers JSON on stdout; a CNIError crosses as its code, message and details.  It costs an
-interpreter start (~60 ms here), paid only where IPv6 rules exist or are asked for.
+The child is a helper the process keeps while it is busy: each request (JSON) goes over a unix
+socket pair with a descriptor of the caller's network namespace (a plugin thread of the agent has
+joined the caller's), which the helper enters to serve it; a CNIError crosses as its code, message
+and details.  One interpreter start and python-iptables load (~60-80 ms here) then serves the
+three IPv6 operations of an ADD (network rules, masquerade, ports), and an agent's consecutive
+ADDs; the helper exits after IDLE_S without a request (and when its parent goes: end of file), so
+nothing lingers.  It is started only where IPv6 rules exist or are asked for.
 """
 
 from __future__ import annotations
 
+import array
 import ipaddress
 import json
+import os
+import select
+import socket
+import struct
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from netkit import errors
 from netkit.firewall.model import NetworkRules, PortMapping, RuleGroup
 
-# What the child runs: no site import (the parent's sys.path is handed over, as the plugin
+IDLE_S = 1.0  # the helper exits after this long without a request
+_LEN = struct.Struct("=I")  # each message: its length, then its JSON
+# What the helper runs: no site import (the parent's sys.path handed over, as the plugin
 # launchers do), then this module's main().
 _BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from netkit.firewall.iptables6 import main; main()"
+_lock = threading.Lock()  # one request at a time on the socket
+_helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
 
 def _group_json(group: RuleGroup) -> dict[str, Any]:
@@ -44,28 +57,86 @@ def _group(raw: dict[str, Any]) -> RuleGroup:
 
 
 def call(op: str, arg: Any = None) -> Any:
-    """Run one operation of the IPv6 half (``IptablesFamily(6)``'s method ``op``) in a child; its answer."""
+    """Run one operation of the IPv6 half (``IptablesFamily(6)``'s method ``op``) in the helper, in
+    the calling thread's network namespace; its answer."""
     if isinstance(arg, RuleGroup):
         arg = _group_json(arg)
     elif isinstance(arg, NetworkRules):
         arg = arg._asdict()
     elif isinstance(arg, set):
         arg = sorted(arg)
-    paths = json.dumps([p for p in sys.path if p])
+    request = json.dumps({"op": op, "arg": arg}).encode()
+    netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _BOOT, paths],
-                              input=json.dumps({"op": op, "arg": arg}).encode(), capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise errors.CNIError(errors.KERNEL, "ip6tables helper failed to run", str(exc)) from None
-    try:
-        answer = json.loads(proc.stdout)
-    except ValueError:
-        raise errors.CNIError(errors.KERNEL, "ip6tables helper failed",
-                              proc.stderr.decode(errors="replace").strip()[-500:]) from None
+        with _lock:
+            # A helper that just exited (idle) answers nothing: the request goes to a new one.  Every
+            # operation is idempotent, so one sent twice does no harm.
+            for attempt in range(2):
+                try:
+                    raw = _exchange(request, netns)
+                    break
+                except OSError as exc:
+                    _reset()
+                    if attempt:
+                        raise errors.CNIError(errors.KERNEL, "ip6tables helper failed", str(exc)) from None
+    finally:
+        os.close(netns)
+    answer = json.loads(raw)
     if "error" in answer:
         code, msg, details = answer["error"]
         raise errors.CNIError(code, msg, details)
     return answer["result"]
+
+
+def _exchange(request: bytes, netns: int) -> bytes:
+    """Send one request with the namespace's descriptor to the helper (started if none); its answer."""
+    global _helper
+    if _helper is None or _helper[0].poll() is not None:
+        _reset()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, json.dumps([p for p in sys.path if p])],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    pass_fds=(theirs.fileno(),), env={**os.environ, "NETKIT_IP6_FD": str(theirs.fileno())})
+        finally:
+            theirs.close()
+        ours.settimeout(120)  # a helper that hangs fails the operation rather than the caller forever
+        _helper = (proc, ours)
+    sock = _helper[1]
+    message = _LEN.pack(len(request)) + request
+    sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [netns]))])
+    sock.sendall(message[sent:])
+    return _receive(sock)
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """One length-prefixed message; OSError at end of file."""
+    head = _exactly(sock, _LEN.size)
+    return _exactly(sock, _LEN.unpack(head)[0])
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise OSError("the ip6tables helper exited")
+        out += chunk
+    return bytes(out)
+
+
+def _reset() -> None:
+    """Forget the helper: close its socket (it exits at end of file) and reap it."""
+    global _helper
+    if _helper is not None:
+        proc, sock = _helper
+        _helper = None
+        sock.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _serve(request: dict[str, Any]) -> Any:
@@ -93,11 +164,33 @@ def _serve(request: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    """The child: one request from stdin, its answer on stdout; exit status 0 either way (the
-    answer says what happened)."""
-    request = json.loads(sys.stdin.buffer.read())
-    try:
-        answer: dict[str, Any] = {"result": _serve(request)}
-    except errors.CNIError as exc:
-        answer = {"error": [exc.code, exc.msg, exc.details]}
-    sys.stdout.write(json.dumps(answer))
+    """The helper: requests from the socket pair until IDLE_S passes without one or the parent
+    goes; each served in the namespace whose descriptor came with it."""
+    from netkit.net import netns
+
+    sock = socket.socket(fileno=int(os.environ["NETKIT_IP6_FD"]))
+    while select.select([sock], [], [], IDLE_S)[0]:
+        # The descriptor rides with the first bytes of the request.
+        head, ancillary, _, _ = sock.recvmsg(_LEN.size, socket.CMSG_SPACE(array.array("i").itemsize))
+        if not head:
+            return
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        try:
+            data = _exactly(sock, _LEN.size - len(head))
+            data = _exactly(sock, _LEN.unpack(head + data)[0])
+            if not fds:
+                raise errors.CNIError(errors.INTERNAL, "ip6tables helper: no namespace came with the request")
+            netns.setns_fd(fds[0])
+            answer: dict[str, Any] = {"result": _serve(json.loads(data))}
+        except errors.CNIError as exc:
+            answer = {"error": [exc.code, exc.msg, exc.details]}
+        except OSError as exc:
+            answer = {"error": [errors.KERNEL, "ip6tables helper failed", str(exc)]}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        reply = json.dumps(answer).encode()
+        sock.sendall(_LEN.pack(len(reply)) + reply)
