@@ -10,7 +10,8 @@ published on IPv6 at all).
 
 Lifecycle.  ADD starts it once the rules are in (``publish.publish``): detached (its own session,
 forked twice, so a long-lived agent keeps no zombie), ready once its sockets are bound; a [::1]
-port something else already holds is left to that (NAT still serves the other addresses).  Its
+port something else already holds is left to that (NAT still serves the other addresses), unless
+the mapping asked for [::1] alone: then ADD fails, the port is allocated.  Its
 record, ``<netns inode>-<DNAT chain>`` under DIR, says ``pid start-time``.  DEL (``unpublish``) and
 GC stop it; a proxy whose attachment went without a DEL (the container's namespace deleted) sees
 the host-side veth go and exits by itself.  Either way the record goes with it.
@@ -42,7 +43,7 @@ def start(group: RuleGroup, watch: str | None) -> None:
     """Proxy the group's mappings that cover [::1] to its IPv6 address (nothing without one);
     ``watch``: the host-side interface whose removal ends the proxy."""
     target = next((a for a in group.addresses if a.version == 6), None)
-    mappings = [[m.host_port, m.container_port, m.protocol] for m in group.mappings
+    mappings = [[m.host_port, m.container_port, m.protocol, m.label()] for m in group.mappings
                 if m.host_ip in ("", "::1") and m.protocol in ("tcp", "udp")]
     if target is None or not mappings:
         return
@@ -63,8 +64,15 @@ def start(group: RuleGroup, watch: str | None) -> None:
     with proc.stdout:
         line = proc.stdout.readline().decode(errors="replace")  # the proxy's "ready", or nothing if it died
     proc.wait()  # the first fork only: it exits once the proxy is forked off
-    if not line.startswith("ready"):
+    if not line.startswith("ready "):
         raise errors.CNIError(errors.KERNEL, "the [::1] proxy failed to start", config["record"])
+    # A port something else holds on [::1]: for a mapping on every address that is the holder's
+    # (NAT serves the other addresses); a mapping asked for on [::1] alone would have no effect.
+    explicit = [label for label in json.loads(line[len("ready "):]) if "/::1/" in label]
+    if explicit:
+        stop(group.chain)
+        raise errors.CNIError(errors.PORT_ALLOCATED, f"port is already allocated: {explicit[0]}",
+                              "something else listens on it")
 
 
 def stop(chain: str, key: str = "") -> None:

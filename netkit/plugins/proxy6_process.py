@@ -73,10 +73,11 @@ def _link_gone(nl: socket.socket, index: int) -> bool:
     return False
 
 
-def _listeners(cfg: dict[str, Any]) -> list[tuple[socket.socket, str, int]]:
-    """The [::1] sockets of the mappings it can bind: (socket, protocol, container port)."""
+def _listeners(cfg: dict[str, Any], failed: list[str]) -> list[tuple[socket.socket, str, int]]:
+    """The [::1] sockets of the mappings it can bind: (socket, protocol, container port); the labels
+    of those it cannot go to ``failed``."""
     out = []
-    for host_port, container_port, protocol in cfg["mappings"]:
+    for host_port, container_port, protocol, label in cfg["mappings"]:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,7 +85,8 @@ def _listeners(cfg: dict[str, Any]) -> list[tuple[socket.socket, str, int]]:
             if protocol == "tcp":
                 sock.listen(128)
         except OSError:
-            sock.close()  # held by something else: that keeps [::1], NAT serves the other addresses
+            sock.close()  # held by something else: start() decides whether that matters
+            failed.append(label)
             continue
         out.append((sock, protocol, container_port))
     return out
@@ -148,11 +150,12 @@ def main(raw: str) -> None:
         watch = socket.if_nametoindex(cfg["watch"]) if cfg["watch"] else 0
     except OSError:
         return
-    listeners = _listeners(cfg)
+    failed: list[str] = []
+    listeners = _listeners(cfg, failed)
     me = f"{os.getpid()} {procinfo.start_time(os.getpid())}"
     fileio.write_atomic(cfg["record"], me.encode())
     try:
-        sys.stdout.write("ready\n")
+        sys.stdout.write(f"ready {json.dumps(failed)}\n")
         sys.stdout.flush()
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # start() waits for EOF on the pipe

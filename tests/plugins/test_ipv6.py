@@ -224,3 +224,21 @@ def test_portmap_chained_after_the_bridge_publishes_over_ipv6(fw_box: Sandbox, s
     assert box.call("netkit-portmap", "CHECK", pm, a) == (0, None)
     assert box.call("netkit-portmap", "DEL", pm, a) == (0, None)
     assert _gone(pid) and not [c for c in box.group_chains() if c.startswith("NK-D-")]  # both families
+
+
+def test_a_loopback_port_held_by_the_host(fw_box: Sandbox, servers: list) -> None:
+    # The host's own service on port 7070 keeps [::1]; a mapping on every address still publishes
+    # (NAT serves the others), one asked for on [::1] alone is refused.
+    box = fw_box
+    x = machine6(box)
+    servers.append(box.host.serve("H", 7070))
+    a, b = box.container(), box.container()
+    attach(box, a, dual_conf(box), [{"hostPort": 7070, "containerPort": 80}])
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST6, 7070) == f"A {MACHINE6}"
+    assert (box.host.ask("tcp", "::1", 7070) or "").startswith("H ")
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": [{"hostPort": 7071, "containerPort": 80, "hostIP": "::1"}]})
+    servers.append(box.host.serve("H2", 7071))
+    rc, out = box.call("netkit-bridge", "ADD", conf, b)
+    assert rc == 1 and out["code"] == 107 and "tcp/::1/7071" in out["msg"], out
+    assert _proxy_pid(box, b) is None and b.links() == ["lo"]
