@@ -100,7 +100,6 @@ def _exchange(request: bytes, netns: int) -> bytes:
                                     pass_fds=(theirs.fileno(),), env={**os.environ, "NETKIT_IP6_FD": str(theirs.fileno())})
         finally:
             theirs.close()
-        ours.settimeout(120)  # a helper that hangs fails the operation rather than the caller forever
         _helper = (proc, ours)
     sock = _helper[1]
     message = _LEN.pack(len(request)) + request
@@ -111,18 +110,15 @@ def _exchange(request: bytes, netns: int) -> bytes:
 
 def _receive(sock: socket.socket) -> bytes:
     """One length-prefixed message; OSError at end of file."""
-    head = _exactly(sock, _LEN.size)
-    return _exactly(sock, _LEN.unpack(head)[0])
+    return _exactly(sock, _LEN.unpack(_exactly(sock, _LEN.size))[0])
 
 
 def _exactly(sock: socket.socket, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise OSError("the ip6tables helper exited")
-        out += chunk
-    return bytes(out)
+    """``n`` bytes (MSG_WAITALL on a blocking socket: fewer only at end of file, then OSError)."""
+    data = sock.recv(n, socket.MSG_WAITALL) if n else b""
+    if len(data) != n:
+        raise OSError("the ip6tables helper's peer closed the socket")
+    return data
 
 
 def _reset() -> None:
