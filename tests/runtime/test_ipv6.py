@@ -64,6 +64,10 @@ def test_network_create_ipv6_writes_both_families(rt: Runtime) -> None:
     ranges = _conf(rt, "given6")["plugins"][0]["ipam"]["ranges"]
     assert ranges == [[{"subnet": "10.56.0.0/24", "gateway": "10.56.0.1"}],
                       [{"subnet": "fd00:56::/64", "gateway": "fd00:56::fe"}]]
+    # --ip with an IPv6 address fixes that family's; the other is chosen (one per range set).
+    rt("run", "-d", "--name", "fixed6", "--network", "given6", "--ip", "fd00:56::50", "--", "sleep", "300")
+    assert _addresses(rt, "fixed6") == ["10.56.0.2", "fd00:56::50"]
+    rt("rm", "-f", "fixed6")
     # Without --ipv6 a network stays IPv4-only (Docker's default).
     rt("network", "create", "plain")
     assert len(_conf(rt, "plain")["plugins"][0]["ipam"]["ranges"]) == 1
