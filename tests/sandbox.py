@@ -130,9 +130,10 @@ class Sandbox:
         nft = self.host.run("nft", "-j", "list", "table", "inet", "netkit")
         chains = [o["chain"]["name"] for o in json.loads(nft.stdout or '{"nftables": []}')["nftables"]
                   if "chain" in o] if nft.returncode == 0 else []
-        legacy = self.host.run("iptables-legacy-save", "-t", "nat").stdout
-        chains += [line[1:].split()[0] for line in legacy.splitlines() if line.startswith(":NK-")]
-        return sorted(c for c in chains if c.startswith(("NK-D-", "NK-M-")))
+        for save in ("iptables-legacy-save", "ip6tables-legacy-save"):
+            legacy = self.host.run(save, "-t", "nat").stdout
+            chains += [line[1:].split()[0] for line in legacy.splitlines() if line.startswith(":NK-")]
+        return sorted({c for c in chains if c.startswith(("NK-D-", "NK-M-"))})
 
     def machine(self, host_addrs: list[str], addr: str) -> Namespace:
         """Another machine on a link to the sandbox host.

@@ -16,8 +16,9 @@ def network() -> None:
 
 
 @network.command("create")
-@click.option("--subnet", default=None)
-@click.option("--gateway", default=None)
+@click.option("--subnet", "subnets", multiple=True, help="CIDR; once per family (IPv4, IPv6), as Docker.")
+@click.option("--gateway", "gateways", multiple=True, help="The gateway of the subnet of its family.")
+@click.option("--ipv6", is_flag=True, help="Dual stack: an IPv6 subnet too (a free unique local /64 unless given).")
 @click.option("--internal", is_flag=True, help="Nothing forwarded in or out (no masquerade, no default route); no -p.")
 @click.option("--driver", "-d", default="bridge", type=click.Choice(["bridge"]))
 @click.option("-o", "--opt", "opts", multiple=True, help="isolate=true|false, icc=true|false, mtu=N")
@@ -25,15 +26,16 @@ def network() -> None:
 @click.option("--disable-dns", is_flag=True, help="No name resolution on the network (podman's flag).")
 @click.argument("name")
 @click.pass_context
-def network_create(ctx: click.Context, subnet: str | None, gateway: str | None, internal: bool, driver: str,
-                   opts: tuple[str, ...], mtu: int, disable_dns: bool, name: str) -> None:
+def network_create(ctx: click.Context, subnets: tuple[str, ...], gateways: tuple[str, ...], ipv6: bool,
+                   internal: bool, driver: str, opts: tuple[str, ...], mtu: int, disable_dns: bool, name: str) -> None:
     """Create a bridge network."""
     from netkit.runtime import networks
 
     rt = root(ctx)
     options = dict(o.split("=", 1) if "=" in o else (o, "true") for o in opts)
     rt.prepare()
-    call(lambda: networks.create(rt, name, subnet, gateway, internal, options, mtu=mtu, dns=not disable_dns))
+    call(lambda: networks.create(rt, name, list(subnets), list(gateways), internal, options, ipv6=ipv6, mtu=mtu,
+                                 dns=not disable_dns))
     click.echo(name)
 
 

@@ -43,9 +43,10 @@ class Backend(Protocol):
     def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
         """What rule_comments() shows for the group once applied."""
 
-    def forward_blockers(self) -> list[str]:
+    def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """Forward chains outside netkit's control that drop forwarded traffic by default and
-        that this backend cannot let its attachments through (described, for the error)."""
+        that this backend cannot let its attachments through (described, for the error); of the
+        IP ``versions`` the attachment has addresses of, where a chain is of one family."""
 
 
 def _which(name: str, path: str) -> str | None:

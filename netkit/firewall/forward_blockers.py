@@ -16,6 +16,7 @@ from netkit.firewall import xtables
 
 # How a legacy-table blocker is named in a reading (groups tells it from the nft ones by it).
 LEGACY_FORWARD = "legacy iptables filter FORWARD"
+LEGACY_FORWARD6 = "legacy ip6tables filter FORWARD"
 
 
 def nft() -> list[str]:
@@ -41,18 +42,33 @@ def nft() -> list[str]:
     return list(found)  # a copy: a caller adding to it must not add to what is kept
 
 
-def legacy() -> list[str]:
-    """The legacy filter FORWARD chain of this thread's namespace when it drops by default
-    (described).
+def legacy(versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
+    """The legacy filter FORWARD chains (iptables, ip6tables: those of ``versions``) of this
+    thread's namespace that drop by default (described).
 
     The legacy tables change outside the nft ruleset generation: they are looked at each time.
     Without a legacy filter table (the usual nft host) that costs one file read and nothing is
     imported; reading an absent table would create it.
     """
-    if not xtables.exists("filter"):
-        return []
+    # A host with Docker's ip6tables rules drops IPv6 forwarding only: no reason to refuse an
+    # IPv4-only attachment.
+    out = legacy6() if 6 in versions else []
+    if 4 not in versions or not xtables.exists("filter"):
+        return out
     from netkit.firewall import iptables_session  # python-iptables: only where a legacy table is
 
     with iptables_session.session() as s:
         why = s.forward_drops(s.table("filter"))
-    return [] if why is None else [f"{LEGACY_FORWARD} ({why})"]
+    return out if why is None else [f"{LEGACY_FORWARD} ({why})", *out]
+
+
+def legacy6() -> list[str]:
+    """The legacy ip6tables filter FORWARD chain when it drops by default (described), read by the
+    iptables backend's IPv6 half in its own process (iptables6.py says why); nothing to read, and
+    no process, on a namespace without a legacy ip6tables filter table."""
+    if not xtables.exists("filter", 6):
+        return []
+    from netkit.firewall import iptables6
+
+    why = iptables6.call("forward_drops")
+    return [] if why is None else [f"{LEGACY_FORWARD6} ({why})"]

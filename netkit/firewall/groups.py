@@ -50,10 +50,11 @@ def apply(backend: Backend, group: RuleGroup) -> None:
         if group.kind != DNAT or not group.mappings:
             backend.apply(group)
             return
-        blockers = backend.forward_blockers()
+        blockers = backend.forward_blockers(frozenset(a.version for a in group.addresses))
         if blockers:
             # Only the iptables backend can let its traffic through a legacy FORWARD that drops.
-            legacy = any(b.startswith(forward_blockers.LEGACY_FORWARD) for b in blockers)
+            legacy = any(b.startswith((forward_blockers.LEGACY_FORWARD, forward_blockers.LEGACY_FORWARD6))
+                         for b in blockers)
             raise errors.CNIError(
                 errors.FORWARD_BLOCKED, "forwarded traffic is dropped by another firewall table",
                 f"{'; '.join(blockers)} drops forwarded traffic by default: accept traffic to and from "

@@ -1,4 +1,5 @@
-"""The legacy iptables backend: the nftables backend's layout, in the xtables ``nat`` table (IPv4).
+"""The legacy iptables backend: the nftables backend's layout, in the xtables ``nat`` tables (IPv4's
+and IPv6's).
 
 Layout (chain names and rule comments are exactly those of the nftables backend, so CHECK, GC and
 conflict detection read both alike):
@@ -15,10 +16,12 @@ iptables has no ``ct status dnat`` match (``--ctstatus`` knows only EXPECTED, SE
 CONFIRMED); the equivalent is the conntrack match's virtual state ``--ctstate DNAT`` (the original
 destination differs from the reply source).
 
-IPv4 only: the container's IPv6 addresses (and IPv6 hostIP mappings) are skipped, and
-``expected_comments`` leaves their rules out too.  python-iptables cannot serve both families in one
-process: an extension library registers its targets for the family current when it is first
-loaded, and DNAT/MASQUERADE live in libxt_NAT.so, so the second family gets "can't find target".
+Both families: IPv4 in iptables, IPv6 in ip6tables, each with its own rules of the same layout
+and comments (``IptablesFamily``).  The IPv6 half runs in a child process (``iptables6.py``:
+python-iptables serves one family per process), only for groups with an IPv6 address, networks
+with an IPv6 subnet, and namespaces that have ip6tables tables; an IPv4-only host never starts it.
+In IPv6 the raw 127/8 guard has no counterpart (nothing routes ::1 off the loopback), and [::1] is
+never DNAT'd (``plugins/proxy6.py`` serves it).
 
 The legacy FORWARD chain is in the same tables netkit writes, so instead of reporting it
 (``forward_blockers``), ``apply`` lets the attachment's own traffic through when filter FORWARD
@@ -46,7 +49,7 @@ import ipaddress
 from typing import Any, ContextManager
 
 from netkit import errors
-from netkit.firewall import forward_blockers, iptables_session
+from netkit.firewall import forward_blockers, iptables6, iptables_session, xtables
 from netkit.firewall.iptables_session import Session, Spec
 from netkit.firewall.model import DNAT, MASQ, NetworkRules, RuleGroup
 from netkit.net import sysctl
@@ -62,8 +65,8 @@ ISOLATION2 = "NETKIT-ISOLATION-2"
 LOCALNET = "NETKIT-LOCALNET"
 # Jumped to from the base chains and never deleted: a failed commit's rollback empties them only.
 _INFRA = frozenset((HOSTPORTS, MASQUERADE, FORWARD, ISOLATION, ISOLATION2))
-_MULTICAST = "224.0.0.0/4"
-_LOOPBACK = "127.0.0.0/8"
+_MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+_LOOPBACK = {4: ("127.0.0.0/8",)}  # IPv6: ::1 is never DNAT'd
 
 _LOCALNET_GUARD = Spec("netkit/localnet", "DROP", dst="127.0.0.0/8", iif="!lo")
 
@@ -72,22 +75,24 @@ _LOCALNET_GUARD = Spec("netkit/localnet", "DROP", dst="127.0.0.0/8", iif="!lo")
 _BASE_JUMPS = (("PREROUTING", True, HOSTPORTS), ("OUTPUT", True, HOSTPORTS), ("POSTROUTING", False, MASQUERADE))
 # The snapshot of the table committed last: a snapshot is only restored when a later commit
 # fails, and copying every attachment's jump rules out of nat cost seconds at 500 attachments.
-_LAST: iptables_session.Snapshot = {}
+_LAST: dict[int, iptables_session.Snapshot] = {4: {}, 6: {}}
 
 
-def _ipv4(group: RuleGroup) -> RuleGroup:
-    """The group without its IPv6 addresses (their rules are skipped: see the module docstring)."""
-    return group._replace(addresses=[a for a in group.addresses if a.version == 4])
+def of_family(group: RuleGroup, version: int) -> RuleGroup:
+    """The group with only its addresses of IP ``version`` (each family has its own tables)."""
+    return group._replace(addresses=[a for a in group.addresses if a.version == version])
 
 
-def _dnat_rules(group: RuleGroup) -> list[Spec]:
+def _dnat_rules(group: RuleGroup, version: int) -> list[Spec]:
     out = []
     target = group.addresses[-1] if group.addresses else None  # the last one, as the nftables backend picks
     for m in group.mappings:
-        if target is None or (m.host_ip and ipaddress.ip_address(m.host_ip).version != 4):
+        if target is None or m.host_ip == "::1" or (m.host_ip and ipaddress.ip_address(m.host_ip).version != version):
             continue
-        out.append(Spec(m.label(), "DNAT", dst=m.host_ip, proto=m.protocol, dport=m.host_port,
-                        to=f"{target.ip}:{m.container_port}"))
+        to = f"{target.ip}:{m.container_port}" if version == 4 else f"[{target.ip}]:{m.container_port}"
+        # IPv6: never [::1] (the nftables backend's _dnat_rules says why; plugins/proxy6.py serves it).
+        dst = m.host_ip or ("!::1" if version == 6 else "")
+        out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
     return out
 
 
@@ -100,7 +105,7 @@ def _snat_rules(group: RuleGroup) -> list[Spec]:
         elif group.snat:
             # Hairpin and same-bridge clients (replies would bypass the host) and host-local
             # clients using 127.0.0.1 (the container cannot answer a loopback source).
-            for src in (str(addr.network), _LOOPBACK):
+            for src in (str(addr.network), *_LOOPBACK.get(addr.version, ())):
                 out.append(Spec(f"snat/{src}->{ip}", "MASQUERADE", src=src, dst=ip, ctstate="DNAT"))
     return out
 
@@ -108,17 +113,17 @@ def _snat_rules(group: RuleGroup) -> list[Spec]:
 def _masq_rules(group: RuleGroup) -> list[Spec]:
     out = []
     for addr in group.addresses:
-        for dst in (str(addr.network), _MULTICAST):
+        for dst in (str(addr.network), _MULTICAST[addr.version]):
             out.append(Spec(f"keep/{dst}", "RETURN", dst=dst))
         out.append(Spec(f"masq/{addr.ip}", "MASQUERADE"))
     return out
 
 
-def _expected(group: RuleGroup) -> dict[str, list[Spec]]:
-    """Chain -> its rules, in the nftables backend's order (``group`` already IPv4-only)."""
+def _expected(group: RuleGroup, version: int) -> dict[str, list[Spec]]:
+    """Chain -> its rules, in the nftables backend's order (``group`` already of one family)."""
     if group.kind == MASQ:
         return {group.chain: _masq_rules(group)}
-    return {group.chain: _dnat_rules(group), group.chain + "-S": _snat_rules(group)}
+    return {group.chain: _dnat_rules(group, version), group.chain + "-S": _snat_rules(group)}
 
 
 def _jumps(group: RuleGroup) -> list[tuple[str, Spec]]:
@@ -151,9 +156,9 @@ def _accept_owner(comment: str) -> str:
 # --- netkit's chains in the tables ---------------------------------------------------------------
 
 
-def _session() -> ContextManager[Session]:
-    """One operation on the tables, whose rollback keeps netkit's infrastructure chains."""
-    return iptables_session.session(keep=_INFRA)
+def _session(version: int) -> ContextManager[Session]:
+    """One operation on the tables of IP ``version``, whose rollback keeps netkit's infrastructure chains."""
+    return iptables_session.session(keep=_INFRA, version=version)
 
 
 def _group_chains(table: Any) -> list[str]:
@@ -196,18 +201,20 @@ def _drop_accepts(s: Session, filt: Any, chains: set[str]) -> bool:
     return changed
 
 
-class IptablesBackend:
-    """Rules in the legacy xtables tables, through python-iptables (libiptc)."""
+class IptablesFamily:
+    """Rules of one IP version in the legacy xtables tables (iptables, or ip6tables for 6), through
+    python-iptables (libiptc), in this process."""
 
-    name = "iptables"
+    def __init__(self, version: int = 4) -> None:
+        self.version = version
 
     def apply(self, group: RuleGroup) -> None:
         """Install (or replace) the group: built in memory, committed per table, undone on failure."""
-        group = _ipv4(group)
-        expected = _expected(group)
+        group = of_family(group, self.version)
+        expected = _expected(group, self.version)
         chains = set(expected)
         accepts = _accepts(group)
-        with _session() as s:
+        with _session(self.version) as s:
             touched = []
             # filter first: were the nat commit to fail as well as the rollback, a stray accept
             # would be harmless.
@@ -226,7 +233,8 @@ class IptablesBackend:
                 if changed:
                     touched.append((filt, snap))
 
-            if group.kind == DNAT and group.mappings and not _localnet_guard_in_place(s):
+            # IPv6 needs no guard: nothing routes ::1 off the loopback (no route_localnet there).
+            if self.version == 4 and group.kind == DNAT and group.mappings and not _localnet_guard_in_place(s):
                 raw = s.table("raw")
                 raw_snap = s.snapshot(raw, [LOCALNET])
                 s.ensure_chain(raw, LOCALNET)
@@ -246,7 +254,7 @@ class IptablesBackend:
                 s.append(nat, chain, specs)
             for parent, spec in _jumps(group):
                 s.append(nat, parent, [spec])
-            touched.append((nat, _LAST))
+            touched.append((nat, _LAST[self.version]))
             s.commit(touched)
 
     def apply_network(self, net: NetworkRules) -> None:
@@ -257,10 +265,12 @@ class IptablesBackend:
         NETKIT-ISOLATION-2, which drops it if that interface is another netkit bridge.  An internal
         network's chain also gets what enters its bridge from elsewhere, and drops both directions.
         """
-        if not net.icc and not sysctl.br_netfilter_active():
+        versions = {ipaddress.ip_network(s, strict=False).version for s in net.subnets} or {4}
+        if not net.icc and not all(sysctl.br_netfilter_active(v) for v in versions):
             raise errors.CNIError(errors.INVALID_CONFIG, "icc=false with the iptables backend needs br_netfilter",
-                                  "load br_netfilter (net.bridge.bridge-nf-call-iptables=1) or use nftables")
-        with _session() as s:
+                                  "load br_netfilter (net.bridge.bridge-nf-call-iptables=1, and "
+                                  "bridge-nf-call-ip6tables=1 for an IPv6 subnet) or use nftables")
+        with _session(self.version) as s:
             filt = s.table("filter")
             snap = s.snapshot(filt, [ISOLATION, ISOLATION2, net.chain])
             for chain in (ISOLATION, ISOLATION2):
@@ -295,7 +305,7 @@ class IptablesBackend:
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains, the jumps to them and their accept rules; absent ones are fine."""
-        with _session() as s:
+        with _session(self.version) as s:
             touched = []
             if s.exists("filter"):
                 filt = s.table("filter")
@@ -305,7 +315,7 @@ class IptablesBackend:
             if s.exists("nat"):
                 nat = s.table("nat")
                 if _drop_group(s, nat, chains):
-                    touched.append((nat, _LAST))
+                    touched.append((nat, _LAST[self.version]))
             s.commit(touched)
 
     def chains(self) -> set[str]:
@@ -314,7 +324,7 @@ class IptablesBackend:
         Accept rules alone are what a process killed between the filter and the nat commit
         leaves; GC must see their group to remove them.
         """
-        with _session() as s:
+        with _session(self.version) as s:
             out = set(_group_chains(s.table("nat"))) if s.exists("nat") else set()
             if s.exists("filter"):
                 filt = s.table("filter")
@@ -325,7 +335,7 @@ class IptablesBackend:
 
     def rule_comments(self) -> dict[str, list[str]]:
         """Group chain -> the comments of its rules, in order."""
-        with _session() as s:
+        with _session(self.version) as s:
             if not s.exists("nat"):
                 return {}
             nat = s.table("nat")
@@ -333,18 +343,87 @@ class IptablesBackend:
 
     def group_comments(self, chain: str) -> list[str] | None:
         """Comments of one group chain's rules, or None if the chain is absent."""
-        with _session() as s:
+        with _session(self.version) as s:
             if not s.exists("nat"):
                 return None
             nat = s.table("nat")
             return [s.comment(r) for r in s.rules(nat, chain)] if nat.is_chain(chain) else None
 
     def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
-        """What rule_comments() shows for the group once applied: the nftables backend's comments
-        (without those of IPv6 rules, which this backend skips)."""
-        return {chain: [spec.comment for spec in specs] for chain, specs in _expected(_ipv4(group)).items()}
+        """What rule_comments() shows for the group's rules of this family once applied."""
+        group = of_family(group, self.version)
+        return {chain: [spec.comment for spec in specs] for chain, specs in _expected(group, self.version).items()}
 
-    def forward_blockers(self) -> list[str]:
+
+def _v6_tables() -> bool:
+    """True when this namespace has ip6tables tables netkit's rules could be in (a file read: no
+    IPv6 half to start for a host that never had any)."""
+    return xtables.exists("nat", 6) or xtables.exists("filter", 6)
+
+
+class IptablesBackend:
+    """Rules in the legacy xtables tables: IPv4 through python-iptables in this process, IPv6 the
+    same way in a child process (``iptables6.py`` says why), only where IPv6 is involved."""
+
+    name = "iptables"
+
+    def __init__(self) -> None:
+        self.v4 = IptablesFamily(4)
+
+    def apply(self, group: RuleGroup) -> None:
+        """Install (or replace) the group in each family's tables it has addresses of (IPv4 always,
+        as before dual stack: its chains are what GC and CHECK find); IPv4 first, taken back if
+        IPv6 fails."""
+        self.v4.apply(group)
+        if any(a.version == 6 for a in group.addresses):
+            try:
+                iptables6.call("apply", group)
+            except BaseException:
+                self.v4.remove_chains(set(_expected(of_family(group, 4), 4)))
+                raise
+
+    def apply_network(self, net: NetworkRules) -> None:
+        """Install (or replace) the network's isolation and icc rules, in ip6tables too when the
+        network has an IPv6 subnet."""
+        self.v4.apply_network(net)
+        if any(ipaddress.ip_network(s, strict=False).version == 6 for s in net.subnets):
+            iptables6.call("apply_network", net)
+
+    def remove_chains(self, chains: set[str]) -> None:
+        """Remove these group chains, the jumps to them and their accept rules in both families."""
+        self.v4.remove_chains(chains)
+        if _v6_tables():
+            iptables6.call("remove_chains", chains)
+
+    def chains(self) -> set[str]:
+        """Every group present in either family."""
+        return self.v4.chains() | (set(iptables6.call("chains")) if _v6_tables() else set())
+
+    def rule_comments(self) -> dict[str, list[str]]:
+        """Group chain -> the comments of its rules, IPv4's then IPv6's."""
+        out = self.v4.rule_comments()
+        if _v6_tables():
+            for chain, comments in iptables6.call("rule_comments").items():
+                out[chain] = out.get(chain, []) + comments
+        return out
+
+    def group_comments(self, chain: str) -> list[str] | None:
+        """Comments of one group chain's rules in both families, or None if absent from both."""
+        v4 = self.v4.group_comments(chain)
+        v6 = iptables6.call("group_comments", chain) if _v6_tables() else None
+        if v4 is None and v6 is None:
+            return None
+        return (v4 or []) + (v6 or [])
+
+    def expected_comments(self, group: RuleGroup) -> dict[str, list[str]]:
+        """What rule_comments() shows for the group once applied: the nftables backend's comments."""
+        out = self.v4.expected_comments(group)
+        if any(a.version == 6 for a in group.addresses):
+            for chain, comments in IptablesFamily(6).expected_comments(group).items():
+                out[chain] = out.get(chain, []) + comments
+        return out
+
+    def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """nft base forward chains whose policy drops: an accept in the legacy tables does not
         override them.  The legacy FORWARD is not reported: apply() lets the attachment's traffic
         through it (see the module docstring)."""

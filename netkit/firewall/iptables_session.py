@@ -42,15 +42,15 @@ class Spec(NamedTuple):
 # Chain -> its rules before the edit (None: absent), to put back if a later commit fails.
 Snapshot = dict[str, "list[Any] | None"]
 
-_rule_cls: Any = None
+_rule_cls: dict[int, Any] = {}
 
 
-def _rule_class(ipt: Any) -> Any:
-    """iptc.Rule, its target lookups confined to one table (see ``Session.rule``)."""
-    global _rule_cls
-    if _rule_cls is None:
+def _rule_class(ipt: Any, version: int = 4) -> Any:
+    """iptc.Rule (Rule6 for IPv6), its target lookups confined to one table (see ``Session.rule``)."""
+    if version not in _rule_cls:
+        base = ipt.Rule if version == 4 else ipt.Rule6
 
-        class Rule(ipt.Rule):  # type: ignore[misc,name-defined]
+        class Rule(base):  # type: ignore[misc,valid-type]
             def __init__(self, table: Any, entry: Any = None, chain: Any = None) -> None:
                 self._netkit_tables = [table]
                 super().__init__(entry, chain)
@@ -59,8 +59,8 @@ def _rule_class(ipt: Any) -> Any:
             def tables(self) -> list[Any]:
                 return self._netkit_tables
 
-        _rule_cls = Rule
-    return _rule_cls
+        _rule_cls[version] = Rule
+    return _rule_cls[version]
 
 
 # python-iptables keeps one Table object per table name for the whole process: one operation at a time.
@@ -75,24 +75,28 @@ class Session:
     namespace (``netkit.net.netns.entered``).
 
     ``keep``: chains that other rules jump to (the caller's infrastructure chains), which a rollback
-    empties and refills but never deletes.
+    empties and refills but never deletes.  ``version`` 6: the ip6tables tables (a process that
+    loaded the IPv4 extensions cannot serve IPv6: see iptables6.py).
     """
 
-    def __init__(self, ipt: Any, keep: frozenset[str] = frozenset()) -> None:
+    def __init__(self, ipt: Any, keep: frozenset[str] = frozenset(), version: int = 4) -> None:
         import ctypes
 
         self.ipt = ipt
         self.keep = keep
+        self.version = version
         self.tables: dict[str, Any] = {}
         self._comment_off = ctypes.sizeof(ipt.xtables.xt_entry_match)
 
-    # Reads, removals and the FORWARD check skip absent tables: reading one would create it.
-    exists = staticmethod(xtables.exists)
+    def exists(self, name: str) -> bool:
+        """True if table ``name`` of this family is there: reads, removals and the FORWARD check skip
+        absent tables (reading one would create it)."""
+        return xtables.exists(name, self.version)
 
     def table(self, name: str) -> Any:
         """The table, freshly read (created if absent)."""
         if name not in self.tables:
-            table = self.ipt.Table(name, autocommit=False)
+            table = (self.ipt.Table if self.version == 4 else self.ipt.Table6)(name, autocommit=False)
             table.refresh()  # python-iptables caches the object: drop an older handle, read anew here
             self.tables[name] = table
         return self.tables[name]
@@ -128,7 +132,7 @@ class Session:
         process-wide cached Table objects: that reads (so creates) all five legacy tables in the
         namespace, and touches handles of other namespaces or already freed ones (a segfault).
         """
-        return _rule_class(self.ipt)(table, entry, chain)
+        return _rule_class(self.ipt, self.version)(table, entry, chain)
 
     def comment(self, rule: Any) -> str:
         """The rule's comment, read from the match buffer (python-iptables' getter redirects fd 1)."""
@@ -200,10 +204,14 @@ class Session:
             else:
                 chain.append_rule(self.build(table, spec))
 
-    @staticmethod
-    def unconditional(rule: Any) -> bool:
+    def unconditional(self, rule: Any) -> bool:
         """True if the rule matches every packet: no address, interface, protocol or fragment test,
         nothing inverted, and no match but a comment."""
+        if self.version == 6:
+            ip6 = rule.entry.ipv6
+            return (rule.src == rule.dst == "::/0" and rule.in_interface is None and rule.out_interface is None
+                    and not ip6.invflags and ip6.proto == 0
+                    and all(m.name == "comment" for m in rule.matches))
         ip = rule.entry.ip
         return (rule.src == rule.dst == "0.0.0.0/0.0.0.0" and rule.in_interface is None
                 and rule.out_interface is None and rule.protocol == "ip" and not ip.invflags
@@ -317,12 +325,12 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(keep: frozenset[str] = frozenset()) -> Iterator[Session]:
+def session(keep: frozenset[str] = frozenset(), version: int = 4) -> Iterator[Session]:
     """One operation on the tables (one at a time in the process); python-iptables' refusals
     become a CNI error, and every handle is freed without committing what was not committed."""
     ipt = iptc_loader.load()
     with _lock:
-        session = Session(ipt, keep)
+        session = Session(ipt, keep, version)
         try:
             yield session
         except (ipt.IPTCError, ipt.XTablesError, ValueError) as exc:

@@ -37,7 +37,7 @@ _BASE = {
 }
 _PARENTS = ("hostports", "masquerade", "isolation")
 _MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
-_LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
+_LOOPBACK = {4: ("127.0.0.0/8",)}
 
 
 def _proto(version: int) -> str:
@@ -156,6 +156,8 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
     out = []
     by_version = {a.version: a for a in group.addresses}
     for m in group.mappings:
+        if m.host_ip == "::1":
+            continue  # served by the [::1] proxy alone (see below)
         versions = [ipaddress.ip_address(m.host_ip).version] if m.host_ip else sorted(by_version)
         for version in versions:
             target = by_version.get(version)
@@ -164,6 +166,11 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
             expr = [_nfproto(version)]
             if m.host_ip:
                 expr.append(_addr_match(version, "daddr", m.host_ip))
+            elif version == 6:
+                # Never [::1]: the replies of a DNAT'd loopback connection come back to ::1 on the
+                # bridge, which IPv6 does not route (no route_localnet); [::1] is the proxy's
+                # (plugins/proxy6.py).
+                expr.append(_addr_match(6, "daddr", "::1", "!="))
             expr += [_match({"meta": {"key": "l4proto"}}, m.protocol),
                      _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port),
                      {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}]
@@ -180,8 +187,9 @@ def _snat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
             out.append(_rule(chain, to_container + [{"masquerade": None}], f"masq-all/{addr.ip}"))
         elif group.snat:
             # Hairpin and same-bridge clients (replies would bypass the host) and host-local
-            # clients using 127.0.0.1 (the container cannot answer a loopback source).
-            for src in (str(addr.network), _LOOPBACK[v]):
+            # clients using 127.0.0.1 (the container cannot answer a loopback source; ::1 is never
+            # DNAT'd, see _dnat_rules).
+            for src in (str(addr.network), *_LOOPBACK.get(v, ())):
                 out.append(_rule(chain, to_container + [_addr_match(v, "saddr", src), {"masquerade": None}],
                                  f"snat/{src}->{addr.ip}"))
     return out
@@ -340,7 +348,9 @@ class NftablesBackend:
         # Without br_netfilter switched frames never reach the inet hooks.  Matched on the
         # subnet, not the bridge: `meta ibrname` needs nft_meta_bridge, which kernels may lack
         # (these machines do).  Traffic to the gateway is local, not switched.
-        return list(net.subnets) if not net.icc and not sysctl.br_netfilter_active() else []
+        if net.icc:
+            return []
+        return [s for s in net.subnets if not sysctl.br_netfilter_active(ipaddress.ip_network(s, strict=False).version)]
 
     def _icc(self, net: NetworkRules, listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Commands that make the bridge-family rule of ``net`` match its icc setting."""
@@ -393,7 +403,7 @@ class NftablesBackend:
         """What rule_comments() shows for the group once applied."""
         return {chain: [r["add"]["rule"]["comment"] for r in rules] for chain, rules in _expected(group).items()}
 
-    def forward_blockers(self) -> list[str]:
+    def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
         legacy iptables FORWARD when it drops by default (the kernel applies it beside nft)."""
-        return forward_blockers.nft() + forward_blockers.legacy()
+        return forward_blockers.nft() + forward_blockers.legacy(versions)

@@ -8,13 +8,14 @@ an ADD's own imports, python-iptables behind it ~40 ms to load.
 
 from __future__ import annotations
 
-_TABLE_NAMES = "/proc/thread-self/net/ip_tables_names"  # this thread's namespace, not the process's
+# This thread's namespace, not the process's; IPv4's (iptables) and IPv6's (ip6tables) tables.
+_TABLE_NAMES = {4: "/proc/thread-self/net/ip_tables_names", 6: "/proc/thread-self/net/ip6_tables_names"}
 
 
-def exists(name: str) -> bool:
-    """True if legacy table ``name`` is already there in this thread's namespace."""
+def exists(name: str, version: int = 4) -> bool:
+    """True if legacy table ``name`` (of IP ``version``) is already there in this thread's namespace."""
     try:
-        with open(_TABLE_NAMES, encoding="ascii") as f:
+        with open(_TABLE_NAMES[version], encoding="ascii") as f:
             return name in f.read().split()
     except FileNotFoundError:  # ip_tables not loaded: no table anywhere
         return False

@@ -120,10 +120,11 @@ def addresses(nl: Socket, index: int) -> set[rtaddr.Interface]:
         raise errors.CNIError(errors.KERNEL, f"failed to list the addresses of link {index}", str(exc)) from None
 
 
-def add_address(nl: Socket, index: int, iface: rtaddr.Interface) -> None:
-    """Add an address; already present is fine."""
+def add_address(nl: Socket, index: int, iface: rtaddr.Interface, nodad: bool = False) -> None:
+    """Add an address (``nodad``: an IPv6 one usable at once, no duplicate address detection);
+    already present is fine."""
     try:
-        rtaddr.add(nl, index, iface)
+        rtaddr.add(nl, index, iface, nodad)
     except OSError as exc:
         if exc.errno != errno.EEXIST:
             raise _kernel(f"failed to add address {iface}", exc) from None

@@ -17,6 +17,9 @@ from netkit.net import rawnl
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, link index
+# No duplicate address detection: an IPv6 address is usable at once instead of "tentative" for
+# about a second (what Docker does for its containers' addresses, whose uniqueness IPAM guarantees).
+IFA_F_NODAD = 0x02
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -35,17 +38,19 @@ def addresses(nl: rawnl.Socket, index: int) -> set[Interface]:
     return out
 
 
-def _request(iface: Interface, index: int) -> bytes:
+def _request(iface: Interface, index: int, flags: int = 0) -> bytes:
     family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
     raw = iface.ip.packed
     # IPv4 carries the local address too (the one the kernel keys it by), as `ip address add` sends it.
     local = rawnl.attr(IFA_LOCAL, raw) if iface.version == 4 else b""
-    return IFADDRMSG.pack(family, iface.network.prefixlen, 0, 0, index) + local + rawnl.attr(IFA_ADDRESS, raw)
+    return IFADDRMSG.pack(family, iface.network.prefixlen, flags, 0, index) + local + rawnl.attr(IFA_ADDRESS, raw)
 
 
-def add(nl: rawnl.Socket, index: int, iface: Interface) -> None:
-    """Add ``iface`` on link ``index``; OSError EEXIST when it is there already."""
-    nl.call(RTM_NEWADDR, _request(iface, index), rawnl.NLM_F_CREATE | rawnl.NLM_F_EXCL)
+def add(nl: rawnl.Socket, index: int, iface: Interface, nodad: bool = False) -> None:
+    """Add ``iface`` on link ``index`` (``nodad``: an IPv6 address skips duplicate address
+    detection); OSError EEXIST when it is there already."""
+    flags = IFA_F_NODAD if nodad and iface.version == 6 else 0
+    nl.call(RTM_NEWADDR, _request(iface, index, flags), rawnl.NLM_F_CREATE | rawnl.NLM_F_EXCL)
 
 
 def remove(nl: rawnl.Socket, index: int, iface: Interface) -> None:

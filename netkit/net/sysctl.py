@@ -38,6 +38,8 @@ def ensure(key: str, value: str) -> None:
         write(key, value)
 
 
-def br_netfilter_active() -> bool:
-    """True when bridged IP frames traverse the IP netfilter hooks in this namespace (br_netfilter)."""
-    return read("net.bridge.bridge-nf-call-iptables") == "1"
+def br_netfilter_active(version: int = 4) -> bool:
+    """True when bridged frames of IP ``version`` traverse the IP netfilter hooks in this namespace
+    (br_netfilter; IPv6 has a switch of its own)."""
+    key = "net.bridge.bridge-nf-call-iptables" if version == 4 else "net.bridge.bridge-nf-call-ip6tables"
+    return read(key) == "1"

@@ -141,7 +141,9 @@ def _ensure_gateway(nl: links.Socket, bridge_index: int, gw: ipaddress.IPv4Inter
                 raise errors.CNIError(errors.INVALID_CONFIG, f"bridge already has address {existing}",
                                       f"gateway is {gw}; set forceAddress to replace it")
             links.remove_address(nl, bridge_index, existing)
-    links.add_address(nl, bridge_index, gw)
+    # NODAD: the gateway answers neighbour solicitations (and containers' first packets) at once; the
+    # subnet is the network's own, no other host on the bridge claims its gateway.
+    links.add_address(nl, bridge_index, gw, nodad=True)
 
 
 def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
@@ -163,7 +165,9 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         if link is None:
             raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
         for ip in ipam_result.get("ips", []):
-            links.add_address(nl, link.index, ipaddress.ip_interface(ip["address"]))
+            # NODAD (Docker's choice too): IPAM made the address unique, and a tentative address
+            # would leave the container without IPv6 for its first second.
+            links.add_address(nl, link.index, ipaddress.ip_interface(ip["address"]), nodad=True)
         links.up(nl, link.index)
         for route in routes:
             version = ipaddress.ip_network(route["dst"], strict=False).version
@@ -171,7 +175,7 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         return str(link.address)
 
 
-def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], undo: Rollback) -> None:
+def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], host: str, undo: Rollback) -> None:
     """Network isolation, masquerade (ipMasq), published ports (portMappings capability).
 
     The network's rules stay with the bridge; the attachment's are undone if ADD fails.
@@ -187,7 +191,7 @@ def _firewall_add(req: Request, cfg: BridgeConfig, addresses: list[Interface], u
         failpoints.hit("bridge.add.after-masq")
     if cfg.publishes_ports:
         undo.push(publish.unpublish, fw, req)
-        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge)
+        publish.publish(fw, publish.dnat_group(req, addresses), cfg.bridge, host)
         failpoints.hit("bridge.add.after-dnat")
 
 
@@ -235,7 +239,7 @@ def add(req: Request) -> Result:
         routes = _container_routes(cfg, ipam_result)
         container_mac = _configure_container(req, ipam_result, routes)
         failpoints.hit("bridge.add.after-container")
-        _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], undo)
+        _firewall_add(req, cfg, [ipaddress.ip_interface(ip["address"]) for ip in ipam_result["ips"]], host, undo)
 
     result: Result = {
         "interfaces": [
@@ -318,7 +322,7 @@ def gc(req: Request) -> None:
     cfg = parse_config(req.config)
     delegate.call("GC", cfg.ipam_type, req)
     failpoints.hit("bridge.gc.after-ipam")
-    groups.gc(publish.backend(req), req.network, req.valid_attachments)
+    publish.gc(publish.backend(req), req)
     failpoints.hit("bridge.gc.after-firewall")
     keep = {names.host_veth(req.network, cid, ifname) for cid, ifname in req.valid_attachments}
     with links.Socket() as nl:

@@ -29,7 +29,7 @@ def add(req: Request) -> Result:
     with Rollback() as undo:
         # Registered first: a publish that fails after its rules went in (conntrack flush) leaves nothing.
         undo.push(publish.unpublish, fw, req)
-        publish.publish(fw, group, publish.host_bridge(prev))
+        publish.publish(fw, group, publish.host_bridge(prev), publish.host_veth(prev))
         failpoints.hit("portmap.add.after-publish")
     return prev
 
@@ -51,7 +51,7 @@ def check(req: Request) -> None:
 
 def gc(req: Request) -> None:
     """Remove rules of this network's attachments not in the valid list."""
-    groups.gc(publish.backend(req), req.network, req.valid_attachments)
+    publish.gc(publish.backend(req), req)
 
 
 def status(req: Request) -> None:

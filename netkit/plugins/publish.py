@@ -16,8 +16,9 @@ from netkit.cni.request import Request, flag
 from netkit.cni.result import Result
 from netkit.firewall import groups
 from netkit.firewall.backend import Backend, choose
-from netkit.firewall.model import DNAT, MASQ, Interface, RuleGroup, parse_port_mappings
+from netkit.firewall.model import DNAT, MASQ, Interface, RuleGroup, group_chain, parse_port_mappings
 from netkit.net import sysctl
+from netkit.plugins import proxy6
 
 
 def backend(req: Request) -> Backend:
@@ -48,6 +49,12 @@ def host_bridge(result: Result) -> str | None:
     return next((i["name"] for i in result.get("interfaces", []) if not i.get("sandbox") and i.get("name")), None)
 
 
+def host_veth(result: Result) -> str | None:
+    """The host side of the container's veth: the outside interface after the bridge, if any."""
+    outside = [i["name"] for i in result.get("interfaces", []) if not i.get("sandbox") and i.get("name")]
+    return outside[1] if len(outside) > 1 else None
+
+
 def dnat_group(req: Request, addresses: list[Interface]) -> RuleGroup:
     """The DNAT group asked for by runtimeConfig.portMappings and the snat/masqAll keys."""
     mark = req.config.get("markMasqBit")
@@ -63,8 +70,10 @@ def masq_group(req: Request, addresses: list[Interface]) -> RuleGroup:
     return RuleGroup(MASQ, req.network, req.container_id, req.ifname, addresses)
 
 
-def publish(fw: Backend, group: RuleGroup, bridge: str | None) -> None:
-    """Install the DNAT group; let 127.0.0.1 reach it through the bridge; restart stale UDP flows."""
+def publish(fw: Backend, group: RuleGroup, bridge: str | None, veth: str | None = None) -> None:
+    """Install the DNAT group; let 127.0.0.1 reach it through the bridge; restart stale UDP flows;
+    serve [::1] through a proxy (``proxy6``: NAT cannot) that ends when ``veth`` (the host side of
+    the container's link) goes."""
     if not group.mappings:
         return
     if group.snat and bridge and any(a.version == 4 for a in group.addresses):
@@ -73,6 +82,7 @@ def publish(fw: Backend, group: RuleGroup, bridge: str | None) -> None:
         sysctl.ensure(f"net/ipv4/conf/{bridge}/route_localnet", "1")
     groups.apply(fw, group)
     flush_udp(group)
+    proxy6.start(group, veth)
 
 
 def flush_udp(group: RuleGroup) -> None:
@@ -87,6 +97,7 @@ def flush_udp(group: RuleGroup) -> None:
 def unpublish(fw: Backend, req: Request, also: tuple[str, ...] = ()) -> None:
     """Remove the attachment's DNAT group (and groups of kinds ``also``, in the same change) and
     the UDP flows through it; nothing there is fine."""
+    proxy6.stop(group_chain(DNAT, req.network, req.container_id, req.ifname))
     groups.remove(fw, (DNAT, *also), req.network, req.container_id, req.ifname)
     try:
         mappings = parse_port_mappings(req.runtime_config.get("portMappings"))
@@ -95,3 +106,9 @@ def unpublish(fw: Backend, req: Request, also: tuple[str, ...] = ()) -> None:
         # that never published them, e.g. without the capability) have no flows to restart.
         return
     flush_udp(RuleGroup(DNAT, req.network, req.container_id, req.ifname, [], mappings))
+
+
+def gc(fw: Backend, req: Request) -> None:
+    """Remove the rules and [::1] proxies of this network's attachments not in the valid list."""
+    groups.gc(fw, req.network, req.valid_attachments)
+    proxy6.gc(req.network, req.valid_attachments)

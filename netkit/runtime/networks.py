@@ -15,7 +15,7 @@ from typing import Any
 
 from netkit import fileio
 from netkit.ipam import pool
-from netkit.net.routes import host_routes
+from netkit.net.routes import AF_INET6, host_routes
 from netkit.runtime.root import Root
 from netkit.runtime.state import ContainerError
 
@@ -44,16 +44,23 @@ def _valid_name(name: str) -> None:
         raise ContainerError(f"invalid network name {name!r}", "letters, digits, '_', '.', '-'")
 
 
-def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gateway: str, data_dir: str,
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def bridge_conflist(name: str, bridge: str, subnet: Subnet | list[tuple[Subnet, str]], gateway: str, data_dir: str,
                     internal: bool = False, isolate: bool = True, icc: bool = True, mtu: int = 0,
                     dns_dir: str = "") -> dict[str, Any]:
     """A bridge network through netkit-bridge (which also publishes ports) and netkit-ipam; with
     ``dns_dir``, netkit-dns chained after it, its records there (Docker: user networks resolve names).
 
+    ``subnet`` is one subnet (its gateway ``gateway``), or (subnet, gateway) pairs, one of each
+    family for a dual-stack network: one IPAM range set per family, a default route for each.
     ``internal``: no masquerade, no default route, and the bridge plugin drops whatever would be
     forwarded between the bridge and another interface, either way (Docker's internal network);
     ``mtu``: of the bridge, the veths and the container's interface (0: the kernel's default).
     """
+    pairs = subnet if isinstance(subnet, list) else [(subnet, gateway)]
+    defaults = {4: "0.0.0.0/0", 6: "::/0"}
     plugin: dict[str, Any] = {
         "type": "netkit-bridge",
         "bridge": bridge,
@@ -70,8 +77,8 @@ def bridge_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, gatew
     plugin["capabilities"] = {"portMappings": True, "ips": True}
     plugin["ipam"] = {
         "type": "netkit-ipam",
-        "ranges": [[{"subnet": str(subnet), "gateway": gateway}]],
-        "routes": [] if internal else [{"dst": "0.0.0.0/0"}],
+        "ranges": [[{"subnet": str(net), "gateway": gw}] for net, gw in pairs],
+        "routes": [] if internal else [{"dst": defaults[net.version]} for net, _ in pairs],
         "dataDir": data_dir,
     }
     conf: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": name, "plugins": [plugin]}
@@ -110,7 +117,7 @@ def _mtu(value: str) -> int:
     return mtu
 
 
-def _subnets_in_use(root: Root) -> list[ipaddress.IPv4Network]:
+def _subnets_in_use(root: Root) -> list[Subnet]:
     out = []
     for conf in _user_conflists(root).values():
         for rng in _ranges(conf):
@@ -173,10 +180,16 @@ def load(root: Root, name: str) -> dict[str, Any]:
     return conf
 
 
-def create(root: Root, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
-           options: dict[str, str] | None = None, mtu: int = 0, dns: bool = True) -> dict[str, Any]:
-    """Write a new bridge network's conflist: name resolution unless ``dns`` is False (--disable-dns);
-    ``mtu`` 0: the option's, else the kernel's default."""
+def create(root: Root, name: str, subnet: str | list[str] | None = None, gateway: str | list[str] | None = None,
+           internal: bool = False, options: dict[str, str] | None = None, ipv6: bool = False, mtu: int = 0,
+           dns: bool = True) -> dict[str, Any]:
+    """Write a new bridge network's conflist.
+
+    ``subnet`` and ``gateway``: one each, or up to one of each family (Docker's repeated
+    ``--subnet``/``--gateway``); a gateway goes with the subnet of its family.  ``ipv6`` (or an IPv6
+    subnet) makes the network dual-stack, its IPv6 subnet a free unique local /64 unless given.
+    Name resolution unless ``dns`` is False (--disable-dns); ``mtu`` 0: the option's, else the kernel's default.
+    """
     _valid_name(name)
     if name in MODES or name == "container":
         raise ContainerError(f"network name {name!r} is reserved")
@@ -202,17 +215,9 @@ def create(root: Root, name: str, subnet: str | None = None, gateway: str | None
     with root.locked():
         if os.path.exists(_path(root, name)):
             raise ContainerError(f"network with name {name} already exists")
-        try:
-            net = ipaddress.ip_network(subnet, strict=False) if subnet else _free_subnet(root)
-            gw = ipaddress.ip_address(gateway) if gateway else net.network_address + 1
-        except ValueError as exc:
-            raise ContainerError("invalid subnet or gateway", str(exc)) from None
-        if net.version != 4 or gw not in net:
-            raise ContainerError(f"gateway {gw} is not in subnet {net}")
-        if any(net.overlaps(u) for u in _subnets_in_use(root)):
-            raise ContainerError(f"subnet {net} overlaps another network's")
+        pairs = _subnets(root, _as_list(subnet), _as_list(gateway), ipv6)
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-        conf = bridge_conflist(name, bridge, net, str(gw), ipam_dir or root.ipam, internal, flags["isolate"],
+        conf = bridge_conflist(name, bridge, pairs, "", ipam_dir or root.ipam, internal, flags["isolate"],
                                flags["icc"], mtu, _dns_dir(root, ipam_dir) if dns else "")
         fileio.write_atomic(_path(root, name), json.dumps(conf, indent=2).encode())
     return conf
@@ -223,6 +228,53 @@ def _dns_dir(root: Root, ipam_dir: str) -> str:
     (``-o ipam_dir``): one resolver per gateway can listen, so the runtimes sharing a network share it,
     and their containers resolve each other's names."""
     return os.path.join(ipam_dir, ".dns") if ipam_dir else os.path.join(root.path, "dns")
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if v]
+
+
+def _subnets(root: Root, subnets: list[str], gateways: list[str], ipv6: bool) -> list[tuple[Subnet, str]]:
+    """(subnet, gateway) per family of the new network, IPv4 first: the given ones, checked, and a
+    free one for each family asked for but not given."""
+    try:
+        nets = [ipaddress.ip_network(s, strict=False) for s in subnets]
+        gws = [ipaddress.ip_address(g) for g in gateways]
+    except ValueError as exc:
+        raise ContainerError("invalid subnet or gateway", str(exc)) from None
+    by_family: dict[int, Subnet] = {}
+    for net in nets:
+        if net.version in by_family:
+            raise ContainerError(f"two IPv{net.version} subnets: {by_family[net.version]} and {net}",
+                                 "one --subnet of each family")
+        by_family[net.version] = net
+    if 6 in by_family:
+        ipv6 = True
+    in_use = _subnets_in_use(root)
+    if 4 not in by_family:
+        by_family[4] = _free_subnet(root)
+    if ipv6 and 6 not in by_family:
+        try:
+            by_family[6] = pool.choose_ula(host_routes(AF_INET6) + in_use)
+        except pool.PoolExhausted as exc:
+            raise ContainerError(str(exc), "pass an IPv6 --subnet") from None
+    gateway_of: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    for gw in gws:
+        net = by_family.get(gw.version)
+        if net is None or gw not in net or gw.version in gateway_of:
+            raise ContainerError(f"gateway {gw} is not in subnet {net or 'of its family'}")
+        gateway_of[gw.version] = gw
+    pairs = []
+    for version in sorted(by_family):
+        net = by_family[version]
+        if version == 6 and net.prefixlen > 120:
+            raise ContainerError(f"IPv6 subnet {net} is too small", "a /64 is usual; at most /120")
+        if any(net.overlaps(u) for u in in_use):
+            raise ContainerError(f"subnet {net} overlaps another network's")
+        pairs.append((net, str(gateway_of.get(version, net.network_address + 1))))
+    return pairs
 
 
 def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:

@@ -52,8 +52,9 @@ def choose_free(mappings: list[dict[str, Any]], taken: set[tuple[str, int]]) -> 
     for m in mappings:
         if m["hostPort"] == 0:
             kind = socket.SOCK_DGRAM if m["protocol"] == "udp" else socket.SOCK_STREAM
+            family = socket.AF_INET6 if ":" in m["hostIP"] else socket.AF_INET
             for _ in range(50):
-                with socket.socket(socket.AF_INET, kind) as s:
+                with socket.socket(family, kind) as s:
                     s.bind((m["hostIP"] or "0.0.0.0", 0))
                     port = s.getsockname()[1]
                 if (m["protocol"], port) not in taken:
@@ -65,5 +66,6 @@ def choose_free(mappings: list[dict[str, Any]], taken: set[tuple[str, int]]) -> 
 
 
 def describe(m: dict[str, Any]) -> str:
-    """Docker's ``80/tcp -> 0.0.0.0:8080``."""
-    return f"{m['containerPort']}/{m['protocol']} -> {m.get('hostIP') or '0.0.0.0'}:{m['hostPort']}"
+    """Docker's ``80/tcp -> 0.0.0.0:8080`` (``[::1]:8080`` for an IPv6 host address)."""
+    host = m.get("hostIP") or "0.0.0.0"
+    return f"{m['containerPort']}/{m['protocol']} -> {f'[{host}]' if ':' in host else host}:{m['hostPort']}"

@@ -151,3 +151,29 @@ def test_an_nft_drop_policy_fails_add_on_both_backends(fw_box: Sandbox, servers:
     assert rc == 1 and out["code"] == 108 and "ip filter FORWARD" in out["details"], out
     assert "DOCKER-USER" in out["details"] and "firewallBackend" not in out["details"], out
     assert box.group_chains() == before
+
+
+def test_legacy_ip6tables_forward_drop_over_ipv6(fw_box: Sandbox, servers: list) -> None:
+    # Docker's rules in ip6tables (dockerd with ip6tables enabled): the iptables backend lets the
+    # attachment's IPv6 traffic through them, the nftables backend refuses with advice.
+    from tests.plugins.test_ipv6 import HOST6, MACHINE6, dual_conf, machine6
+
+    box = fw_box
+    x = machine6(box)
+    out = box.host.run("ip6tables-legacy-restore", input=DOCKER)
+    assert out.returncode == 0, out.stderr
+    a = box.container()
+    rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": MAPPINGS}), a)
+    if box.firewall == "iptables":
+        assert rc == 0, out
+        servers.append(a.serve("A", 80))
+        assert x.ask("tcp", HOST6, 8080) == f"A {MACHINE6}"
+        assert "-A NETKIT-FORWARD" in box.host.run("ip6tables-legacy-save", "-t", "filter").stdout
+    else:
+        assert rc == 1 and out["code"] == 108, out
+        assert "legacy ip6tables filter FORWARD" in out["details"] and "firewallBackend=iptables" in out["details"], out
+        # An IPv4-only attachment is not refused for an IPv6 drop.
+        rc, out = box.call("netkit-bridge", "ADD", bridge_conf(box, name="v4net", bridge="nkbr1", subnet="10.21.0.0/24",
+                                                             capabilities={"portMappings": True},
+                                                             runtimeConfig={"portMappings": MAPPINGS}), box.container())
+        assert rc == 0, out

@@ -190,15 +190,49 @@ def test_base_jumps_exist_exactly_once(host: Namespace) -> None:
         BASE[0], "-A OUTPUT -p udp -j ACCEPT", BASE[1], BASE[2]]
 
 
-def test_ipv6_addresses_are_skipped(host: Namespace) -> None:
+def test_ipv6_rules_go_to_ip6tables_in_the_same_layout(host: Namespace) -> None:
     fw = IptablesBackend()
-    g = dnat([PortMapping(18080, 80), PortMapping(8443, 443, "tcp", "fd00:124::1")],
-             addresses=[ADDR, ipaddress.ip_interface("fd00:123::2/64")])
+    v6 = ipaddress.ip_interface("fd00:123::2/64")
+    g = dnat([PortMapping(18080, 80), PortMapping(8443, 443, "tcp", "fd00:124::1")], addresses=[ADDR, v6])
+    m = RuleGroup(MASQ, "iptnet", "c1", "eth0", [ADDR, v6])
     call(host, fw.apply, g)
-    assert call(host, fw.rule_comments) == fw.expected_comments(g) == {
-        g.chain: ["tcp/*/18080"], g.chain + "-S": [f"snat/10.123.0.0/24->{CONTAINER_IP}",
-                                                   f"snat/127.0.0.0/8->{CONTAINER_IP}"]}
-    assert save(host, "nat", "ip6tables-legacy-save") == []
+    call(host, fw.apply, m)
+    c = g.chain
+    # IPv4's table has the IPv4 rules only (the IPv6 hostIP mapping is not there).
+    assert sorted(save(host)) == sorted(BASE + [
+        f"-A NETKIT-HOSTPORTS -m comment --comment {c} -j {c}",
+        f"-A NETKIT-MASQ -m conntrack --ctstate DNAT -m comment --comment {c}-S -j {c}-S",
+        f"-A NETKIT-MASQ -s {CONTAINER_IP}/32 -m comment --comment {m.chain} -j {m.chain}",
+        *masq_lines(m)[1:],
+        f'-A {c} -p tcp -m tcp --dport 18080 -m comment --comment "tcp/*/18080" -j DNAT --to-destination {CONTAINER_IP}:80',
+        *dnat_lines(g)[4:]])
+    assert sorted(save(host, "nat", "ip6tables-legacy-save")) == sorted(BASE + [
+        f"-A NETKIT-HOSTPORTS -m comment --comment {c} -j {c}",
+        f"-A NETKIT-MASQ -m conntrack --ctstate DNAT -m comment --comment {c}-S -j {c}-S",
+        f"-A NETKIT-MASQ -s fd00:123::2/128 -m comment --comment {m.chain} -j {m.chain}",
+        f'-A {m.chain} -d fd00:123::/64 -m comment --comment "keep/fd00:123::/64" -j RETURN',
+        f'-A {m.chain} -d ff00::/8 -m comment --comment "keep/ff00::/8" -j RETURN',
+        f'-A {m.chain} -m comment --comment "masq/fd00:123::2" -j MASQUERADE',
+        f'-A {c} ! -d ::1/128 -p tcp -m tcp --dport 18080 -m comment --comment "tcp/*/18080" '
+        "-j DNAT --to-destination [fd00:123::2]:80",
+        f'-A {c} -d fd00:124::1/128 -p tcp -m tcp --dport 8443 -m comment --comment "tcp/fd00:124::1/8443" '
+        "-j DNAT --to-destination [fd00:123::2]:443",
+        f"-A {c}-S -s fd00:123::/64 -d fd00:123::2/128 -m conntrack --ctstate DNAT "
+        '-m comment --comment "snat/fd00:123::/64->fd00:123::2" -j MASQUERADE'])
+    # Both families read back as one: what CHECK and conflict detection compare.
+    assert call(host, fw.rule_comments) == {**fw.expected_comments(g), **fw.expected_comments(m)}
+    assert call(host, fw.group_comments, c) == ["tcp/*/18080", "tcp/*/18080", "tcp/fd00:124::1/8443"]
+    assert call(host, fw.chains) == {c, c + "-S", m.chain}
+    call(host, fw.remove_chains, {c, c + "-S", m.chain})
+    assert save(host) == save(host, "nat", "ip6tables-legacy-save") == BASE
+    assert call(host, fw.chains) == set()
+
+
+def test_ipv4_only_groups_never_touch_ip6tables(host: Namespace) -> None:
+    fw = IptablesBackend()
+    call(host, fw.apply, dnat())
+    call(host, fw.remove_chains, {dnat().chain, dnat().chain + "-S"})
+    assert host.run("cat", "/proc/net/ip6_tables_names").stdout.split() == []
 
 
 def test_namespaces_and_threads_do_not_mix(make_ns: Callable[[], Namespace]) -> None:

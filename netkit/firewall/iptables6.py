@@ -1,0 +1,192 @@
+"""The iptables backend's IPv6 half: ip6tables operations in a child process of their own.
+
+Why a process: python-iptables cannot serve both families in one process.  An xtables extension
+registers its targets for the family current when its library is first loaded, and DNAT and
+MASQUERADE live in one library (libxt_NAT.so): once the IPv4 half has loaded it, IPv6 rules get
+"can't find target DNAT".  A child that loads only the IPv6 extensions does the same operations
+with the same code (``iptables.IptablesFamily(6)``: the layout, the comments, the FORWARD
+accepts, the per-table commits and their rollback), so both families read alike to CHECK, GC and
+conflict detection.  The alternative, the ``ip6tables-legacy-restore`` tool fed a script, would
+have meant a second, text-based copy of that layout.
+
+The child is a helper the process keeps while it is busy: each request (JSON) goes over a unix
+socket pair with a descriptor of the caller's network namespace (a plugin thread of the agent has
+joined the caller's), which the helper enters to serve it; a CNIError crosses as its code, message
+and details.  One interpreter start and python-iptables load (~60-80 ms here) then serves the
+three IPv6 operations of an ADD (network rules, masquerade, ports), and an agent's consecutive
+ADDs; the helper exits after IDLE_S without a request (and when its parent goes: end of file), so
+nothing lingers.  It is started only where IPv6 rules exist or are asked for.
+"""
+
+from __future__ import annotations
+
+import array
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from netkit import errors
+from netkit.firewall.model import NetworkRules, PortMapping, RuleGroup
+
+IDLE_S = 1.0  # the helper exits after this long without a request
+_LEN = struct.Struct("=I")  # each message: its length, then its JSON
+# What the helper runs: no site import (the parent's sys.path handed over, as the plugin
+# launchers do), then this module's main().
+_BOOT = "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); from netkit.firewall.iptables6 import main; main()"
+_lock = threading.Lock()  # one request at a time on the socket
+_helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
+
+
+def _group_json(group: RuleGroup) -> dict[str, Any]:
+    return {"kind": group.kind, "network": group.network, "container_id": group.container_id, "ifname": group.ifname,
+            "addresses": [str(a) for a in group.addresses], "mappings": [list(m) for m in group.mappings],
+            "snat": group.snat, "masq_all": group.masq_all}
+
+
+def _group(raw: dict[str, Any]) -> RuleGroup:
+    return RuleGroup(raw["kind"], raw["network"], raw["container_id"], raw["ifname"],
+                     [ipaddress.ip_interface(a) for a in raw["addresses"]], [PortMapping(*m) for m in raw["mappings"]],
+                     raw["snat"], raw["masq_all"])
+
+
+def call(op: str, arg: Any = None) -> Any:
+    """Run one operation of the IPv6 half (``IptablesFamily(6)``'s method ``op``) in the helper, in
+    the calling thread's network namespace; its answer."""
+    if isinstance(arg, RuleGroup):
+        arg = _group_json(arg)
+    elif isinstance(arg, NetworkRules):
+        arg = arg._asdict()
+    elif isinstance(arg, set):
+        arg = sorted(arg)
+    request = json.dumps({"op": op, "arg": arg}).encode()
+    netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _lock:
+            # A helper that just exited (idle) answers nothing: the request goes to a new one.  Every
+            # operation is idempotent, so one sent twice does no harm.
+            for attempt in range(2):
+                try:
+                    raw = _exchange(request, netns)
+                    break
+                except OSError as exc:
+                    _reset()
+                    if attempt:
+                        raise errors.CNIError(errors.KERNEL, "ip6tables helper failed", str(exc)) from None
+    finally:
+        os.close(netns)
+    answer = json.loads(raw)
+    if "error" in answer:
+        code, msg, details = answer["error"]
+        raise errors.CNIError(code, msg, details)
+    return answer["result"]
+
+
+def _exchange(request: bytes, netns: int) -> bytes:
+    """Send one request with the namespace's descriptor to the helper (started if none); its answer."""
+    global _helper
+    if _helper is None or _helper[0].poll() is not None:
+        _reset()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, json.dumps([p for p in sys.path if p])],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    pass_fds=(theirs.fileno(),), env={**os.environ, "NETKIT_IP6_FD": str(theirs.fileno())})
+        finally:
+            theirs.close()
+        _helper = (proc, ours)
+    sock = _helper[1]
+    message = _LEN.pack(len(request)) + request
+    sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [netns]))])
+    sock.sendall(message[sent:])
+    return _receive(sock)
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """One length-prefixed message; OSError at end of file."""
+    return _exactly(sock, _LEN.unpack(_exactly(sock, _LEN.size))[0])
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes (MSG_WAITALL on a blocking socket: fewer only at end of file, then OSError)."""
+    data = sock.recv(n, socket.MSG_WAITALL) if n else b""
+    if len(data) != n:
+        raise OSError("the ip6tables helper's peer closed the socket")
+    return data
+
+
+def _reset() -> None:
+    """Forget the helper: close its socket (it exits at end of file) and reap it."""
+    global _helper
+    if _helper is not None:
+        proc, sock = _helper
+        _helper = None
+        sock.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _serve(request: dict[str, Any]) -> Any:
+    from netkit.firewall.iptables import IptablesFamily
+
+    fw, op, arg = IptablesFamily(6), request["op"], request["arg"]
+    if op == "apply":
+        return fw.apply(_group(arg))
+    if op == "apply_network":
+        return fw.apply_network(NetworkRules(**arg))
+    if op == "remove_chains":
+        return fw.remove_chains(set(arg))
+    if op == "chains":
+        return sorted(fw.chains())
+    if op == "rule_comments":
+        return fw.rule_comments()
+    if op == "group_comments":
+        return fw.group_comments(arg)
+    if op == "forward_drops":
+        from netkit.firewall import iptables_session
+
+        with iptables_session.session(version=6) as s:
+            return s.forward_drops(s.table("filter"))
+    raise errors.CNIError(errors.INTERNAL, f"unknown ip6tables operation {op!r}")
+
+
+def main() -> None:
+    """The helper: requests from the socket pair until IDLE_S passes without one or the parent
+    goes; each served in the namespace whose descriptor came with it."""
+    from netkit.net import netns
+
+    sock = socket.socket(fileno=int(os.environ["NETKIT_IP6_FD"]))
+    while select.select([sock], [], [], IDLE_S)[0]:
+        # The descriptor rides with the first bytes of the request.
+        head, ancillary, _, _ = sock.recvmsg(_LEN.size, socket.CMSG_SPACE(array.array("i").itemsize))
+        if not head:
+            return
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        try:
+            data = _exactly(sock, _LEN.size - len(head))
+            data = _exactly(sock, _LEN.unpack(head + data)[0])
+            if not fds:
+                raise errors.CNIError(errors.INTERNAL, "ip6tables helper: no namespace came with the request")
+            netns.setns_fd(fds[0])
+            answer: dict[str, Any] = {"result": _serve(json.loads(data))}
+        except errors.CNIError as exc:
+            answer = {"error": [exc.code, exc.msg, exc.details]}
+        except OSError as exc:
+            answer = {"error": [errors.KERNEL, "ip6tables helper failed", str(exc)]}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        reply = json.dumps(answer).encode()
+        sock.sendall(_LEN.pack(len(reply)) + reply)
