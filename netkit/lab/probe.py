@@ -61,8 +61,7 @@ def _icmp(addr: str, timeout: float) -> Outcome:
 
 
 def _http(addr: str, port: int, path: str, timeout: float) -> Outcome:
-    # An IPv6 literal in brackets: http.client would take its last group for a port.
-    conn = http.client.HTTPConnection(f"[{addr}]" if ":" in addr else addr, port, timeout=timeout)
+    conn = http.client.HTTPConnection(addr, port, timeout=timeout)  # port given: an IPv6 literal goes bare
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
