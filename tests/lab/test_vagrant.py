@@ -36,7 +36,8 @@ def test_generated_vagrantfile_passes_vagrant_validate(name: str, tmp_path: os.P
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "validated successfully" in proc.stdout
     assert text.count("config.vm.define") == len(sc.hosts)
-    assert text.count('"private_network"') == sum(len(h.addresses) for h in sc.hosts.values())
+    # One per address: a dual-stack link's IPv6 address is a second private network on the same wire.
+    assert text.count('"private_network"') == sum(len(h.addresses) + len(h.addresses6) for h in sc.hosts.values())
 
 
 def test_vagrant_validate_rejects_a_broken_vagrantfile(tmp_path: os.PathLike[str]) -> None:
