@@ -130,6 +130,18 @@ def exec_(ctx: click.Context, env: tuple[str, ...], name: str, command: tuple[st
 
 
 @click.command()
+@click.argument("old")
+@click.argument("new")
+@click.pass_context
+def rename(ctx: click.Context, old: str, new: str) -> None:
+    """Rename a container (its name in the networks' DNS too)."""
+    from netkit.runtime import rename as renaming
+
+    rt = root(ctx)
+    call(lambda: renaming.rename(rt, old, new))
+
+
+@click.command()
 @click.argument("name")
 @click.pass_context
 def logs(ctx: click.Context, name: str) -> None:
@@ -168,4 +180,4 @@ def system_prune(ctx: click.Context) -> None:
         click.echo(f"removed {name}")
 
 
-COMMANDS = [run, ps, inspect, stop, rm, exec_, logs, port, system]
+COMMANDS = [run, ps, inspect, stop, rm, exec_, logs, port, rename, system]

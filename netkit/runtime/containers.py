@@ -53,8 +53,9 @@ def _mode(network: str) -> tuple[str, str]:
     return "bridge", network
 
 
-def _valid_name(name: str) -> None:
-    if not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
+def valid_name(name: str) -> None:
+    """Refuse a container name Docker would refuse (one line)."""
+    if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
         raise ContainerError(f"invalid container name {name!r}", "letters, digits, '_', '.', '-'")
 
 
@@ -114,7 +115,7 @@ def mac_address(text: str) -> str:
 def _name(opts: RunOptions, cid: str, records: list[Container]) -> str:
     """The container's name: the one asked for (valid and free) or ``netkit_<id prefix>``."""
     name = opts.name or f"netkit_{cid[:8]}"
-    _valid_name(name)
+    valid_name(name)
     if any(c.name == name for c in records):
         raise ContainerError(f'the container name "{name}" is already in use')
     return name
