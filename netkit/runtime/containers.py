@@ -242,13 +242,31 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     return out
 
 
+def _owner_files(root: Root, ctr: Container) -> list[tuple[str, str]]:
+    """A joiner's /etc/hosts and /etc/resolv.conf: its owner's very files (Docker's rule), so it resolves
+    what the owner resolves, and the owner's connect/disconnect (rewritten in place) reach it too.  A
+    file the owner has not (host mode: the host's own) is not bound: the joiner sees the host's too."""
+    owner = ctr.owner
+    try:
+        # The owner may itself have joined another: the files are the namespace's first owner's.
+        while (record := state.load(root, owner)).net_kind == "container" and record.owner:
+            owner = record.owner
+    except ContainerError:
+        return []  # the owner was removed meanwhile: the joiner runs in no namespace of its own anyway
+    d = root.container_dir(owner)
+    return [(os.path.join(d, f), "/etc/" + f) for f in ("hosts", dnsconf.FILE) if os.path.isfile(os.path.join(d, f))]
+
+
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
-    for fname, body in [("hostname", ctr.hostname + "\n"), *_etc_files(ctr)]:
+    joiner = ctr.net_kind == "container"
+    for fname, body in [("hostname", ctr.hostname + "\n"), *([] if joiner else _etc_files(ctr))]:
         # Not fsynced: written afresh at every start, and no container runs on after a reboot.
         fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
         binds.append((os.path.join(d, fname), "/etc/" + fname))
+    if joiner:
+        binds += _owner_files(root, ctr)
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd, ctr.init)
 
