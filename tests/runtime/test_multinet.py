@@ -255,6 +255,12 @@ def test_disconnecting_the_first_network_moves_the_default_route_to_the_next(rt:
     assert rt.inspect("c")["NetworkSettings"]["Networks"]["inner"]["InterfaceName"] == "eth2"
     rt("network", "disconnect", "inner", "c")
     assert rt.inspect("c")["NetworkSettings"]["Networks"] == {}
+    # Connected again after every network was left: the new network is the primary, default route and all.
+    rt("network", "connect", "netb", "c")
+    assert [(r["gateway"], r["dev"]) for r in _routes(rt, "c") if r["dst"] == "default"] == [(f"{B_NET}.1", "eth0")]
+    shown = rt.inspect("c")["NetworkSettings"]
+    assert shown["IPAddress"] == shown["Networks"]["netb"]["IPAddress"] and shown["Gateway"] == f"{B_NET}.1"
+    assert (rt.netns("c").ask("tcp", rt.ip("b1"), 80) or "").startswith("b1 ")
     rt("rm", "-f", "c", "b1")
     assert all(_leases(rt, n) == [] for n in ("neta", "netb", "inner")) and rt.box.group_chains() == []
 
@@ -304,3 +310,18 @@ def test_isolation_between_networks_holds_on_both_firewall_backends(fw_rt: Runti
     assert b1ns.unanswered("tcp", a1, 80, control=b1ns.ask("tcp", nets["netb"]["IPAddress"], 80))
     rt("rm", "-f", "ab", "a1", "b1")
     assert rt.box.group_chains() == [] and _leases(rt, "neta") == [] and _leases(rt, "netb") == []
+
+
+def test_disconnecting_the_network_of_published_ports_is_refused(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "pub", "--network", "netb", "--network", "neta", "-p", "8081:80", "--",
+       sys.executable, TRAFFIC, "serve", "pub", "80")
+    proc = rt("network", "disconnect", "netb", "pub", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "80/tcp -> 0.0.0.0:8081" in proc.stderr
+    assert sorted(rt.inspect("pub")["NetworkSettings"]["Networks"]) == ["neta", "netb"]
+    assert rt.wait_answer(lambda: (rt.box.host.ask("tcp", "127.0.0.1", 8081) or "").startswith("pub "))
+    rt("network", "disconnect", "neta", "pub")  # not the ports' network: fine
+    assert rt("port", "pub").stdout == "80/tcp -> 0.0.0.0:8081\n"
+    rt("rm", "-f", "pub")
+    assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
