@@ -271,6 +271,20 @@ def _spec(root: Root, ctr: Container) -> process.Spec:
                         ctr.hostname, binds, ctr.cwd, ctr.init)
 
 
+def _update(root: Root, cid: str, **fields: Any) -> bool:
+    """Set ``fields`` of the record as it is now, under the lock (never save a copy read earlier: a
+    connect or disconnect meanwhile would be undone); False when the record is gone (rm -f)."""
+    with root.locked():
+        try:
+            current = state.load(root, cid)
+        except ContainerError:
+            return False
+        for key, value in fields.items():
+            setattr(current, key, value)
+        state.save(root, current)
+    return True
+
+
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     """Start the process, record it, wait for it, record the exit; clean up with --rm."""
     # Forwarding is in place before the process starts: a signal that came between its start (its
@@ -289,8 +303,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     try:
         runner, pid = process.spawn(_spec(root, ctr))
     except BaseException as exc:
-        ctr.state, ctr.exit_code, ctr.error = "exited", 127, str(exc)
-        state.save(root, ctr)
+        _update(root, ctr.id, state="exited", exit_code=127, error=str(exc), finished_at=time.time())
         if notify is not None:
             os.write(notify, b"E" + str(exc).replace("\n", " ").encode(errors="replace") + b"\n")
         if ctr.auto_remove:
@@ -299,20 +312,15 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     target[0] = pid
     for signum in early:
         os.kill(pid, signum)
-    ctr.state, ctr.pid, ctr.pid_start, ctr.started_at = "running", pid, procinfo.start_time(pid), time.time()
-    state.save(root, ctr)
+    if not _update(root, ctr.id, state="running", pid=pid, pid_start=procinfo.start_time(pid), started_at=time.time()):
+        os.kill(pid, signal.SIGKILL)  # removed while starting (rm -f): nothing may run on without a record
     if notify is not None:
         os.write(notify, b"ok\n")
         os.close(notify)
     _, status = os.waitpid(runner, 0)
     code = process.exit_code(status)
-    with root.locked():
-        try:
-            current = state.load(root, ctr.id)
-        except ContainerError:
-            return code  # removed meanwhile (rm -f)
-        current.state, current.exit_code, current.finished_at = "exited", code, time.time()
-        state.save(root, current)
+    if not _update(root, ctr.id, state="exited", exit_code=code, finished_at=time.time()):
+        return code  # removed meanwhile (rm -f)
     if ctr.auto_remove:
         remove(root, ctr.id, force=True)
     return code
@@ -404,6 +412,12 @@ def remove(root: Root, ref: str, force: bool = False) -> Container:
         os.kill(ctr.pid, signal.SIGKILL)
         _wait_dead(ctr, 5)
     with root.locked():
+        try:
+            # Read again under the lock: a connect since the first read added an endpoint whose lease
+            # and DNS record the stale copy would leave behind.
+            ctr = state.load(root, ctr.id)
+        except ContainerError:
+            return ctr  # removed meanwhile (another rm, the supervisor's --rm)
         release_network(root, ctr)
         state.remove(root, ctr.id)
     return ctr
@@ -451,21 +465,31 @@ def prune(root: Root) -> list[str]:
         if not state.alive(ctr):
             remove(root, ctr.id, force=True)
             removed.append(ctr.name)
-    live = state.all_records(root)
-    keep = {c.netns for c in live}
-    for fname in os.listdir(root.netns) if os.path.isdir(root.netns) else []:
-        path = os.path.join(root.netns, fname)
-        if path not in keep:
-            netns.remove(path)
-    for net in networks.listing(root):
-        if net.driver != "bridge":
-            continue
-        conf = networks.load(root, net.name)
-        if networks.shared_with_others(root, conf):
-            continue  # GC's valid list would be this runtime's only: it would take the others' leases
-        valid = endpoints.valid_attachments(live, net.name)
-        try:
-            chain.gc(conf, valid, root.cni_path)
-        except errors.CNIError:
-            pass  # a plugin without GC: nothing more to collect there
+    # Under the lock: a container created meanwhile (its namespace made, its record not yet read here)
+    # would otherwise lose its namespace and its leases to the collection.
+    with root.locked():
+        live = state.all_records(root)
+        keep = {c.netns for c in live}
+        for fname in os.listdir(root.netns) if os.path.isdir(root.netns) else []:
+            path = os.path.join(root.netns, fname)
+            if path not in keep:
+                netns.remove(path)
+        for net in networks.listing(root):
+            if net.driver != "bridge":
+                continue
+            conf = networks.load(root, net.name)
+            if networks.shared_with_others(root, conf):
+                continue  # GC's valid list would be this runtime's only: it would take the others' leases
+            valid = endpoints.valid_attachments(live, net.name)
+            try:
+                chain.gc(conf, valid, root.cni_path)
+            except errors.CNIError:
+                pass  # a plugin without GC: nothing more to collect there
     return removed
+
+
+def remove_network(root: Root, name: str) -> None:
+    """`network rm`: refused while a container has an endpoint on it; the check and the removal under
+    the lock, so no connect or run slips in between."""
+    with root.locked():
+        networks.remove(root, name, users(root, name, bridge_only=True))

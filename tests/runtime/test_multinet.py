@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 from tests.runtime.conftest import Runtime
@@ -324,4 +325,49 @@ def test_disconnecting_the_network_of_published_ports_is_refused(rt: Runtime) ->
     rt("network", "disconnect", "neta", "pub")  # not the ports' network: fine
     assert rt("port", "pub").stdout == "80/tcp -> 0.0.0.0:8081\n"
     rt("rm", "-f", "pub")
+    assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
+
+
+# A connect that lands between a command's first read of a record and its write: the runtime is driven
+# in one process with the step in between replaced by one that connects, so the interleaving is certain.
+RACES = """
+import sys
+from netkit.runtime import containers, endpoints, process, state
+from netkit.runtime.root import Root
+
+root, which = Root(sys.argv[1]), sys.argv[2]
+if which == "rm":
+    waited = containers._wait_dead
+    def connect_then_wait(ctr, timeout):
+        endpoints.connect(root, ctr.id, "netb")
+        return waited(ctr, timeout)
+    containers._wait_dead = connect_then_wait
+    containers.remove(root, "c", force=True)
+else:
+    spawn = process.spawn
+    def spawn_then_connect(spec):
+        out = spawn(spec)
+        endpoints.connect(root, "s", "netb")
+        return out
+    process.spawn = spawn_then_connect
+    ctr, code = containers.run(root, containers.RunOptions(["true"], network="neta", name="s"))
+    assert code == 0
+    print(",".join(ep.network for ep in state.load(root, ctr.id).endpoints))
+"""
+
+
+def _race(rt: Runtime, which: str) -> str:
+    argv = ["nsenter", f"--net={rt.box.host.path}", sys.executable, "-c", RACES, rt.root, which]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=rt.env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_connect_meanwhile_is_neither_undone_by_the_supervisor_nor_leaked_by_rm(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "c", "--network", "neta", "--", "sleep", "300")
+    _race(rt, "rm")  # rm read the record, then c was connected to netb: its lease there goes too
+    assert _leases(rt, "neta") == _leases(rt, "netb") == []
+    assert _race(rt, "run") == "neta,netb\n"  # the supervisor's "running" does not drop the new endpoint
+    rt("rm", "-f", "s")
     assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
