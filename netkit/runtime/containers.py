@@ -216,13 +216,6 @@ def release_network(root: Root, ctr: Container) -> None:
         netns.remove(ctr.netns)
 
 
-def _gateway(ctr: Container) -> str:
-    """The host's address on the container's network (its first IPv4 gateway, else any): host-gateway."""
-    result = ctr.primary.cni_result if ctr.primary else {}
-    gateways = [ip["gateway"] for ip in result.get("ips", []) if ip.get("gateway")]
-    return next((g for g in gateways if ":" not in g), gateways[0] if gateways else "")
-
-
 def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     """(file name, text) of the /etc files the container gets, beside /etc/hostname.
 
@@ -232,11 +225,9 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     unless extra hosts or resolver settings are asked for, which then go on top of the host's own.
     """
     own = ctr.net_kind != "host"
-    extra = [etcfiles.parse_add_host(spec) for spec in ctr.extra_hosts]
     out = []
-    if own or extra:
-        base = etcfiles.BASE_HOSTS if own else etcfiles.read_text(etcfiles.HOST_HOSTS, etcfiles.BASE_HOSTS)
-        out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
+    if own or ctr.extra_hosts:
+        out.append((dnsconf.HOSTS, dnsconf.hosts(ctr)))
     if own or ctr.dns or ctr.dns_search or ctr.dns_options:
         out.append((dnsconf.FILE, dnsconf.resolv_conf(ctr)))
     return out

@@ -107,6 +107,8 @@ def test_connect_and_disconnect_a_running_container(rt: Runtime) -> None:
     assert (net["IPAddress"], net["IPAMConfig"], net["Aliases"][0]) == (f"{B_NET}.77", {"IPv4Address": f"{B_NET}.77"},
                                                                          "cee")
     assert _leases(rt, "netb") == sorted([b1, f"{B_NET}.77"])
+    hostname = rt.inspect("c")["Hostname"]
+    assert f"{B_NET}.77\t{hostname}\n" in rt("exec", "c", "--", "cat", "/etc/hosts").stdout  # rewritten in place
     # Readable refusals, one line each.
     for args, text in {("network", "connect", "netb", "c"): "already exists in network netb",
                        ("network", "connect", "nosuch", "c"): "network nosuch not found",
@@ -117,6 +119,7 @@ def test_connect_and_disconnect_a_running_container(rt: Runtime) -> None:
         assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
     rt("network", "disconnect", "netb", "c")
     assert "eth1" not in rt("exec", "c", "--", "ls", "/sys/class/net").stdout
+    assert f"{B_NET}.77" not in rt("exec", "c", "--", "cat", "/etc/hosts").stdout
     assert _leases(rt, "netb") == [b1]
     assert cns.unanswered("tcp", b1, 80, control=cns.ask("tcp", rt.ip("a1"), 80))
     assert list(rt.inspect("c")["NetworkSettings"]["Networks"]) == ["neta"]
