@@ -91,6 +91,8 @@ def _validate_flags(opts: RunOptions, kind: str) -> None:
     extra = [etcfiles.parse_add_host(spec) for spec in opts.add_hosts]
     if kind != "bridge" and any(e.address == etcfiles.HOST_GATEWAY for e in extra):
         raise ContainerError(f"--add-host NAME:{etcfiles.HOST_GATEWAY} needs a bridge network, not {kind} mode")
+    for value in opts.dns:
+        etcfiles.check_nameserver(value)
     for value in opts.dns_search:
         etcfiles.check_word("--dns-search", value)
     for value in opts.dns_options:

@@ -57,6 +57,19 @@ def parse_add_host(spec: str) -> ExtraHost:
     return ExtraHost(name, address)
 
 
+def check_nameserver(value: str) -> str:
+    """A --dns value: an IPv4 or IPv6 address, nothing else (a word or a line break would be written
+    into resolv.conf as given); Docker's wording for the refusal."""
+    shown = value if value.isprintable() else repr(value)  # the error stays one line
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ContainerError(f"{shown} is not an ip address") from None
+    if "%" in value:  # a scoped link-local address: the C library's resolv.conf parser takes none
+        raise ContainerError(f"{shown} is not an ip address")
+    return value
+
+
 def check_word(kind: str, value: str) -> str:
     """A --dns-search or --dns-option value: one word, no spaces or line breaks (it is one token of a line)."""
     if not value or any(c.isspace() for c in value):

@@ -64,3 +64,10 @@ def test_host_resolver_drops_loopback_stub_for_its_upstreams(tmp_path: Path) -> 
 def test_a_search_domain_or_option_is_one_word(value: str) -> None:
     with pytest.raises(ContainerError):
         etcfiles.check_word("--dns-option", value)
+
+
+@pytest.mark.parametrize("value", ["foo", "", "1.2.3.4\nnameserver 6.6.6.6", "1.2.3.4 ", "fe80::1%eth0"])
+def test_a_nameserver_is_an_ip_address(value: str) -> None:
+    with pytest.raises(ContainerError, match="is not an ip address"):
+        etcfiles.check_nameserver(value)
+    assert etcfiles.check_nameserver("2001:db8::53") == "2001:db8::53"

@@ -140,6 +140,8 @@ def test_dns_search_and_options_compose_resolv_conf(rt: Runtime) -> None:
     assert "search" not in rt("run", "--rm", "--dns", "10.0.0.53", "--dns-search", ".", "--",
                               "cat", "/etc/resolv.conf").stdout
     assert "invalid --dns-option" in _one_line_error(rt, "run", "--dns-option", "a b", "--", "true")
+    assert "foo is not an ip address" in _one_line_error(rt, "run", "--dns", "foo", "--", "true")
+    assert "is not an ip address" in _one_line_error(rt, "run", "--dns", "10.0.0.53\nnameserver 6.6.6.6", "--", "true")
 
 
 def test_mac_address(rt: Runtime) -> None:
