@@ -278,6 +278,15 @@ def _update(root: Root, cid: str, **fields: Any) -> bool:
     return True
 
 
+def _signal(pid: int, signum: int) -> None:
+    """Pass a signal to the container's runner; it may be gone already (a runner that ended by itself
+    meanwhile), which is no error of the supervisor's: there is nothing left to stop."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     """Start the process, record it, wait for it, record the exit; clean up with --rm."""
     # Forwarding is in place before the process starts: a signal that came between its start (its
@@ -287,7 +296,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         if target[0]:
-            os.kill(target[0], signum)
+            _signal(target[0], signum)
         else:
             early.append(signum)
 
@@ -304,13 +313,14 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
         raise
     target[0] = pid
     for signum in early:
-        os.kill(pid, signum)
+        _signal(pid, signum)
     if not _update(root, ctr.id, state="running", pid=pid, pid_start=procinfo.start_time(pid), started_at=time.time()):
         os.kill(pid, signal.SIGKILL)  # removed while starting (rm -f): nothing may run on without a record
     if notify is not None:
         os.write(notify, b"ok\n")
         os.close(notify)
     _, status = os.waitpid(runner, 0)
+    target[0] = 0  # reaped: its PID may be another process's from now on
     code = process.exit_code(status)
     if not _update(root, ctr.id, state="exited", exit_code=code, finished_at=time.time()):
         return code  # removed meanwhile (rm -f)
