@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -91,6 +92,29 @@ def test_init_reaps_orphans_and_exits_with_the_commands_status(rt: Runtime) -> N
         return procs[0].endswith(":netkit-init") and not any(p.startswith("Z") for p in procs) \
             and sum(p.endswith(":sleep") for p in procs) == 1
     assert rt.wait_answer(reaped)
+
+
+# The init's own loop fails (here: made to raise) inside a caller that, like process._init, reports
+# whatever escapes and exits 127: the init must end by itself, with 255.
+BROKEN_INIT = """
+import os
+from netkit.runtime import init
+
+def broken(child, waited):
+    raise RuntimeError("broken")
+
+init._serve = broken
+try:
+    init.become()
+    os._exit(0)  # CMD's process: nothing to run
+except BaseException:
+    os._exit(127)
+"""
+
+
+def test_an_error_in_the_init_itself_ends_pid_1_with_255_not_in_its_caller() -> None:
+    proc = subprocess.run([sys.executable, "-c", BROKEN_INIT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 255 and "netkit-init: RuntimeError('broken')" in proc.stderr, proc
 
 
 def test_add_host_ip_and_host_gateway(rt: Runtime) -> None:
