@@ -374,3 +374,12 @@ def test_a_connect_meanwhile_is_neither_undone_by_the_supervisor_nor_leaked_by_r
     assert _race(rt, "run") == "neta,netb\n"  # the supervisor's "running" does not drop the new endpoint
     rt("rm", "-f", "s")
     assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
+
+
+def test_inspect_exit_code_of_a_running_container_and_a_misused_field(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "up", "--", "sleep", "300")
+    assert _fmt(rt, "{{.State.ExitCode}} {{json .State.ExitCode}}", "up") == "0 0\n"  # Docker's 0, not <nil>
+    proc = rt("inspect", "--format", "{{.Name 1}}", "up", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and ".Name is not a function" in proc.stderr, \
+        proc.stderr
+    rt("rm", "-f", "up")
