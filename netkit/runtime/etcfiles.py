@@ -18,6 +18,9 @@ HOST_RESOLV = "/etc/resolv.conf"
 # Where systemd-resolved lists the upstreams behind its 127.0.0.53 stub: what Docker reads instead of
 # a resolv.conf whose only nameservers are on loopback (unreachable from a container's namespace).
 RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+# What Docker writes when the host's resolvers are all on loopback and nothing else is known: an empty
+# resolv.conf would send the C library to 127.0.0.1, which answers nothing in the container's namespace.
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_HOSTS = "/etc/hosts"
 BASE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -135,14 +138,15 @@ def host_resolver(own_netns: bool, path: str = HOST_RESOLV, upstreams: str = RES
     """The host's resolver settings as a container sees them.
 
     In a namespace of its own a loopback nameserver (systemd-resolved's 127.0.0.53) is not the host's:
-    such entries are dropped, and when nothing is left the stub's real upstreams are read instead.
+    such entries are dropped, and when nothing is left the stub's real upstreams are read instead;
+    without any (no systemd-resolved, a dnsmasq on 127.0.0.1), Docker's default public resolvers.
     """
     conf = _read(path)
     if not own_netns:
         return conf
     kept = [n for n in conf.nameservers if not _loopback(n)]
     if not kept and conf.nameservers:
-        kept = [n for n in _read(upstreams).nameservers if not _loopback(n)]
+        kept = [n for n in _read(upstreams).nameservers if not _loopback(n)] or list(DEFAULT_NAMESERVERS)
     return Resolver(kept, conf.search, conf.options)
 
 

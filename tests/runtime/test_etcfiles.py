@@ -58,6 +58,10 @@ def test_host_resolver_drops_loopback_stub_for_its_upstreams(tmp_path: Path) -> 
     # In the host's own namespace the stub is reachable: kept as it is.
     assert etcfiles.host_resolver(False, str(stub), str(upstreams)).nameservers == ["127.0.0.53"]
     assert etcfiles.host_resolver(True, str(tmp_path / "absent"), str(upstreams)) == Resolver()
+    # Only loopback resolvers and no systemd-resolved upstreams: Docker's defaults, not an empty file.
+    for missing_or_loopback in (tmp_path / "absent", stub):
+        got = etcfiles.host_resolver(True, str(stub), str(missing_or_loopback))
+        assert got == Resolver(["8.8.8.8", "8.8.4.4"], ["lan.test"], ["edns0", "trust-ad"])
 
 
 @pytest.mark.parametrize("value", ["", "a b", "ndots:1\nnameserver 1.2.3.4"])
