@@ -202,6 +202,14 @@ def test_network_mtu_on_bridge_veth_and_container(rt: Runtime, how: tuple[str, s
 def test_network_mtu_is_checked(rt: Runtime) -> None:
     assert "invalid MTU" in _one_line_error(rt, "network", "create", "-o", "mtu=20", "tiny")
     assert "invalid MTU" in _one_line_error(rt, "network", "create", "-o", "mtu=big", "tiny")
+    # Below 1280 the kernel disables IPv6 on the link: refused on a network with an IPv6 subnet ...
+    for args in (("--ipv6",), ("--subnet", "10.58.0.0/24", "--subnet", "fd00:58::/64")):
+        assert "needs at least 1280" in _one_line_error(rt, "network", "create", "--mtu", "1279", *args, "tiny6")
+    # ... fine on an IPv4-only one, and 1280 with IPv6.
+    rt("network", "create", "--mtu", "1279", "tiny4")
+    rt("network", "create", "--mtu", "1280", "--ipv6", "min6")
+    rt("network", "rm", "tiny4")
+    rt("network", "rm", "min6")
     assert "tiny" not in rt("network", "ls").stdout
 
 
