@@ -247,7 +247,7 @@ def _owner_files(root: Root, ctr: Container) -> list[tuple[str, str]]:
     except ContainerError:
         return []  # the owner was removed meanwhile: the joiner runs in no namespace of its own anyway
     d = root.container_dir(owner)
-    return [(os.path.join(d, f), "/etc/" + f) for f in ("hosts", dnsconf.FILE) if os.path.isfile(os.path.join(d, f))]
+    return [(os.path.join(d, f), "/etc/" + f) for f in (dnsconf.HOSTS, dnsconf.FILE) if os.path.isfile(os.path.join(d, f))]
 
 
 def _spec(root: Root, ctr: Container) -> process.Spec:
@@ -315,7 +315,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     for signum in early:
         _signal(pid, signum)
     if not _update(root, ctr.id, state="running", pid=pid, pid_start=procinfo.start_time(pid), started_at=time.time()):
-        os.kill(pid, signal.SIGKILL)  # removed while starting (rm -f): nothing may run on without a record
+        _signal(pid, signal.SIGKILL)  # removed while starting (rm -f): nothing may run on without a record
     if notify is not None:
         os.write(notify, b"ok\n")
         os.close(notify)

@@ -235,9 +235,10 @@ def _refuse_ports(ctr: Container, network: str) -> None:
     """Refuse to disconnect the primary network of a container that publishes ports.
 
     Decided: refused, not moved.  Moving the mappings means a DEL and an ADD of the next endpoint
-    (the portmap plugin takes them at ADD only), which would change its address under the container's
-    open connections and cannot be undone cleanly if the ADD fails; Docker itself loses the bindings
-    there.  The user can stop and re-run the container with the networks in the order wanted.
+    (the plugins take port mappings at ADD only), which would change its address under the container's
+    open connections and could not be undone cleanly if the ADD failed; silently dropping them (what
+    this did before) leaves a container that looks published and is not.  The user can re-run the
+    container with the networks in the order wanted.
     """
     if ctr.ports:
         shown = ", ".join(ports.describe(m) for m in ctr.ports)
