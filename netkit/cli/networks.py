@@ -96,11 +96,10 @@ def network_disconnect(ctx: click.Context, name: str, container: str) -> None:
 @click.pass_context
 def network_rm(ctx: click.Context, name: str) -> None:
     """Remove a network (refused while containers use it)."""
-    from netkit.runtime import containers, networks
+    from netkit.runtime import containers
 
     rt = root(ctx)
-    users = containers.users(rt, name, bridge_only=True)
-    call(lambda: networks.remove(rt, name, users))
+    call(lambda: containers.remove_network(rt, name))
     click.echo(name)
 
 

@@ -92,6 +92,8 @@ def _validate_flags(opts: RunOptions, kind: str) -> None:
     extra = [etcfiles.parse_add_host(spec) for spec in opts.add_hosts]
     if kind != "bridge" and any(e.address == etcfiles.HOST_GATEWAY for e in extra):
         raise ContainerError(f"--add-host NAME:{etcfiles.HOST_GATEWAY} needs a bridge network, not {kind} mode")
+    for value in opts.dns:
+        etcfiles.check_nameserver(value)
     for value in opts.dns_search:
         etcfiles.check_word("--dns-search", value)
     for value in opts.dns_options:
@@ -217,13 +219,6 @@ def release_network(root: Root, ctr: Container) -> None:
         netns.remove(ctr.netns)
 
 
-def _gateway(ctr: Container) -> str:
-    """The host's address on the container's network (its first IPv4 gateway, else any): host-gateway."""
-    result = ctr.primary.cni_result if ctr.primary else {}
-    gateways = [ip["gateway"] for ip in result.get("ips", []) if ip.get("gateway")]
-    return next((g for g in gateways if ":" not in g), gateways[0] if gateways else "")
-
-
 def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     """(file name, text) of the /etc files the container gets, beside /etc/hostname.
 
@@ -233,25 +228,64 @@ def _etc_files(ctr: Container) -> list[tuple[str, str]]:
     unless extra hosts or resolver settings are asked for, which then go on top of the host's own.
     """
     own = ctr.net_kind != "host"
-    extra = [etcfiles.parse_add_host(spec) for spec in ctr.extra_hosts]
     out = []
-    if own or extra:
-        base = etcfiles.BASE_HOSTS if own else etcfiles.read_text(etcfiles.HOST_HOSTS, etcfiles.BASE_HOSTS)
-        out.append(("hosts", etcfiles.hosts(ctr.addresses if own else [], ctr.hostname, extra, _gateway(ctr), base)))
+    if own or ctr.extra_hosts:
+        out.append((dnsconf.HOSTS, dnsconf.hosts(ctr)))
     if own or ctr.dns or ctr.dns_search or ctr.dns_options:
         out.append((dnsconf.FILE, dnsconf.resolv_conf(ctr)))
     return out
 
 
+def _owner_files(root: Root, ctr: Container) -> list[tuple[str, str]]:
+    """A joiner's /etc/hosts and /etc/resolv.conf: its owner's very files (Docker's rule), so it resolves
+    what the owner resolves, and the owner's connect/disconnect (rewritten in place) reach it too.  A
+    file the owner has not (host mode: the host's own) is not bound: the joiner sees the host's too."""
+    owner = ctr.owner
+    try:
+        # The owner may itself have joined another: the files are the namespace's first owner's.
+        while (record := state.load(root, owner)).net_kind == "container" and record.owner:
+            owner = record.owner
+    except ContainerError:
+        return []  # the owner was removed meanwhile: the joiner runs in no namespace of its own anyway
+    d = root.container_dir(owner)
+    return [(os.path.join(d, f), "/etc/" + f) for f in (dnsconf.HOSTS, dnsconf.FILE) if os.path.isfile(os.path.join(d, f))]
+
+
 def _spec(root: Root, ctr: Container) -> process.Spec:
     d = root.container_dir(ctr.id)
     binds = []
-    for fname, body in [("hostname", ctr.hostname + "\n"), *_etc_files(ctr)]:
+    joiner = ctr.net_kind == "container"
+    for fname, body in [("hostname", ctr.hostname + "\n"), *([] if joiner else _etc_files(ctr))]:
         # Not fsynced: written afresh at every start, and no container runs on after a reboot.
         fileio.write_atomic(os.path.join(d, fname), body.encode(), durable=False)
         binds.append((os.path.join(d, fname), "/etc/" + fname))
+    if joiner:
+        binds += _owner_files(root, ctr)
     return process.Spec(ctr.command, ctr.env, ctr.netns, ctr.net_kind in sandbox.OWN_NAMESPACE,
                         ctr.hostname, binds, ctr.cwd, ctr.init)
+
+
+def _update(root: Root, cid: str, **fields: Any) -> bool:
+    """Set ``fields`` of the record as it is now, under the lock (never save a copy read earlier: a
+    connect or disconnect meanwhile would be undone); False when the record is gone (rm -f)."""
+    with root.locked():
+        try:
+            current = state.load(root, cid)
+        except ContainerError:
+            return False
+        for key, value in fields.items():
+            setattr(current, key, value)
+        state.save(root, current)
+    return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Pass a signal to the container's runner; it may be gone already (a runner that ended by itself
+    meanwhile), which is no error of the supervisor's: there is nothing left to stop."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
@@ -263,7 +297,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         if target[0]:
-            os.kill(target[0], signum)
+            _signal(target[0], signum)
         else:
             early.append(signum)
 
@@ -272,8 +306,7 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
     try:
         runner, pid = process.spawn(_spec(root, ctr))
     except BaseException as exc:
-        ctr.state, ctr.exit_code, ctr.error = "exited", 127, str(exc)
-        state.save(root, ctr)
+        _update(root, ctr.id, state="exited", exit_code=127, error=str(exc), finished_at=time.time())
         if notify is not None:
             os.write(notify, b"E" + str(exc).replace("\n", " ").encode(errors="replace") + b"\n")
         if ctr.auto_remove:
@@ -281,21 +314,17 @@ def _supervise(root: Root, ctr: Container, notify: int | None) -> int:
         raise
     target[0] = pid
     for signum in early:
-        os.kill(pid, signum)
-    ctr.state, ctr.pid, ctr.pid_start, ctr.started_at = "running", pid, procinfo.start_time(pid), time.time()
-    state.save(root, ctr)
+        _signal(pid, signum)
+    if not _update(root, ctr.id, state="running", pid=pid, pid_start=procinfo.start_time(pid), started_at=time.time()):
+        _signal(pid, signal.SIGKILL)  # removed while starting (rm -f): nothing may run on without a record
     if notify is not None:
         os.write(notify, b"ok\n")
         os.close(notify)
     _, status = os.waitpid(runner, 0)
+    target[0] = 0  # reaped: its PID may be another process's from now on
     code = process.exit_code(status)
-    with root.locked():
-        try:
-            current = state.load(root, ctr.id)
-        except ContainerError:
-            return code  # removed meanwhile (rm -f)
-        current.state, current.exit_code, current.finished_at = "exited", code, time.time()
-        state.save(root, current)
+    if not _update(root, ctr.id, state="exited", exit_code=code, finished_at=time.time()):
+        return code  # removed meanwhile (rm -f)
     if ctr.auto_remove:
         remove(root, ctr.id, force=True)
     return code
@@ -387,6 +416,12 @@ def remove(root: Root, ref: str, force: bool = False) -> Container:
         os.kill(ctr.pid, signal.SIGKILL)
         _wait_dead(ctr, 5)
     with root.locked():
+        try:
+            # Read again under the lock: a connect since the first read added an endpoint whose lease
+            # and DNS record the stale copy would leave behind.
+            ctr = state.load(root, ctr.id)
+        except ContainerError:
+            return ctr  # removed meanwhile (another rm, the supervisor's --rm)
         release_network(root, ctr)
         state.remove(root, ctr.id)
     return ctr
@@ -434,21 +469,31 @@ def prune(root: Root) -> list[str]:
         if not state.alive(ctr):
             remove(root, ctr.id, force=True)
             removed.append(ctr.name)
-    live = state.all_records(root)
-    keep = {c.netns for c in live}
-    for fname in os.listdir(root.netns) if os.path.isdir(root.netns) else []:
-        path = os.path.join(root.netns, fname)
-        if path not in keep:
-            netns.remove(path)
-    for net in networks.listing(root):
-        if net.driver != "bridge":
-            continue
-        conf = networks.load(root, net.name)
-        if networks.shared_with_others(root, conf):
-            continue  # GC's valid list would be this runtime's only: it would take the others' leases
-        valid = endpoints.valid_attachments(live, net.name)
-        try:
-            chain.gc(conf, valid, root.cni_path)
-        except errors.CNIError:
-            pass  # a plugin without GC: nothing more to collect there
+    # Under the lock: a container created meanwhile (its namespace made, its record not yet read here)
+    # would otherwise lose its namespace and its leases to the collection.
+    with root.locked():
+        live = state.all_records(root)
+        keep = {c.netns for c in live}
+        for fname in os.listdir(root.netns) if os.path.isdir(root.netns) else []:
+            path = os.path.join(root.netns, fname)
+            if path not in keep:
+                netns.remove(path)
+        for net in networks.listing(root):
+            if net.driver != "bridge":
+                continue
+            conf = networks.load(root, net.name)
+            if networks.shared_with_others(root, conf):
+                continue  # GC's valid list would be this runtime's only: it would take the others' leases
+            valid = endpoints.valid_attachments(live, net.name)
+            try:
+                chain.gc(conf, valid, root.cni_path)
+            except errors.CNIError:
+                pass  # a plugin without GC: nothing more to collect there
     return removed
+
+
+def remove_network(root: Root, name: str) -> None:
+    """`network rm`: refused while a container has an endpoint on it; the check and the removal under
+    the lock, so no connect or run slips in between."""
+    with root.locked():
+        networks.remove(root, name, users(root, name, bridge_only=True))

@@ -17,10 +17,11 @@ import copy
 import ipaddress
 from typing import Any
 
+from netkit import errors
 from netkit.cni import chain
 from netkit.net import links, netns
 from netkit.rollback import Rollback
-from netkit.runtime import dnsconf, networks, sandbox, state
+from netkit.runtime import dnsconf, networks, ports, sandbox, state
 from netkit.runtime.root import Root
 from netkit.runtime.state import Container, ContainerError, Endpoint
 
@@ -182,6 +183,10 @@ def connect(root: Root, ref: str, network: str, ip: str = "", aliases: list[str]
         if not path:
             raise ContainerError(f"container {ctr.name} has no network namespace left to connect")
         ep = Endpoint(network=network, ifname=next_ifname(ctr), ip=ip, aliases=aliases)
+        if ctr.primary is None:
+            # Every network was left (disconnect): this one becomes the primary, with the default
+            # routes its network gives and the published ports, as the first network at run has.
+            ctr.network = network
         ctr.endpoints.append(ep)
         with Rollback() as undo:
             attach(root, ctr, ep, undo, path)
@@ -198,12 +203,11 @@ def _default_routes(conf: dict[str, Any]) -> list[str]:
 
 
 def _promote(root: Root, ctr: Container, path: str) -> None:
-    """The primary endpoint left: the oldest remaining one becomes primary and takes the default routes
-    its network gives (Docker moves the default gateway to another network likewise)."""
-    if not ctr.endpoints:
-        return  # no network left: the record keeps naming the one it had
-    new = ctr.endpoints[0]
-    ctr.network = new.network
+    """The primary endpoint left: the oldest remaining one (already ``ctr.network``) takes the default
+    routes its network gives (Docker moves the default gateway to another network likewise)."""
+    new = ctr.primary
+    if new is None:
+        return  # no network left: the record keeps naming the one it had, the next connect replaces it
     wanted = _default_routes(networks.load(root, new.network))
     gateways = {ipaddress.ip_interface(ip["address"]).version: ip["gateway"]
                 for ip in new.cni_result.get("ips", []) if ip.get("gateway")}
@@ -211,13 +215,35 @@ def _promote(root: Root, ctr: Container, path: str) -> None:
               if ipaddress.ip_network(dst).version in gateways]
     if not routes or not path:
         return
+    failed: errors.CNIError | None = None
     with netns.entered(path), links.Socket() as nl:
         link = links.lookup(nl, new.ifname)
         if link is None:
             raise ContainerError(f"interface {new.ifname} of container {ctr.name} is gone")
-        for dst, gw in routes:
-            links.add_route(nl, link.index, dst, gw)
+        for dst, gw in routes:  # best effort: one family's failure does not keep the other's route out
+            try:
+                links.add_route(nl, link.index, dst, gw)
+            except errors.CNIError as exc:
+                failed = failed or exc
+                continue
             new.cni_result.setdefault("routes", []).append({"dst": dst, "gw": gw})
+    if failed is not None:
+        raise failed
+
+
+def _refuse_ports(ctr: Container, network: str) -> None:
+    """Refuse to disconnect the primary network of a container that publishes ports.
+
+    Decided: refused, not moved.  Moving the mappings means a DEL and an ADD of the next endpoint
+    (the plugins take port mappings at ADD only), which would change its address under the container's
+    open connections and could not be undone cleanly if the ADD failed; silently dropping them (what
+    this did before) leaves a container that looks published and is not.  The user can re-run the
+    container with the networks in the order wanted.
+    """
+    if ctr.ports:
+        shown = ", ".join(ports.describe(m) for m in ctr.ports)
+        raise ContainerError(f"cannot disconnect container {ctr.name} from network {network}: "
+                             f"its published ports ({shown}) are on that network")
 
 
 def disconnect(root: Root, ref: str, network: str) -> Container:
@@ -228,15 +254,23 @@ def disconnect(root: Root, ref: str, network: str) -> Container:
         if ep is None:
             raise ContainerError(f"container {ctr.name} is not connected to network {network}")
         was_primary = ep is ctr.primary
+        if was_primary:
+            _refuse_ports(ctr, network)
         path = sandbox.reachable(ctr)
         release(root, ctr, ep, path)
         ctr.endpoints.remove(ep)
-        if was_primary:
+        if was_primary and ctr.endpoints:
+            ctr.network = ctr.endpoints[0].network  # the record never names a network it left for another
+        try:
             # Saved first: the endpoint is gone whatever happens to the routes of the next one.
             state.save(root, ctr)
-            _promote(root, ctr, path)
-        state.save(root, ctr)
-        dnsconf.refresh(root, ctr)  # the network's resolver is no longer reachable as that network's
+            if was_primary:
+                try:
+                    _promote(root, ctr, path)
+                finally:
+                    state.save(root, ctr)  # the routes that were added, even if one was not
+        finally:
+            dnsconf.refresh(root, ctr)  # the network's resolver is no longer reachable as that network's
     return ctr
 
 

@@ -18,6 +18,9 @@ HOST_RESOLV = "/etc/resolv.conf"
 # Where systemd-resolved lists the upstreams behind its 127.0.0.53 stub: what Docker reads instead of
 # a resolv.conf whose only nameservers are on loopback (unreachable from a container's namespace).
 RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+# What Docker writes when the host's resolvers are all on loopback and nothing else is known: an empty
+# resolv.conf would send the C library to 127.0.0.1, which answers nothing in the container's namespace.
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOST_HOSTS = "/etc/hosts"
 BASE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -55,6 +58,19 @@ def parse_add_host(spec: str) -> ExtraHost:
         except ValueError:
             raise ContainerError(f"invalid IP address in --add-host {spec!r}", _ADD_HOST_FORM) from None
     return ExtraHost(name, address)
+
+
+def check_nameserver(value: str) -> str:
+    """A --dns value: an IPv4 or IPv6 address, nothing else (a word or a line break would be written
+    into resolv.conf as given); Docker's wording for the refusal."""
+    shown = value if value.isprintable() else repr(value)  # the error stays one line
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ContainerError(f"{shown} is not an ip address") from None
+    if "%" in value:  # a scoped link-local address: the C library's resolv.conf parser takes none
+        raise ContainerError(f"{shown} is not an ip address")
+    return value
 
 
 def check_word(kind: str, value: str) -> str:
@@ -122,14 +138,15 @@ def host_resolver(own_netns: bool, path: str = HOST_RESOLV, upstreams: str = RES
     """The host's resolver settings as a container sees them.
 
     In a namespace of its own a loopback nameserver (systemd-resolved's 127.0.0.53) is not the host's:
-    such entries are dropped, and when nothing is left the stub's real upstreams are read instead.
+    such entries are dropped, and when nothing is left the stub's real upstreams are read instead;
+    without any (no systemd-resolved, a dnsmasq on 127.0.0.1), Docker's default public resolvers.
     """
     conf = _read(path)
     if not own_netns:
         return conf
     kept = [n for n in conf.nameservers if not _loopback(n)]
     if not kept and conf.nameservers:
-        kept = [n for n in _read(upstreams).nameservers if not _loopback(n)]
+        kept = [n for n in _read(upstreams).nameservers if not _loopback(n)] or list(DEFAULT_NAMESERVERS)
     return Resolver(kept, conf.search, conf.options)
 
 

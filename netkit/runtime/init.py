@@ -46,13 +46,25 @@ def become() -> None:
     if child == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return
-    # Nothing but the standard streams: every other descriptor the runtime had open (the runner's
-    # pipes, the exec-failure pipe) would otherwise live as long as the container, and whoever waits
-    # for its EOF (the runner, the detached `run`) would wait that long.
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    name = b"netkit-init"
-    ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)  # what ps shows as PID 1
-    os._exit(_serve(child, waited))
+    # From here on this process is the init: whatever happens it ends by os._exit, never by raising
+    # into the caller (process._init), which would report a spawn failure for a CMD that runs, and
+    # leave PID 1 unwinding the runtime's stack with CMD's fate unknown.
+    code = 255
+    try:
+        # Nothing but the standard streams: every other descriptor the runtime had open (the runner's
+        # pipes, the exec-failure pipe) would otherwise live as long as the container, and whoever waits
+        # for its EOF (the runner, the detached `run`) would wait that long.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        name = b"netkit-init"
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)  # what ps shows as PID 1
+        code = _serve(child, waited)
+    except BaseException as exc:  # noqa: BLE001 - told on the container's stderr, then 255
+        try:
+            os.write(2, f"netkit-init: {exc!r}\n".encode(errors="replace"))
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
 
 
 def _serve(child: int, waited: set[int]) -> int:

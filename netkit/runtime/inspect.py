@@ -67,7 +67,7 @@ def container(ctr: Container) -> dict[str, Any]:
     return {
         "Id": ctr.id, "Name": ctr.name, "Command": ctr.command,
         "State": {"Status": ctr.state, "Running": running, "Pid": ctr.pid if running else 0,
-                  "ExitCode": ctr.exit_code, "Error": ctr.error or ""},
+                  "ExitCode": ctr.exit_code or 0, "Error": ctr.error or ""},  # Docker: 0 until it exits
         "NetworkMode": ctr.network,
         "NetworkSettings": {
             "Network": ctr.network, "SandboxKey": sandbox.reachable(ctr) if ctr.net_kind != "host" else "",

@@ -106,6 +106,9 @@ def internal(conf: dict[str, Any]) -> bool:
     return bool(plugin.get("internal")) or legacy
 
 
+IPV6_MIN_MTU = 1280  # RFC 8200's minimum link MTU
+
+
 def _mtu(value: str) -> int:
     """--mtu / -o mtu=N: the bridge plugin's range (68, IPv4's minimum, to 65535)."""
     try:
@@ -216,6 +219,9 @@ def create(root: Root, name: str, subnet: str | list[str] | None = None, gateway
         if os.path.exists(_path(root, name)):
             raise ContainerError(f"network with name {name} already exists")
         pairs = _subnets(root, _as_list(subnet), _as_list(gateway), ipv6)
+        if 0 < mtu < IPV6_MIN_MTU and any(net.version == 6 for net, _ in pairs):
+            # The kernel turns IPv6 off on a link below it: the network's IPv6 side would be dead.
+            raise ContainerError(f"invalid MTU {mtu}: a network with an IPv6 subnet needs at least {IPV6_MIN_MTU}")
         bridge = "br-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         conf = bridge_conflist(name, bridge, pairs, "", ipam_dir or root.ipam, internal, flags["isolate"],
                                flags["icc"], mtu, _dns_dir(root, ipam_dir) if dns else "")

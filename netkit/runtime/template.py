@@ -261,6 +261,14 @@ def _operand(op: Any, scope: _Scope) -> Any:
     return op
 
 
+def _source(op: Any) -> str:
+    """An operand as it was written in the template (``.Name``, ``$x.IP``, ``"text"``), for errors."""
+    if not isinstance(op, _Field):
+        return json.dumps(op) if isinstance(op, str) else show(op)
+    base = "" if op.base is None else op.base if isinstance(op.base, str) else "(...)"
+    return base + ("".join("." + n for n in op.names) if op.names else ("." if op.base is None else ""))
+
+
 def _run_pipeline(pipeline: list[list[Any]], scope: _Scope) -> Any:
     value: Any = _MISSING
     for i, command in enumerate(pipeline):
@@ -272,7 +280,7 @@ def _run_pipeline(pipeline: list[list[Any]], scope: _Scope) -> Any:
             except TypeError:
                 raise TemplateError(f"wrong number of arguments for {head.name}") from None
         elif args or i:
-            raise TemplateError(f"{show(head)} is not a function")
+            raise TemplateError(f"{_source(head)} is not a function")
         else:
             value = _operand(head, scope)
     return value

@@ -176,3 +176,23 @@ def test_connect_and_disconnect_change_names_at_once_without_a_restart(rt: Runti
     rt("network", "connect", "back", "plain")
     assert _resolv(rt, "plain").startswith(f"nameserver {BACK}.1\nsearch dns.netkit")
     assert _getent(rt, "plain", "db") == [db]
+
+
+def test_a_joiner_resolves_with_its_owners_files_and_follows_its_connects(rt: Runtime) -> None:
+    rt("network", "create", "--subnet", "10.58.0.0/24", "apps")
+    rt("network", "create", "--subnet", "10.60.0.0/24", "more")
+    rt("run", "-d", "--name", "db", "--net", "apps", "--", "sleep", "300")
+    rt("run", "-d", "--name", "cache", "--net", "more", "--", "sleep", "300")
+    rt("run", "-d", "--name", "web", "--net", "apps", "--", "sleep", "300")
+    rt("run", "-d", "--name", "side", "--net", "container:web", "--", "sleep", "300")
+    rt("run", "-d", "--name", "side2", "--net", "container:side", "--", "sleep", "300")  # a joiner's joiner
+    for joiner in ("side", "side2"):
+        assert _resolv(rt, joiner) == _resolv(rt, "web") == "nameserver 10.58.0.1\nsearch dns.netkit\n"
+        assert _getent(rt, joiner, "db") == [rt.ip("db")]
+        assert _getent(rt, joiner, "web") == [rt.ip("web")]  # the owner's hosts file names it too
+    # The owner's connect rewrites the files the joiner has bound: it resolves the new network's names.
+    rt("network", "connect", "more", "web")
+    assert _getent(rt, "side", "cache") == [rt.ip("cache")]
+    rt("rm", "-f", "side2", "side", "web", "db", "cache")
+    rt("network", "rm", "apps")
+    rt("network", "rm", "more")

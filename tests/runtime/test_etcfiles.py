@@ -58,9 +58,20 @@ def test_host_resolver_drops_loopback_stub_for_its_upstreams(tmp_path: Path) -> 
     # In the host's own namespace the stub is reachable: kept as it is.
     assert etcfiles.host_resolver(False, str(stub), str(upstreams)).nameservers == ["127.0.0.53"]
     assert etcfiles.host_resolver(True, str(tmp_path / "absent"), str(upstreams)) == Resolver()
+    # Only loopback resolvers and no systemd-resolved upstreams: Docker's defaults, not an empty file.
+    for missing_or_loopback in (tmp_path / "absent", stub):
+        got = etcfiles.host_resolver(True, str(stub), str(missing_or_loopback))
+        assert got == Resolver(["8.8.8.8", "8.8.4.4"], ["lan.test"], ["edns0", "trust-ad"])
 
 
 @pytest.mark.parametrize("value", ["", "a b", "ndots:1\nnameserver 1.2.3.4"])
 def test_a_search_domain_or_option_is_one_word(value: str) -> None:
     with pytest.raises(ContainerError):
         etcfiles.check_word("--dns-option", value)
+
+
+@pytest.mark.parametrize("value", ["foo", "", "1.2.3.4\nnameserver 6.6.6.6", "1.2.3.4 ", "fe80::1%eth0"])
+def test_a_nameserver_is_an_ip_address(value: str) -> None:
+    with pytest.raises(ContainerError, match="is not an ip address"):
+        etcfiles.check_nameserver(value)
+    assert etcfiles.check_nameserver("2001:db8::53") == "2001:db8::53"

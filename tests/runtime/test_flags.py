@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -93,6 +94,29 @@ def test_init_reaps_orphans_and_exits_with_the_commands_status(rt: Runtime) -> N
     assert rt.wait_answer(reaped)
 
 
+# The init's own loop fails (here: made to raise) inside a caller that, like process._init, reports
+# whatever escapes and exits 127: the init must end by itself, with 255.
+BROKEN_INIT = """
+import os
+from netkit.runtime import init
+
+def broken(child, waited):
+    raise RuntimeError("broken")
+
+init._serve = broken
+try:
+    init.become()
+    os._exit(0)  # CMD's process: nothing to run
+except BaseException:
+    os._exit(127)
+"""
+
+
+def test_an_error_in_the_init_itself_ends_pid_1_with_255_not_in_its_caller() -> None:
+    proc = subprocess.run([sys.executable, "-c", BROKEN_INIT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 255 and "netkit-init: RuntimeError('broken')" in proc.stderr, proc
+
+
 def test_add_host_ip_and_host_gateway(rt: Runtime) -> None:
     rt("network", "create", "--subnet", "10.56.0.0/24", "hg")
     rt("run", "-d", "--name", "c", "--net", "hg", "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway",
@@ -140,6 +164,8 @@ def test_dns_search_and_options_compose_resolv_conf(rt: Runtime) -> None:
     assert "search" not in rt("run", "--rm", "--dns", "10.0.0.53", "--dns-search", ".", "--",
                               "cat", "/etc/resolv.conf").stdout
     assert "invalid --dns-option" in _one_line_error(rt, "run", "--dns-option", "a b", "--", "true")
+    assert "foo is not an ip address" in _one_line_error(rt, "run", "--dns", "foo", "--", "true")
+    assert "is not an ip address" in _one_line_error(rt, "run", "--dns", "10.0.0.53\nnameserver 6.6.6.6", "--", "true")
 
 
 def test_mac_address(rt: Runtime) -> None:
@@ -176,6 +202,14 @@ def test_network_mtu_on_bridge_veth_and_container(rt: Runtime, how: tuple[str, s
 def test_network_mtu_is_checked(rt: Runtime) -> None:
     assert "invalid MTU" in _one_line_error(rt, "network", "create", "-o", "mtu=20", "tiny")
     assert "invalid MTU" in _one_line_error(rt, "network", "create", "-o", "mtu=big", "tiny")
+    # Below 1280 the kernel disables IPv6 on the link: refused on a network with an IPv6 subnet ...
+    for args in (("--ipv6",), ("--subnet", "10.58.0.0/24", "--subnet", "fd00:58::/64")):
+        assert "needs at least 1280" in _one_line_error(rt, "network", "create", "--mtu", "1279", *args, "tiny6")
+    # ... fine on an IPv4-only one, and 1280 with IPv6.
+    rt("network", "create", "--mtu", "1279", "tiny4")
+    rt("network", "create", "--mtu", "1280", "--ipv6", "min6")
+    rt("network", "rm", "tiny4")
+    rt("network", "rm", "min6")
     assert "tiny" not in rt("network", "ls").stdout
 
 

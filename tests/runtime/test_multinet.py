@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 from tests.runtime.conftest import Runtime
@@ -106,6 +107,8 @@ def test_connect_and_disconnect_a_running_container(rt: Runtime) -> None:
     assert (net["IPAddress"], net["IPAMConfig"], net["Aliases"][0]) == (f"{B_NET}.77", {"IPv4Address": f"{B_NET}.77"},
                                                                          "cee")
     assert _leases(rt, "netb") == sorted([b1, f"{B_NET}.77"])
+    hostname = rt.inspect("c")["Hostname"]
+    assert f"{B_NET}.77\t{hostname}\n" in rt("exec", "c", "--", "cat", "/etc/hosts").stdout  # rewritten in place
     # Readable refusals, one line each.
     for args, text in {("network", "connect", "netb", "c"): "already exists in network netb",
                        ("network", "connect", "nosuch", "c"): "network nosuch not found",
@@ -116,6 +119,7 @@ def test_connect_and_disconnect_a_running_container(rt: Runtime) -> None:
         assert proc.returncode == 1 and text in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
     rt("network", "disconnect", "netb", "c")
     assert "eth1" not in rt("exec", "c", "--", "ls", "/sys/class/net").stdout
+    assert f"{B_NET}.77" not in rt("exec", "c", "--", "cat", "/etc/hosts").stdout
     assert _leases(rt, "netb") == [b1]
     assert cns.unanswered("tcp", b1, 80, control=cns.ask("tcp", rt.ip("a1"), 80))
     assert list(rt.inspect("c")["NetworkSettings"]["Networks"]) == ["neta"]
@@ -255,6 +259,12 @@ def test_disconnecting_the_first_network_moves_the_default_route_to_the_next(rt:
     assert rt.inspect("c")["NetworkSettings"]["Networks"]["inner"]["InterfaceName"] == "eth2"
     rt("network", "disconnect", "inner", "c")
     assert rt.inspect("c")["NetworkSettings"]["Networks"] == {}
+    # Connected again after every network was left: the new network is the primary, default route and all.
+    rt("network", "connect", "netb", "c")
+    assert [(r["gateway"], r["dev"]) for r in _routes(rt, "c") if r["dst"] == "default"] == [(f"{B_NET}.1", "eth0")]
+    shown = rt.inspect("c")["NetworkSettings"]
+    assert shown["IPAddress"] == shown["Networks"]["netb"]["IPAddress"] and shown["Gateway"] == f"{B_NET}.1"
+    assert (rt.netns("c").ask("tcp", rt.ip("b1"), 80) or "").startswith("b1 ")
     rt("rm", "-f", "c", "b1")
     assert all(_leases(rt, n) == [] for n in ("neta", "netb", "inner")) and rt.box.group_chains() == []
 
@@ -304,3 +314,72 @@ def test_isolation_between_networks_holds_on_both_firewall_backends(fw_rt: Runti
     assert b1ns.unanswered("tcp", a1, 80, control=b1ns.ask("tcp", nets["netb"]["IPAddress"], 80))
     rt("rm", "-f", "ab", "a1", "b1")
     assert rt.box.group_chains() == [] and _leases(rt, "neta") == [] and _leases(rt, "netb") == []
+
+
+def test_disconnecting_the_network_of_published_ports_is_refused(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "pub", "--network", "netb", "--network", "neta", "-p", "8081:80", "--",
+       sys.executable, TRAFFIC, "serve", "pub", "80")
+    proc = rt("network", "disconnect", "netb", "pub", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "80/tcp -> 0.0.0.0:8081" in proc.stderr
+    assert sorted(rt.inspect("pub")["NetworkSettings"]["Networks"]) == ["neta", "netb"]
+    assert rt.wait_answer(lambda: (rt.box.host.ask("tcp", "127.0.0.1", 8081) or "").startswith("pub "))
+    rt("network", "disconnect", "neta", "pub")  # not the ports' network: fine
+    assert rt("port", "pub").stdout == "80/tcp -> 0.0.0.0:8081\n"
+    rt("rm", "-f", "pub")
+    assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
+
+
+# A connect that lands between a command's first read of a record and its write: the runtime is driven
+# in one process with the step in between replaced by one that connects, so the interleaving is certain.
+RACES = """
+import sys
+from netkit.runtime import containers, endpoints, process, state
+from netkit.runtime.root import Root
+
+root, which = Root(sys.argv[1]), sys.argv[2]
+if which == "rm":
+    waited = containers._wait_dead
+    def connect_then_wait(ctr, timeout):
+        endpoints.connect(root, ctr.id, "netb")
+        return waited(ctr, timeout)
+    containers._wait_dead = connect_then_wait
+    containers.remove(root, "c", force=True)
+else:
+    spawn = process.spawn
+    def spawn_then_connect(spec):
+        out = spawn(spec)
+        endpoints.connect(root, "s", "netb")
+        return out
+    process.spawn = spawn_then_connect
+    ctr, code = containers.run(root, containers.RunOptions(["true"], network="neta", name="s"))
+    assert code == 0
+    print(",".join(ep.network for ep in state.load(root, ctr.id).endpoints))
+"""
+
+
+def _race(rt: Runtime, which: str) -> str:
+    argv = ["nsenter", f"--net={rt.box.host.path}", sys.executable, "-c", RACES, rt.root, which]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=rt.env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_connect_meanwhile_is_neither_undone_by_the_supervisor_nor_leaked_by_rm(rt: Runtime) -> None:
+    _networks(rt)
+    rt("run", "-d", "--name", "c", "--network", "neta", "--", "sleep", "300")
+    _race(rt, "rm")  # rm read the record, then c was connected to netb: its lease there goes too
+    assert _leases(rt, "neta") == _leases(rt, "netb") == []
+    assert _race(rt, "run") == "neta,netb\n"  # the supervisor's "running" does not drop the new endpoint
+    rt("rm", "-f", "s")
+    assert _leases(rt, "neta") == _leases(rt, "netb") == [] and rt.box.group_chains() == []
+
+
+def test_inspect_exit_code_of_a_running_container_and_a_misused_field(rt: Runtime) -> None:
+    rt("run", "-d", "--name", "up", "--", "sleep", "300")
+    assert _fmt(rt, "{{.State.ExitCode}} {{json .State.ExitCode}}", "up") == "0 0\n"  # Docker's 0, not <nil>
+    proc = rt("inspect", "--format", "{{.Name 1}}", "up", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and ".Name is not a function" in proc.stderr, \
+        proc.stderr
+    rt("rm", "-f", "up")

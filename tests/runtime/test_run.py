@@ -247,3 +247,11 @@ def test_two_runtimes_sharing_one_ipam_store_never_hand_out_an_address_twice(rt:
         rt("network", "rm", "shared")
         assert "br-" in other("network", "ls").stdout  # the other runtime's network is untouched
         other("network", "rm", "shared")
+
+
+def test_a_signal_for_a_runner_already_gone_is_no_error_of_the_supervisor() -> None:
+    from netkit.runtime import containers
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: no such process any more
+    containers._signal(gone.pid, signal.SIGTERM)  # the supervisor's forwarding: no ProcessLookupError
