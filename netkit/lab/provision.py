@@ -83,7 +83,7 @@ def _networks(root: Root, host: Host) -> None:
             users = containers.users(root, net.name)
             for name in users:  # recreated below with the network's new shape
                 containers.remove(root, name, force=True)
-            networks.remove(root, net.name, [])
+            containers.remove_network(root, net.name)
         subnets = [s for s in (net.subnet, net.ipv6) if s not in (None, "auto")]
         networks.create(root, net.name, subnets, None, net.internal, options, ipv6=net.ipv6 is not None)
 
