@@ -333,6 +333,12 @@ class Server:
             self.sel.unregister(self.control)
             self.control.close()
 
+    def stop_soon(self) -> None:
+        """Leave the loop at its next turn, which comes at once (SIGTERM's handler)."""
+        self.running = False
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"x")  # a select that the signal interrupted resumes waiting otherwise
+
     def close_gateways(self) -> None:
         """Close every socket on the gateways (listeners and TCP clients); nothing is served after."""
         for state in list(self.conns.values()):
@@ -429,7 +435,7 @@ def main(data_dir: str, ready_fd: int) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         server = Server(data_dir)
-        signal.signal(signal.SIGTERM, lambda *_: setattr(server, "running", False))
+        signal.signal(signal.SIGTERM, lambda *_: server.stop_soon())
         served, failed = server.reload()
     except OSError as exc:
         os.write(ready_fd, f"error {exc}\n".encode())
