@@ -224,3 +224,26 @@ def test_a_tcp_client_that_never_reads_is_no_longer_read(dns_inproc: Dns, server
     assert "tcp=1 " in status and int(status.split("tcp_unread=")[1].split()[0]) <= server.TCP_OUT_SOFT + 1024
     _still_serving(dns, web, "tcp")
     _still_serving(dns, web)
+
+
+def test_a_tcp_client_dribbling_bytes_is_idle_all_the_same(dns_inproc: Dns) -> None:
+    """Idleness counts from the last complete message: a byte a second of a message that never ends does
+    not keep a connection (it is closed once TCP_IDLE passed), and others are served meanwhile."""
+    dns = dns_inproc
+    web = dns.attach("web")
+    script = ("import socket,sys,time; c=socket.create_connection((sys.argv[1], 53)); c.sendall(b'\\xff\\xff')\n"
+              "for i in range(int(sys.argv[2])):\n"
+              "    time.sleep(1)\n"
+              "    try: c.sendall(b'x'); c.setblocking(False); gone = c.recv(1) == b''\n"
+              "    except BlockingIOError: gone = False\n"
+              "    except OSError: gone = True\n"
+              "    c.setblocking(True)\n"
+              "    if gone: break\n"
+              "print('closed' if gone else 'open')\n")
+    tries = str(int(server.TCP_IDLE) * 3)  # seconds the client keeps dribbling before it gives up
+    dribbler = subprocess.Popen([*web.ns.enter(), sys.executable, "-c", script, GATEWAY, tries],
+                                stdout=subprocess.PIPE, text=True)
+    _still_serving(dns, web, "tcp")
+    out, _ = dribbler.communicate()
+    assert out.strip() == "closed"
+    _still_serving(dns, web, "tcp")
