@@ -25,8 +25,8 @@ UDP_MAX = 4096  # the most a UDP answer grows to, whatever the client's EDNS siz
 TTL = 0  # names go and come with containers: a client must not keep them (a removed one is gone at once)
 _CACHE_MAX = 4096  # cached answers per network; full -> cleared (hostile variety cannot grow memory)
 _ROTATIONS_MAX = 16  # answers with more addresses than this are built per query, not cached
-# What a query dnslib parsed may still raise when answered: a name past 255 bytes in another section,
-# or anything dnslib refuses to pack. The query is at fault: FORMERR, never an escaping exception.
+# What a query dnslib parsed may still raise when answered (anything of it dnslib refuses to write back
+# that the checks before missed): the query is at fault, FORMERR, never an escaping exception.
 _UNPACKABLE = (DNSLabelError, DNSError, struct.error, ValueError, UnicodeError, IndexError)
 _PARSE_ERRORS = (DNSError, struct.error, IndexError, ValueError, UnicodeError)
 
