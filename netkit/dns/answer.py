@@ -13,17 +13,22 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
-from dnslib import AAAA, CLASS, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+from dnslib import AAAA, CLASS, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSLabelError, DNSRecord
 
 from netkit.dns import upstreams
 from netkit.dns.records import NetworkRecords
 
+MAX_NAME = 255  # bytes of a name on the wire (RFC 1035 3.1): dnslib parses longer ones, then cannot pack them
 MAX_QUERY = 4096  # bytes: no honest query comes near it (a name is at most 255, EDNS adds a few dozen)
 UDP_PLAIN = 512  # a UDP answer's limit without EDNS (RFC 1035)
 UDP_MAX = 4096  # the most a UDP answer grows to, whatever the client's EDNS size says
 TTL = 0  # names go and come with containers: a client must not keep them (a removed one is gone at once)
 _CACHE_MAX = 4096  # cached answers per network; full -> cleared (hostile variety cannot grow memory)
 _ROTATIONS_MAX = 16  # answers with more addresses than this are built per query, not cached
+# What a query dnslib parsed may still raise when answered (anything of it dnslib refuses to write back
+# that the checks before missed): the query is at fault, FORMERR, never an escaping exception.
+_UNPACKABLE = (DNSLabelError, DNSError, struct.error, ValueError, UnicodeError, IndexError)
+_PARSE_ERRORS = (DNSError, struct.error, IndexError, ValueError, UnicodeError)
 
 
 _Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -84,7 +89,13 @@ class View:
         self._turns: dict[str, int] = {}
 
     def upstreams_of(self, client: str) -> list[tuple[str, int]]:
-        """Where a query of ``client`` that is not the network's goes: its own servers, or the network's."""
+        """Where a query of ``client`` that is not the network's goes: its own servers, or the network's.
+
+        Its own servers only where its networks forward at all: ``upstreams: []`` (an --internal
+        network) means no way out, whatever servers the container was given.
+        """
+        if not self.upstreams:
+            return []
         return self.own_upstreams.get(client, self.upstreams)
 
     def decide(self, data: bytes, tcp: bool, client: str = "") -> Decision:
@@ -95,17 +106,27 @@ class View:
             return Decision(data[:2] + cached.replies[self._turn(cached)])
         try:
             query = DNSRecord.parse(data)
-        except (DNSError, struct.error, IndexError, ValueError, UnicodeError):
+        except _PARSE_ERRORS:
             return Decision(error(data, RCODE.FORMERR))
+        try:
+            return self._decide_parsed(query, key, data, tcp, client)
+        except _UNPACKABLE:
+            return Decision(error(data, RCODE.FORMERR))
+
+    def _decide_parsed(self, query: DNSRecord, key: bytes, data: bytes, tcp: bool, client: str) -> Decision:
         if query.header.qr:
             return DROP  # an answer sent to a resolver: never answer an answer (no loops)
         if query.header.opcode != OPCODE.QUERY:
             return Decision(error(data, RCODE.NOTIMP))
-        if len(query.questions) != 1 or query.header.a or query.header.auth:
+        if len(query.questions) != 1 or query.header.a or query.header.auth \
+                or _wire_length(query.q.qname.label) > MAX_NAME:
             return Decision(error(data, RCODE.FORMERR))
-        replies = self._local(query, tcp)
-        if replies is None:
+        local = self._local(query, tcp)
+        if local is None:
             return FORWARD if self.upstreams_of(client) else Decision(refused(query))
+        replies, cacheable = local
+        if not cacheable:
+            return Decision(data[:2] + replies[0])
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         # One rotation per name and type, whichever query bytes ask (dig's EDNS cookie differs each time).
@@ -122,19 +143,20 @@ class View:
         self._turns[cached.turn_key] = turn + 1
         return turn % len(cached.replies)
 
-    def _local(self, query: DNSRecord, tcp: bool) -> list[bytes] | None:
-        """The answers (every rotation, ID cut off) when the network answers itself; None to forward."""
+    def _local(self, query: DNSRecord, tcp: bool) -> tuple[list[bytes], bool] | None:
+        """The answers (every rotation, ID cut off) when the network answers itself, and whether they
+        may be cached; None to forward."""
         q = query.q
         qname = str(q.qname).lower().rstrip(".")
         if q.qclass != CLASS.IN:
-            return [_pack(_reply(query, RCODE.REFUSED), query, tcp)]
+            return [_pack(_reply(query, RCODE.REFUSED), query, tcp)], True
         for domain in self.domains:
             if qname == domain:
-                return [_pack(_reply(query), query, tcp)]  # the zone itself: no address of its own
+                return [_pack(_reply(query), query, tcp)], True  # the zone itself: no address of its own
             if qname.endswith("." + domain):
                 addrs = self.zones[domain].get(qname[: -len(domain) - 1])
                 if addrs is None:
-                    return [_pack(_reply(query, RCODE.NXDOMAIN), query, tcp)]
+                    return [_pack(_reply(query, RCODE.NXDOMAIN), query, tcp)], True
                 return self._addresses(query, addrs, tcp)
         addrs = self.names.get(qname)  # a bare name, as a client without our search domain asks it
         if addrs is not None:
@@ -143,25 +165,33 @@ class View:
             return self._reverse(query, qname, tcp)
         return None
 
-    def _addresses(self, query: DNSRecord, addrs: list[_Address], tcp: bool) -> list[bytes]:
+    def _addresses(self, query: DNSRecord, addrs: list[_Address], tcp: bool) -> tuple[list[bytes], bool]:
         qtype = query.q.qtype
         want = [a for a in addrs if qtype == QTYPE.ANY or (a.version == 4) == (qtype == QTYPE.A)] \
             if qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY) else []
         if len(want) > _ROTATIONS_MAX:
-            # Too many rotations to keep: one answer, starting where the last such answer stopped.
+            # Too many rotations to keep: one answer, starting where the last such answer stopped, built
+            # for this query only (a cached one would answer every later query in the same order).
             key = f"{str(query.q.qname).lower()}/{qtype}/many"
             turn = self._turns.get(key, 0) % len(want)
+            if len(self._turns) >= _CACHE_MAX:
+                self._turns.clear()
             self._turns[key] = turn + 1
-            return [_pack(_with(query, want[turn:] + want[:turn]), query, tcp)]
-        return [_pack(_with(query, want[k:] + want[:k]), query, tcp) for k in range(max(len(want), 1))]
+            return [_pack(_with(query, want[turn:] + want[:turn]), query, tcp)], False
+        return [_pack(_with(query, want[k:] + want[:k]), query, tcp) for k in range(max(len(want), 1))], True
 
-    def _reverse(self, query: DNSRecord, qname: str, tcp: bool) -> list[bytes] | None:
+    def _reverse(self, query: DNSRecord, qname: str, tcp: bool) -> tuple[list[bytes], bool] | None:
         target = self.ptr.get(qname)
         if target is not None:
             reply = _reply(query)
             reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
-            return [_pack(reply, query, tcp)]
+            return [_pack(reply, query, tcp)], True
         return None  # not a container of ours: the upstreams may know it
+
+
+def _wire_length(labels: tuple[bytes, ...]) -> int:
+    """Bytes of a name on the wire: each label with its length byte, and the root's."""
+    return sum(len(label) + 1 for label in labels) + 1
 
 
 def _union(items: Iterable[str]) -> list[str]:
@@ -232,8 +262,8 @@ def servfail(data: bytes) -> bytes:
     """SERVFAIL to query ``data`` (the upstreams failed it), its question echoed when it parses."""
     try:
         query = DNSRecord.parse(data)
-    except (DNSError, struct.error, IndexError, ValueError, UnicodeError):
+        reply = query.reply(aa=0)
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply.pack()
+    except _UNPACKABLE:  # a question dnslib reads but cannot write back: the bare header
         return error(data, RCODE.SERVFAIL)
-    reply = query.reply(aa=0)
-    reply.header.rcode = RCODE.SERVFAIL
-    return reply.pack()

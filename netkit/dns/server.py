@@ -32,10 +32,18 @@ from netkit.dns import answer, control, records, scopes
 PORT = 53
 FORWARD_TIMEOUT = 2.0  # seconds per upstream try: an upstream that never answers costs the client this
 FORWARD_TOTAL = 4.0  # seconds for every upstream together, then SERVFAIL
-FORWARD_WORKERS = 16
+# Each forwarded query holds a worker while it waits for the upstreams: more workers than one client
+# may hold queries in flight, so a client flooding a silent upstream leaves workers for the others.
+FORWARD_WORKERS = 64
 FORWARD_PENDING_MAX = 512  # queries in flight upstream; past it SERVFAIL at once (a flood queues nothing)
+FORWARD_PER_CLIENT = 32  # queries in flight upstream per client address; past it SERVFAIL at once
 TCP_CONNS_MAX = 128
-TCP_IDLE = 10.0  # seconds a TCP client may stay silent
+TCP_PER_CLIENT = 16  # TCP connections per client address; a new one past it closes that client's idlest
+TCP_IDLE = 10.0  # seconds a TCP client may go without a complete message
+TCP_OUT_SOFT = 64 * 1024  # bytes of answers a TCP client has not read: past it, its queries are not read
+TCP_OUT_HARD = 1024 * 1024  # ... and past this one (forwarded answers still come) it is closed
+LOG_MAX = 1 << 20  # bytes of the daemon's log (stderr): past it the log starts again
+_TRACEBACKS_PER_MINUTE = 10  # a query that keeps failing must not write a traceback each time
 _BATCH = 64  # datagrams read per wake-up of a UDP socket
 _IP_FREEBIND = 15  # bind before the bridge has its address (or while v6 DAD runs)
 _IPV6_FREEBIND = 78
@@ -44,10 +52,11 @@ _IPV6_FREEBIND = 78
 class _Tcp:
     """One TCP client: bytes in, length-prefixed answers out."""
 
-    __slots__ = ("conn", "gw", "inbuf", "last", "outbuf")
+    __slots__ = ("conn", "gw", "inbuf", "last", "outbuf", "peer")
 
-    def __init__(self, conn: socket.socket, gw: str) -> None:
-        self.conn, self.gw, self.inbuf, self.outbuf, self.last = conn, gw, b"", b"", time.monotonic()
+    def __init__(self, conn: socket.socket, gw: str, peer: str) -> None:
+        self.conn, self.gw, self.peer, self.inbuf, self.outbuf = conn, gw, peer, b"", b""
+        self.last = time.monotonic()  # when its last complete message came (or it connected)
 
 
 class Server:
@@ -62,7 +71,9 @@ class Server:
         self.conns: dict[int, _Tcp] = {}
         self.pool = ThreadPoolExecutor(FORWARD_WORKERS, thread_name_prefix="forward")
         self.pending = 0
-        self.done: queue.SimpleQueue[tuple[Callable[[bytes], None], bytes]] = queue.SimpleQueue()
+        self.pending_of: dict[str, int] = {}  # client address -> its queries in flight upstream
+        self.done: queue.SimpleQueue[tuple[Callable[[bytes], None], bytes, str]] = queue.SimpleQueue()
+        self._tracebacks: list[float] = []  # when the last ones were written (rate limit)
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -149,7 +160,7 @@ class Server:
             view = gate.view_for(peer[0])
             decision = self._decide(view, data, peer[0], tcp=False)
             if decision.forward and view is not None:
-                self._forward(view.upstreams_of(peer[0]), data, False,
+                self._forward(view.upstreams_of(peer[0]), data, False, peer[0],
                               lambda reply, peer=peer: self._sendto(sock, reply, peer))
             elif decision.reply:
                 self._sendto(sock, decision.reply, peer)
@@ -161,16 +172,23 @@ class Server:
 
     def _accept(self, gw: str, listener: socket.socket) -> None:
         try:
-            conn, _ = listener.accept()
+            conn, addr = listener.accept()
         except OSError:
             return
-        if gw not in self.gates or len(self.conns) >= TCP_CONNS_MAX:
+        if gw not in self.gates:
             conn.close()
             return
+        # Full (for this client, or at all): the idlest connection makes room, so one client holding
+        # every slot open cannot shut the others out, and a busy client keeps its connections.
+        mine = [s for s in self.conns.values() if s.peer == addr[0]]
+        if len(mine) >= TCP_PER_CLIENT:
+            self._close(min(mine, key=lambda s: s.last))
+        if len(self.conns) >= TCP_CONNS_MAX:
+            self._close(min(self.conns.values(), key=lambda s: s.last))
         conn.setblocking(False)
-        state = _Tcp(conn, gw)
+        state = _Tcp(conn, gw, addr[0])
         self.conns[conn.fileno()] = state
-        self.sel.register(conn, selectors.EVENT_READ, lambda: self._tcp_io(state))
+        self.sel.register(conn, selectors.EVENT_READ, lambda: self._tcp_ready(state))
 
     def _tcp_io(self, state: _Tcp) -> None:
         try:
@@ -183,26 +201,26 @@ class Server:
             self._close(state)
             return
         state.inbuf += chunk
-        state.last = time.monotonic()
-        while len(state.inbuf) >= 2:
+        self._tcp_messages(state)
+
+    def _tcp_messages(self, state: _Tcp) -> None:
+        """Answer the complete messages of ``state.inbuf`` while the client reads its answers."""
+        while len(state.inbuf) >= 2 and len(state.outbuf) <= TCP_OUT_SOFT and state.conn.fileno() >= 0:
             (size,) = struct.unpack("!H", state.inbuf[:2])
             if len(state.inbuf) < 2 + size:
                 break
             data, state.inbuf = state.inbuf[2:2 + size], state.inbuf[2 + size:]
+            state.last = time.monotonic()
             gate = self.gates.get(state.gw)
-            if gate is None or state.conn.fileno() < 0:  # its network went meanwhile
+            if gate is None:  # its network went meanwhile
                 self._close(state)
                 return
             self.served += 1
-            try:
-                peer = state.conn.getpeername()[0]
-            except OSError:
-                self._close(state)
-                return
-            view = gate.view_for(peer)
-            decision = self._decide(view, data, peer, tcp=True)
+            view = gate.view_for(state.peer)
+            decision = self._decide(view, data, state.peer, tcp=True)
             if decision.forward and view is not None:
-                self._forward(view.upstreams_of(peer), data, True, lambda reply, s=state: self._tcp_send(s, reply))
+                self._forward(view.upstreams_of(state.peer), data, True, state.peer,
+                              lambda reply, s=state: self._tcp_send(s, reply))
             elif decision.reply:
                 self._tcp_send(state, decision.reply)
             else:
@@ -213,6 +231,9 @@ class Server:
         if state.conn.fileno() < 0:
             return  # the client left while its query was upstream
         state.outbuf += struct.pack("!H", len(reply)) + reply
+        if len(state.outbuf) > TCP_OUT_HARD:
+            self._close(state)  # it asks and never reads: its answers would grow without end
+            return
         self._flush(state)
 
     def _flush(self, state: _Tcp) -> None:
@@ -224,13 +245,20 @@ class Server:
         except OSError:
             self._close(state)
             return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if state.outbuf else 0)
+        # A client that does not read its answers is not read either (its kernel buffer then fills and
+        # its sends block): what it has not taken stays bounded by TCP_OUT_SOFT plus a message or so.
+        events = (selectors.EVENT_READ if len(state.outbuf) <= TCP_OUT_SOFT else 0) \
+            | (selectors.EVENT_WRITE if state.outbuf else 0)
         self.sel.modify(state.conn, events, lambda: self._tcp_ready(state))
 
     def _tcp_ready(self, state: _Tcp) -> None:
         if state.outbuf:
             self._flush(state)
-        if state.conn.fileno() >= 0:
+        if state.conn.fileno() < 0 or len(state.outbuf) > TCP_OUT_SOFT:
+            return
+        if state.inbuf:
+            self._tcp_messages(state)  # what waited while its answers were not read
+        if state.conn.fileno() >= 0 and len(state.outbuf) <= TCP_OUT_SOFT:
             self._tcp_io(state)
 
     def _close(self, state: _Tcp) -> None:
@@ -241,18 +269,26 @@ class Server:
         state.conn.close()
 
     # -- forwarding --------------------------------------------------------------------------
-    def _forward(self, upstreams: list[tuple[str, int]], data: bytes, tcp: bool,
+    def _forward(self, upstreams: list[tuple[str, int]], data: bytes, tcp: bool, client: str,
                  send: Callable[[bytes], None]) -> None:
-        if self.pending >= FORWARD_PENDING_MAX:
+        mine = self.pending_of.get(client, 0)
+        if self.pending >= FORWARD_PENDING_MAX or mine >= FORWARD_PER_CLIENT:
             send(answer.servfail(data))
             return
         self.pending += 1
+        self.pending_of[client] = mine + 1
+        # The time a query may take counts from its arrival, not from when a worker takes it: one that
+        # waited its whole time in the queue gets SERVFAIL without asking (its client has moved on).
+        deadline = time.monotonic() + FORWARD_TOTAL
 
         def work() -> None:
-            reply = _ask_upstreams(upstreams, data, tcp)
-            self.done.put((send, reply or answer.servfail(data)))
-            with contextlib.suppress(OSError):
-                self.wake_w.send(b"x")
+            reply = None
+            try:
+                reply = _ask_upstreams(upstreams, data, tcp, deadline)
+            finally:  # whatever happened, the loop must hear of it: it counts the queries in flight
+                self.done.put((send, reply or answer.servfail(data), client))
+                with contextlib.suppress(OSError):
+                    self.wake_w.send(b"x")
 
         self.pool.submit(work)
 
@@ -262,10 +298,13 @@ class Server:
                 pass
         while True:
             try:
-                send, reply = self.done.get_nowait()
+                send, reply, client = self.done.get_nowait()
             except queue.Empty:
                 return
             self.pending -= 1
+            left = self.pending_of.pop(client, 1) - 1
+            if left:
+                self.pending_of[client] = left
             send(reply)
 
     # -- control -----------------------------------------------------------------------------
@@ -282,15 +321,47 @@ class Server:
                 control.reply(conn, control.reload_answer(served, failed))
             elif verb == "stop":
                 self.running = False
+                self.close_gateways()  # a daemon started next binds the gateways as soon as this answers
                 control.reply(conn, "exit")
             elif verb == "status":
                 control.reply(conn, f"ok pid={os.getpid()} networks={len(set(v.network for v in self.gates.values()))}"
-                                    f" served={self.served}")
+                                    f" served={self.served} tcp={len(self.conns)}"
+                                    f" tcp_unread={sum(len(s.outbuf) for s in self.conns.values())}")
             else:
                 control.reply(conn, "error unknown command")
         if not self.running:  # nobody may reach a daemon on its way out
             self.sel.unregister(self.control)
             self.control.close()
+
+    def stop_soon(self) -> None:
+        """Leave the loop at its next turn, which comes at once (SIGTERM's handler)."""
+        self.running = False
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"x")  # a select that the signal interrupted resumes waiting otherwise
+
+    def close_gateways(self) -> None:
+        """Close every socket on the gateways (listeners and TCP clients); nothing is served after."""
+        for state in list(self.conns.values()):
+            self._close(state)
+        for table in (self.udp, self.tcp):
+            for sock in table.values():
+                self.sel.unregister(sock)
+                sock.close()
+            table.clear()
+        self.gates = {}
+
+    def _log_exception(self) -> None:
+        """The traceback of a query that failed, at most a few a minute, in a log that stays small."""
+        now = time.monotonic()
+        self._tracebacks = [t for t in self._tracebacks if now - t < 60.0]
+        if len(self._tracebacks) >= _TRACEBACKS_PER_MINUTE:
+            return
+        self._tracebacks.append(now)
+        with contextlib.suppress(OSError):
+            if os.fstat(sys.stderr.fileno()).st_size > LOG_MAX:
+                os.ftruncate(sys.stderr.fileno(), 0)  # opened O_APPEND: the next line starts the file anew
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
 
     def _reap_idle(self) -> None:
         now = time.monotonic()
@@ -304,19 +375,24 @@ class Server:
                 try:
                     key.data()
                 except Exception:  # noqa: BLE001 - one bad query must not stop the resolver of every network
-                    traceback.print_exc(file=sys.stderr)
-                    sys.stderr.flush()
+                    self._log_exception()
             self._reap_idle()
+        # Before the queries still upstream end (the interpreter waits for the workers): the gateways
+        # are free for the next daemon at once.
+        self.close_gateways()
+        if self.control.fileno() >= 0:  # SIGTERM: the control socket too, a new daemon may take its name
+            self.sel.unregister(self.control)
+            self.control.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _ask_upstreams(upstreams: list[tuple[str, int]], data: bytes, tcp: bool) -> bytes | None:
-    """The first answer of ``upstreams`` to ``data``, over the client's transport.
+def _ask_upstreams(upstreams: list[tuple[str, int]], data: bytes, tcp: bool, deadline: float) -> bytes | None:
+    """The first answer of ``upstreams`` to ``data``, over the client's transport, by ``deadline``
+    (time.monotonic()); None past it or when none answered.
 
     A truncated UDP answer goes to the client as it is: the client asks again over TCP, and that
     query is forwarded over TCP.
     """
-    deadline = time.monotonic() + FORWARD_TOTAL
     for host, port in upstreams:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -359,7 +435,7 @@ def main(data_dir: str, ready_fd: int) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         server = Server(data_dir)
-        signal.signal(signal.SIGTERM, lambda *_: setattr(server, "running", False))
+        signal.signal(signal.SIGTERM, lambda *_: server.stop_soon())
         served, failed = server.reload()
     except OSError as exc:
         os.write(ready_fd, f"error {exc}\n".encode())

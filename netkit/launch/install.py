@@ -73,6 +73,10 @@ After={socket_unit} local-fs.target
 # Serves the socket systemd listens on (LISTEN_FDS); SIGTERM stops it after the requests in flight.
 ExecStart={python} -m netkit agent --socket {socket}
 Restart=on-failure
+# Stop or restart only the agent itself: a plugin it runs starts the DNS resolver daemon
+# (netkit.dns), which lands in this unit's cgroup and must outlive the agent (names keep resolving
+# through an agent restart or upgrade); the default KillMode=control-group would kill it too.
+KillMode=process
 # The plugins run in-process whenever the agent is not there.
 
 [Install]

@@ -2,9 +2,9 @@
 
   ask udp|tcp ADDR PORT HEX       send the bytes HEX (one datagram, or one length-prefixed TCP
                                   message), print the answer's hex or "none" after 3 s
-  upstream ADDR PORT answer|silent
+  upstream ADDR PORT answer|answer=IP|silent
                                   a fake upstream resolver on UDP and TCP: "answer" answers every
-                                  question with A 192.0.2.7, "silent" reads and never answers;
+                                  question with A 192.0.2.7 (or IP), "silent" reads and never answers;
                                   prints "ready" once listening
 """
 
@@ -41,15 +41,17 @@ def ask(proto: str, addr: str, port: int, data: bytes) -> bytes | None:
             return None
 
 
-def _answer(data: bytes) -> bytes:
+def _answer(data: bytes, address: str) -> bytes:
     query = DNSRecord.parse(data)
     reply = query.reply(aa=0)
     if query.q.qtype == QTYPE.A:
-        reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(EXTERNAL), ttl=60))
+        reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(address), ttl=60))
     return reply.pack()
 
 
-def upstream(addr: str, port: int, silent: bool) -> None:
+def upstream(addr: str, port: int, mode: str) -> None:
+    silent = mode == "silent"
+    address = mode.partition("=")[2] or EXTERNAL
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((addr, port))
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,7 +66,7 @@ def upstream(addr: str, port: int, silent: bool) -> None:
                 head = conn.recv(2)
                 data = conn.recv(struct.unpack("!H", head)[0]) if len(head) == 2 else b""
                 if data and not silent:
-                    reply = _answer(data)
+                    reply = _answer(data, address)
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
                 elif silent:
                     conn.recv(1)  # hold the connection, answer nothing
@@ -74,7 +76,7 @@ def upstream(addr: str, port: int, silent: bool) -> None:
     while True:
         data, peer = udp.recvfrom(65535)
         if not silent:
-            udp.sendto(_answer(data), peer)
+            udp.sendto(_answer(data, address), peer)
 
 
 if __name__ == "__main__":
@@ -82,4 +84,4 @@ if __name__ == "__main__":
         got = ask(sys.argv[2], sys.argv[3], int(sys.argv[4]), bytes.fromhex(sys.argv[5]))
         print(got.hex() if got is not None else "none")
     else:
-        upstream(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "silent")
+        upstream(sys.argv[2], int(sys.argv[3]), sys.argv[4])

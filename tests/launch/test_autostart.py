@@ -246,6 +246,7 @@ def test_units_are_a_socket_activated_agent(tmp_path: Path) -> None:
     service, sock = units[install.UNIT_NAME], units[install.SOCKET_UNIT_NAME]
     assert f"ExecStart={sys.executable} -m netkit agent --socket /run/netkit/agent.sock" in service
     assert "Restart=on-failure" in service and f"Requires={install.SOCKET_UNIT_NAME}" in service
+    assert "KillMode=process" in service.splitlines()  # the DNS daemon a plugin started outlives a restart
     assert "ListenStream=/run/netkit/agent.sock" in sock and "SocketMode=0600" in sock
     for name, text in units.items():
         (tmp_path / name).write_text(text)

@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from dnslib import DNSRecord
+
 from harness.agent import agent_processes
-from netkit.dns import records
-from tests.dns.helpers import DOMAIN, GATEWAY, Dns, upstream
+from netkit.dns import control, records
+from netkit.net import netns
+from tests.dns.helpers import DOMAIN, GATEWAY, WIRE, Dns, upstream
 from tests.sandbox import bridge_conf
 
 
@@ -99,17 +106,74 @@ def test_other_names_are_forwarded_to_the_upstreams_over_udp_and_tcp(dns: Dns, s
 
 def test_a_containers_own_servers_get_its_other_names(dns: Dns, servers: list) -> None:
     """Capability ``dns`` (Docker's --dns on a user network): the resolver forwards that container's
-    other names to its own servers; another container of the network still has none (REFUSED)."""
+    other names to its own servers; another container of the network gets the network's upstreams."""
     servers.append(upstream(dns.box.host, "127.0.0.1", 5354))
-    own = dns.attach("own", runtimeConfig={"aliases": {}, "dns": {"servers": ["127.0.0.1:5354"]}})
-    plain = dns.attach("plain")
+    servers.append(upstream(dns.box.host, "127.0.0.1", 5355, "answer=192.0.2.8"))
+    network_ups = ["127.0.0.1:5355"]
+    own = dns.attach("own", upstreams=network_ups,
+                     runtimeConfig={"aliases": {}, "dns": {"servers": ["127.0.0.1:5354"]}})
+    plain = dns.attach("plain", upstreams=network_ups)
     assert dns.dig(own.ns, "example.org") == ["192.0.2.7"]
     assert dns.dig(own.ns, "example.org", "A", GATEWAY, "+tcp") == ["192.0.2.7"]
-    assert dns.dig(plain.ns, "example.org") == ["status: REFUSED"]
+    assert dns.dig(plain.ns, "example.org") == ["192.0.2.8"]
     assert dns.dig(own.ns, "plain") == [plain.ip]
     rc, out = dns.box.call("netkit-dns", "ADD", dns.conf(plain.prev, runtimeConfig={"dns": {"servers": ["x"]}}),
                            plain.ns)
     assert rc == 1 and out["code"] == 7
+
+
+def test_an_internal_network_forwards_nothing_even_to_a_containers_own_servers(dns: Dns, servers: list) -> None:
+    """``upstreams: []`` (what `netkit network create --internal` writes): no way out by DNS either."""
+    servers.append(upstream(dns.box.host, "127.0.0.1", 5354))
+    own = dns.attach("own", runtimeConfig={"aliases": {}, "dns": {"servers": ["127.0.0.1:5354"]}})
+    assert dns.dig(own.ns, "example.org") == ["status: REFUSED"]
+    assert dns.dig(own.ns, "example.org", "A", GATEWAY, "+tcp") == ["status: REFUSED"]
+    assert dns.dig(own.ns, "own") == [own.ip]
+
+
+@pytest.mark.parametrize("how", ["stop", "SIGTERM"])
+def test_a_stopping_daemon_frees_the_gateways_before_it_answers_or_exits(dns: Dns, servers: list,
+                                                                         how: str) -> None:
+    """With a query still upstream (its worker waits on a silent server), the gateway's port 53 is free as
+    soon as ``stop`` answers (SIGTERM: while the daemon still waits for that worker), so a new daemon binds."""
+    servers.append(upstream(dns.box.host, "127.0.0.1", 5353, "silent"))
+    web = dns.attach("web", upstreams=["127.0.0.1:5353"])
+    status = dns.daemon_status() or ""
+    pid, served = int(status.split("pid=")[1].split()[0]), int(status.split("served=")[1].split()[0])
+    asking = subprocess.Popen([*web.ns.enter(), sys.executable, WIRE, "ask", "udp", GATEWAY, "53",
+                               DNSRecord.question("example.org").pack().hex()], stdout=subprocess.DEVNULL)
+    while int((dns.daemon_status() or "served=0").split("served=")[1].split()[0]) == served:
+        pass  # until the daemon took the query (it is upstream now)
+    freed = False
+    with netns.entered(dns.box.host.path):
+        if how == "stop":
+            assert control.stop(dns.data_dir)
+            freed = _binds(GATEWAY)
+        else:
+            os.kill(pid, signal.SIGTERM)
+            while not freed and _running(pid):
+                freed = _binds(GATEWAY)
+    asking.wait()
+    assert freed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` has not exited yet (a zombie has: its sockets are closed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _binds(addr: str) -> bool:
+    """Whether UDP port 53 of ``addr`` is free (bound and let go at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((addr, 53))
+        except OSError:
+            return False
+    return True
 
 
 def test_v6_addresses_answer_aaaa_and_the_resolver_listens_on_the_v6_gateway(dns: Dns) -> None:
@@ -223,6 +287,8 @@ def test_a_daemon_that_died_is_started_again_by_the_next_change(dns: Dns) -> Non
     web = dns.attach("web")
     (pid,) = _daemons(dns.data_dir)
     os.kill(pid, signal.SIGKILL)
+    while _running(pid):
+        pass  # a daemon still dying takes the CHECK's connection, then drops it: code 11, not 106
     assert dns.box.call("netkit-dns", "CHECK", dns.conf(web.prev), web.ns,
                         args="IgnoreUnknown=1;K8S_POD_NAME=web")[1]["code"] == 106
     db = dns.attach("db")
