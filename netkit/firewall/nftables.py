@@ -158,13 +158,12 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
     for m in group.mappings:
         if m.host_ip == "::1":
             continue  # served by the [::1] proxy alone (see below)
-        versions = [ipaddress.ip_address(m.host_ip).version] if m.host_ip else sorted(by_version)
-        for version in versions:
+        for version in m.versions:
             target = by_version.get(version)
             if target is None:
                 continue
             expr = [_nfproto(version)]
-            if m.host_ip:
+            if not m.any_address:
                 expr.append(_addr_match(version, "daddr", m.host_ip))
             elif version == 6:
                 # Never [::1]: the replies of a DNAT'd loopback connection come back to ::1 on the

@@ -44,7 +44,7 @@ def start(group: RuleGroup, watch: str | None) -> None:
     ``watch``: the host-side interface whose removal ends the proxy."""
     target = next((a for a in group.addresses if a.version == 6), None)
     mappings = [[m.host_port, m.container_port, m.protocol, m.label()] for m in group.mappings
-                if m.host_ip in ("", "::1") and m.protocol in ("tcp", "udp")]
+                if m.loopback6 and m.protocol in ("tcp", "udp")]
     if target is None or not mappings:
         return
     # Here, not at the top: every DEL imports this module (stop), few ADDs start a proxy.

@@ -242,3 +242,37 @@ def test_a_loopback_port_held_by_the_host(fw_box: Sandbox, servers: list) -> Non
     rc, out = box.call("netkit-bridge", "ADD", conf, b)
     assert rc == 1 and out["code"] == 107 and "tcp/::1/7071" in out["msg"], out
     assert _proxy_pid(box, b) is None and b.links() == ["lo"]
+
+
+def test_an_unspecified_host_address_publishes_on_its_family_alone(fw_box: Sandbox, servers: list) -> None:
+    # Docker's and CNI portmap's rule: -p 0.0.0.0:P:C is IPv4 only, -p [::]:P:C IPv6 only ([::1] included).
+    box = fw_box
+    x = machine6(box)
+    a, b, c = box.container(), box.container(), box.container()
+    attach(box, a, dual_conf(box), [{"hostPort": 8082, "containerPort": 80, "hostIP": "0.0.0.0"},
+                                    {"hostPort": 8083, "containerPort": 80, "hostIP": "::"}])
+    servers.append(a.serve("A", 80))
+    v4 = x.ask("tcp", "10.30.0.1", 8082)
+    assert v4 == "A 10.30.0.2"
+    assert x.unanswered("tcp", HOST6, 8082, control=v4)
+    assert box.host.unanswered("tcp", "::1", 8082, control=lambda: box.host.ask("tcp", "127.0.0.1", 8082))
+    v6_ = x.ask("tcp", HOST6, 8083)
+    assert v6_ == f"A {MACHINE6}"
+    assert x.unanswered("tcp", "10.30.0.1", 8083, control=v6_)
+    assert (box.host.ask("tcp", "::1", 8083) or "").startswith("A ")
+    # One family each: 0.0.0.0 and [::] on one port do not clash; every address clashes with both.
+    attach(box, b, dual_conf(box), [{"hostPort": 8083, "containerPort": 80, "hostIP": "0.0.0.0"}])
+    rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": [
+        {"hostPort": 8083, "containerPort": 80}]}), c)
+    assert rc == 1 and out["code"] == 107, out
+
+
+def test_an_ipv6_host_address_on_an_ipv4_only_attachment_is_refused(fw_box: Sandbox) -> None:
+    box = fw_box
+    c = box.container()
+    for host_ip in ("::1", HOST6, "::"):
+        conf = dict(bridge_conf(box, capabilities={"portMappings": True}),
+                    runtimeConfig={"portMappings": [{"hostPort": 9092, "containerPort": 80, "hostIP": host_ip}]})
+        rc, out = box.call("netkit-bridge", "ADD", conf, c)
+        assert rc == 1 and out["code"] == 7 and "no IPv6 address" in out["msg"], out
+        assert c.links() == ["lo"] and _proxy_pid(box, c) is None
