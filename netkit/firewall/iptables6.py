@@ -63,6 +63,8 @@ def call(op: str, arg: Any = None) -> Any:
         arg = _group_json(arg)
     elif isinstance(arg, NetworkRules):
         arg = arg._asdict()
+    elif isinstance(arg, list) and all(isinstance(a, NetworkRules) for a in arg):
+        arg = [a._asdict() for a in arg]
     elif isinstance(arg, set):
         arg = sorted(arg)
     request = json.dumps({"op": op, "arg": arg}).encode()
@@ -143,6 +145,8 @@ def _serve(request: dict[str, Any]) -> Any:
         return fw.apply(_group(arg))
     if op == "apply_network":
         return fw.apply_network(NetworkRules(**arg))
+    if op == "sync_networks":
+        return fw.sync_networks([NetworkRules(**a) for a in arg])
     if op == "remove_chains":
         return fw.remove_chains(set(arg))
     if op == "chains":

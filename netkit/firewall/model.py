@@ -92,11 +92,12 @@ class NetworkRules(NamedTuple):
     icc: bool = True  # containers on the bridge may talk to each other (Docker's enable_icc)
     subnets: list[str] = []  # noqa: RUF012 - the network's subnets (icc=false is matched on them)
     internal: bool = False  # nothing from the bridge is forwarded to any other interface (Docker's --internal)
+    chain_name: str = ""  # the chain, when read back from rules (the network's name is not in them)
 
     @property
     def chain(self) -> str:
         """The network's chain name."""
-        return f"NK-N-{network_hash(self.network)}"
+        return self.chain_name or f"NK-N-{network_hash(self.network)}"
 
 
 def group_chain(kind: str, network: str, container_id: str, ifname: str) -> str:

@@ -276,3 +276,23 @@ def test_an_ipv6_host_address_on_an_ipv4_only_attachment_is_refused(fw_box: Sand
         rc, out = box.call("netkit-bridge", "ADD", conf, c)
         assert rc == 1 and out["code"] == 7 and "no IPv6 address" in out["msg"], out
         assert c.links() == ["lo"] and _proxy_pid(box, c) is None
+
+
+@pytest.mark.parametrize("kind", ["isolate", "internal"])
+def test_an_ipv4_only_network_stays_closed_over_ipv6(fw_box: Sandbox, servers: list, kind: str) -> None:
+    # A dual-stack ADD turns IPv6 forwarding on; a container of an IPv4-only network can then give
+    # itself an IPv6 address and route through its bridge: its isolation must hold over IPv6 too.
+    box = fw_box
+    a, b = box.container(), box.container()
+    v4net = bridge_conf(box, name="v4net", bridge="nkbr1", subnet="10.21.0.0/24", internal=kind == "internal")
+    rc, out = box.call("netkit-bridge", "ADD", v4net, a)
+    assert rc == 0, out
+    res_b = attach(box, b, dual_conf(box, isolate=False))
+    # The container's own IPv6 (the host's address on the bridge only gives the replies a way back).
+    box.host.run("ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "nkbr1", "nodad", check=True)
+    a.run("ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad", check=True)
+    a.run("ip", "-6", "route", "add", "default", "via", "fd00:99::1", check=True)
+    servers.append(b.serve("B", 80))
+    control = a.ping("fd00:99::1")
+    assert control is not None and (box.host.ask("tcp", v6(res_b), 80) or "").startswith("B ")
+    assert a.unanswered("tcp", v6(res_b), 80, control=control)
