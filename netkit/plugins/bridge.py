@@ -23,7 +23,7 @@ from netkit.cni.result import Result
 from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
-from netkit.net import forwarding, links, names, netns
+from netkit.net import forwarding, links, names, netns, sysctl
 from netkit.plugins import publish
 from netkit.rollback import Rollback
 
@@ -146,6 +146,14 @@ def _ensure_gateway(nl: links.Socket, bridge_index: int, gw: ipaddress.IPv4Inter
     links.add_address(nl, bridge_index, gw, nodad=True)
 
 
+def _enable_ipv6(ifname: str, ipam_result: Result) -> None:
+    """Switch IPv6 on for ``ifname`` (in the current namespace) when the result has an IPv6 address:
+    a host with net.ipv6.conf.default.disable_ipv6=1 makes every new interface without it, and
+    adding an IPv6 address there fails."""
+    if any(":" in ip["address"] for ip in ipam_result.get("ips", [])):
+        sysctl.ensure(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+
+
 def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
     routes = [dict(r) for r in ipam_result.get("routes", [])]
     if cfg.is_default_gateway:
@@ -164,6 +172,7 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         link = links.lookup(nl, req.ifname)
         if link is None:
             raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
+        _enable_ipv6(req.ifname, ipam_result)
         for ip in ipam_result.get("ips", []):
             # NODAD (Docker's choice too): IPAM made the address unique, and a tentative address
             # would leave the container without IPv6 for its first second.
@@ -233,6 +242,8 @@ def add(req: Request) -> Result:
         for version in sorted({ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}):
             forwarding.enable(version)
         if cfg.is_gateway:
+            if any(gw.version == 6 for gw in _gateways(ipam_result)):
+                _enable_ipv6(cfg.bridge, ipam_result)
             for gw in _gateways(ipam_result):
                 _ensure_gateway(nl, bridge.index, gw, cfg.force_address)
             failpoints.hit("bridge.add.after-gateway")

@@ -296,3 +296,17 @@ def test_an_ipv4_only_network_stays_closed_over_ipv6(fw_box: Sandbox, servers: l
     control = a.ping("fd00:99::1")
     assert control is not None and (box.host.ask("tcp", v6(res_b), 80) or "").startswith("B ")
     assert a.unanswered("tcp", v6(res_b), 80, control=control)
+
+
+def test_ipv6_is_switched_on_where_the_host_disables_it_by_default(fw_box: Sandbox) -> None:
+    # net.ipv6.conf.default.disable_ipv6=1: every new interface (bridge, veth ends) comes without IPv6.
+    box = fw_box
+    a, b = box.container(), box.container()
+    for ns in (box.host, a, b):
+        ns.run("sysctl", "-w", "net.ipv6.conf.default.disable_ipv6=1", check=True)
+    res_a = attach(box, a, dual_conf(box))
+    res_b = attach(box, b, dual_conf(box))
+    for ns, dev in ((a, "eth0"), (box.host, "nkbr0")):
+        assert ns.run("sysctl", "-n", f"net.ipv6.conf.{dev}.disable_ipv6").stdout.strip() == "0"
+    assert a.ping(v6(res_b)) is not None and a.ping("fd00:20::1") is not None
+    assert [ip["address"] for ip in res_a["ips"]] == ["10.20.0.2/24", "fd00:20::2/64"]
