@@ -87,12 +87,15 @@ def _dnat_rules(group: RuleGroup, version: int) -> list[Spec]:
     out = []
     target = group.addresses[-1] if group.addresses else None  # the last one, as the nftables backend picks
     for m in group.mappings:
-        if target is None or m.host_ip == "::1" or version not in m.versions:
+        if target is None or version not in m.versions:
             continue
         to = f"{target.ip}:{m.container_port}" if version == 4 else f"[{target.ip}]:{m.container_port}"
         # IPv6: never [::1] (the nftables backend's _dnat_rules says why; plugins/proxy6.py serves it).
         dst = m.host_ip if not m.any_address else ("!::1" if version == 6 else "")
-        out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
+        if m.host_ip == "::1":  # the proxy's alone: a rule changing nothing, for its comment
+            out.append(Spec(m.label(), "RETURN", dst=dst, proto=m.protocol, dport=m.host_port))
+        else:
+            out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
     return out
 
 

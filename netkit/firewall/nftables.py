@@ -156,8 +156,6 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
     out = []
     by_version = {a.version: a for a in group.addresses}
     for m in group.mappings:
-        if m.host_ip == "::1":
-            continue  # served by the [::1] proxy alone (see below)
         for version in m.versions:
             target = by_version.get(version)
             if target is None:
@@ -171,9 +169,12 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
                 # (plugins/proxy6.py).
                 expr.append(_addr_match(6, "daddr", "::1", "!="))
             expr += [_match({"meta": {"key": "l4proto"}}, m.protocol),
-                     _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port),
-                     {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}]
-            out.append(_rule(chain, expr, m.label()))
+                     _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port)]
+            # [::1] alone: the proxy serves it; a rule that changes nothing still carries the
+            # mapping's comment, so CHECK, GC and conflict detection see the port held.
+            verdict = {"return": None} if m.host_ip == "::1" else \
+                {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}
+            out.append(_rule(chain, expr + [verdict], m.label()))
     return out
 
 

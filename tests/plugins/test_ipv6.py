@@ -310,3 +310,19 @@ def test_ipv6_is_switched_on_where_the_host_disables_it_by_default(fw_box: Sandb
         assert ns.run("sysctl", "-n", f"net.ipv6.conf.{dev}.disable_ipv6").stdout.strip() == "0"
     assert a.ping(v6(res_b)) is not None and a.ping("fd00:20::1") is not None
     assert [ip["address"] for ip in res_a["ips"]] == ["10.20.0.2/24", "fd00:20::2/64"]
+
+
+def test_a_loopback_only_mapping_holds_its_port(fw_box: Sandbox, servers: list) -> None:
+    # No NAT serves [::1] (the proxy does), yet the mapping's rule is there: CHECK sees it, and a
+    # clashing mapping on every address is refused instead of finding it stale.
+    box = fw_box
+    a, b = box.container(), box.container()
+    loop = [{"hostPort": 8090, "containerPort": 80, "hostIP": "::1"}]
+    res_a = attach(box, a, dual_conf(box), loop)
+    servers.append(a.serve("A", 80))
+    assert (box.host.ask("tcp", "::1", 8090) or "").startswith("A ")
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": loop}, prevResult=res_a)
+    assert box.call("netkit-bridge", "CHECK", conf, a) == (0, None)
+    rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": [
+        {"hostPort": 8090, "containerPort": 80}]}), b)
+    assert rc == 1 and out["code"] == 107 and "tcp/::1/8090" in out["details"], out
