@@ -91,13 +91,17 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
     if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
         raise errors.CNIError(errors.INVALID_CONFIG, "bridge needs an 'ipam' object with a 'type'")
     default_gw = flag(conf, "isDefaultGateway")
+    mtu = _int(conf, "mtu", 68, 65535)
+    if mtu is not None and mtu < 1280 and _ipv6_subnets(ipam):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"mtu {mtu} is too small for IPv6 (at least 1280)",
+                              f"the network has IPv6 subnet {_ipv6_subnets(ipam)[0]}")
     return BridgeConfig(
         bridge=bridge,
         is_gateway=flag(conf, "isGateway") or default_gw,
         is_default_gateway=default_gw,
         force_address=flag(conf, "forceAddress"),
         ip_masq=flag(conf, "ipMasq"),
-        mtu=_int(conf, "mtu", 68, 65535),
+        mtu=mtu,
         hairpin=flag(conf, "hairpinMode"),
         promisc=flag(conf, "promiscMode"),
         vlan=_int(conf, "vlan", 1, 4094),
@@ -107,6 +111,15 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
         icc=flag(conf, "icc", True),
         internal=flag(conf, "internal"),
     )
+
+
+def _ipv6_subnets(ipam: dict[str, Any]) -> list[str]:
+    """The IPv6 subnets the IPAM config names (its ranges, or a single ``subnet``); unreadable
+    entries are left to the IPAM plugin to refuse."""
+    ranges = ipam.get("ranges") if isinstance(ipam.get("ranges"), list) else []
+    subnets = [r.get("subnet") for rs in ranges if isinstance(rs, list) for r in rs if isinstance(r, dict)]
+    subnets.append(ipam.get("subnet"))
+    return [s for s in subnets if isinstance(s, str) and ":" in s]
 
 
 def _requested_mac(req: Request) -> str | None:

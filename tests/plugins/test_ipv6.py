@@ -326,3 +326,12 @@ def test_a_loopback_only_mapping_holds_its_port(fw_box: Sandbox, servers: list) 
     rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": [
         {"hostPort": 8090, "containerPort": 80}]}), b)
     assert rc == 1 and out["code"] == 107 and "tcp/::1/8090" in out["details"], out
+
+
+def test_an_mtu_below_ipv6s_minimum_is_refused_on_a_dual_stack_network(box: Sandbox) -> None:
+    c = box.container()
+    rc, out = box.call("netkit-bridge", "ADD", dual_conf(box, mtu=1200), c)
+    assert rc == 1 and out["code"] == 7 and "at least 1280" in out["msg"], out
+    assert c.links() == ["lo"]
+    rc, out = box.call("netkit-bridge", "ADD", bridge_conf(box, mtu=1200), c)  # IPv4 alone: fine
+    assert rc == 0, out
