@@ -469,4 +469,4 @@ class IptablesBackend:
         """nft base forward chains whose policy drops: an accept in the legacy tables does not
         override them.  The legacy FORWARD is not reported: apply() lets the attachment's traffic
         through it (see the module docstring)."""
-        return forward_blockers.nft()
+        return forward_blockers.nft(versions)

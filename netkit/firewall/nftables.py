@@ -406,4 +406,4 @@ class NftablesBackend:
     def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
         legacy iptables FORWARD when it drops by default (the kernel applies it beside nft)."""
-        return forward_blockers.nft() + forward_blockers.legacy(versions)
+        return forward_blockers.nft(versions) + forward_blockers.legacy(versions)
