@@ -24,7 +24,7 @@ from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
 from netkit.net import forwarding, links, names, netns, sysctl
-from netkit.plugins import publish
+from netkit.plugins import proxy6, publish
 from netkit.rollback import Rollback
 
 DEFAULT_BRIDGE = "cni0"
@@ -339,6 +339,7 @@ def check(req: Request) -> None:
         dnat = publish.dnat_group(req, addresses)
         if cfg.publishes_ports and dnat.mappings:
             groups.check(fw, dnat)
+            proxy6.check(dnat)
 
 
 def gc(req: Request) -> None:

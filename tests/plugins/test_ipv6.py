@@ -335,3 +335,18 @@ def test_an_mtu_below_ipv6s_minimum_is_refused_on_a_dual_stack_network(box: Sand
     assert c.links() == ["lo"]
     rc, out = box.call("netkit-bridge", "ADD", bridge_conf(box, mtu=1200), c)  # IPv4 alone: fine
     assert rc == 0, out
+
+
+def test_check_fails_when_the_loopback_proxy_is_gone(fw_box: Sandbox) -> None:
+    box = fw_box
+    a = box.container()
+    res = attach(box, a, dual_conf(box), WEB)
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": WEB}, prevResult=res)
+    assert box.call("netkit-bridge", "CHECK", conf, a) == (0, None)
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    os.kill(pid, 9)  # SIGKILL: it cannot take its record with it
+    assert _gone(pid)
+    rc, out = box.call("netkit-bridge", "CHECK", conf, a)
+    assert rc == 1 and out["code"] == 106 and "proxy" in out["msg"], out  # CHECK_FAILED
+    assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)  # takes the stale record too
