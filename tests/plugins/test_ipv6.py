@@ -350,3 +350,21 @@ def test_check_fails_when_the_loopback_proxy_is_gone(fw_box: Sandbox) -> None:
     rc, out = box.call("netkit-bridge", "CHECK", conf, a)
     assert rc == 1 and out["code"] == 106 and "proxy" in out["msg"], out  # CHECK_FAILED
     assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)  # takes the stale record too
+
+
+def test_the_loopback_proxy_survives_running_out_of_descriptors(fw_box: Sandbox, servers: list) -> None:
+    # A new UDP client needs a socket of its own: without a descriptor left that datagram is lost,
+    # the proxy (and every other client) lives on.
+    box = fw_box
+    a = box.container()
+    attach(box, a, dual_conf(box), [{"hostPort": 8095, "containerPort": 80, "protocol": "udp"}])
+    servers.append(a.serve("A", 80))
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    soft = box.host.run("prlimit", f"--pid={pid}", "--nofile", "-o", "SOFT", "--noheadings", check=True).stdout.strip()
+    box.host.run("prlimit", f"--pid={pid}", f"--nofile={used}:", check=True)  # the soft limit
+    assert box.host.ask("udp", "::1", 8095, tries=1) is None
+    assert _proxy_pid(box, a) == pid
+    box.host.run("prlimit", f"--pid={pid}", f"--nofile={soft}:", check=True)
+    assert (box.host.ask("udp", "::1", 8095) or "").startswith("A ")
