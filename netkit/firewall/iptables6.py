@@ -149,24 +149,19 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
 
 def _kill() -> None:
     """Kill the helper (hung or out of step) and reap it."""
-    global _helper
-    if _helper is not None:
-        proc, sock = _helper
-        _helper = None
-        sock.close()
-        proc.kill()
-        proc.wait()
+    _reset(grace=0)
 
 
-def _reset() -> None:
-    """Forget the helper: close its socket (it exits at end of file) and reap it."""
+def _reset(grace: float = 10) -> None:
+    """Forget the helper: close its socket (it exits at end of file) and reap it, killed after
+    ``grace`` seconds."""
     global _helper
     if _helper is not None:
         proc, sock = _helper
         _helper = None
         sock.close()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
