@@ -119,8 +119,7 @@ def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[t
     for sock, protocol, port in listeners:
         sel.register(sock, selectors.EVENT_READ, (protocol, port))
     clients: dict[tuple[socket.socket, Any], tuple[socket.socket, float]] = {}  # UDP: (listener, client) -> upstream
-    slots = threading.BoundedSemaphore(cfg.get("max_tcp", MAX_TCP))
-    max_udp = cfg.get("max_udp_clients", MAX_UDP_CLIENTS)
+    slots = threading.BoundedSemaphore(MAX_TCP)
     paused: dict[socket.socket, tuple[float, Any]] = {}  # TCP listeners resting: -> (until, their data)
     while True:
         now = time.monotonic()
@@ -160,7 +159,7 @@ def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[t
                     continue
                 entry = clients.get((listener, client))  # type: ignore[arg-type]
                 if entry is None:
-                    if len(clients) >= max_udp:
+                    if len(clients) >= MAX_UDP_CLIENTS:
                         oldest = min(clients, key=lambda pair: clients[pair][1])
                         sel.unregister(clients[oldest][0])
                         clients.pop(oldest)[0].close()
