@@ -19,8 +19,13 @@ LEGACY_FORWARD = "legacy iptables filter FORWARD"
 LEGACY_FORWARD6 = "legacy ip6tables filter FORWARD"
 
 
-def nft() -> list[str]:
-    """Base forward chains of nft tables other than netkit's whose policy drops (described).
+# The IP versions an nft table family's chains see (bridge and netdev: frames of either).
+_FAMILY_VERSIONS = {"ip": {4}, "ip6": {6}}
+
+
+def nft(versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
+    """Base forward chains of nft tables other than netkit's whose policy drops (described): those
+    that see packets of the IP ``versions`` (an ``ip`` table never drops IPv6, an ``ip6`` one IPv4).
 
     Listing every chain costs ~15 ms with 500 attachments (their chains are listed too), so the
     answer is kept, per namespace, for as long as the ruleset generation shows no change other
@@ -29,17 +34,17 @@ def nft() -> list[str]:
     from netkit.firewall import nftruleset  # libnftables: imported already on the nftables backend
 
     memory = nftruleset.Memory()
-    known = memory.known("forward blockers")
-    if known is not None:
-        return list(known)
-    try:
-        listing = nftruleset.run([{"list": {"chains": {}}}])
-    except errors.CNIError:
-        return []
-    found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
-             and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != nftruleset.TABLE]
-    memory.learned("forward blockers", found)
-    return list(found)  # a copy: a caller adding to it must not add to what is kept
+    found = memory.known("forward blockers")
+    if found is None:
+        try:
+            listing = nftruleset.run([{"list": {"chains": {}}}])
+        except errors.CNIError:
+            return []
+        found = [f"{c['family']} {c['table']} {c['name']}" for c in (o.get("chain") for o in listing) if c
+                 and c.get("hook") == "forward" and c.get("policy") == "drop" and c.get("table") != nftruleset.TABLE]
+        memory.learned("forward blockers", found)
+    # A new list: a caller adding to it must not add to what is kept.
+    return [b for b in found if _FAMILY_VERSIONS.get(b.split(" ", 1)[0], {4, 6}) & versions]
 
 
 def legacy(versions: frozenset[int] = frozenset((4, 6))) -> list[str]:

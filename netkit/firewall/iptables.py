@@ -87,12 +87,15 @@ def _dnat_rules(group: RuleGroup, version: int) -> list[Spec]:
     out = []
     target = group.addresses[-1] if group.addresses else None  # the last one, as the nftables backend picks
     for m in group.mappings:
-        if target is None or m.host_ip == "::1" or (m.host_ip and ipaddress.ip_address(m.host_ip).version != version):
+        if target is None or version not in m.versions:
             continue
         to = f"{target.ip}:{m.container_port}" if version == 4 else f"[{target.ip}]:{m.container_port}"
         # IPv6: never [::1] (the nftables backend's _dnat_rules says why; plugins/proxy6.py serves it).
-        dst = m.host_ip or ("!::1" if version == 6 else "")
-        out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
+        dst = m.host_ip if not m.any_address else ("!::1" if version == 6 else "")
+        if m.host_ip == "::1":  # the proxy's alone: a rule changing nothing, for its comment
+            out.append(Spec(m.label(), "RETURN", dst=dst, proto=m.protocol, dport=m.host_port))
+        else:
+            out.append(Spec(m.label(), "DNAT", dst=dst, proto=m.protocol, dport=m.host_port, to=to))
     return out
 
 
@@ -303,6 +306,33 @@ class IptablesFamily:
             s.ensure_jump(filt, "FORWARD", Spec("netkit-isolation", ISOLATION), 0)
             s.commit([(filt, snap)])
 
+    def sync_networks(self, networks: list[NetworkRules]) -> None:
+        """Install the rules of those ``networks`` (read from the other family) that have none here."""
+        with _session(self.version) as s:
+            filt = s.table("filter") if s.exists("filter") else None
+            missing = [n for n in networks if filt is None or not filt.is_chain(n.chain)]
+        for net in missing:
+            self.apply_network(net)
+
+    def networks(self) -> list[NetworkRules]:
+        """The networks whose isolation, internal or icc rules are in filter, read back from them
+        (chain and bridge; subnets unknown)."""
+        with _session(self.version) as s:
+            if not s.exists("filter"):
+                return []
+            filt = s.table("filter")
+            if not filt.is_chain(ISOLATION):
+                return []
+            out = []
+            chains = {s.target(r) for r in s.rules(filt, ISOLATION) if s.target(r).startswith("NK-N-")}
+            for chain in sorted(c for c in chains if filt.is_chain(c)):
+                kinds = dict(s.comment(r).partition("/")[::2] for r in s.rules(filt, chain))
+                bridge = next(iter(kinds.values()), "")
+                if bridge:
+                    out.append(NetworkRules("", bridge, isolate="isolate" in kinds, icc="no-icc" not in kinds,
+                                            internal="internal" in kinds, chain_name=chain))
+            return out
+
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains, the jumps to them and their accept rules; absent ones are fine."""
         with _session(self.version) as s:
@@ -361,6 +391,11 @@ def _v6_tables() -> bool:
     return xtables.exists("nat", 6) or xtables.exists("filter", 6)
 
 
+def _ipv6_in_play() -> bool:
+    """True when IPv6 may be forwarded here: ip6tables tables exist or IPv6 forwarding is on."""
+    return _v6_tables() or sysctl.read("net/ipv6/conf/all/forwarding") == "1"
+
+
 class IptablesBackend:
     """Rules in the legacy xtables tables: IPv4 through python-iptables in this process, IPv6 the
     same way in a child process (``iptables6.py`` says why), only where IPv6 is involved."""
@@ -384,10 +419,17 @@ class IptablesBackend:
 
     def apply_network(self, net: NetworkRules) -> None:
         """Install (or replace) the network's isolation and icc rules, in ip6tables too when the
-        network has an IPv6 subnet."""
+        network has an IPv6 subnet or IPv6 may be forwarded at all.
+
+        An IPv4-only network is not safe from IPv6: once a dual-stack network turned IPv6
+        forwarding on, a container can give itself an IPv6 address and route through its bridge's
+        link-local address; without ip6tables rules an isolated or internal network would leak.
+        (The nftables backend's inet table covers both families with one rule.)  Networks set up
+        before IPv6 came into play get their ip6tables rules when it does (``sync_networks``)."""
         self.v4.apply_network(net)
-        if any(ipaddress.ip_network(s, strict=False).version == 6 for s in net.subnets):
+        if any(ipaddress.ip_network(s, strict=False).version == 6 for s in net.subnets) or _ipv6_in_play():
             iptables6.call("apply_network", net)
+            iptables6.call("sync_networks", self.v4.networks())
 
     def remove_chains(self, chains: set[str]) -> None:
         """Remove these group chains, the jumps to them and their accept rules in both families."""
@@ -427,4 +469,4 @@ class IptablesBackend:
         """nft base forward chains whose policy drops: an accept in the legacy tables does not
         override them.  The legacy FORWARD is not reported: apply() lets the attachment's traffic
         through it (see the module docstring)."""
-        return forward_blockers.nft()
+        return forward_blockers.nft(versions)

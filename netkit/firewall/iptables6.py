@@ -36,6 +36,8 @@ from netkit import errors
 from netkit.firewall.model import NetworkRules, PortMapping, RuleGroup
 
 IDLE_S = 1.0  # the helper exits after this long without a request
+TIMEOUT_S = 30  # a helper that has not answered by then is hung (a lock, a kernel stall): killed
+_MAX = 64 << 20  # a longer message is a framing error, not a request
 _LEN = struct.Struct("=I")  # each message: its length, then its JSON
 # What the helper runs: no site import (the parent's sys.path handed over, as the plugin
 # launchers do), then this module's main().
@@ -63,6 +65,8 @@ def call(op: str, arg: Any = None) -> Any:
         arg = _group_json(arg)
     elif isinstance(arg, NetworkRules):
         arg = arg._asdict()
+    elif isinstance(arg, list) and all(isinstance(a, NetworkRules) for a in arg):
+        arg = [a._asdict() for a in arg]
     elif isinstance(arg, set):
         arg = sorted(arg)
     request = json.dumps({"op": op, "arg": arg}).encode()
@@ -75,6 +79,10 @@ def call(op: str, arg: Any = None) -> Any:
                 try:
                     raw = _exchange(request, netns)
                     break
+                except _Broken as exc:
+                    # Not an idle exit: what it did is unknown, asking again could hang again.
+                    _kill()
+                    raise errors.CNIError(errors.KERNEL, "ip6tables helper failed", str(exc)) from None
                 except OSError as exc:
                     _reset()
                     if attempt:
@@ -95,16 +103,24 @@ def _exchange(request: bytes, netns: int) -> bytes:
         _reset()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # stderr too: whatever goes wrong in it crosses as an error answer (or none), never as
+            # text on the plugin's stderr.
             proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, json.dumps([p for p in sys.path if p])],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     pass_fds=(theirs.fileno(),), env={**os.environ, "NETKIT_IP6_FD": str(theirs.fileno())})
         finally:
             theirs.close()
+        # Blocking, so MSG_WAITALL reads whole messages, but never forever.
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            ours.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", TIMEOUT_S, 0))
         _helper = (proc, ours)
     sock = _helper[1]
     message = _LEN.pack(len(request)) + request
-    sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [netns]))])
-    sock.sendall(message[sent:])
+    try:
+        sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [netns]))])
+        sock.sendall(message[sent:])
+    except (BlockingIOError, TimeoutError):
+        raise _Broken(f"the ip6tables helper took no request in {TIMEOUT_S} s") from None
     return _receive(sock)
 
 
@@ -113,23 +129,39 @@ def _receive(sock: socket.socket) -> bytes:
     return _exactly(sock, _LEN.unpack(_exactly(sock, _LEN.size))[0])
 
 
+class _Broken(OSError):
+    """The helper stopped answering (timeout) or broke off in the middle of a message."""
+
+
 def _exactly(sock: socket.socket, n: int) -> bytes:
-    """``n`` bytes (MSG_WAITALL on a blocking socket: fewer only at end of file, then OSError)."""
-    data = sock.recv(n, socket.MSG_WAITALL) if n else b""
+    """``n`` bytes (MSG_WAITALL on a blocking socket: fewer only at end of file, then OSError, or
+    at the receive timeout, then _Broken)."""
+    try:
+        data = sock.recv(n, socket.MSG_WAITALL) if n else b""
+    except (BlockingIOError, TimeoutError):
+        raise _Broken(f"no answer from the ip6tables helper in {TIMEOUT_S} s") from None
+    if data and len(data) != n:
+        raise _Broken("the ip6tables helper broke off in the middle of a message")
     if len(data) != n:
         raise OSError("the ip6tables helper's peer closed the socket")
     return data
 
 
-def _reset() -> None:
-    """Forget the helper: close its socket (it exits at end of file) and reap it."""
+def _kill() -> None:
+    """Kill the helper (hung or out of step) and reap it."""
+    _reset(grace=0)
+
+
+def _reset(grace: float = 10) -> None:
+    """Forget the helper: close its socket (it exits at end of file) and reap it, killed after
+    ``grace`` seconds."""
     global _helper
     if _helper is not None:
         proc, sock = _helper
         _helper = None
         sock.close()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -143,6 +175,8 @@ def _serve(request: dict[str, Any]) -> Any:
         return fw.apply(_group(arg))
     if op == "apply_network":
         return fw.apply_network(NetworkRules(**arg))
+    if op == "sync_networks":
+        return fw.sync_networks([NetworkRules(**a) for a in arg])
     if op == "remove_chains":
         return fw.remove_chains(set(arg))
     if op == "chains":
@@ -166,17 +200,16 @@ def main() -> None:
 
     sock = socket.socket(fileno=int(os.environ["NETKIT_IP6_FD"]))
     while select.select([sock], [], [], IDLE_S)[0]:
-        # The descriptor rides with the first bytes of the request.
-        head, ancillary, _, _ = sock.recvmsg(_LEN.size, socket.CMSG_SPACE(array.array("i").itemsize))
-        if not head:
-            return
         fds = array.array("i")
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
         try:
-            data = _exactly(sock, _LEN.size - len(head))
-            data = _exactly(sock, _LEN.unpack(head + data)[0])
+            data = _request(sock, fds)
+        except Exception:  # noqa: BLE001 - a framing error: out of step with the parent, so end
+            for fd in fds:
+                os.close(fd)
+            return
+        if data is None:
+            return  # the parent went
+        try:
             if not fds:
                 raise errors.CNIError(errors.INTERNAL, "ip6tables helper: no namespace came with the request")
             netns.setns_fd(fds[0])
@@ -185,8 +218,26 @@ def main() -> None:
             answer = {"error": [exc.code, exc.msg, exc.details]}
         except OSError as exc:
             answer = {"error": [errors.KERNEL, "ip6tables helper failed", str(exc)]}
+        except Exception as exc:  # noqa: BLE001 - python-iptables' own errors, a bug: an answer, not a traceback
+            answer = {"error": [errors.INTERNAL, "ip6tables helper failed", f"{type(exc).__name__}: {exc}"]}
         finally:
             for fd in fds:
                 os.close(fd)
         reply = json.dumps(answer).encode()
         sock.sendall(_LEN.pack(len(reply)) + reply)
+
+
+def _request(sock: socket.socket, fds: array.array) -> bytes | None:
+    """One request's bytes (None at end of file), the descriptors that came with it put in ``fds``;
+    an exception when the framing is broken."""
+    # The descriptor rides with the first bytes of the request.
+    head, ancillary, _, _ = sock.recvmsg(_LEN.size, socket.CMSG_SPACE(array.array("i").itemsize))
+    if not head:
+        return None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    length = _LEN.unpack(head + _exactly(sock, _LEN.size - len(head)))[0]
+    if length > _MAX:
+        raise ValueError(f"ip6tables helper: a {length}-byte request")
+    return _exactly(sock, length)

@@ -22,16 +22,42 @@ class PortMapping(NamedTuple):
     host_port: int
     container_port: int
     protocol: str = "tcp"
-    host_ip: str = ""  # "" = every address of the host
+    # "" = every address of the host, both families; 0.0.0.0 / "::" = every address of ONE family
+    # (Docker's and CNI portmap's -p 0.0.0.0:P:C is IPv4 only).
+    host_ip: str = ""
 
     def label(self) -> str:
         """A stable text form, used as the rule comment and in conflict messages."""
         return f"{self.protocol}/{self.host_ip or '*'}/{self.host_port}"
 
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """The IP versions the mapping is published on."""
+        return (4, 6) if not self.host_ip else (ipaddress.ip_address(self.host_ip).version,)
+
+    @property
+    def any_address(self) -> bool:
+        """True when no destination address is matched (every address of its versions)."""
+        return self.host_ip in ("", "0.0.0.0", "::")
+
+    @property
+    def loopback6(self) -> bool:
+        """True when the mapping covers [::1] (served by the proxy, never NAT'd)."""
+        return self.host_ip in ("", "::", "::1")
+
     def overlaps(self, other: "PortMapping") -> bool:
         """True when both would catch the same packets (same protocol and port, addresses intersecting)."""
         return (self.protocol == other.protocol and self.host_port == other.host_port
-                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip))
+                and _addresses_meet(self.host_ip, other.host_ip))
+
+
+def _addresses_meet(a: str, b: str) -> bool:
+    """True when host addresses ``a`` and ``b`` ("" = any, 0.0.0.0 / :: = any of a family) intersect."""
+    if not a or not b or a == b:
+        return True
+    if a in ("0.0.0.0", "::") or b in ("0.0.0.0", "::"):
+        return ipaddress.ip_address(a).version == ipaddress.ip_address(b).version
+    return False
 
 
 def network_hash(network: str) -> str:
@@ -66,11 +92,12 @@ class NetworkRules(NamedTuple):
     icc: bool = True  # containers on the bridge may talk to each other (Docker's enable_icc)
     subnets: list[str] = []  # noqa: RUF012 - the network's subnets (icc=false is matched on them)
     internal: bool = False  # nothing from the bridge is forwarded to any other interface (Docker's --internal)
+    chain_name: str = ""  # the chain, when read back from rules (the network's name is not in them)
 
     @property
     def chain(self) -> str:
         """The network's chain name."""
-        return f"NK-N-{network_hash(self.network)}"
+        return self.chain_name or f"NK-N-{network_hash(self.network)}"
 
 
 def group_chain(kind: str, network: str, container_id: str, ifname: str) -> str:
@@ -108,7 +135,7 @@ def parse_port_mappings(raw: object) -> list[PortMapping]:
                 parsed = ipaddress.ip_address(str(host_ip))
             except ValueError:
                 raise errors.CNIError(errors.INVALID_CONFIG, "invalid hostIP in port mapping", repr(item)[:200]) from None
-            host_ip = "" if parsed.is_unspecified else str(parsed)
+            host_ip = str(parsed)
         mapping = PortMapping(ports[0], ports[1], protocol, host_ip)
         for earlier in out:
             if mapping.overlaps(earlier):

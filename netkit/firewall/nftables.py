@@ -156,15 +156,12 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
     out = []
     by_version = {a.version: a for a in group.addresses}
     for m in group.mappings:
-        if m.host_ip == "::1":
-            continue  # served by the [::1] proxy alone (see below)
-        versions = [ipaddress.ip_address(m.host_ip).version] if m.host_ip else sorted(by_version)
-        for version in versions:
+        for version in m.versions:
             target = by_version.get(version)
             if target is None:
                 continue
             expr = [_nfproto(version)]
-            if m.host_ip:
+            if not m.any_address:
                 expr.append(_addr_match(version, "daddr", m.host_ip))
             elif version == 6:
                 # Never [::1]: the replies of a DNAT'd loopback connection come back to ::1 on the
@@ -172,9 +169,12 @@ def _dnat_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
                 # (plugins/proxy6.py).
                 expr.append(_addr_match(6, "daddr", "::1", "!="))
             expr += [_match({"meta": {"key": "l4proto"}}, m.protocol),
-                     _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port),
-                     {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}]
-            out.append(_rule(chain, expr, m.label()))
+                     _match({"payload": {"protocol": "th", "field": "dport"}}, m.host_port)]
+            # [::1] alone: the proxy serves it; a rule that changes nothing still carries the
+            # mapping's comment, so CHECK, GC and conflict detection see the port held.
+            verdict = {"return": None} if m.host_ip == "::1" else \
+                {"dnat": {"family": _proto(version), "addr": str(target.ip), "port": m.container_port}}
+            out.append(_rule(chain, expr + [verdict], m.label()))
     return out
 
 
@@ -406,4 +406,4 @@ class NftablesBackend:
     def forward_blockers(self, versions: frozenset[int] = frozenset((4, 6))) -> list[str]:
         """Base forward chains of other tables whose policy drops (Docker's, firewalld's), and the
         legacy iptables FORWARD when it drops by default (the kernel applies it beside nft)."""
-        return forward_blockers.nft() + forward_blockers.legacy(versions)
+        return forward_blockers.nft(versions) + forward_blockers.legacy(versions)

@@ -102,7 +102,7 @@ class PortIndex:
         """Indexed mappings that overlap ``m``, with their owner chains (possibly stale)."""
         d = self._port_dir(m)
         try:
-            names = os.listdir(d) if not m.host_ip else [n for n in (m.host_ip, _ANY) if os.path.exists(os.path.join(d, n))]
+            names = os.listdir(d)  # a port's few entries; overlaps() picks (0.0.0.0 meets 10.0.0.1)
         except FileNotFoundError:
             return []
         out = []

@@ -23,8 +23,8 @@ from netkit.cni.result import Result
 from netkit.firewall import groups
 from netkit.firewall.model import MASQ, Interface, NetworkRules
 from netkit.ipam import requester
-from netkit.net import forwarding, links, names, netns
-from netkit.plugins import publish
+from netkit.net import forwarding, links, names, netns, sysctl
+from netkit.plugins import proxy6, publish
 from netkit.rollback import Rollback
 
 DEFAULT_BRIDGE = "cni0"
@@ -91,13 +91,17 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
     if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str):
         raise errors.CNIError(errors.INVALID_CONFIG, "bridge needs an 'ipam' object with a 'type'")
     default_gw = flag(conf, "isDefaultGateway")
+    mtu = _int(conf, "mtu", 68, 65535)
+    if mtu is not None and mtu < 1280 and _ipv6_subnets(ipam):
+        raise errors.CNIError(errors.INVALID_CONFIG, f"mtu {mtu} is too small for IPv6 (at least 1280)",
+                              f"the network has IPv6 subnet {_ipv6_subnets(ipam)[0]}")
     return BridgeConfig(
         bridge=bridge,
         is_gateway=flag(conf, "isGateway") or default_gw,
         is_default_gateway=default_gw,
         force_address=flag(conf, "forceAddress"),
         ip_masq=flag(conf, "ipMasq"),
-        mtu=_int(conf, "mtu", 68, 65535),
+        mtu=mtu,
         hairpin=flag(conf, "hairpinMode"),
         promisc=flag(conf, "promiscMode"),
         vlan=_int(conf, "vlan", 1, 4094),
@@ -107,6 +111,15 @@ def parse_config(conf: dict[str, Any]) -> BridgeConfig:
         icc=flag(conf, "icc", True),
         internal=flag(conf, "internal"),
     )
+
+
+def _ipv6_subnets(ipam: dict[str, Any]) -> list[str]:
+    """The IPv6 subnets the IPAM config names (its ranges, or a single ``subnet``); unreadable
+    entries are left to the IPAM plugin to refuse."""
+    ranges = ipam.get("ranges") if isinstance(ipam.get("ranges"), list) else []
+    subnets = [r.get("subnet") for rs in ranges if isinstance(rs, list) for r in rs if isinstance(r, dict)]
+    subnets.append(ipam.get("subnet"))
+    return [s for s in subnets if isinstance(s, str) and ":" in s]
 
 
 def _requested_mac(req: Request) -> str | None:
@@ -146,6 +159,14 @@ def _ensure_gateway(nl: links.Socket, bridge_index: int, gw: ipaddress.IPv4Inter
     links.add_address(nl, bridge_index, gw, nodad=True)
 
 
+def _enable_ipv6(ifname: str, ipam_result: Result) -> None:
+    """Switch IPv6 on for ``ifname`` (in the current namespace) when the result has an IPv6 address:
+    a host with net.ipv6.conf.default.disable_ipv6=1 makes every new interface without it, and
+    adding an IPv6 address there fails."""
+    if any(":" in ip["address"] for ip in ipam_result.get("ips", [])):
+        sysctl.ensure(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+
+
 def _container_routes(cfg: BridgeConfig, ipam_result: Result) -> list[dict[str, str]]:
     routes = [dict(r) for r in ipam_result.get("routes", [])]
     if cfg.is_default_gateway:
@@ -164,6 +185,7 @@ def _configure_container(req: Request, ipam_result: Result, routes: list[dict[st
         link = links.lookup(nl, req.ifname)
         if link is None:
             raise errors.CNIError(errors.KERNEL, f"interface {req.ifname} missing in the container")
+        _enable_ipv6(req.ifname, ipam_result)
         for ip in ipam_result.get("ips", []):
             # NODAD (Docker's choice too): IPAM made the address unique, and a tentative address
             # would leave the container without IPv6 for its first second.
@@ -233,6 +255,8 @@ def add(req: Request) -> Result:
         for version in sorted({ipaddress.ip_interface(ip["address"]).version for ip in ipam_result["ips"]}):
             forwarding.enable(version)
         if cfg.is_gateway:
+            if any(gw.version == 6 for gw in _gateways(ipam_result)):
+                _enable_ipv6(cfg.bridge, ipam_result)
             for gw in _gateways(ipam_result):
                 _ensure_gateway(nl, bridge.index, gw, cfg.force_address)
             failpoints.hit("bridge.add.after-gateway")
@@ -315,6 +339,7 @@ def check(req: Request) -> None:
         dnat = publish.dnat_group(req, addresses)
         if cfg.publishes_ports and dnat.mappings:
             groups.check(fw, dnat)
+            proxy6.check(dnat)
 
 
 def gc(req: Request) -> None:

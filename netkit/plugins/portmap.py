@@ -11,7 +11,7 @@ from netkit import errors, failpoints
 from netkit.cni.request import Request
 from netkit.cni.result import Result
 from netkit.firewall import groups
-from netkit.plugins import chained, publish
+from netkit.plugins import chained, proxy6, publish
 from netkit.rollback import Rollback
 
 
@@ -47,6 +47,7 @@ def check(req: Request) -> None:
     group = publish.dnat_group(req, publish.container_addresses(prev))
     if group.mappings:
         groups.check(publish.backend(req), group)
+        proxy6.check(group)
 
 
 def gc(req: Request) -> None:

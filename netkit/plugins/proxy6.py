@@ -39,12 +39,43 @@ def _record(chain: str, key: str = "") -> str:
     return os.path.join(DIR, f"{key or ports.namespace_key()}-{chain}")
 
 
+def _proxied(group: RuleGroup) -> list[list]:
+    """[host port, container port, protocol, label] of the mappings the proxy serves (those covering
+    [::1], of an attachment with an IPv6 address)."""
+    if not any(a.version == 6 for a in group.addresses):
+        return []
+    return [[m.host_port, m.container_port, m.protocol, m.label()] for m in group.mappings
+            if m.loopback6 and m.protocol in ("tcp", "udp")]
+
+
+def _recorded(chain: str, key: str = "") -> tuple[int, str] | None:
+    """The (pid, start time) the attachment's proxy record says; None without a readable one."""
+    try:
+        with open(_record(chain, key), encoding="ascii") as f:
+            pid_text, start_time = f.read().split()
+        return int(pid_text), start_time
+    except (OSError, ValueError):
+        return None
+
+
+def alive(chain: str, key: str = "") -> bool:
+    """True when the attachment's proxy runs (its recorded process, not a reused PID)."""
+    recorded = _recorded(chain, key)
+    return recorded is not None and procinfo.start_time(recorded[0]) == recorded[1]
+
+
+def check(group: RuleGroup) -> None:
+    """CHECK: fail when the group's [::1] mappings have no proxy running."""
+    if _proxied(group) and not alive(group.chain):
+        raise errors.CNIError(errors.CHECK_FAILED, "the [::1] proxy of the published ports is not running",
+                              f"record {_record(group.chain)}")
+
+
 def start(group: RuleGroup, watch: str | None) -> None:
     """Proxy the group's mappings that cover [::1] to its IPv6 address (nothing without one);
     ``watch``: the host-side interface whose removal ends the proxy."""
     target = next((a for a in group.addresses if a.version == 6), None)
-    mappings = [[m.host_port, m.container_port, m.protocol, m.label()] for m in group.mappings
-                if m.host_ip in ("", "::1") and m.protocol in ("tcp", "udp")]
+    mappings = _proxied(group)
     if target is None or not mappings:
         return
     # Here, not at the top: every DEL imports this module (stop), few ADDs start a proxy.
@@ -78,12 +109,10 @@ def start(group: RuleGroup, watch: str | None) -> None:
 def stop(chain: str, key: str = "") -> None:
     """Stop the attachment's proxy (the recorded process only, never a reused PID); none is fine."""
     path = _record(chain, key)
-    try:
-        with open(path, encoding="ascii") as f:
-            pid_text, start_time = f.read().split()
-        pid = int(pid_text)
-    except (OSError, ValueError):
+    recorded = _recorded(chain, key)
+    if recorded is None:
         return
+    pid, start_time = recorded
     if procinfo.start_time(pid) == start_time:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

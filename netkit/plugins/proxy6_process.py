@@ -9,6 +9,7 @@ group), taking its record with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import selectors
@@ -23,6 +24,9 @@ from typing import Any
 from netkit import fileio, procinfo
 
 UDP_IDLE = 60.0  # seconds a UDP client's upstream socket lives without traffic
+MAX_UDP_CLIENTS = 1024  # upstream sockets kept at most (the least recently used goes for a new one)
+MAX_TCP = 1024  # connections relayed at once (each: two threads, two descriptors); more are refused
+PAUSE = 0.5  # seconds a listener rests after accept() found no descriptor left (no busy loop)
 _RTMGRP_LINK, _RTM_DELLINK = 1, 17
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
@@ -37,9 +41,12 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-def _relay(client: socket.socket, target: tuple[str, int]) -> None:
-    """One TCP connection: to the container, both directions, then both sockets closed."""
-    with client:
+def _relay(client: socket.socket, target: tuple[str, int], slots: threading.BoundedSemaphore) -> None:
+    """One TCP connection: to the container, both directions, then both sockets closed and its
+    slot given back."""
+    with contextlib.ExitStack() as stack:
+        stack.callback(slots.release)
+        stack.enter_context(client)
         try:
             upstream = socket.create_connection(target, timeout=10)
         except OSError:
@@ -80,7 +87,10 @@ def _listeners(cfg: dict[str, Any], failed: list[str]) -> list[tuple[socket.sock
     for host_port, container_port, protocol, label in cfg["mappings"]:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if protocol == "tcp":
+                # TCP only (a port in TIME_WAIT after a re-ADD); for UDP it would let another
+                # socket bind the same port and take its datagrams.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("::1", host_port))
             if protocol == "tcp":
                 sock.listen(128)
@@ -92,14 +102,33 @@ def _listeners(cfg: dict[str, Any], failed: list[str]) -> list[tuple[socket.sock
     return out
 
 
+def _udp_upstream(target: tuple[str, int]) -> socket.socket:
+    """A UDP socket connected to the container's port for one client."""
+    upstream = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        upstream.connect(target)
+    except OSError:
+        upstream.close()
+        raise
+    return upstream
+
+
 def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[tuple[socket.socket, str, int]]) -> None:
     sel = selectors.DefaultSelector()
     sel.register(nl, selectors.EVENT_READ, ("netlink",))
     for sock, protocol, port in listeners:
         sel.register(sock, selectors.EVENT_READ, (protocol, port))
     clients: dict[tuple[socket.socket, Any], tuple[socket.socket, float]] = {}  # UDP: (listener, client) -> upstream
+    slots = threading.BoundedSemaphore(MAX_TCP)
+    paused: dict[socket.socket, tuple[float, Any]] = {}  # TCP listeners resting: -> (until, their data)
     while True:
-        for key, _ in sel.select(timeout=UDP_IDLE / 2):
+        now = time.monotonic()
+        for sock, (until, data) in list(paused.items()):
+            if until <= now:
+                del paused[sock]
+                sel.register(sock, selectors.EVENT_READ, data)
+        wait = min([UDP_IDLE / 2] + [until - now for until, _ in paused.values()])
+        for key, _ in sel.select(timeout=max(wait, 0)):
             kind = key.data[0]
             if kind == "netlink":
                 if _link_gone(nl, watch):
@@ -107,9 +136,21 @@ def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[t
             elif kind == "tcp":
                 try:
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
-                except OSError:  # the client gave up meanwhile (ECONNABORTED), or no fd left: serve on
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        # The connection stays queued and the socket readable: rest rather than spin.
+                        sel.unregister(key.fileobj)
+                        paused[key.fileobj] = (time.monotonic() + PAUSE, key.data)  # type: ignore[index]
+                    continue  # else the client gave up meanwhile (ECONNABORTED): serve on
+                if not slots.acquire(blocking=False):
+                    conn.close()  # at the cap: refused, the others served on
                     continue
-                threading.Thread(target=_relay, args=(conn, (cfg["target"], key.data[1])), daemon=True).start()
+                try:
+                    threading.Thread(target=_relay, args=(conn, (cfg["target"], key.data[1]), slots),
+                                     daemon=True).start()
+                except RuntimeError:  # no thread could be started
+                    conn.close()
+                    slots.release()
             elif kind == "udp":
                 listener = key.fileobj
                 try:
@@ -118,8 +159,14 @@ def _serve(cfg: dict[str, Any], nl: socket.socket, watch: int, listeners: list[t
                     continue
                 entry = clients.get((listener, client))  # type: ignore[arg-type]
                 if entry is None:
-                    upstream = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-                    upstream.connect((cfg["target"], key.data[1]))
+                    if len(clients) >= MAX_UDP_CLIENTS:
+                        oldest = min(clients, key=lambda pair: clients[pair][1])
+                        sel.unregister(clients[oldest][0])
+                        clients.pop(oldest)[0].close()
+                    try:
+                        upstream = _udp_upstream((cfg["target"], key.data[1]))
+                    except OSError:  # no descriptor left, no route: this datagram is lost, as on a wire
+                        continue
                     sel.register(upstream, selectors.EVENT_READ, ("reply", listener, client))
                     entry = (upstream, 0.0)
                 clients[(listener, client)] = (entry[0], time.monotonic())  # type: ignore[index]

@@ -76,6 +76,7 @@ def publish(fw: Backend, group: RuleGroup, bridge: str | None, veth: str | None 
     the container's link) goes."""
     if not group.mappings:
         return
+    refuse_other_family(group)
     if group.snat and bridge and any(a.version == 4 for a in group.addresses):
         # Packets from 127.0.0.1 may then be routed out of the bridge (then masqueraded), as the
         # reference portmap does; only on this bridge, never on 'all'.
@@ -83,6 +84,18 @@ def publish(fw: Backend, group: RuleGroup, bridge: str | None, veth: str | None 
     groups.apply(fw, group)
     flush_udp(group)
     proxy6.start(group, veth)
+
+
+def refuse_other_family(group: RuleGroup) -> None:
+    """Fail for a mapping on a host address of a family the attachment has no address of (``[::1]``
+    on an IPv4-only network): it would publish nothing, silently."""
+    have = {a.version for a in group.addresses}
+    for m in group.mappings:
+        missing = [v for v in m.versions if v not in have]
+        if m.host_ip and missing:
+            raise errors.CNIError(errors.INVALID_CONFIG, f"cannot publish {m.label()}: the attachment has no "
+                                  f"IPv{missing[0]} address", "use a host address of the network's family, "
+                                  "or a network with an IPv6 subnet")
 
 
 def flush_udp(group: RuleGroup) -> None:

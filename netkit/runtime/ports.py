@@ -46,6 +46,18 @@ def parse(spec: str) -> list[dict[str, Any]]:
             for h, c in zip(hosts, containers)]
 
 
+def check_families(mappings: list[dict[str, Any]], subnets: list[str], network: str) -> None:
+    """Refuse a host address of a family ``network`` (its ``subnets``) has no subnet of: ``-p [::1]:8080:80``
+    on an IPv4-only network would publish nothing (the plugin refuses it too, later)."""
+    have = {ipaddress.ip_network(s, strict=False).version for s in subnets}
+    for m in mappings:
+        if m["hostIP"] and ipaddress.ip_address(m["hostIP"]).version not in have:
+            version = ipaddress.ip_address(m["hostIP"]).version
+            raise ContainerError(f"cannot publish on {describe(m).split(' -> ')[1]}: network {network} has no "
+                                 f"IPv{version} subnet", "create the network with --ipv6, or publish on an "
+                                 f"IPv{({4, 6} - {version}).pop()} address")
+
+
 def choose_free(mappings: list[dict[str, Any]], taken: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """Give each ``hostPort: 0`` a free ephemeral port (the kernel's choice, as Docker's -p 80)."""
     out = []

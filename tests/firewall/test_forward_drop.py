@@ -177,3 +177,25 @@ def test_legacy_ip6tables_forward_drop_over_ipv6(fw_box: Sandbox, servers: list)
                                                              capabilities={"portMappings": True},
                                                              runtimeConfig={"portMappings": MAPPINGS}), box.container())
         assert rc == 0, out
+
+
+def test_an_nft_drop_chain_counts_for_the_families_it_sees(fw_box: Sandbox, servers: list) -> None:
+    # An ip6 table's forward drop never sees IPv4: an IPv4-only attachment is published; an inet one
+    # sees both families and refuses it.
+    box = fw_box
+    x = box.machine([HOST], MACHINE)
+    a, b = box.container(), box.container()
+    box.host.run("nft", "add", "table", "ip6", "filter6", check=True)
+    box.host.run("nft", "add", "chain", "ip6", "filter6", "FORWARD",
+                 "{ type filter hook forward priority 0; policy drop; }", check=True)
+    _attach(box, a, [{"hostPort": 8080, "containerPort": 80}])
+    servers.append(a.serve("A", 80))
+    assert x.ask("tcp", HOST, 8080) == f"A {MACHINE}"
+    box.host.run("nft", "add", "table", "inet", "both", check=True)
+    box.host.run("nft", "add", "chain", "inet", "both", "FORWARD",
+                 "{ type filter hook forward priority 0; policy drop; }", check=True)
+    rc, prev = box.call("netkit-bridge", "ADD", bridge_conf(box), b)
+    assert rc == 0, prev
+    rc, out = box.call("netkit-portmap", "ADD", _portmap_conf([{"hostPort": 9090, "containerPort": 80}], prev), b)
+    assert rc == 1 and out["code"] == 108 and "inet both FORWARD" in out["details"], out
+    assert "ip6 filter6" not in out["details"], out

@@ -513,3 +513,45 @@ def test_forwarded_client_passes_a_drop_policy(host: Namespace, container_server
     # Without netkit's accepts the DROP policy stops it: the rules really were what let it through.
     host.run("iptables-legacy", "-F", "NETKIT-FORWARD", check=True)
     assert client.unanswered("tcp", HOST_UPLINK, 18080, control=through)  # control: the same port, before
+
+
+# --- the IPv6 helper process ---------------------------------------------------------------------------
+
+
+def test_ip6tables_helper_errors_are_answers_not_tracebacks(host: Namespace) -> None:
+    from netkit.firewall import iptables6
+
+    with pytest.raises(errors.CNIError) as info:
+        call(host, iptables6.call, "sync_networks", [{"no such field": 1}])
+    assert info.value.code == errors.INTERNAL and "TypeError" in info.value.details
+    assert call(host, iptables6.call, "chains") == []  # the same helper serves on
+
+
+def test_ip6tables_helper_exits_on_a_framing_error() -> None:
+    import json
+    import socket
+
+    from netkit.firewall import iptables6
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", iptables6._BOOT, json.dumps([p for p in sys.path if p])],
+                            pass_fds=(theirs.fileno(),), stderr=subprocess.PIPE,
+                            env={**os.environ, "NETKIT_IP6_FD": str(theirs.fileno())})
+    theirs.close()
+    with ours:
+        ours.settimeout(60)  # only stops a hung test
+        ours.sendall(iptables6._LEN.pack(1 << 30))  # a length no request has: out of step
+        assert ours.recv(1) == b""  # it closed its end without answering
+    assert proc.wait() == 0 and proc.stderr is not None and proc.stderr.read() == b""
+
+
+def test_a_hung_ip6tables_helper_is_killed(host: Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netkit.firewall import iptables6
+
+    monkeypatch.setattr(iptables6, "TIMEOUT_S", 1)
+    monkeypatch.setattr(iptables6, "_BOOT", "import time; time.sleep(3600)")
+    iptables6._reset()
+    with pytest.raises(errors.CNIError) as info:
+        call(host, iptables6.call, "chains")
+    assert info.value.code == errors.KERNEL and "no answer" in info.value.details
+    assert iptables6._helper is None  # killed and reaped: the next call starts a new one

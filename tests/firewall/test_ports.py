@@ -73,3 +73,14 @@ def test_temp_files_of_a_killed_writer_are_swept_by_the_next_change(fw_box: Sand
     assert index.strays() == ["*.tmp.999999.999999"]
     assert fw_box.call("netkit-bridge", "DEL", conf, a) == (0, None)
     assert index.strays() == [] and index.entries() == []
+
+
+def test_unspecified_addresses_are_one_family_each() -> None:
+    from netkit.firewall.model import PortMapping, parse_port_mappings
+
+    any4, any6, both = (PortMapping(80, 80, "tcp", ip) for ip in ("0.0.0.0", "::", ""))
+    assert not any4.overlaps(any6) and both.overlaps(any4) and both.overlaps(any6)
+    assert any4.overlaps(PortMapping(80, 80, "tcp", "10.0.0.1")) and not any4.overlaps(PortMapping(80, 80, "tcp", "::1"))
+    assert any6.overlaps(PortMapping(80, 80, "tcp", "::1")) and any6.loopback6 and not any4.loopback6
+    assert (any4.versions, any6.versions, both.versions) == ((4,), (6,), (4, 6))
+    assert [m.host_ip for m in parse_port_mappings([{"hostPort": 1, "containerPort": 1, "hostIP": "0.0.0.0"}])] == ["0.0.0.0"]

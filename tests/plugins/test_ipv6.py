@@ -242,3 +242,129 @@ def test_a_loopback_port_held_by_the_host(fw_box: Sandbox, servers: list) -> Non
     rc, out = box.call("netkit-bridge", "ADD", conf, b)
     assert rc == 1 and out["code"] == 107 and "tcp/::1/7071" in out["msg"], out
     assert _proxy_pid(box, b) is None and b.links() == ["lo"]
+
+
+def test_an_unspecified_host_address_publishes_on_its_family_alone(fw_box: Sandbox, servers: list) -> None:
+    # Docker's and CNI portmap's rule: -p 0.0.0.0:P:C is IPv4 only, -p [::]:P:C IPv6 only ([::1] included).
+    box = fw_box
+    x = machine6(box)
+    a, b, c = box.container(), box.container(), box.container()
+    attach(box, a, dual_conf(box), [{"hostPort": 8082, "containerPort": 80, "hostIP": "0.0.0.0"},
+                                    {"hostPort": 8083, "containerPort": 80, "hostIP": "::"}])
+    servers.append(a.serve("A", 80))
+    v4 = x.ask("tcp", "10.30.0.1", 8082)
+    assert v4 == "A 10.30.0.2"
+    assert x.unanswered("tcp", HOST6, 8082, control=v4)
+    assert box.host.unanswered("tcp", "::1", 8082, control=lambda: box.host.ask("tcp", "127.0.0.1", 8082))
+    v6_ = x.ask("tcp", HOST6, 8083)
+    assert v6_ == f"A {MACHINE6}"
+    assert x.unanswered("tcp", "10.30.0.1", 8083, control=v6_)
+    assert (box.host.ask("tcp", "::1", 8083) or "").startswith("A ")
+    # One family each: 0.0.0.0 and [::] on one port do not clash; every address clashes with both.
+    attach(box, b, dual_conf(box), [{"hostPort": 8083, "containerPort": 80, "hostIP": "0.0.0.0"}])
+    rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": [
+        {"hostPort": 8083, "containerPort": 80}]}), c)
+    assert rc == 1 and out["code"] == 107, out
+
+
+def test_an_ipv6_host_address_on_an_ipv4_only_attachment_is_refused(fw_box: Sandbox) -> None:
+    box = fw_box
+    c = box.container()
+    for host_ip in ("::1", HOST6, "::"):
+        conf = dict(bridge_conf(box, capabilities={"portMappings": True}),
+                    runtimeConfig={"portMappings": [{"hostPort": 9092, "containerPort": 80, "hostIP": host_ip}]})
+        rc, out = box.call("netkit-bridge", "ADD", conf, c)
+        assert rc == 1 and out["code"] == 7 and "no IPv6 address" in out["msg"], out
+        assert c.links() == ["lo"] and _proxy_pid(box, c) is None
+
+
+@pytest.mark.parametrize("kind", ["isolate", "internal"])
+def test_an_ipv4_only_network_stays_closed_over_ipv6(fw_box: Sandbox, servers: list, kind: str) -> None:
+    # A dual-stack ADD turns IPv6 forwarding on; a container of an IPv4-only network can then give
+    # itself an IPv6 address and route through its bridge: its isolation must hold over IPv6 too.
+    box = fw_box
+    a, b = box.container(), box.container()
+    v4net = bridge_conf(box, name="v4net", bridge="nkbr1", subnet="10.21.0.0/24", internal=kind == "internal")
+    rc, out = box.call("netkit-bridge", "ADD", v4net, a)
+    assert rc == 0, out
+    res_b = attach(box, b, dual_conf(box, isolate=False))
+    # The container's own IPv6 (the host's address on the bridge only gives the replies a way back).
+    box.host.run("ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "nkbr1", "nodad", check=True)
+    a.run("ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad", check=True)
+    a.run("ip", "-6", "route", "add", "default", "via", "fd00:99::1", check=True)
+    servers.append(b.serve("B", 80))
+    control = a.ping("fd00:99::1")
+    assert control is not None and (box.host.ask("tcp", v6(res_b), 80) or "").startswith("B ")
+    assert a.unanswered("tcp", v6(res_b), 80, control=control)
+
+
+def test_ipv6_is_switched_on_where_the_host_disables_it_by_default(fw_box: Sandbox) -> None:
+    # net.ipv6.conf.default.disable_ipv6=1: every new interface (bridge, veth ends) comes without IPv6.
+    box = fw_box
+    a, b = box.container(), box.container()
+    for ns in (box.host, a, b):
+        ns.run("sysctl", "-w", "net.ipv6.conf.default.disable_ipv6=1", check=True)
+    res_a = attach(box, a, dual_conf(box))
+    res_b = attach(box, b, dual_conf(box))
+    for ns, dev in ((a, "eth0"), (box.host, "nkbr0")):
+        assert ns.run("sysctl", "-n", f"net.ipv6.conf.{dev}.disable_ipv6").stdout.strip() == "0"
+    assert a.ping(v6(res_b)) is not None and a.ping("fd00:20::1") is not None
+    assert [ip["address"] for ip in res_a["ips"]] == ["10.20.0.2/24", "fd00:20::2/64"]
+
+
+def test_a_loopback_only_mapping_holds_its_port(fw_box: Sandbox, servers: list) -> None:
+    # No NAT serves [::1] (the proxy does), yet the mapping's rule is there: CHECK sees it, and a
+    # clashing mapping on every address is refused instead of finding it stale.
+    box = fw_box
+    a, b = box.container(), box.container()
+    loop = [{"hostPort": 8090, "containerPort": 80, "hostIP": "::1"}]
+    res_a = attach(box, a, dual_conf(box), loop)
+    servers.append(a.serve("A", 80))
+    assert (box.host.ask("tcp", "::1", 8090) or "").startswith("A ")
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": loop}, prevResult=res_a)
+    assert box.call("netkit-bridge", "CHECK", conf, a) == (0, None)
+    rc, out = box.call("netkit-bridge", "ADD", dict(dual_conf(box), runtimeConfig={"portMappings": [
+        {"hostPort": 8090, "containerPort": 80}]}), b)
+    assert rc == 1 and out["code"] == 107 and "tcp/::1/8090" in out["details"], out
+
+
+def test_an_mtu_below_ipv6s_minimum_is_refused_on_a_dual_stack_network(box: Sandbox) -> None:
+    c = box.container()
+    rc, out = box.call("netkit-bridge", "ADD", dual_conf(box, mtu=1200), c)
+    assert rc == 1 and out["code"] == 7 and "at least 1280" in out["msg"], out
+    assert c.links() == ["lo"]
+    rc, out = box.call("netkit-bridge", "ADD", bridge_conf(box, mtu=1200), c)  # IPv4 alone: fine
+    assert rc == 0, out
+
+
+def test_check_fails_when_the_loopback_proxy_is_gone(fw_box: Sandbox) -> None:
+    box = fw_box
+    a = box.container()
+    res = attach(box, a, dual_conf(box), WEB)
+    conf = dict(dual_conf(box), runtimeConfig={"portMappings": WEB}, prevResult=res)
+    assert box.call("netkit-bridge", "CHECK", conf, a) == (0, None)
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    os.kill(pid, 9)  # SIGKILL: it cannot take its record with it
+    assert _gone(pid)
+    rc, out = box.call("netkit-bridge", "CHECK", conf, a)
+    assert rc == 1 and out["code"] == 106 and "proxy" in out["msg"], out  # CHECK_FAILED
+    assert box.call("netkit-bridge", "DEL", conf, a) == (0, None)  # takes the stale record too
+
+
+def test_the_loopback_proxy_survives_running_out_of_descriptors(fw_box: Sandbox, servers: list) -> None:
+    # A new UDP client needs a socket of its own: without a descriptor left that datagram is lost,
+    # the proxy (and every other client) lives on.
+    box = fw_box
+    a = box.container()
+    attach(box, a, dual_conf(box), [{"hostPort": 8095, "containerPort": 80, "protocol": "udp"}])
+    servers.append(a.serve("A", 80))
+    pid = _proxy_pid(box, a)
+    assert pid is not None
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    soft = box.host.run("prlimit", f"--pid={pid}", "--nofile", "-o", "SOFT", "--noheadings", check=True).stdout.strip()
+    box.host.run("prlimit", f"--pid={pid}", f"--nofile={used}:", check=True)  # the soft limit
+    assert box.host.ask("udp", "::1", 8095, tries=1) is None
+    assert _proxy_pid(box, a) == pid
+    box.host.run("prlimit", f"--pid={pid}", f"--nofile={soft}:", check=True)
+    assert (box.host.ask("udp", "::1", 8095) or "").startswith("A ")

@@ -111,3 +111,15 @@ def test_dual_stack_containers_talk_go_out_and_publish_over_ipv6(rt6: Runtime) -
     assert rt.box.group_chains() == []
     key = ports.namespace_key(rt.box.host.path)
     assert [n for n in os.listdir(proxy6.DIR) if n.startswith(f"{key}-")] == []  # the [::1] proxy went with rm
+
+
+def test_a_host_address_of_a_family_the_network_lacks_is_refused_early() -> None:
+    from netkit.runtime import ports as publish_ports
+    from netkit.runtime.state import ContainerError
+
+    v4only, dual = ["10.88.0.0/16"], ["10.88.0.0/16", "fd00:88::/64"]
+    for spec in ("[::1]:8080:80", "[fd00:30::1]:8080:80", "[::]:8080:80"):
+        with pytest.raises(ContainerError, match="network web has no IPv6 subnet"):
+            publish_ports.check_families(publish_ports.parse(spec), v4only, "web")
+        publish_ports.check_families(publish_ports.parse(spec), dual, "web")
+    publish_ports.check_families(publish_ports.parse("0.0.0.0:8080:80") + publish_ports.parse("8081:80"), v4only, "web")
