@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import HarnessError
 from netkit.firewall import ports
+from netkit.plugins import proxy6
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -108,6 +109,8 @@ class Namespaces:
                 keys[n] = ports.namespace_key(f"/run/netns/{n}")
             except OSError:
                 pass
+        for key in keys.values():
+            proxy6.forget_namespace(key)  # its [::1] proxies would keep the namespace alive
         err = _batch("del", list(names))
         have = netns_names()
         for n, key in keys.items():

@@ -23,6 +23,7 @@ from harness.hostns import Netns, ip, netns_names, wire  # noqa: F401 - ip: the 
 
 from netkit.launch import invoker
 from netkit.firewall import ports
+from netkit.plugins import proxy6
 from netkit.net import netns
 from tests import machine, reach
 
@@ -222,7 +223,9 @@ def sandbox(bin_dir: str, data_dir: str, agent_socket: str = "") -> Iterator[San
         yield box
     finally:
         with contextlib.suppress(OSError):
-            ports.forget_namespace(ports.namespace_key(host.path))  # the port index of its published ports
+            key = ports.namespace_key(host.path)
+            proxy6.forget_namespace(key)  # its [::1] proxies, which would keep it alive
+            ports.forget_namespace(key)  # the port index of its published ports
         for ns in [*box.containers, host]:
             ip("netns", "del", ns.name, check=False)
 

@@ -17,9 +17,11 @@ import time
 from typing import Any, Callable
 
 from netkit import errors, fileio, paths
+from netkit.firewall import ports as port_index
 from netkit.lab import fabric
 from netkit.lab.scenario import Scenario, ScenarioError
 from netkit.net import netns
+from netkit.plugins import proxy6
 from netkit.runtime import containers, ports, state
 from netkit.runtime.root import Root
 
@@ -160,6 +162,8 @@ class LocalLab:
                 continue
             if netns.exists(path):
                 ids.add((st.st_dev, st.st_ino))
+                # Its [::1] proxies' records (in the machine's /run) would outlive the SIGKILL below.
+                proxy6.forget_namespace(port_index.namespace_key(path))
         # Containers, their supervisors and exec sessions all live in one of the lab's namespaces;
         # once none is left the kernel frees each namespace with every veth, bridge and rule in it.
         deadline = time.monotonic() + 10

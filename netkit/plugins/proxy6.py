@@ -140,3 +140,16 @@ def gc(network: str, valid: set[tuple[str, str]]) -> None:
         chain = name[len(key) + 1:]
         if name.startswith(prefix) and chain not in keep:
             stop(chain, key)
+
+
+def forget_namespace(key: str) -> None:
+    """Stop every proxy of the namespace whose key is ``key`` and drop its records: the namespace is
+    being deleted (a proxy in it would keep it alive, and a record of a proxy killed with it would
+    outlive both), as firewall.ports.forget_namespace does for its port index."""
+    try:
+        names = os.listdir(DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f"{key}-"):
+            stop(name[len(key) + 1:], key)

@@ -180,6 +180,8 @@ def _create(root: Root, opts: RunOptions) -> Container:
                     # Docker's rule: nothing enters an internal network from outside, so nothing is published.
                     raise ContainerError(f"cannot publish ports on internal network {ep.network}",
                                          "drop -p, or use a network created without --internal")
+                if mappings and ep is eps[0]:
+                    ports.check_families(mappings, [r["subnet"] for r in networks.ranges(conf)], ep.network)
         mappings = ports.choose_free(mappings, _published(records))
         ctr = _record(root, opts, cid, name, env, kind, eps, owner, mappings)
         with Rollback() as undo:

@@ -123,12 +123,13 @@ def _mtu(value: str) -> int:
 def _subnets_in_use(root: Root) -> list[Subnet]:
     out = []
     for conf in _user_conflists(root).values():
-        for rng in _ranges(conf):
+        for rng in ranges(conf):
             out.append(ipaddress.ip_network(rng["subnet"], strict=False))
     return out
 
 
-def _ranges(conf: dict[str, Any]) -> list[dict[str, Any]]:
+def ranges(conf: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every IPAM range of a network's conflist (one per family of a dual-stack network)."""
     ipam = conf["plugins"][0].get("ipam", {})
     return [r for s in ipam.get("ranges", []) for r in s]
 
@@ -292,7 +293,7 @@ def shared_with_others(root: Root, conf: dict[str, Any]) -> bool:
 
 def listing(root: Root) -> list[Network]:
     """Every network of the root, the mode ones included."""
-    out = [Network(n, "bridge", c["plugins"][0].get("bridge", ""), ",".join(r["subnet"] for r in _ranges(c)))
+    out = [Network(n, "bridge", c["plugins"][0].get("bridge", ""), ",".join(r["subnet"] for r in ranges(c)))
            for n, c in _user_conflists(root).items()]
     out += [Network(m, m) for m in MODES]
     return out

@@ -123,3 +123,11 @@ def test_a_host_address_of_a_family_the_network_lacks_is_refused_early() -> None
             publish_ports.check_families(publish_ports.parse(spec), v4only, "web")
         publish_ports.check_families(publish_ports.parse(spec), dual, "web")
     publish_ports.check_families(publish_ports.parse("0.0.0.0:8080:80") + publish_ports.parse("8081:80"), v4only, "web")
+
+
+def test_publishing_on_an_address_of_a_family_the_network_lacks_is_refused_before_anything_is_made(
+        rt: Runtime) -> None:
+    proc = rt("run", "-d", "--name", "v4only", "-p", "[::1]:8093:80", "--", "sleep", "300", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "network bridge has no IPv6 subnet" in proc.stderr
+    assert "v4only" not in rt("ps", "-a").stdout
