@@ -90,14 +90,14 @@ def _parse_action(src: str) -> _Action:
 
 
 def _pipeline(toks: list[tuple[str, str]], pos: int, src: str) -> tuple[list[list[Any]], int]:
-    commands: list[list[Any]] = [[]]
+    stages: list[list[Any]] = [[]]
     while pos < len(toks):
         kind, text = toks[pos]
         if text == ")":
             break
         pos += 1
         if text == "|":
-            commands.append([])
+            stages.append([])
         elif text == "(":
             inner, pos = _pipeline(toks, pos, src)
             if pos >= len(toks) or toks[pos][1] != ")":
@@ -107,28 +107,28 @@ def _pipeline(toks: list[tuple[str, str]], pos: int, src: str) -> tuple[list[lis
             if pos < len(toks) and toks[pos][0] == "field" and toks[pos][1] != ".":
                 names = toks[pos][1].split(".")[1:]
                 pos += 1
-            commands[-1].append(_Field(inner, names))
+            stages[-1].append(_Field(inner, names))
         elif kind == "str":
-            commands[-1].append(json.loads(text) if text[0] == '"' else text[1:-1])
+            stages[-1].append(json.loads(text) if text[0] == '"' else text[1:-1])
         elif kind == "num":
-            commands[-1].append(float(text) if "." in text else int(text))
+            stages[-1].append(float(text) if "." in text else int(text))
         elif kind == "field":
-            commands[-1].append(_Field(None, [n for n in text.split(".") if n]))
+            stages[-1].append(_Field(None, [n for n in text.split(".") if n]))
         elif kind == "var":
             name, *names = text.split(".")
-            commands[-1].append(_Field(name, names))
+            stages[-1].append(_Field(name, names))
         elif kind == "ident":
             if text in ("true", "false", "nil"):
-                commands[-1].append({"true": True, "false": False, "nil": None}[text])
+                stages[-1].append({"true": True, "false": False, "nil": None}[text])
             elif text in _FUNCS:
-                commands[-1].append(_Func(text))
+                stages[-1].append(_Func(text))
             else:
                 raise TemplateError(f'function "{text}" is not supported', f"supported: {', '.join(sorted(_FUNCS))}")
         else:
             raise TemplateError(f"unexpected {text!r} in {{{{{src}}}}}")
-    if any(not c for c in commands):
+    if any(not c for c in stages):
         raise TemplateError(f"empty command in {{{{{src}}}}}")
-    return commands, pos
+    return stages, pos
 
 
 def parse(fmt: str) -> list[Any]:

@@ -75,13 +75,24 @@ def test_init_through_the_runtime_server_and_without_it(ways: tuple[Via, Via]) -
         rt("rm", "bg")
 
 
+ORPHAN = """
+import os
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "0.3"])
+    os._exit(0)
+os.wait()
+os.execvp("sleep", ["sleep", "300"])
+"""
+
+
 def test_init_reaps_orphans_and_exits_with_the_commands_status(rt: Runtime) -> None:
-    assert rt("run", "--rm", "--init", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    assert rt("run", "--rm", "--init", "--", sys.executable, "-c", "raise SystemExit(7)", check=False).returncode == 7
     proc = rt("run", "--rm", "--init", "--", "no-such-command", check=False)
     assert proc.returncode != 0 and "executable file not found" in proc.stderr
-    # The inner shell leaves a short sleep behind and ends: the orphan is reparented to PID 1.  The
-    # outer shell then becomes `sleep 300`, which never waits for children.
-    orphan = ["sh", "-c", "sh -c 'sleep 0.3 &'; exec sleep 300"]
+    # A child leaves a short sleep behind and ends: the orphan is reparented to PID 1.  The command
+    # then becomes `sleep 300`, which never waits for children.
+    orphan = [sys.executable, "-c", ORPHAN]
     rt("run", "-d", "--init", "--name", "reaper", "--", *orphan)
     rt("run", "-d", "--name", "noinit", "--", *orphan)
     # Without an init the orphan ends as a zombie, kept for good ...
