@@ -41,6 +41,16 @@ CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<n
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
 
+def cgroup_parents() -> list[str]:
+    """ctr's cgroup parent /<namespace> in every hierarchy: one on cgroup v2; on v1 (and hybrid) one per
+    mounted hierarchy, where runc makes it for each controller (symlinked aliases such as cpu -> cpu,cpuacct
+    counted once)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return [CGROUP]
+    return sorted(f"{d}/{NAMESPACE}" for d in glob.glob("/sys/fs/cgroup/*")
+                  if os.path.isdir(d) and not os.path.islink(d))
+
+
 def missing_packages() -> list[str]:
     """What of containerd, ctr, runc and busybox-static is not installed."""
     missing = [p for p in ("containerd", "ctr", "runc") if shutil.which(p, path=CLEAN_PATH) is None]
@@ -114,7 +124,7 @@ class Containerd:
 
     def start(self) -> None:
         """The private mount namespace with the CNI paths, containerd in it, the image imported."""
-        self.before = {p: os.path.lexists(p) for p in (*ROOT_PATHS, CGROUP)}
+        self.before = {p: os.path.lexists(p) for p in (*ROOT_PATHS, *cgroup_parents())}
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         mnt = f"/proc/{self.holder.pid}/ns/mnt"
@@ -182,10 +192,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     self.problems.append(f"{proc.args[0]} ignored SIGTERM: killed")
         self.problems += procs.reap(self.processes, 30)
         self.problems += procs.unmount_under(self.top)
-        for cg in sorted(glob.glob(f"{CGROUP}/*")) + [CGROUP]:
-            if not self.before.get(CGROUP) or cg != CGROUP:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(cg)
+        for parent in cgroup_parents():
+            for cg in sorted(glob.glob(f"{parent}/*/")) + [parent]:
+                if not self.before.get(parent) or cg != parent:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(cg)
         for path in ROOT_PATHS:
             if not self.before.get(path) and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)
