@@ -1,0 +1,48 @@
+"""``netkit node``: netkit as a Kubernetes node's network (netkit.node), until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from netkit.cli.shared import fail, require_root
+
+
+@click.command()
+@click.option("--nodes-file", metavar="FILE", default=None,
+              help="The cluster's nodes as YAML/JSON (re-read when it changes) instead of the Kubernetes API.")
+@click.option("--node-name", envvar="NODE_NAME", required=True, metavar="NAME",
+              help="This node's name (a DaemonSet passes spec.nodeName as NODE_NAME).")
+@click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, metavar="DIR",
+              help="Where 10-netkit.conflist is written.")
+@click.option("--ready-file", default="/run/netkit/node.ready", show_default=True, metavar="FILE",
+              help="Written once pods can be networked, removed on exit (for a readiness probe).")
+@click.option("--interval", type=float, default=0.5, show_default=True, metavar="SECONDS",
+              help="How often the nodes file is checked for a change.")
+@click.option("--resync", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="How often everything is applied again (a route deleted by hand comes back).")
+def node(nodes_file: str | None, node_name: str, conf_dir: str, ready_file: str, interval: float,
+         resync: float) -> None:
+    """Keep this node's conflist and the routes to every other node's pod subnet (logs each change)."""
+    from netkit.node import daemon, filesource
+
+    require_root()
+    if nodes_file is None:
+        fail(ValueError("the Kubernetes API source is not built yet: pass --nodes-file"))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="netkit node: %(message)s")
+    settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync)
+    loop = daemon.Daemon(settings, filesource.FileSource(nodes_file))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.run()
+
+
+COMMANDS = [node]

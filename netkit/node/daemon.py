@@ -1,0 +1,138 @@
+"""The loop of ``netkit node``: facts in, conflist and routes out, readiness, one log line per change.
+
+A source is polled (``poll()``: a new Snapshot, or None when nothing changed); every snapshot is
+applied whole and every ``resync`` seconds the last one is applied again, so a route someone deleted
+comes back.  Nothing a bad input does stops the loop: a refused node or file is logged in one line
+(once, not on every poll) and the last good facts stay in force until the input is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netkit import fileio
+from netkit.node import conflist, routes, snapshot
+
+log = logging.getLogger("netkit.node")
+
+
+class Source(Protocol):
+    """Where the nodes come from."""
+
+    def poll(self) -> snapshot.Snapshot | None:
+        """The current facts when they changed since the last call, else None; SourceError."""
+        ...
+
+
+@dataclass
+class Settings:
+    """What ``netkit node`` was told: who it is, where the conflist and readiness file go."""
+
+    node_name: str
+    conf_dir: str
+    ready_file: str = ""
+    interval: float = 0.5
+    resync: float = 30.0
+
+
+@dataclass
+class State:
+    """What the loop has done: the last facts applied, and which refusals were already logged."""
+
+    last: snapshot.Snapshot | None = None
+    conflist_written: bool = False
+    ready: bool = False
+    logged: set[str] = field(default_factory=set)
+    source_error: str = ""
+
+
+class Daemon:
+    """Applies snapshots (``apply``) and runs the poll loop (``run`` until ``stop``)."""
+
+    def __init__(self, settings: Settings, source: Source) -> None:
+        self.settings = settings
+        self.source = source
+        self.state = State()
+        self._stop = threading.Event()
+
+    def _refuse(self, lines: list[str]) -> None:
+        # One line per refusal while it lasts: a poll every half second must not repeat it.
+        current = set(lines)
+        for line in lines:
+            if line not in self.state.logged:
+                log.warning("%s", line)
+        for gone in self.state.logged - current:
+            log.info("resolved: %s", gone)
+        self.state.logged = current
+
+    def apply(self, snap: snapshot.Snapshot) -> None:
+        """Make the conflist and the routes say what ``snap`` says."""
+        self.state.last = snap
+        refused = list(snap.refused)
+        me = snap.nodes.get(self.settings.node_name)
+        if me is None:
+            refused.append(f"node {self.settings.node_name} (this node) is not in the cluster's nodes yet")
+        elif not me.pod_cidrs:
+            refused.append(f"node {me.name} (this node) has no podCIDR yet: no conflist")
+        elif conflist.write(self.settings.conf_dir, me.pod_cidrs):
+            self.state.conflist_written = True
+            log.info("wrote %s for %s", os.path.join(self.settings.conf_dir, conflist.FILE_NAME),
+                     ", ".join(map(str, me.pod_cidrs)))
+        else:
+            self.state.conflist_written = True
+        wants, unroutable = routes.plan(self.settings.node_name, snap.nodes.values())
+        outcome = routes.sync(wants)
+        for line in outcome.changes:
+            log.info("%s", line)
+        self._refuse(refused + unroutable + outcome.refused)
+        self._ready()
+
+    def _ready(self) -> None:
+        # Ready once pods can be given addresses: the conflist is there and routes were synced once.
+        if self.state.ready or not self.state.conflist_written:
+            return
+        self.state.ready = True
+        if self.settings.ready_file:
+            fileio.write_atomic(self.settings.ready_file, b"ready\n", durable=False)
+        log.info("ready")
+
+    def step(self) -> None:
+        """One poll: apply new facts, or the last ones again when a resync is due."""
+        try:
+            snap = self.source.poll()
+        except snapshot.SourceError as exc:
+            if str(exc) != self.state.source_error:
+                log.warning("%s (keeping the last good facts)", exc)
+            self.state.source_error = str(exc)
+            return
+        if self.state.source_error and snap is not None:
+            log.info("source readable again")
+            self.state.source_error = ""
+        if snap is not None:
+            self.apply(snap)
+
+    def run(self) -> None:
+        """Poll until ``stop()``; the readiness file goes when the loop ends."""
+        next_resync = time.monotonic() + self.settings.resync
+        try:
+            while not self._stop.is_set():
+                self.step()
+                if time.monotonic() >= next_resync and self.state.last is not None:
+                    self.apply(self.state.last)
+                    next_resync = time.monotonic() + self.settings.resync
+                self._stop.wait(self.settings.interval)
+        finally:
+            if self.settings.ready_file:
+                try:
+                    os.unlink(self.settings.ready_file)
+                except FileNotFoundError:
+                    pass
+
+    def stop(self) -> None:
+        """End ``run`` after the current step (a signal handler may call it)."""
+        self._stop.set()
