@@ -25,16 +25,27 @@ from netkit.cli.shared import fail, require_root
               help="How often the nodes file is checked for a change.")
 @click.option("--resync", type=float, default=30.0, show_default=True, metavar="SECONDS",
               help="How often everything is applied again (a route deleted by hand comes back).")
+@click.option("--cluster-cidr", "cluster_cidrs", multiple=True, metavar="CIDR",
+              help="The cluster's pod network (one per family): pod traffic leaving it is masqueraded. "
+                   "None given: nothing is masqueraded.")
+@click.option("--firewall-backend", type=click.Choice(["nftables", "iptables"]), default=None,
+              help="Where the masquerade rule goes (default: as the host's iptables command).")
 def node(nodes_file: str | None, node_name: str, conf_dir: str, ready_file: str, interval: float,
-         resync: float) -> None:
+         resync: float, cluster_cidrs: tuple[str, ...], firewall_backend: str | None) -> None:
     """Keep this node's conflist and the routes to every other node's pod subnet (logs each change)."""
+    import ipaddress
+
     from netkit.node import daemon, filesource
 
     require_root()
+    try:
+        clusters = tuple(ipaddress.ip_network(c) for c in cluster_cidrs)
+    except ValueError as exc:
+        fail(ValueError(f"--cluster-cidr: {exc}"))
     if nodes_file is None:
         fail(ValueError("the Kubernetes API source is not built yet: pass --nodes-file"))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="netkit node: %(message)s")
-    settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync)
+    settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync, clusters, firewall_backend or "")
     loop = daemon.Daemon(settings, filesource.FileSource(nodes_file))
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netkit import fileio
-from netkit.node import conflist, routes, snapshot
+from netkit import errors, fileio
+from netkit.firewall.backend import Backend
+from netkit.firewall.model import RuleGroup
+from netkit.node import conflist, hostsetup, masquerade, model, routes, snapshot
 
 log = logging.getLogger("netkit.node")
 
@@ -38,6 +40,8 @@ class Settings:
     ready_file: str = ""
     interval: float = 0.5
     resync: float = 30.0
+    cluster_cidrs: tuple[model.Network, ...] = ()  # none: pod traffic is not masqueraded
+    firewall: str = ""  # the firewall backend ("nftables", "iptables"); empty: as the host's iptables
 
 
 @dataclass
@@ -49,6 +53,8 @@ class State:
     ready: bool = False
     logged: set[str] = field(default_factory=set)
     source_error: str = ""
+    prepared: frozenset[int] = frozenset()  # IP versions forwarding and br_netfilter were set up for
+    masq: RuleGroup | None = None  # the masquerade group in place
 
 
 class Daemon:
@@ -59,6 +65,45 @@ class Daemon:
         self.source = source
         self.state = State()
         self._stop = threading.Event()
+        self._backend: Backend | None = None
+
+    def _firewall(self) -> Backend:
+        if self._backend is None:
+            from netkit.firewall import backend
+
+            config = {backend.CONFIG_KEY: self.settings.firewall} if self.settings.firewall else {}
+            self._backend = backend.choose(config, os.environ)
+        return self._backend
+
+    def _host(self, me: model.Node) -> list[str]:
+        """Forwarding, br_netfilter and masquerade for this node's pod subnets; refusals, a line each."""
+        versions = frozenset(c.version for c in me.pod_cidrs)
+        refused: list[str] = []
+        if versions != self.state.prepared:
+            changed, failed = hostsetup.prepare(set(versions))
+            for line in changed:
+                log.info("%s", line)
+            refused += failed
+            if not failed:
+                self.state.prepared = versions
+        if not self.settings.cluster_cidrs:
+            return refused
+        group, outside = masquerade.rule_group(me.name, me.pod_cidrs, self.settings.cluster_cidrs)
+        refused += outside
+        if group == self.state.masq:
+            return refused
+        try:
+            if group is None:
+                masquerade.remove(self._firewall(), me.name)
+                log.info("masquerade removed")
+            else:
+                masquerade.apply(self._firewall(), group)
+                log.info("masquerade of %s leaving %s", ", ".join(group.sources),
+                         ", ".join(str(a.network) for a in group.addresses))
+            self.state.masq = group
+        except errors.CNIError as exc:
+            refused.append(f"masquerade: {exc}")
+        return refused
 
     def _refuse(self, lines: list[str]) -> None:
         # One line per refusal while it lasts: a poll every half second must not repeat it.
@@ -85,6 +130,8 @@ class Daemon:
                      ", ".join(map(str, me.pod_cidrs)))
         else:
             self.state.conflist_written = True
+        if me is not None and me.pod_cidrs:
+            refused += self._host(me)
         wants, unroutable = routes.plan(self.settings.node_name, snap.nodes.values())
         outcome = routes.sync(wants)
         for line in outcome.changes:
@@ -123,6 +170,7 @@ class Daemon:
             while not self._stop.is_set():
                 self.step()
                 if time.monotonic() >= next_resync and self.state.last is not None:
+                    self.state.masq = None  # applied again: rules someone flushed come back
                     self.apply(self.state.last)
                     next_resync = time.monotonic() + self.settings.resync
                 self._stop.wait(self.settings.interval)

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ import pytest
 import yaml
 
 from netkit.ipam import config as ipam_config
+from netkit.net import netns
 from netkit.node import conflist, routes
-from tests.node.conftest import Cluster
+from tests import sandbox as sb
+from tests.node.conftest import Cluster, ns_path
 
 CIDRS = {"n1": "10.244.1.0/24", "n2": "10.244.2.0/24", "n3": "10.244.3.0/24"}
+CLUSTER = "10.244.0.0/16"
 PATIENCE = 30.0  # how long a change may take to show before the test gives up (not a figure)
 
 
@@ -45,9 +49,11 @@ def _kept(cluster: Cluster, name: str) -> dict[str, str]:
     return {r["dst"]: r.get("gateway", "") for r in json.loads(out or "[]")}
 
 
-@pytest.fixture
-def daemons(cluster: Cluster, tmp_path: os.PathLike[str]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """`netkit node` in every node namespace, reading one nodes file; stopped (SIGTERM) after."""
+@pytest.fixture(params=["nftables", "iptables"])
+def daemons(request: pytest.FixtureRequest, cluster: Cluster,
+            tmp_path: os.PathLike[str]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """`netkit node` in every node namespace, reading one nodes file, masquerading through either
+    firewall backend what leaves CLUSTER; stopped (SIGTERM) after."""
     base = str(tmp_path)
     nodes_file = os.path.join(base, "nodes.yaml")
     _write(nodes_file, cluster, ["n1", "n2", "n3"])
@@ -58,7 +64,8 @@ def daemons(cluster: Cluster, tmp_path: os.PathLike[str]) -> Iterator[dict[str, 
             procs[name] = subprocess.Popen(
                 [*host.enter(), sys.executable, "-m", "netkit", "node", "--nodes-file", nodes_file,
                  "--node-name", name, "--conf-dir", os.path.join(base, name), "--interval", "0.05",
-                 "--ready-file", os.path.join(base, f"{name}.ready")], stderr=log, stdout=log)
+                 "--ready-file", os.path.join(base, f"{name}.ready"), "--cluster-cidr", CLUSTER,
+                 "--firewall-backend", request.param], stderr=log, stdout=log)
             log.close()
         yield procs
     finally:
@@ -154,3 +161,34 @@ def test_own_node_without_podcidr_writes_no_conflist_and_is_not_ready_until_it_h
     path = os.path.join(base, "n1", conflist.FILE_NAME)
     _until("rewritten", lambda: "10.244.11.0/24" in open(path, encoding="utf-8").read())
     _until("others route the new subnet", lambda: _kept(cluster, "n2").get("10.244.11.0/24") == cluster.nodes["n1"][1])
+
+
+def _peer_seen(cluster: Cluster, src: str, addr: str, port: int) -> str:
+    """The source address a server at ``addr:port`` saw for a connection from n1's ``src``."""
+    with netns.entered(ns_path(cluster.nodes["n1"][0])):
+        conn = socket.socket()
+    with conn:
+        conn.settimeout(5)
+        conn.bind((src, 0))
+        conn.connect((addr, port))
+        return conn.recv(200).decode().split()[1]
+
+
+def test_only_traffic_leaving_the_cluster_cidr_is_masqueraded(
+        cluster: Cluster, daemons: dict[str, subprocess.Popen[bytes]], tmp_path: os.PathLike[str]) -> None:
+    for name in cluster.nodes:
+        _until(f"{name}'s routes", lambda: len(_kept(cluster, name)) == 2)
+    _until("masquerade in place", lambda: any("masquerade of 10.244.1.0/24 leaving 10.244.0.0/16" in line
+                                              for line in _log(tmp_path, "n1")))
+    n1, n2 = cluster.nodes["n1"][0], cluster.nodes["n2"][0]
+    n1.run("ip", "addr", "add", "10.244.1.10/32", "dev", "lo", check=True)  # a pod of n1 (source)
+    n2.run("ip", "addr", "add", "10.244.2.10/32", "dev", "lo", check=True)  # a pod of n2
+    cluster.segment.run("ip", "addr", "add", "192.168.77.1/24", "dev", "br0", check=True)  # outside
+    servers = [sb.Namespace(n2.name).serve("pod", 8080), sb.Namespace(cluster.segment.name).serve("outside", 8080)]
+    try:
+        assert _peer_seen(cluster, "10.244.1.10", "10.244.2.10", 8080) == "10.244.1.10"  # kept: inside
+        assert _peer_seen(cluster, "10.244.1.10", "192.168.77.1", 8080) == cluster.nodes["n1"][1]  # leaving
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
