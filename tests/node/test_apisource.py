@@ -4,15 +4,22 @@ requests logged as lines while the last facts stay, then convergence by a new li
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from netkit.node import apisource, snapshot
+from harness.hostns import Netns
+from netkit.net import netns
+from netkit.node import apisource, routes, snapshot
 from tests.node.apiserver import Server, StandInApi, kubeconfig, node_object
+from tests.node.conftest import Cluster, ns_path
 
 PATIENCE = 30.0  # how long a change may take to arrive before the test gives up (not a figure)
 
@@ -80,3 +87,62 @@ def test_list_then_watch_events_then_a_dropped_watch_converges_by_a_new_list(api
     finally:
         stand_in.drop()
         source.stop(wait=PATIENCE)
+
+
+def test_netkit_node_on_the_api_routes_follow_watch_events_and_a_dropped_watch_converges(
+        cluster: Cluster, tmp_path: os.PathLike[str]) -> None:
+    """`netkit node --kubeconfig` in node n1's namespace, the stand-in listening there too."""
+    base = str(tmp_path)
+    stand_in = StandInApi()
+    for name, (_, ip) in cluster.nodes.items():
+        stand_in.put(node_object(name, ip, [f"10.244.{name[1:]}.0/24"]))
+    n1 = cluster.nodes["n1"][0]
+    with netns.entered(ns_path(n1)):
+        listener = socket.create_server(("127.0.0.1", 0))
+    server = Server(stand_in, listener)
+    config = os.path.join(base, "kubeconfig")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(kubeconfig(server.url))
+    log_path = os.path.join(base, "n1.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*n1.enter(), sys.executable, "-m", "netkit", "node", "--kubeconfig", config,
+                                 "--node-name", "n1", "--conf-dir", os.path.join(base, "conf"), "--interval", "0.05",
+                                 "--ready-file", os.path.join(base, "n1.ready")], stdout=log, stderr=log)
+    try:
+        _wait("routes to n2 and n3", lambda: _kept(n1) == {"10.244.2.0/24": "192.168.77.12",
+                                                           "10.244.3.0/24": "192.168.77.13"})
+        assert os.path.exists(os.path.join(base, "n1.ready"))
+        stand_in.delete("n3")  # a watch event
+        _wait("n3's route removed", lambda: "10.244.3.0/24" not in _kept(n1))
+        # The watch drops and a request fails; n2 moves meanwhile (only a new list tells).
+        stand_in.drop(fail_next=1)
+        stand_in.put(node_object("n2", "192.168.77.22", ["10.244.2.0/24"]))
+        _wait("n2's route replaced", lambda: _kept(n1) == {"10.244.2.0/24": "192.168.77.22"})
+        with open(log_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        assert "netkit node: Kubernetes API, watch of nodes: Response ended prematurely (keeping the last good facts)" \
+            in lines
+        assert proc.poll() is None
+    finally:
+        stand_in.drop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=PATIENCE) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            server.close()
+    assert not os.path.exists(os.path.join(base, "n1.ready"))
+
+
+def _kept(ns: Netns) -> dict[str, str]:
+    out = ns.run("ip", "-j", "route", "show", "proto", str(routes.PROTOCOL)).stdout
+    return {r["dst"]: r.get("gateway", "") for r in json.loads(out or "[]")}
+
+
+def _wait(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
