@@ -55,8 +55,10 @@ def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_di
         source = filesource.FileSource(nodes_file)
     else:
         source = api = apisource.ApiSource(kubeconfig, resync=resync)
-        api.start()
     loop = daemon.Daemon(settings, source)
+    if api is not None:
+        api.on_change = loop.wake
+        api.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         loop.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from netkit.node import snapshot
@@ -41,6 +42,7 @@ class ApiSource:
         self._error = ""
         self._phase = "list"  # what the thread is doing, for the failure's line
         self._stop = threading.Event()
+        self.on_change: Callable[[], None] = lambda: None  # the loop's wake(): news are applied at once
         self._thread = threading.Thread(target=self._run, name="netkit-node-api", daemon=True)
 
     def start(self) -> None:
@@ -83,10 +85,12 @@ class ApiSource:
             else:
                 self._nodes[name] = obj
             self._dirty = True
+        self.on_change()
 
     def _fail(self, line: str) -> None:
         with self._lock:
             self._error = line
+        self.on_change()
 
     def _run(self) -> None:
         api = None
@@ -110,6 +114,7 @@ class ApiSource:
         with self._lock:
             self._nodes = nodes
             self._dirty = True
+        self.on_change()
         watcher = watch.Watch()
         began = time.monotonic()
         self._phase = "watch"

@@ -65,6 +65,7 @@ class Daemon:
         self.source = source
         self.state = State()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() or a source with news: poll now, not later
         self._backend: Backend | None = None
 
     def _firewall(self) -> Backend:
@@ -173,7 +174,8 @@ class Daemon:
                     self.state.masq = None  # applied again: rules someone flushed come back
                     self.apply(self.state.last)
                     next_resync = time.monotonic() + self.settings.resync
-                self._stop.wait(self.settings.interval)
+                self._wake.wait(self.settings.interval)
+                self._wake.clear()
         finally:
             if self.settings.ready_file:
                 try:
@@ -184,3 +186,8 @@ class Daemon:
     def stop(self) -> None:
         """End ``run`` after the current step (a signal handler may call it)."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll the source now (a source that learns of a change in the background calls it)."""
+        self._wake.set()

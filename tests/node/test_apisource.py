@@ -1,4 +1,4 @@
-"""The Kubernetes API source against a stand-in for the API server (tests/node/apiserver.py: the real
+"""The Kubernetes API source against a stand-in for the API server (harness/kubeapi.py: the real
 one cannot run here), through the official client: list, watch events, a dropped watch and failing
 requests logged as lines while the last facts stay, then convergence by a new list."""
 
@@ -18,7 +18,7 @@ import pytest
 from harness.hostns import Netns
 from netkit.net import netns
 from netkit.node import apisource, routes, snapshot
-from tests.node.apiserver import Server, StandInApi, kubeconfig, node_object
+from harness.kubeapi import Server, StandInApi, kubeconfig, node_object
 from tests.node.conftest import Cluster, ns_path
 
 PATIENCE = 30.0  # how long a change may take to arrive before the test gives up (not a figure)

@@ -10,7 +10,7 @@ import pytest
 
 from netkit.ipam import config as ipam_config
 from netkit.node import conflist, filesource, model
-from tests.node.apiserver import node_object
+from harness.kubeapi import node_object
 
 
 def test_both_forms_give_the_same_node() -> None:
