@@ -116,6 +116,17 @@ class Daemon:
             log.info("resolved: %s", gone)
         self.state.logged = current
 
+    def _conflist(self, me: model.Node) -> list[str]:
+        path = os.path.join(self.settings.conf_dir, conflist.FILE_NAME)
+        try:
+            if conflist.write(self.settings.conf_dir, me.pod_cidrs):
+                log.info("wrote %s for %s", path, ", ".join(map(str, me.pod_cidrs)))
+        except (OSError, errors.CNIError) as exc:
+            # Atomic: the old file (or none) stays whole; the routes below are still kept.
+            return [f"cannot write {path}: {exc}"]
+        self.state.conflist_written = True
+        return []
+
     def apply(self, snap: snapshot.Snapshot) -> None:
         """Make the conflist and the routes say what ``snap`` says."""
         self.state.last = snap
@@ -125,12 +136,8 @@ class Daemon:
             refused.append(f"node {self.settings.node_name} (this node) is not in the cluster's nodes yet")
         elif not me.pod_cidrs:
             refused.append(f"node {me.name} (this node) has no podCIDR yet: no conflist")
-        elif conflist.write(self.settings.conf_dir, me.pod_cidrs):
-            self.state.conflist_written = True
-            log.info("wrote %s for %s", os.path.join(self.settings.conf_dir, conflist.FILE_NAME),
-                     ", ".join(map(str, me.pod_cidrs)))
         else:
-            self.state.conflist_written = True
+            refused += self._conflist(me)
         if me is not None and me.pod_cidrs:
             refused += self._host(me)
         wants, unroutable = routes.plan(self.settings.node_name, snap.nodes.values())
@@ -146,6 +153,7 @@ class Daemon:
             return
         self.state.ready = True
         if self.settings.ready_file:
+            fileio.ensure_dir(os.path.dirname(os.path.abspath(self.settings.ready_file)))
             fileio.write_atomic(self.settings.ready_file, b"ready\n", durable=False)
         log.info("ready")
 
@@ -162,7 +170,16 @@ class Daemon:
             log.info("source readable again")
             self.state.source_error = ""
         if snap is not None:
+            self.safely(snap)
+
+    def safely(self, snap: snapshot.Snapshot) -> None:
+        """``apply``, a failure (a read-only conf dir, netlink refusing) logged in one line and tried
+        again at the next resync: the process outlives what the machine does to it."""
+        try:
             self.apply(snap)
+        except Exception as exc:  # noqa: BLE001 - a long-lived daemon logs, keeps its facts, retries
+            line = f"applying the nodes failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            self._refuse(sorted(self.state.logged | {line}))
 
     def run(self) -> None:
         """Poll until ``stop()``; the readiness file goes when the loop ends."""
@@ -172,7 +189,7 @@ class Daemon:
                 self.step()
                 if time.monotonic() >= next_resync and self.state.last is not None:
                     self.state.masq = None  # applied again: rules someone flushed come back
-                    self.apply(self.state.last)
+                    self.safely(self.state.last)
                     next_resync = time.monotonic() + self.settings.resync
                 self._wake.wait(self.settings.interval)
                 self._wake.clear()

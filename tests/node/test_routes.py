@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import os
+
+import pytest
 
 from netkit.net import netns
-from netkit.node import model, routes
+from netkit.node import daemon, filesource, model, routes, snapshot
 from tests.node.conftest import Cluster, ns_path
 
 
@@ -74,3 +78,27 @@ def test_dual_stack_node_gets_a_route_per_family() -> None:
     assert {(str(w.dst), str(w.via)) for w in wants} == {("10.244.2.0/24", "192.168.77.12"),
                                                          ("fd10:244:2::/64", "fd00::12")}
     assert node.internal_ip(6) == ipaddress.ip_address("fd00::12")
+
+
+def test_an_unwritable_conf_dir_is_one_line_the_routes_are_still_kept_and_a_fix_converges(
+        cluster: Cluster, tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture) -> None:
+    base = str(tmp_path)
+    blocker = os.path.join(base, "net.d")
+    with open(blocker, "w", encoding="utf-8") as f:
+        f.write("a file where the conf dir should be")
+    loop = daemon.Daemon(daemon.Settings("n1", os.path.join(blocker, "sub"), os.path.join(base, "ready")),
+                         filesource.FileSource(os.path.join(base, "none")))
+    snap = snapshot.from_entries([{"name": "n1", "internalIP": "192.168.77.11", "podCIDRs": ["10.244.1.0/24"]},
+                                  {"name": "n2", "internalIP": "192.168.77.12", "podCIDRs": ["10.244.2.0/24"]}])
+    caplog.set_level(logging.INFO, logger="netkit.node")
+    with netns.entered(ns_path(cluster.nodes["n1"][0])):
+        loop.safely(snap)
+        loop.safely(snap)
+        assert _kept(cluster, "n1") == {"10.244.2.0/24": "192.168.77.12"}
+        assert not os.path.exists(os.path.join(base, "ready"))
+        os.unlink(blocker)
+        loop.safely(snap)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line.startswith("cannot write ") for line in lines) == 1
+    assert os.path.exists(os.path.join(blocker, "sub", "10-netkit.conflist"))
+    assert os.path.exists(os.path.join(base, "ready")) and "ready" in lines
