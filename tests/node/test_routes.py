@@ -102,3 +102,16 @@ def test_an_unwritable_conf_dir_is_one_line_the_routes_are_still_kept_and_a_fix_
     assert sum(line.startswith("cannot write ") for line in lines) == 1
     assert os.path.exists(os.path.join(blocker, "sub", "10-netkit.conflist"))
     assert os.path.exists(os.path.join(base, "ready")) and "ready" in lines
+
+
+def test_dual_stack_routes_are_kept_per_family_in_the_kernel(cluster: Cluster) -> None:
+    for i, (host, _) in enumerate(cluster.nodes.values(), start=1):
+        host.run("ip", "addr", "add", f"fd00:77::{10 + i}/64", "dev", "eth0", "nodad", check=True)
+    node = model.make("n2", ["192.168.77.12", "fd00:77::12"], ["10.244.2.0/24", "fd10:244:2::/64"])
+    got = _sync(cluster, "n1", [node])
+    assert not got.refused and len(got.changes) == 2
+    host = cluster.nodes["n1"][0]
+    out = host.run("ip", "-6", "-j", "route", "show", "proto", str(routes.PROTOCOL)).stdout
+    assert [(r["dst"], r["gateway"]) for r in json.loads(out)] == [("fd10:244:2::/64", "fd00:77::12")]
+    _sync(cluster, "n1", [])
+    assert host.run("ip", "-6", "route", "show", "proto", str(routes.PROTOCOL)).stdout.strip() == ""
