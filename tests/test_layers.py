@@ -25,7 +25,7 @@ ENTRY_POINTS = {"netkit.__main__": "cli", "netkit.cni.launcher": "launch"}
 # runtime, hence both in one layer; the runtime and the CLI start plugins through "launch".
 LAYERS: list[set[str]] = [
     {"cli"},
-    {"runtime", "lab"},
+    {"runtime", "lab", "node"},
     {"launch"},
     {"agent"},
     {"plugins"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from netkit import __version__
-from netkit.cli import agent, cni, containers, lab, networks
+from netkit.cli import agent, cni, containers, lab, networks, node
 
 
 @click.group()
@@ -21,6 +21,6 @@ def main(ctx: click.Context, root: str | None) -> None:
     ctx.obj = root
 
 
-for _verbs in (containers, networks, agent, cni, lab):
+for _verbs in (containers, networks, agent, cni, lab, node):
     for _command in _verbs.COMMANDS:
         main.add_command(_command)

@@ -80,7 +80,8 @@ _LAST: dict[int, iptables_session.Snapshot] = {4: {}, 6: {}}
 
 def of_family(group: RuleGroup, version: int) -> RuleGroup:
     """The group with only its addresses of IP ``version`` (each family has its own tables)."""
-    return group._replace(addresses=[a for a in group.addresses if a.version == version])
+    return group._replace(addresses=[a for a in group.addresses if a.version == version],
+                          sources=[s for v, s in group.masq_sources() if v == version] if group.sources else [])
 
 
 def _dnat_rules(group: RuleGroup, version: int) -> list[Spec]:
@@ -132,7 +133,7 @@ def _expected(group: RuleGroup, version: int) -> dict[str, list[Spec]]:
 def _jumps(group: RuleGroup) -> list[tuple[str, Spec]]:
     """(infra chain, jump rule) for each chain of the group."""
     if group.kind == MASQ:
-        return [(MASQUERADE, Spec(group.chain, group.chain, src=str(a.ip))) for a in group.addresses]
+        return [(MASQUERADE, Spec(group.chain, group.chain, src=src)) for _, src in group.masq_sources()]
     return [(HOSTPORTS, Spec(group.chain, group.chain)),
             (MASQUERADE, Spec(group.chain + "-S", group.chain + "-S", ctstate="DNAT"))]
 
@@ -140,14 +141,17 @@ def _jumps(group: RuleGroup) -> list[tuple[str, Spec]]:
 def _accepts(group: RuleGroup) -> list[Spec]:
     """NETKIT-FORWARD rules letting the attachment's traffic past a FORWARD that drops by default."""
     out = []
+    tag = group.chain
+    if group.kind == MASQ:
+        for _, src in group.masq_sources():
+            out += [Spec(f"{tag}/out/{src}", "ACCEPT", src=src),
+                    Spec(f"{tag}/in/{src}", "ACCEPT", dst=src, ctstate="RELATED,ESTABLISHED")]
+        return out
     for addr in group.addresses:
-        ip, tag = str(addr.ip), group.chain
+        ip = str(addr.ip)
         if group.kind == DNAT and group.mappings:
             out += [Spec(f"{tag}/dnat/{ip}", "ACCEPT", dst=ip, ctstate="DNAT"),
                     Spec(f"{tag}/reply/{ip}", "ACCEPT", src=ip, ctstate="RELATED,ESTABLISHED")]
-        elif group.kind == MASQ:
-            out += [Spec(f"{tag}/out/{ip}", "ACCEPT", src=ip),
-                    Spec(f"{tag}/in/{ip}", "ACCEPT", dst=ip, ctstate="RELATED,ESTABLISHED")]
     return out
 
 

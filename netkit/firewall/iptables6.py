@@ -49,13 +49,13 @@ _helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 def _group_json(group: RuleGroup) -> dict[str, Any]:
     return {"kind": group.kind, "network": group.network, "container_id": group.container_id, "ifname": group.ifname,
             "addresses": [str(a) for a in group.addresses], "mappings": [list(m) for m in group.mappings],
-            "snat": group.snat, "masq_all": group.masq_all}
+            "snat": group.snat, "masq_all": group.masq_all, "sources": group.sources}
 
 
 def _group(raw: dict[str, Any]) -> RuleGroup:
     return RuleGroup(raw["kind"], raw["network"], raw["container_id"], raw["ifname"],
                      [ipaddress.ip_interface(a) for a in raw["addresses"]], [PortMapping(*m) for m in raw["mappings"]],
-                     raw["snat"], raw["masq_all"])
+                     raw["snat"], raw["masq_all"], raw.get("sources", []))
 
 
 def call(op: str, arg: Any = None) -> Any:

@@ -76,6 +76,15 @@ class RuleGroup(NamedTuple):
     mappings: list[PortMapping] = []  # noqa: RUF012 - never mutated
     snat: bool = True  # masquerade hairpin and localhost-originated DNAT traffic
     masq_all: bool = False  # masquerade every DNAT'd connection
+    # MASQ only: the subnets whose traffic enters the chain (a node's pod subnet); empty: each
+    # address.  The addresses' networks stay the destinations kept unmasqueraded.
+    sources: list[str] = []  # noqa: RUF012 - never mutated
+
+    def masq_sources(self) -> list[tuple[int, str]]:
+        """(IP version, source) pairs a MASQ group's jumps match: ``sources``, else each address."""
+        if self.sources:
+            return [(ipaddress.ip_network(s, strict=False).version, s) for s in self.sources]
+        return [(a.version, str(a.ip)) for a in self.addresses]
 
     @property
     def chain(self) -> str:

@@ -208,8 +208,8 @@ def _masq_rules(chain: str, group: RuleGroup) -> list[dict[str, Any]]:
 def _jumps(group: RuleGroup) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(parent chain, child chain, match before the jump) for each chain of the group."""
     if group.kind == MASQ:
-        return [("masquerade", group.chain, [_nfproto(a.version), _addr_match(a.version, "saddr", str(a.ip))])
-                for a in group.addresses]
+        return [("masquerade", group.chain, [_nfproto(v), _addr_match(v, "saddr", src)])
+                for v, src in group.masq_sources()]
     return [("hostports", group.chain, []), ("masquerade", group.chain + "-S", [_CT_DNAT])]
 
 
