@@ -55,14 +55,16 @@ def _blob(layout: dict[str, bytes], data: bytes) -> dict[str, Any]:
     return {"digest": digest, "size": len(data)}
 
 
-def oci_archive(path: str, rootfs: str) -> str:
-    """An OCI image layout tar at ``path`` with one layer, the rootfs tar ``rootfs``; named IMAGE."""
+def oci_archive(path: str, rootfs: str, name: str = IMAGE, entrypoint: list[str] | None = None) -> str:
+    """An OCI image layout tar at ``path`` with one layer, the rootfs tar ``rootfs``, named ``name``;
+    ``entrypoint``: the image's, if any (the CRI pause image's is what holds the pod's sandbox)."""
     layout: dict[str, bytes] = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode()}
     with open(rootfs, "rb") as f:
         layer = f.read()
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = {"architecture": "amd64", "os": "linux",
-              "config": {"Env": [f"PATH={CLEAN_PATH}"], "Cmd": ["sh"]},
+              "config": {"Env": [f"PATH={CLEAN_PATH}"], "Cmd": ["sh"],
+                         **({"Entrypoint": entrypoint, "Cmd": []} if entrypoint else {})},
               "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
     manifest = {
         "schemaVersion": 2,
@@ -74,7 +76,7 @@ def oci_archive(path: str, rootfs: str) -> str:
     index = {"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(layout, json.dumps(manifest).encode()),
         "platform": {"architecture": "amd64", "os": "linux"},
-        "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "test"}}]}
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "test"}}]}
     layout["index.json"] = json.dumps(index).encode()
     with tarfile.open(path, "w") as tar:
         for name, body in layout.items():
@@ -134,7 +136,23 @@ class Containerd:
             self._run("mount", "--bind", src, point)
         config = os.path.join(self.top, "config.toml")
         with open(config, "w") as f:
-            f.write(f"""# Written by harness/containerd.py for one run; removed with it.
+            f.write(self.config_text())
+        with open(self.log, "wb") as log:
+            # The plugins' environment too where containerd itself runs them (the CRI plugin).
+            self.daemon = subprocess.Popen(self._in_ns("containerd", "--config", config), stdin=subprocess.DEVNULL,
+                                           stdout=log, stderr=log, cwd=self.top, start_new_session=True,
+                                           env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root"),
+                                                **self.env})
+        deadline = time.monotonic() + START_WAIT_S
+        while self.ctr("version", check=False).returncode != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
+            time.sleep(0.1)
+        self.import_images()
+
+    def config_text(self) -> str:
+        """containerd's config.toml for this run: its dirs the temp dir's, the CRI plugin off."""
+        return f"""# Written by harness/containerd.py for one run; removed with it.
 version = 2
 root = "{self.top}/root"
 state = "{self.top}/state"
@@ -145,23 +163,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "{self.socket}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{self.top}/opt"
-""")
-        with open(self.log, "wb") as log:
-            self.daemon = subprocess.Popen(self._in_ns("containerd", "--config", config), stdin=subprocess.DEVNULL,
-                                           stdout=log, stderr=log, cwd=self.top, start_new_session=True,
-                                           env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root")})
-        deadline = time.monotonic() + START_WAIT_S
-        while self.ctr("version", check=False).returncode != 0:
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
-            time.sleep(0.1)
+"""
+
+    def import_images(self) -> None:
+        """The busybox image IMAGE, built here, in containerd's NAMESPACE."""
         archive = oci_archive(os.path.join(self.top, "image.tar"),
                               rootfs_tar(os.path.join(self.top, "rootfs.tar"), {}))
         self.ctr("images", "import", archive)
 
-    def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        """``ctr ARGS`` against this containerd, in its namespaces."""
-        return self._run("ctr", "--address", self.socket, "--namespace", NAMESPACE, *args,
+    def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S,
+            namespace: str = NAMESPACE) -> subprocess.CompletedProcess[str]:
+        """``ctr ARGS`` against this containerd, in its namespaces (``namespace``: containerd's own)."""
+        return self._run("ctr", "--address", self.socket, "--namespace", namespace, *args,
                          check=check, timeout=timeout)
 
     def processes(self) -> dict[int, str]:
