@@ -10,6 +10,7 @@ modelled; fields a response carries beyond those are decoded and ignored.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -96,6 +97,12 @@ class SandboxStatus:
     state: int
     ip: str
     additional_ips: list[str]
+    info: dict[str, str] = field(default_factory=dict)   # verbose only: the runtime's own details
+
+    @property
+    def pid(self) -> int:
+        """The sandbox's (pause) process, from containerd's verbose info (``info``: JSON with ``pid``)."""
+        return int(json.loads(self.info["info"])["pid"])
 
     @property
     def ready(self) -> bool:
@@ -108,7 +115,8 @@ def _status(data: bytes) -> SandboxStatus:
     metadata, network = pw.nested(status, 2), pw.nested(status, 5)
     extra = [pw.text(pw.decode(raw), 1) for raw in network.get(2, []) if isinstance(raw, bytes)]
     return SandboxStatus(id=pw.text(status, 1), name=pw.text(metadata, 1), namespace=pw.text(metadata, 3),
-                         state=pw.number(status, 3), ip=pw.text(network, 1), additional_ips=extra)
+                         state=pw.number(status, 3), ip=pw.text(network, 1), additional_ips=extra,
+                         info=pw.decoded_map(pw.decode(data), 2))
 
 
 def _sandbox_ids(data: bytes) -> list[str]:
@@ -150,9 +158,9 @@ class RuntimeClient:
         request = pw.blob(1, config.encode()) + pw.string(2, runtime_handler)
         return self._call("RunPodSandbox", request, lambda b: pw.text(pw.decode(b), 1))
 
-    def pod_sandbox_status(self, sandbox_id: str) -> SandboxStatus:
+    def pod_sandbox_status(self, sandbox_id: str, verbose: bool = False) -> SandboxStatus:
         """PodSandboxStatus (pod_sandbox_id = 1, verbose = 2)."""
-        return self._call("PodSandboxStatus", pw.string(1, sandbox_id), _status)
+        return self._call("PodSandboxStatus", pw.string(1, sandbox_id) + pw.uint(2, verbose), _status)
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:
         """StopPodSandbox (pod_sandbox_id = 1): the sandbox's processes killed, its network torn down."""

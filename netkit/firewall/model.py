@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from netkit import errors
 from netkit.net.names import attachment_hash, sha256
@@ -110,8 +110,19 @@ def network_prefix(kind: str, network: str) -> str:
     return f"NK-{kind.upper()}-{network_hash(network)}-"
 
 
+def _member(item: dict[str, Any], key: str) -> Any:
+    """``item[key]``, or else the value of a key equal to it but for case, as Go's encoding/json (and
+    so the reference portmap plugin) matches: containerd 1.6's go-cni sends ``HostPort``,
+    ``ContainerPort``, ``Protocol``, ``HostIP`` (its struct has no JSON tags)."""
+    if key in item:
+        return item[key]
+    folded = key.lower()
+    return next((value for name, value in item.items() if name.lower() == folded), None)
+
+
 def parse_port_mappings(raw: object) -> list[PortMapping]:
-    """Validate runtimeConfig.portMappings (``[{hostPort, containerPort, protocol, hostIP}]``)."""
+    """Validate runtimeConfig.portMappings (``[{hostPort, containerPort, protocol, hostIP}]``; keys
+    matched regardless of case, see _member)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -122,14 +133,14 @@ def parse_port_mappings(raw: object) -> list[PortMapping]:
             raise errors.CNIError(errors.INVALID_CONFIG, "invalid port mapping", repr(item)[:200])
         ports = []
         for key in ("hostPort", "containerPort"):
-            value = item.get(key)
+            value = _member(item, key)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
                 raise errors.CNIError(errors.INVALID_CONFIG, f"invalid {key} in port mapping", repr(item)[:200])
             ports.append(value)
-        protocol = str(item.get("protocol") or "tcp").lower()
+        protocol = str(_member(item, "protocol") or "tcp").lower()
         if protocol not in PROTOCOLS:
             raise errors.CNIError(errors.INVALID_CONFIG, "invalid protocol in port mapping", repr(item)[:200])
-        host_ip = item.get("hostIP") or ""
+        host_ip = _member(item, "hostIP") or ""
         if host_ip:
             try:
                 parsed = ipaddress.ip_address(str(host_ip))

@@ -14,15 +14,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
+import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import pytest
 
 from harness import containerd as hc
-from harness import cri
+from harness import cnirecord, cri
 from harness import cricontainerd as hcc
 from harness.agent import stop_started
+from netkit.firewall.model import PortMapping, parse_port_mappings
 from netkit.launch import install
 from tests import sandbox as sb
 
@@ -87,8 +91,67 @@ def test_run_status_stop_remove_a_pod_sandbox(node: tuple[cri.RuntimeClient, hcc
     client.stop_pod_sandbox(sandbox_id)
     assert not client.pod_sandbox_status(sandbox_id).ready
     client.remove_pod_sandbox(sandbox_id)
+    _gone(client, daemon, box)
+
+
+def _gone(client: cri.RuntimeClient, daemon: hcc.CriContainerd, box: sb.Sandbox) -> None:
+    """Nothing of any pod is left: no sandbox, veth, lease, cached result or published port's rule."""
     assert client.list_pod_sandbox() == []
-    veths = box.host.run("ip", "-o", "link", "show", "type", "veth").stdout
-    assert veths.strip() == "", veths
+    links = box.host.run("ip", "-o", "link", "show", "type", "veth").stdout.splitlines()
+    veths = [line for line in links if ": uplink0@" not in line]  # the other machine's link is the test's
+    assert veths == [], veths
     assert box.leases(install.DEFAULT_NETWORK) == []
     assert os.listdir(os.path.join(daemon.top, "cni-cache", "results")) == []
+    assert box.group_chains() == []
+
+
+def test_ten_pods_at_once_get_ten_addresses(node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
+    client, daemon, box = node
+    with ThreadPoolExecutor(10) as pool:  # kubelet starts a node's pods in parallel
+        ids = list(pool.map(lambda i: client.run_pod_sandbox(pod(f"p{i}")), range(10)))
+    addresses = {client.pod_sandbox_status(i).ip for i in ids}
+    assert len(addresses) == 10 and all(ipaddress.ip_address(a) in SUBNET for a in addresses), addresses
+    assert sorted(box.leases(install.DEFAULT_NETWORK)) == sorted(addresses)
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(client.remove_pod_sandbox, ids))  # Remove stops a running sandbox first
+    _gone(client, daemon, box)
+
+
+def test_a_hostport_answers_another_machine(node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
+    client, daemon, box = node
+    record_file = os.path.join(daemon.top, "cni-calls.jsonl")
+    cnirecord.record(box.bin_dir, ["netkit-bridge", "loopback"], record_file)
+    other = box.machine(["192.0.2.1"], "192.0.2.2")
+    config = pod("web", port_mappings=[cri.PortMapping(container_port=8080, host_port=18080)],
+                 dns=cri.DNSConfig(servers=["192.0.2.53"], searches=["default.svc.cluster.local"]),
+                 annotations={"netkit.test/note": "recorded"})
+    sandbox_id = client.run_pod_sandbox(config)
+    status = client.pod_sandbox_status(sandbox_id, verbose=True)
+    server = subprocess.Popen([sys.executable, sb.TRAFFIC, "serve-in", "8080", f"web=/proc/{status.pid}/ns/net"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        answer = other.ask("tcp", "192.0.2.1", 18080)
+        assert answer is not None and answer.startswith("web "), answer
+    finally:
+        server.kill()
+        server.wait()
+    # What containerd sent, as kubelet's pods get it: K8S_POD_* in CNI_ARGS, the hostPort in
+    # runtimeConfig, only the capabilities the conflist declares (portMappings: no dns, no pod
+    # annotations), with go-cni 1.6's Go field names as keys, which netkit reads as Go's JSON does.
+    adds = [c for c in cnirecord.calls(record_file) if c.command == "ADD"]
+    assert {c.plugin for c in adds} == {"netkit-bridge", "loopback"}
+    bridge = next(c for c in adds if c.plugin == "netkit-bridge")
+    assert bridge.ifname == "eth0" and bridge.containerid == sandbox_id
+    assert bridge.args["K8S_POD_NAMESPACE"] == "default" and bridge.args["K8S_POD_NAME"] == "web"
+    assert bridge.args["K8S_POD_INFRA_CONTAINER_ID"] == sandbox_id
+    assert bridge.args["K8S_POD_UID"] == config.uid and bridge.args["IgnoreUnknown"] == "1"
+    assert bridge.config["runtimeConfig"] == {"portMappings": [
+        {"HostPort": 18080, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""}]}, bridge.config["runtimeConfig"]
+    assert parse_port_mappings(bridge.config["runtimeConfig"]["portMappings"]) == [PortMapping(18080, 8080, "tcp", "")]
+    loopback = next(c for c in adds if c.plugin == "loopback")
+    assert loopback.ifname == "lo" and loopback.config["type"] == "loopback"
+    client.stop_pod_sandbox(sandbox_id)
+    client.remove_pod_sandbox(sandbox_id)
+    assert {c.plugin for c in cnirecord.calls(record_file) if c.command == "DEL"} == {"netkit-bridge", "loopback"}
+    _gone(client, daemon, box)

@@ -84,3 +84,13 @@ def test_unspecified_addresses_are_one_family_each() -> None:
     assert any6.overlaps(PortMapping(80, 80, "tcp", "::1")) and any6.loopback6 and not any4.loopback6
     assert (any4.versions, any6.versions, both.versions) == ((4,), (6,), (4, 6))
     assert [m.host_ip for m in parse_port_mappings([{"hostPort": 1, "containerPort": 1, "hostIP": "0.0.0.0"}])] == ["0.0.0.0"]
+
+
+def test_port_mapping_keys_match_regardless_of_case_as_go_cni_sends_them() -> None:
+    # containerd 1.6's go-cni marshals its PortMapping struct without JSON tags (seen by tests/e2e/test_cri.py);
+    # the reference portmap reads it through Go's case-insensitive encoding/json.
+    from netkit.firewall.model import PortMapping, parse_port_mappings
+
+    sent = [{"HostPort": 18080, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""},
+            {"HostPort": 53, "ContainerPort": 53, "Protocol": "UDP", "HostIP": "10.0.0.1"}]
+    assert parse_port_mappings(sent) == [PortMapping(18080, 8080, "tcp", ""), PortMapping(53, 53, "udp", "10.0.0.1")]
