@@ -19,6 +19,7 @@ import contextlib
 import glob
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 from harness import HarnessError, procs
 from harness.bench import EXEC_TIMEOUT_S, tail
 from harness.podman import BUSYBOX, CLEAN_PATH, NSENTER, rootfs_tar
+from netkit.launch import install
 
 PACKAGES = ("containerd", "runc", "busybox-static")
 NAMESPACE = "netkit-test"                     # containerd's own namespace (not a network namespace)
@@ -39,6 +41,31 @@ IMAGE = "docker.io/netkit/busybox:test"
 ROOT_PATHS = ("/run/containerd",)
 CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<namespace>/<container id>
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
+
+
+def prepare(tmp: str, subnet: ipaddress.IPv4Network) -> tuple[str, str, str, str]:
+    """A run's dirs under ``tmp``: (containerd's top, CNI bin, conf and IPAM data dirs), the plugins
+    installed by `netkit cni install` and its default conflist for ``subnet`` with leases in the data dir."""
+    top = os.path.join(tmp, "containerd")
+    bin_dir, conf_dir, data_dir = (os.path.join(tmp, d) for d in ("bin", "net.d", "leases"))
+    os.makedirs(top)
+    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
+    conflist = install.default_conflist(subnet)
+    conflist["plugins"][0]["ipam"]["dataDir"] = data_dir  # type: ignore[index]
+    with open(report.conflist, "w") as f:
+        json.dump(conflist, f)
+    return top, bin_dir, conf_dir, data_dir
+
+
+def unmet() -> str:
+    """Why the containerd tests cannot run here ("" when they can): not root, or packages missing."""
+    if os.geteuid() != 0:
+        return "the containerd end-to-end tests need root"
+    missing = missing_packages()
+    if missing:
+        return (f"needs {', '.join(missing)}: apt-get install --no-install-recommends "
+                f"{' '.join(PACKAGES)} (or ./setup.sh deps)")
+    return ""
 
 
 def missing_packages() -> list[str]:
@@ -150,20 +177,27 @@ class Containerd:
             time.sleep(0.1)
         self.import_images()
 
+    # What this containerd runs without: the CRI plugin (harness/cricontainerd.py turns it on).
+    DISABLED_PLUGINS: tuple[str, ...] = ("io.containerd.grpc.v1.cri",)
+
     def config_text(self) -> str:
-        """containerd's config.toml for this run: its dirs the temp dir's, the CRI plugin off."""
+        """containerd's config.toml for this run: its dirs the temp dir's, plugins_config() appended."""
         return f"""# Written by harness/containerd.py for one run; removed with it.
 version = 2
 root = "{self.top}/root"
 state = "{self.top}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
 [grpc]
   address = "{self.socket}"
 [ttrpc]
   address = "{self.socket}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{self.top}/opt"
-"""
+""" + self.plugins_config()
+
+    def plugins_config(self) -> str:
+        """More of config.toml: none here."""
+        return ""
 
     def import_images(self) -> None:
         """The busybox image IMAGE, built here, in containerd's NAMESPACE."""

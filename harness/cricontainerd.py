@@ -34,6 +34,8 @@ CGROUP_PARENT = "/netkit-cri-test"             # the pods' cgroups' parent, remo
 class CriContainerd(hc.Containerd):
     """A harness/containerd.py containerd with the CRI plugin serving on ``self.socket``."""
 
+    DISABLED_PLUGINS = ()
+
     def start(self) -> None:
         """As Containerd.start, with ``loopback`` in the bin dir for go-cni's loopback network."""
         loopback = os.path.join(self.bin_dir, "loopback")
@@ -41,19 +43,9 @@ class CriContainerd(hc.Containerd):
             os.symlink("netkit-loopback", loopback)
         super().start()
 
-    def config_text(self) -> str:
-        """config.toml: the run's dirs, and the CRI plugin on with the run's CNI dirs and pause image."""
-        return f"""# Written by harness/cricontainerd.py for one run; removed with it.
-version = 2
-root = "{self.top}/root"
-state = "{self.top}/state"
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{self.socket}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{self.top}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+    def plugins_config(self) -> str:
+        """The CRI plugin's part of config.toml: the run's CNI dirs and pause image."""
+        return f"""[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   netns_mounts_under_state_dir = true
   disable_apparmor = true

@@ -12,7 +12,6 @@ plugin exec starts and the fixture stops.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import subprocess
 import sys
@@ -22,49 +21,26 @@ from typing import Iterator
 
 import pytest
 
-from harness import containerd as hc
 from harness import cnirecord, cri
 from harness import cricontainerd as hcc
-from harness.agent import stop_started
 from netkit.firewall.model import PortMapping, parse_port_mappings
 from netkit.launch import install
 from tests import sandbox as sb
+from tests.e2e.containerd import running
 
 SUBNET = ipaddress.ip_network("10.78.0.0/24")
 
 
 @pytest.fixture
 def node(tmp_path: os.PathLike[str]) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
-    if os.geteuid() != 0:
-        pytest.fail("the CRI end-to-end test needs root")
-    missing = hc.missing_packages()
-    if missing:
-        pytest.fail(f"needs {', '.join(missing)}: apt-get install --no-install-recommends "
-                    f"{' '.join(hc.PACKAGES)} (or ./setup.sh deps)", pytrace=False)
-    top = os.path.join(str(tmp_path), "containerd")
-    bin_dir, conf_dir, data_dir = (os.path.join(str(tmp_path), d) for d in ("bin", "net.d", "leases"))
-    os.makedirs(top)
-    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
-    conflist = install.default_conflist(SUBNET)
-    conflist["plugins"][0]["ipam"]["dataDir"] = data_dir  # type: ignore[index]
-    with open(report.conflist, "w") as f:
-        json.dump(conflist, f)
-    agent_socket = os.path.join(str(tmp_path), "agent.sock")
-    with sb.sandbox(bin_dir, data_dir) as box:
-        daemon = hcc.CriContainerd(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)
-        client = None
+    with running(str(tmp_path), SUBNET, hcc.CriContainerd) as (daemon, box):
+        client = cri.RuntimeClient(daemon.socket)
         try:
-            daemon.start()
-            client = cri.RuntimeClient(daemon.socket)
             yield client, daemon, box
         finally:
-            if client is not None:
-                for sandbox_id in _leftover(client):
-                    client.remove_pod_sandbox(sandbox_id)
-                client.close()
-            problems = daemon.teardown()
-            stop_started(agent_socket)
-        assert not problems, problems
+            for sandbox_id in _leftover(client):  # a failed test's pods, before containerd goes
+                client.remove_pod_sandbox(sandbox_id)
+            client.close()
 
 
 def _leftover(client: cri.RuntimeClient) -> list[str]:
