@@ -43,15 +43,20 @@ CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<n
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
 
-def prepare(tmp: str, subnet: ipaddress.IPv4Network) -> tuple[str, str, str, str]:
+def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None) -> tuple[str, str, str, str]:
     """A run's dirs under ``tmp``: (containerd's top, CNI bin, conf and IPAM data dirs), the plugins
-    installed by `netkit cni install` and its default conflist for ``subnet`` with leases in the data dir."""
+    installed by `netkit cni install` and its default conflist for ``subnet`` (dual-stack with
+    ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in the data dir."""
     top = os.path.join(tmp, "containerd")
     bin_dir, conf_dir, data_dir = (os.path.join(tmp, d) for d in ("bin", "net.d", "leases"))
     os.makedirs(top)
     report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
     conflist = install.default_conflist(subnet)
-    conflist["plugins"][0]["ipam"]["dataDir"] = data_dir  # type: ignore[index]
+    ipam = conflist["plugins"][0]["ipam"]  # type: ignore[index]
+    ipam["dataDir"] = data_dir
+    if subnet6 is not None:
+        ipam["ranges"].append([{"subnet": str(subnet6)}])
+        ipam["routes"].append({"dst": "::/0"})
     with open(report.conflist, "w") as f:
         json.dump(conflist, f)
     return top, bin_dir, conf_dir, data_dir

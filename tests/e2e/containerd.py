@@ -19,11 +19,13 @@ C = TypeVar("C", bound=hc.Containerd)
 
 
 @contextlib.contextmanager
-def running(tmp: str, subnet: ipaddress.IPv4Network, kind: type[C]) -> Iterator[tuple[C, sb.Sandbox]]:
-    """A started ``kind`` of containerd in a sandbox host, for ``subnet``'s default network."""
+def running(tmp: str, subnet: ipaddress.IPv4Network, kind: type[C],
+            subnet6: ipaddress.IPv6Network | None = None) -> Iterator[tuple[C, sb.Sandbox]]:
+    """A started ``kind`` of containerd in a sandbox host, for ``subnet``'s default network (and
+    ``subnet6``'s: see hc.prepare)."""
     if hc.unmet():
         pytest.fail(hc.unmet(), pytrace=False)
-    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet)
+    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet, subnet6)
     agent_socket = os.path.join(tmp, "agent.sock")
     with sb.sandbox(bin_dir, data_dir) as box:
         daemon = kind(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)

@@ -29,11 +29,15 @@ from tests import sandbox as sb
 from tests.e2e.containerd import running
 
 SUBNET = ipaddress.ip_network("10.78.0.0/24")
+SUBNET6 = ipaddress.ip_network("fd78::/64")
 
 
-@pytest.fixture
-def node(tmp_path: os.PathLike[str]) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
-    with running(str(tmp_path), SUBNET, hcc.CriContainerd) as (daemon, box):
+@pytest.fixture(params=["ipv4"])
+def node(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+         ) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
+    """A CRI containerd with netkit's default network; ``dual-stack`` (indirect): also SUBNET6."""
+    subnet6 = SUBNET6 if request.param == "dual-stack" else None
+    with running(str(tmp_path), SUBNET, hcc.CriContainerd, subnet6) as (daemon, box):
         client = cri.RuntimeClient(daemon.socket)
         try:
             yield client, daemon, box
@@ -66,6 +70,20 @@ def test_run_status_stop_remove_a_pod_sandbox(node: tuple[cri.RuntimeClient, hcc
     assert box.leases(install.DEFAULT_NETWORK) == [status.ip]
     client.stop_pod_sandbox(sandbox_id)
     assert not client.pod_sandbox_status(sandbox_id).ready
+    client.remove_pod_sandbox(sandbox_id)
+    _gone(client, daemon, box)
+
+
+@pytest.mark.parametrize("node", ["dual-stack"], indirect=True)
+def test_a_dual_stack_pod_gets_both_families(node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
+    # A node with two podCIDRs: containerd reports eth0's IPv4 address as the pod IP and the IPv6
+    # one in additional_ips, as kubelet puts them in status.podIPs.
+    client, daemon, box = node
+    sandbox_id = client.run_pod_sandbox(pod("dual"))
+    status = client.pod_sandbox_status(sandbox_id)
+    assert ipaddress.ip_address(status.ip) in SUBNET
+    assert [ipaddress.ip_address(a) in SUBNET6 for a in status.additional_ips] == [True], status
+    assert sorted(box.leases(install.DEFAULT_NETWORK)) == sorted([status.ip, *status.additional_ips])
     client.remove_pod_sandbox(sandbox_id)
     _gone(client, daemon, box)
 
