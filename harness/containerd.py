@@ -27,7 +27,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from harness import HarnessError, procs
 from harness.bench import EXEC_TIMEOUT_S, tail
@@ -43,10 +43,12 @@ CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<n
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
 
-def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None) -> tuple[str, str, str, str]:
+def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None,
+            edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, str, str, str]:
     """A run's dirs under ``tmp``: (containerd's top, CNI bin, conf and IPAM data dirs), the plugins
     installed by `netkit cni install` and its default conflist for ``subnet`` (dual-stack with
-    ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in the data dir."""
+    ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in the data dir, changed by
+    ``edit`` if given."""
     top = os.path.join(tmp, "containerd")
     bin_dir, conf_dir, data_dir = (os.path.join(tmp, d) for d in ("bin", "net.d", "leases"))
     os.makedirs(top)
@@ -57,6 +59,8 @@ def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Netw
     if subnet6 is not None:
         ipam["ranges"].append([{"subnet": str(subnet6)}])
         ipam["routes"].append({"dst": "::/0"})
+    if edit is not None:
+        edit(conflist)
     with open(report.conflist, "w") as f:
         json.dump(conflist, f)
     return top, bin_dir, conf_dir, data_dir

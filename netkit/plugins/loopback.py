@@ -12,11 +12,19 @@ from netkit.net import ifflags, netns
 
 
 def add(req: Request) -> Result:
-    """Bring lo up and report its addresses."""
+    """Bring lo up and report its addresses; chained after another plugin, pass its result on.
+
+    Chained (a prevResult), the result is the previous plugin's, as the reference loopback does: a
+    runtime reads the pod's address from the chain's last result (containerd's CRI plugin fails a
+    pod whose result has no eth0, so a conflist ending in netkit-loopback broke every pod).
+    """
     with netns.entered(req.netns):
         ifflags.set_up("lo")
         v4 = ifflags.ipv4_interface("lo")
         v6 = ifflags.ipv6_enabled("lo")
+    prev = req.prev_result
+    if prev is not None:
+        return prev
     ips = ([{"address": str(v4), "interface": 0}] if v4 else []) + ([{"address": "::1/128", "interface": 0}] if v6 else [])
     return {"interfaces": [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": req.netns}], "ips": ips}
 

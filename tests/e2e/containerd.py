@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from typing import Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -20,12 +20,13 @@ C = TypeVar("C", bound=hc.Containerd)
 
 @contextlib.contextmanager
 def running(tmp: str, subnet: ipaddress.IPv4Network, kind: type[C],
-            subnet6: ipaddress.IPv6Network | None = None) -> Iterator[tuple[C, sb.Sandbox]]:
+            subnet6: ipaddress.IPv6Network | None = None,
+            edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[tuple[C, sb.Sandbox]]:
     """A started ``kind`` of containerd in a sandbox host, for ``subnet``'s default network (and
-    ``subnet6``'s: see hc.prepare)."""
+    ``subnet6``'s, the conflist changed by ``edit``: see hc.prepare)."""
     if hc.unmet():
         pytest.fail(hc.unmet(), pytrace=False)
-    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet, subnet6)
+    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet, subnet6, edit)
     agent_socket = os.path.join(tmp, "agent.sock")
     with sb.sandbox(bin_dir, data_dir) as box:
         daemon = kind(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -32,12 +32,24 @@ SUBNET = ipaddress.ip_network("10.78.0.0/24")
 SUBNET6 = ipaddress.ip_network("fd78::/64")
 
 
+def node_shape(conflist: dict[str, Any]) -> None:
+    """The conflist as `netkit node` writes it (issue 18's shared shape): bridge cni0 without ipMasq
+    (the node's masquerade rule does that) or isDefaultGateway (the IPAM routes say it), then
+    netkit-loopback chained last.  Once netkit/node is on this branch: netkit.node.conflist.build."""
+    bridge = conflist["plugins"][0]
+    bridge.update(bridge="cni0", ipMasq=False)
+    del bridge["isDefaultGateway"]
+    conflist["plugins"].append({"type": "netkit-loopback"})
+
+
 @pytest.fixture(params=["ipv4"])
 def node(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
          ) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
-    """A CRI containerd with netkit's default network; ``dual-stack`` (indirect): also SUBNET6."""
-    subnet6 = SUBNET6 if request.param == "dual-stack" else None
-    with running(str(tmp_path), SUBNET, hcc.CriContainerd, subnet6) as (daemon, box):
+    """A CRI containerd with netkit's default network; ``dual-stack`` (indirect): also SUBNET6;
+    ``node-shape``: dual-stack in `netkit node`'s conflist shape."""
+    subnet6 = SUBNET6 if request.param in ("dual-stack", "node-shape") else None
+    edit = node_shape if request.param == "node-shape" else None
+    with running(str(tmp_path), SUBNET, hcc.CriContainerd, subnet6, edit) as (daemon, box):
         client = cri.RuntimeClient(daemon.socket)
         try:
             yield client, daemon, box
@@ -74,10 +86,11 @@ def test_run_status_stop_remove_a_pod_sandbox(node: tuple[cri.RuntimeClient, hcc
     _gone(client, daemon, box)
 
 
-@pytest.mark.parametrize("node", ["dual-stack"], indirect=True)
+@pytest.mark.parametrize("node", ["dual-stack", "node-shape"], indirect=True)
 def test_a_dual_stack_pod_gets_both_families(node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
     # A node with two podCIDRs: containerd reports eth0's IPv4 address as the pod IP and the IPv6
-    # one in additional_ips, as kubelet puts them in status.podIPs.
+    # one in additional_ips, as kubelet puts them in status.podIPs.  In netkit node's shape the
+    # chain ends in netkit-loopback, whose result must be the bridge's (containerd reads eth0 there).
     client, daemon, box = node
     sandbox_id = client.run_pod_sandbox(pod("dual"))
     status = client.pod_sandbox_status(sandbox_id)

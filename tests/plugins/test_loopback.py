@@ -42,3 +42,16 @@ def test_results_in_old_versions_carry_ip_version(box: Sandbox) -> None:
     rc, out = box.call("netkit-loopback", "ADD", dict(CONF, cniVersion="0.3.1"), c)
     assert rc == 0 and out["cniVersion"] == "0.3.1"
     assert all(ip["version"] in ("4", "6") for ip in out["ips"])
+
+
+def test_chained_after_another_plugin_it_passes_the_result_on(box: Sandbox) -> None:
+    # A conflist ending in netkit-loopback (netkit node's): the runtime reads the pod's eth0 address
+    # from the chain's last result, as the reference loopback passes prevResult through.
+    c = box.container()
+    c.run("ip", "link", "set", "lo", "down", check=True)
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": c.path}],
+            "ips": [{"address": "10.1.2.3/24", "gateway": "10.1.2.1", "interface": 0}]}
+    rc, out = box.call("netkit-loopback", "ADD", dict(CONF, prevResult=prev), c)
+    assert rc == 0, out
+    assert _lo_up(box, c.name)
+    assert out["interfaces"] == prev["interfaces"] and out["ips"] == prev["ips"]
