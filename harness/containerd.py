@@ -39,8 +39,24 @@ NAMESPACE = "netkit-test"                     # containerd's own namespace (not 
 IMAGE = "docker.io/netkit/busybox:test"
 # containerd 1.6 puts the shims' sockets and runc's state under /run/containerd whatever its config.
 ROOT_PATHS = ("/run/containerd",)
-CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<namespace>/<container id>
+CGROUP = f"/{NAMESPACE}"                      # ctr's default cgroup parent: /<namespace>/<container id>
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
+
+
+def cgroup_dirs(parent: str) -> list[str]:
+    """The directories of cgroup ``parent`` (like "/name") in every hierarchy: one under cgroup v2,
+    one per controller under v1 (or a hybrid layout)."""
+    return sorted(glob.glob(f"/sys/fs/cgroup{parent}") + glob.glob(f"/sys/fs/cgroup/*{parent}"))
+
+
+def remove_cgroups(parent: str, keep: set[str]) -> None:
+    """Remove the (empty) cgroups under ``parent`` in every hierarchy, and ``parent`` itself where it
+    is not in ``keep`` (it was there before); an rmdir only ever removes an empty cgroup, and one still
+    busy is a concurrent run's (ctr's parent is shared), which that run's teardown removes."""
+    for top in cgroup_dirs(parent):
+        for cg in sorted(glob.glob(f"{top}/*/"), reverse=True) + ([] if top in keep else [top]):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(cg)
 
 
 def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None,
@@ -136,6 +152,7 @@ class Containerd:
         self.holder: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.before: dict[str, bool] = {}
+        self.cgroups_before: set[str] = set()
         self.problems: list[str] = []
 
     def _in_ns(self, *argv: str) -> list[str]:
@@ -152,7 +169,8 @@ class Containerd:
 
     def start(self) -> None:
         """The private mount namespace with the CNI paths, containerd in it, the image imported."""
-        self.before = {p: os.path.lexists(p) for p in (*ROOT_PATHS, CGROUP)}
+        self.before = {p: os.path.lexists(p) for p in ROOT_PATHS}
+        self.cgroups_before = set(cgroup_dirs(CGROUP))
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         mnt = f"/proc/{self.holder.pid}/ns/mnt"
@@ -238,10 +256,7 @@ disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
                     self.problems.append(f"{proc.args[0]} ignored SIGTERM: killed")
         self.problems += procs.reap(self.processes, 30)
         self.problems += procs.unmount_under(self.top)
-        for cg in sorted(glob.glob(f"{CGROUP}/*")) + [CGROUP]:
-            if not self.before.get(CGROUP) or cg != CGROUP:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(cg)
+        remove_cgroups(CGROUP, self.cgroups_before)
         for path in ROOT_PATHS:
             if not self.before.get(path) and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)

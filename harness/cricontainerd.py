@@ -18,8 +18,6 @@ outside it); here the CRI plugin is configured instead of disabled:
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 
 from harness import containerd as hc
@@ -71,10 +69,7 @@ class CriContainerd(hc.Containerd):
 
     def teardown(self) -> list[str]:
         """As Containerd.teardown, and CGROUP_PARENT gone from every cgroup hierarchy (runc removes
-        each pod's own cgroup under it; an rmdir only removes an empty cgroup)."""
+        each pod's own cgroup under it)."""
         problems = super().teardown()
-        for cg in glob.glob(f"/sys/fs/cgroup{CGROUP_PARENT}") + glob.glob(f"/sys/fs/cgroup/*{CGROUP_PARENT}"):
-            for sub in sorted(glob.glob(f"{cg}/*/"), reverse=True) + [cg]:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(sub)
+        hc.remove_cgroups(CGROUP_PARENT, set())
         return problems
