@@ -19,6 +19,7 @@ import contextlib
 import glob
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import shutil
@@ -26,29 +27,70 @@ import signal
 import subprocess
 import tarfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from harness import HarnessError, procs
 from harness.bench import EXEC_TIMEOUT_S, tail
 from harness.podman import BUSYBOX, CLEAN_PATH, NSENTER, rootfs_tar
+from netkit.launch import install
 
 PACKAGES = ("containerd", "runc", "busybox-static")
 NAMESPACE = "netkit-test"                     # containerd's own namespace (not a network namespace)
 IMAGE = "docker.io/netkit/busybox:test"
 # containerd 1.6 puts the shims' sockets and runc's state under /run/containerd whatever its config.
 ROOT_PATHS = ("/run/containerd",)
-CGROUP = f"/sys/fs/cgroup/{NAMESPACE}"        # ctr's default cgroup parent: /<namespace>/<container id>
+CGROUP = f"/{NAMESPACE}"                      # ctr's default cgroup parent: /<namespace>/<container id>
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
 
-def cgroup_parents() -> list[str]:
-    """ctr's cgroup parent /<namespace> in every hierarchy: one on cgroup v2; on v1 (and hybrid) one per
-    mounted hierarchy, where runc makes it for each controller (symlinked aliases such as cpu -> cpu,cpuacct
-    counted once)."""
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return [CGROUP]
-    return sorted(f"{d}/{NAMESPACE}" for d in glob.glob("/sys/fs/cgroup/*")
-                  if os.path.isdir(d) and not os.path.islink(d))
+def cgroup_dirs(parent: str) -> list[str]:
+    """The directories of cgroup ``parent`` (like "/name") in every hierarchy: one under cgroup v2,
+    one per controller under v1 (or a hybrid layout)."""
+    return sorted(glob.glob(f"/sys/fs/cgroup{parent}") + glob.glob(f"/sys/fs/cgroup/*{parent}"))
+
+
+def remove_cgroups(parent: str, keep: set[str]) -> None:
+    """Remove the (empty) cgroups under ``parent`` in every hierarchy, and ``parent`` itself where it
+    is not in ``keep`` (it was there before); an rmdir only ever removes an empty cgroup, and one still
+    busy is a concurrent run's (ctr's parent is shared), which that run's teardown removes."""
+    for top in cgroup_dirs(parent):
+        for cg in sorted(glob.glob(f"{top}/*/"), reverse=True) + ([] if top in keep else [top]):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(cg)
+
+
+def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None,
+            edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, str, str, str]:
+    """A run's dirs under ``tmp``: (containerd's top, CNI bin, conf and IPAM data dirs), the plugins
+    installed by `netkit cni install` and its default conflist for ``subnet`` (dual-stack with
+    ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in the data dir, changed by
+    ``edit`` if given."""
+    top = os.path.join(tmp, "containerd")
+    bin_dir, conf_dir, data_dir = (os.path.join(tmp, d) for d in ("bin", "net.d", "leases"))
+    os.makedirs(top)
+    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
+    conflist = install.default_conflist(subnet)
+    ipam = conflist["plugins"][0]["ipam"]  # type: ignore[index]
+    ipam["dataDir"] = data_dir
+    if subnet6 is not None:
+        ipam["ranges"].append([{"subnet": str(subnet6)}])
+        ipam["routes"].append({"dst": "::/0"})
+    if edit is not None:
+        edit(conflist)
+    with open(report.conflist, "w") as f:
+        json.dump(conflist, f)
+    return top, bin_dir, conf_dir, data_dir
+
+
+def unmet() -> str:
+    """Why the containerd tests cannot run here ("" when they can): not root, or packages missing."""
+    if os.geteuid() != 0:
+        return "the containerd end-to-end tests need root"
+    missing = missing_packages()
+    if missing:
+        return (f"needs {', '.join(missing)}: apt-get install --no-install-recommends "
+                f"{' '.join(PACKAGES)} (or ./setup.sh deps)")
+    return ""
 
 
 def missing_packages() -> list[str]:
@@ -65,14 +107,16 @@ def _blob(layout: dict[str, bytes], data: bytes) -> dict[str, Any]:
     return {"digest": digest, "size": len(data)}
 
 
-def oci_archive(path: str, rootfs: str) -> str:
-    """An OCI image layout tar at ``path`` with one layer, the rootfs tar ``rootfs``; named IMAGE."""
+def oci_archive(path: str, rootfs: str, name: str = IMAGE, entrypoint: list[str] | None = None) -> str:
+    """An OCI image layout tar at ``path`` with one layer, the rootfs tar ``rootfs``, named ``name``;
+    ``entrypoint``: the image's, if any (the CRI pause image's is what holds the pod's sandbox)."""
     layout: dict[str, bytes] = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode()}
     with open(rootfs, "rb") as f:
         layer = f.read()
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = {"architecture": "amd64", "os": "linux",
-              "config": {"Env": [f"PATH={CLEAN_PATH}"], "Cmd": ["sh"]},
+              "config": {"Env": [f"PATH={CLEAN_PATH}"], "Cmd": ["sh"],
+                         **({"Entrypoint": entrypoint, "Cmd": []} if entrypoint else {})},
               "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
     manifest = {
         "schemaVersion": 2,
@@ -84,7 +128,7 @@ def oci_archive(path: str, rootfs: str) -> str:
     index = {"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(layout, json.dumps(manifest).encode()),
         "platform": {"architecture": "amd64", "os": "linux"},
-        "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "test"}}]}
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "test"}}]}
     layout["index.json"] = json.dumps(index).encode()
     with tarfile.open(path, "w") as tar:
         for name, body in layout.items():
@@ -108,6 +152,7 @@ class Containerd:
         self.holder: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.before: dict[str, bool] = {}
+        self.cgroups_before: set[str] = set()
         self.problems: list[str] = []
 
     def _in_ns(self, *argv: str) -> list[str]:
@@ -124,7 +169,8 @@ class Containerd:
 
     def start(self) -> None:
         """The private mount namespace with the CNI paths, containerd in it, the image imported."""
-        self.before = {p: os.path.lexists(p) for p in (*ROOT_PATHS, *cgroup_parents())}
+        self.before = {p: os.path.lexists(p) for p in ROOT_PATHS}
+        self.cgroups_before = set(cgroup_dirs(CGROUP))
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         mnt = f"/proc/{self.holder.pid}/ns/mnt"
@@ -144,34 +190,52 @@ class Containerd:
             self._run("mount", "--bind", src, point)
         config = os.path.join(self.top, "config.toml")
         with open(config, "w") as f:
-            f.write(f"""# Written by harness/containerd.py for one run; removed with it.
+            f.write(self.config_text())
+        with open(self.log, "wb") as log:
+            # The plugins' environment too where containerd itself runs them (the CRI plugin).
+            self.daemon = subprocess.Popen(self._in_ns("containerd", "--config", config), stdin=subprocess.DEVNULL,
+                                           stdout=log, stderr=log, cwd=self.top, start_new_session=True,
+                                           env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root"),
+                                                **self.env})
+        deadline = time.monotonic() + START_WAIT_S
+        while self.ctr("version", check=False).returncode != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
+            time.sleep(0.1)
+        self.import_images()
+
+    # What this containerd runs without: the CRI plugin (harness/cricontainerd.py turns it on).
+    DISABLED_PLUGINS: tuple[str, ...] = ("io.containerd.grpc.v1.cri",)
+
+    def config_text(self) -> str:
+        """containerd's config.toml for this run: its dirs the temp dir's, plugins_config() appended."""
+        return f"""# Written by harness/containerd.py for one run; removed with it.
 version = 2
 root = "{self.top}/root"
 state = "{self.top}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
 [grpc]
   address = "{self.socket}"
 [ttrpc]
   address = "{self.socket}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{self.top}/opt"
-""")
-        with open(self.log, "wb") as log:
-            self.daemon = subprocess.Popen(self._in_ns("containerd", "--config", config), stdin=subprocess.DEVNULL,
-                                           stdout=log, stderr=log, cwd=self.top, start_new_session=True,
-                                           env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root")})
-        deadline = time.monotonic() + START_WAIT_S
-        while self.ctr("version", check=False).returncode != 0:
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
-            time.sleep(0.1)
+""" + self.plugins_config()
+
+    def plugins_config(self) -> str:
+        """More of config.toml: none here."""
+        return ""
+
+    def import_images(self) -> None:
+        """The busybox image IMAGE, built here, in containerd's NAMESPACE."""
         archive = oci_archive(os.path.join(self.top, "image.tar"),
                               rootfs_tar(os.path.join(self.top, "rootfs.tar"), {}))
         self.ctr("images", "import", archive)
 
-    def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        """``ctr ARGS`` against this containerd, in its namespaces."""
-        return self._run("ctr", "--address", self.socket, "--namespace", NAMESPACE, *args,
+    def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S,
+            namespace: str = NAMESPACE) -> subprocess.CompletedProcess[str]:
+        """``ctr ARGS`` against this containerd, in its namespaces (``namespace``: containerd's own)."""
+        return self._run("ctr", "--address", self.socket, "--namespace", namespace, *args,
                          check=check, timeout=timeout)
 
     def processes(self) -> dict[int, str]:
@@ -192,11 +256,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                     self.problems.append(f"{proc.args[0]} ignored SIGTERM: killed")
         self.problems += procs.reap(self.processes, 30)
         self.problems += procs.unmount_under(self.top)
-        for parent in cgroup_parents():
-            for cg in sorted(glob.glob(f"{parent}/*/")) + [parent]:
-                if not self.before.get(parent) or cg != parent:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rmdir(cg)
+        remove_cgroups(CGROUP, self.cgroups_before)
         for path in ROOT_PATHS:
             if not self.before.get(path) and os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)

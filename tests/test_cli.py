@@ -84,3 +84,15 @@ def test_run_keeps_its_state_in_the_default_root() -> None:
     assert _ok(ps).splitlines()[1:] == []  # --rm removed it
     assert {"containers", "networks", "bin", "ipam", "netns"} <= set(_ok(root).split())
     assert "bridge" in _ok(nets)
+
+
+def test_cni_install_no_conflist_writes_the_plugins_only() -> None:
+    # A Kubernetes node's init container: `netkit node` writes the conflist from the node's pod subnets.
+    with machine_untouched():
+        install, conf = throwaway.run([
+            Step([NETKIT, "cni", "install", "--no-conflist"]),
+            Step(["ls", "-A", "/etc/cni/net.d"]),
+        ])
+    out = _ok(install)
+    assert "installed /opt/cni/bin/netkit-bridge" in out and "wrote" not in out
+    assert conf.stdout.strip() == ""

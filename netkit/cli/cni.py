@@ -24,6 +24,8 @@ def cni() -> None:
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="Where plugin executables go.")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="Where netkit.conflist goes.")
 @click.option("--force-conflist", is_flag=True, help="Rewrite netkit.conflist even if it exists.")
+@click.option("--no-conflist", is_flag=True,
+              help="Write no netkit.conflist: another writes the node's (`netkit node`, from its pod subnets).")
 @click.option("--no-agent", is_flag=True,
               help="Plugins always run in-process: launchers that never start an agent, no agent units, "
                    "a running agent stopped.")
@@ -32,8 +34,8 @@ def cni() -> None:
                    "they are enabled only where it is.")
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
 @agent_socket()
-def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: bool, with_agent: bool, unit_dir: str,
-                socket: str) -> None:
+def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_conflist: bool, no_agent: bool,
+                with_agent: bool, unit_dir: str, socket: str) -> None:
     """Write the plugin executables and the default network config; leave a warm path.
 
     Where systemd is PID 1 a socket-activated agent (netkit-agent.socket and .service, enabled and
@@ -45,7 +47,10 @@ def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_agent: boo
 
     if no_agent and with_agent:
         fail(ValueError("--agent and --no-agent contradict each other"))
-    report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist, spawn=not no_agent))
+    if no_conflist and force_conflist:
+        fail(ValueError("--force-conflist and --no-conflist contradict each other"))
+    report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist, spawn=not no_agent,
+                                          conflist=not no_conflist))
     for exe in report.executables:
         click.echo(f"installed {exe}")
     for note in report.notes:

@@ -211,14 +211,18 @@ def plugins_current(bin_dir: str) -> bool:
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
-            force_conflist: bool = False, spawn: bool = True) -> InstallReport:
+            force_conflist: bool = False, spawn: bool = True, conflist: bool = True) -> InstallReport:
     """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
 
-    An existing conflist is kept (it may have been edited) unless ``force_conflist``.  ``spawn``: see
+    An existing conflist is kept (it may have been edited) unless ``force_conflist``; none is written
+    without ``conflist`` (a Kubernetes node's: `netkit node` writes it once the node's pod subnets
+    are known, and a guessed subnet before that would give pods wrong addresses).  ``spawn``: see
     install_plugins.  Files only: the agent's side (units, an old agent) is the CLI's (cli/cni.py).
     """
     report = InstallReport()
     report.executables = install_plugins(bin_dir, python, spawn, report.notes)
+    if not conflist:
+        return report
     fileio.ensure_dir(conf_dir)
     report.conflist = os.path.join(conf_dir, CONFLIST_NAME)
     if os.path.exists(report.conflist) and not force_conflist:

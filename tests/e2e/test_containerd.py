@@ -10,7 +10,6 @@ starts the agent (on the test's socket, which ctr's environment names), the fixt
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 from typing import Iterator
@@ -18,11 +17,12 @@ from typing import Iterator
 import pytest
 
 from harness import containerd as hc
-from harness.agent import agent_processes, stop_started
+from harness.agent import agent_processes
 from netkit.agent import control
 from netkit.launch import install
 from tests.e2e.podman import poll
 from tests import sandbox as sb
+from tests.e2e.containerd import running
 
 SUBNET = ipaddress.ip_network("10.77.0.0/24")
 GATEWAY = "10.77.0.1"
@@ -30,30 +30,8 @@ GATEWAY = "10.77.0.1"
 
 @pytest.fixture
 def ctr(tmp_path: os.PathLike[str]) -> Iterator[tuple[hc.Containerd, sb.Sandbox]]:
-    if os.geteuid() != 0:
-        pytest.fail("the containerd end-to-end test needs root")
-    missing = hc.missing_packages()
-    if missing:
-        pytest.fail(f"needs {', '.join(missing)}: apt-get install --no-install-recommends "
-                    f"{' '.join(hc.PACKAGES)} (or ./setup.sh deps)", pytrace=False)
-    top = os.path.join(str(tmp_path), "containerd")
-    bin_dir, conf_dir, data_dir = (os.path.join(str(tmp_path), d) for d in ("bin", "net.d", "leases"))
-    os.makedirs(top)
-    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
-    conflist = install.default_conflist(SUBNET)
-    conflist["plugins"][0]["ipam"]["dataDir"] = data_dir  # type: ignore[index]
-    with open(report.conflist, "w") as f:
-        json.dump(conflist, f)
-    agent_socket = os.path.join(str(tmp_path), "agent.sock")
-    with sb.sandbox(bin_dir, data_dir) as box:
-        daemon = hc.Containerd(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)
-        try:
-            daemon.start()
-            yield daemon, box
-        finally:
-            problems = daemon.teardown()
-            stop_started(agent_socket)  # also one still warming up (its lock taken, its socket not yet bound)
-        assert not problems, problems
+    with running(str(tmp_path), SUBNET, hc.Containerd) as (daemon, box):
+        yield daemon, box
 
 
 def _run(daemon: hc.Containerd, name: str) -> None:
