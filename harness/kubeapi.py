@@ -34,7 +34,7 @@ class StandInApi:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.nodes: dict[str, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []  # every event so far; a watch sends those after its start
+        self.events: list[dict[str, Any]] = []  # every event so far; a watch sends those after its version
         self.version = 1
         self.generation = 0  # bumped by drop(): a watch of an older generation ends at once
         self.failures = 0  # the next N requests get HTTP 500
@@ -100,14 +100,14 @@ def _handler(api: StandInApi) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
                 return
             if query.get("watch") == ["true"]:
-                self._watch(float(query.get("timeoutSeconds", ["60"])[0]))
+                self._watch(float(query.get("timeoutSeconds", ["60"])[0]), query.get("resourceVersion", [""])[0])
                 return
             with api.cond:
                 body = {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": str(api.version)},
                         "items": list(api.nodes.values())}
             self._send(200, body)
 
-        def _watch(self, timeout: float) -> None:
+        def _watch(self, timeout: float, since: str) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -115,7 +115,11 @@ def _handler(api: StandInApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.close_connection = True
             with api.cond:
-                sent, generation = len(api.events), api.generation
+                # As the real server: the events after the resource version asked for (the list's),
+                # so a change made between the list and this request is not lost; none: from now.
+                after = int(since) if since.isdigit() else api.version
+                sent = sum(int(e["object"]["metadata"]["resourceVersion"]) <= after for e in api.events)
+                generation = api.generation
             deadline = threading.Event()
             timer = threading.Timer(timeout, deadline.set)
             timer.start()

@@ -75,12 +75,15 @@ def test_the_daemonset_runs_privileged_on_the_host_network_of_every_node() -> No
     assert node_env == {"NODE_NAME": "spec.nodeName"}
 
 
-@pytest.mark.parametrize("container", ["install", "agent"])
-def test_the_daemonsets_commands_are_netkits(container: str) -> None:
-    """The container's command parses as a netkit command line (click, nothing run).  The `node`
-    container's is checked the same way once `netkit node` is on this branch (issue 18)."""
+@pytest.mark.parametrize("container", ["install", "agent", "node"])
+def test_the_daemonsets_commands_are_netkits(container: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's command, with the container's environment (a field reference stands for the
+    value the kubelet puts there), parses as a netkit command line (click, nothing run)."""
     spec = _objects()["DaemonSet"].spec.template.spec
-    argv = next(c for c in spec.init_containers + spec.containers if c.name == container).command
+    found = next(c for c in spec.init_containers + spec.containers if c.name == container)
+    for env in found.env or []:
+        monkeypatch.setenv(env.name, env.value or f"from-{env.value_from.field_ref.field_path}")
+    argv = found.command
     assert argv[0] == "netkit"
     cmd: click.Command = netkit_cli
     rest = list(argv[1:])

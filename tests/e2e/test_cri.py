@@ -25,6 +25,7 @@ from harness import cnirecord, cri
 from harness import cricontainerd as hcc
 from netkit.firewall.model import PortMapping, parse_port_mappings
 from netkit.launch import install
+from netkit.node import conflist as nodeconf
 from tests import sandbox as sb
 from tests.e2e.containerd import running
 
@@ -33,13 +34,11 @@ SUBNET6 = ipaddress.ip_network("fd78::/64")
 
 
 def node_shape(conflist: dict[str, Any]) -> None:
-    """The conflist as `netkit node` writes it (issue 18's shared shape): bridge cni0 without ipMasq
-    (the node's masquerade rule does that) or isDefaultGateway (the IPAM routes say it), then
-    netkit-loopback chained last.  Once netkit/node is on this branch: netkit.node.conflist.build."""
-    bridge = conflist["plugins"][0]
-    bridge.update(bridge="cni0", ipMasq=False)
-    del bridge["isDefaultGateway"]
-    conflist["plugins"].append({"type": "netkit-loopback"})
+    """The conflist as `netkit node` writes it for a dual-stack node (netkit.node.conflist.build), with
+    the run's lease directory kept."""
+    built = nodeconf.build((SUBNET, SUBNET6), conflist["plugins"][0]["ipam"]["dataDir"])
+    conflist.clear()
+    conflist.update(built)
 
 
 @pytest.fixture(params=["ipv4"])
