@@ -21,6 +21,9 @@ from netkit.cli.shared import fail, require_root
               help="This node's name (a DaemonSet passes spec.nodeName as NODE_NAME).")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, metavar="DIR",
               help="Where 10-netkit.conflist is written.")
+@click.option("--ipam-dir", default="", metavar="DIR",
+              help="Where the pods' leases are kept (the conflist's ipam dataDir; default: netkit-ipam's, "
+                   "/var/lib/cni/networks).")
 @click.option("--ready-file", default="/run/netkit/node.ready", show_default=True, metavar="FILE",
               help="Written once pods can be networked, removed on exit (for a readiness probe).")
 @click.option("--interval", type=float, default=0.5, show_default=True, metavar="SECONDS",
@@ -33,8 +36,8 @@ from netkit.cli.shared import fail, require_root
                    "None given: nothing is masqueraded.")
 @click.option("--firewall-backend", type=click.Choice(["nftables", "iptables"]), default=None,
               help="Where the masquerade rule goes (default: as the host's iptables command).")
-def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_dir: str, ready_file: str, interval: float,
-         resync: float, cluster_cidrs: tuple[str, ...], firewall_backend: str | None) -> None:
+def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_dir: str, ipam_dir: str, ready_file: str,
+         interval: float, resync: float, cluster_cidrs: tuple[str, ...], firewall_backend: str | None) -> None:
     """Keep this node's conflist and the routes to every other node's pod subnet (logs each change)."""
     import ipaddress
 
@@ -48,7 +51,8 @@ def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_di
     if nodes_file and kubeconfig:
         fail(ValueError("--nodes-file and --kubeconfig: give one source"))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="netkit node: %(message)s")
-    settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync, clusters, firewall_backend or "")
+    settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync, clusters, firewall_backend or "",
+                               ipam_dir)
     api = None
     source: daemon.Source
     if nodes_file:

@@ -15,8 +15,8 @@ import sys
 import time
 
 from netkit import errors
-from netkit.lab import probe
-from netkit.lab.scenario import Container, Host, Network, Scenario, ScenarioError, split_target
+from netkit.lab import nodes, probe
+from netkit.lab.scenario import POD_NETWORK, Container, Host, Network, Scenario, ScenarioError, split_target
 from netkit.lab.serve import serve_args, serve_ports
 from netkit.runtime import containers, networks, state
 from netkit.runtime.root import Root
@@ -49,6 +49,8 @@ def _spec_hash(sc: Scenario, host: Host, c: Container) -> str:
     spec = {"cmd": command(sc, host, c), "net": c.net, "ports": c.ports, "ip": c.ip}
     if c.more_nets or c.aliases:  # absent otherwise: labs up before these existed keep their containers
         spec.update(more_nets=c.more_nets, aliases=c.aliases)
+    if POD_NETWORK in c.nets and host.is_node:  # a pod is made again when its node's podCIDRs change
+        spec.update(pod_cidrs=[str(n) for n in host.pod_cidrs])
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -127,6 +129,7 @@ def provision(sc: Scenario, host_name: str, root: Root) -> list[str]:
         if rec.labels.get(LABEL_LAB) == sc.name and name not in wanted:
             containers.remove(root, name, force=True)
             done.append(f"{host_name}: removed {name}")
+    done += nodes.converge(sc, host, root)  # after the removals: a host no longer a node has no pods left
     started: set[str] = set()
     for c in sc.container_order(host):
         digest = _spec_hash(sc, host, c)

@@ -27,6 +27,7 @@ AUTO_LINK_POOL = ipaddress.ip_network("10.250.0.0/16")
 PROTOS = ("tcp", "udp", "icmp", "http", "dns")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SERVE_KEYS = {"http", "body", "tcp", "udp", "proxy", "backends"}
+POD_NETWORK = "pods"  # on a host that is a Kubernetes node: the network of `netkit node`'s conflist
 
 
 class ScenarioError(errors.CNIError):
@@ -99,6 +100,12 @@ class Host:
     networks: dict[str, Network] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    pod_cidrs: list[IPNetwork] = field(default_factory=list)  # a Kubernetes node: its podCIDRs (one per family)
+
+    @property
+    def is_node(self) -> bool:
+        """True when the host is a Kubernetes node (``kubernetes:``): it runs `netkit node`."""
+        return bool(self.pod_cidrs)
 
 
 @dataclass
@@ -133,6 +140,17 @@ class Scenario:
     links: dict[str, Link] = field(default_factory=dict)
     hosts: dict[str, Host] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    cluster_cidrs: list[IPNetwork] = field(default_factory=list)  # pod traffic leaving these is masqueraded
+    cluster_link: str = ""  # the link every Kubernetes node is on: their InternalIPs
+
+    def nodes(self) -> list[Host]:
+        """The hosts that are Kubernetes nodes, in file order."""
+        return [h for h in self.hosts.values() if h.is_node]
+
+    def internal_ips(self, host: str) -> list[str]:
+        """A node's InternalIPs: its addresses on the cluster link (IPv4, and IPv6 on a dual-stack link)."""
+        h = self.hosts[host]
+        return [str(a[self.cluster_link].ip) for a in (h.addresses, h.addresses6) if self.cluster_link in a]
 
     def container_order(self, host: Host) -> list[Container]:
         """Containers in start order: a container:<name> joiner after the container it joins."""
@@ -268,7 +286,7 @@ def parse(text: str, path: str = "<scenario>") -> Scenario:
         line = f"{mark.line + 1}:" if mark else ""
         raise ScenarioError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
     r = _Reader(path, _Lines(node))
-    top = r.mapping(doc, (), {"name", "description", "links", "hosts", "checks"})
+    top = r.mapping(doc, (), {"name", "description", "links", "hosts", "checks", "kubernetes"})
     default_name = os.path.splitext(os.path.basename(path))[0] if path != "<scenario>" else "lab"
     sc = Scenario(name=r.text(top.get("name", default_name), ("name",), LAB_NAME),
                   path=path, description=str(top.get("description", "") or ""))
@@ -287,16 +305,68 @@ def parse(text: str, path: str = "<scenario>") -> Scenario:
     wanted: dict[str, dict[str, str | None]] = {}
     for name, spec in hosts.items():
         r.text(name, ("hosts", name), HOST_NAME)
-        spec = r.mapping(spec, ("hosts", name), {"links", "networks", "containers", "routes"})
+        spec = r.mapping(spec, ("hosts", name), {"links", "networks", "containers", "routes", "kubernetes"})
         sc.hosts[name] = _host(r, name, spec)
         wanted[name] = _host_links(r, name, spec.get("links"), sc.links)
     _assign_addresses(r, sc, wanted)
     for name, spec in hosts.items():
         for i, route in enumerate(r.seq((spec or {}).get("routes"), ("hosts", name, "routes"))):
             sc.hosts[name].routes.append(_route(r, sc, name, route, ("hosts", name, "routes", i)))
+    _cluster(r, sc, top.get("kubernetes"))
     for i, check in enumerate(r.seq(top.get("checks"), ("checks",))):
         sc.checks.append(_check(r, sc, check, ("checks", i)))
     return sc
+
+
+def _cidrs(r: _Reader, value: Any, where: tuple[Any, ...]) -> list[IPNetwork]:
+    """One CIDR or a list of them, at most one per family."""
+    items = value if isinstance(value, list) else [value]
+    out = [r.network(v, (*where, i) if isinstance(value, list) else where, None) for i, v in enumerate(items)]
+    if len({n.version for n in out}) != len(out):
+        raise r.fail(where, "at most one subnet per IP family")
+    return out
+
+
+def _node(r: _Reader, host: Host, value: Any) -> None:
+    where = ("hosts", host.name, "kubernetes")
+    spec = r.mapping(value, where, {"podCIDR"})
+    if "podCIDR" not in spec:
+        raise r.fail(where, "a Kubernetes node needs podCIDR: SUBNET (or a list, one per family)")
+    host.pod_cidrs = _cidrs(r, spec["podCIDR"], (*where, "podCIDR"))
+    if POD_NETWORK in host.networks:
+        raise r.fail(("hosts", host.name, "networks", POD_NETWORK),
+                     f"{POD_NETWORK!r} is a Kubernetes node's pod network: give this network another name")
+
+
+def _cluster(r: _Reader, sc: Scenario, value: Any) -> None:
+    """The cluster of the hosts with ``kubernetes:``: its CIDR, the link its nodes share, their subnets."""
+    nodes = sc.nodes()
+    if value is not None:
+        spec = r.mapping(value, ("kubernetes",), {"clusterCIDR"})
+        if "clusterCIDR" in spec:
+            sc.cluster_cidrs = _cidrs(r, spec["clusterCIDR"], ("kubernetes", "clusterCIDR"))
+        if not nodes:
+            raise r.fail(("kubernetes",), "no host is a Kubernetes node (give one kubernetes: {podCIDR: ...})")
+    if not nodes:
+        return
+    shared = [link for link in sc.links if all(link in h.addresses for h in nodes)]
+    if not shared:
+        raise r.fail(("hosts", nodes[0].name, "kubernetes"), "Kubernetes nodes must share a link (their InternalIPs "
+                                                             "are on it, and the routes to pods go over it)")
+    sc.cluster_link = shared[0]
+    seen: dict[IPNetwork, str] = {}
+    for h in nodes:
+        where = ("hosts", h.name, "kubernetes", "podCIDR")
+        for cidr in h.pod_cidrs:
+            if sc.cluster_cidrs and not any(cidr.version == c.version and cidr.subnet_of(c)  # type: ignore[arg-type]
+                                            for c in sc.cluster_cidrs):
+                raise r.fail(where, f"{cidr} is not inside the clusterCIDR ({', '.join(map(str, sc.cluster_cidrs))})")
+            if cidr.version == 6 and sc.links[sc.cluster_link].subnet6 is None:
+                raise r.fail(where, f"an IPv6 podCIDR needs link {sc.cluster_link} to be dual-stack (ipv6: SUBNET)")
+            other = next((n for n, owner in seen.items() if n.overlaps(cidr)), None)  # type: ignore[arg-type]
+            if other is not None:
+                raise r.fail(where, f"{cidr} overlaps {other} of node {seen[other]}")
+            seen[cidr] = h.name
 
 
 def _host(r: _Reader, name: str, spec: dict[str, Any]) -> Host:
@@ -316,6 +386,8 @@ def _host(r: _Reader, name: str, spec: dict[str, Any]) -> Host:
         elif ipv6 is not None and ipv6 is not False:
             ipv6 = str(r.network(ipv6, (*where, "ipv6"), 6))
         host.networks[net] = Network(net, subnet, ipv6=ipv6 or None, **flags)
+    if "kubernetes" in spec:
+        _node(r, host, spec["kubernetes"])
     for cname, cspec in r.mapping(spec.get("containers"), ("hosts", name, "containers")).items():
         host.containers[cname] = _container(r, host, cname, cspec, ("hosts", name, "containers", cname))
     for c in host.containers.values():
@@ -340,14 +412,17 @@ def _container(r: _Reader, host: Host, name: str, spec: Any, where: tuple[Any, .
         if net in ("host", "none") or net.startswith("container:"):
             if len(nets) > 1:
                 raise r.fail(at, f"{net} is a network mode: it cannot be combined with other networks")
+        elif net == POD_NETWORK and host.is_node:
+            pass  # the node's pod network, as `netkit node` writes it
         elif net != "bridge" and net not in host.networks:
-            raise r.fail(at, f"unknown network {net!r} (bridge, host, none, container:NAME "
-                             f"or one of this host's networks)")
+            raise r.fail(at, f"unknown network {net!r} (bridge, host, none, container:NAME, one of this host's "
+                             f"networks{', or pods on a Kubernetes node' if not host.is_node else ''})")
         if nets.count(net) > 1:
             raise r.fail(at, f"network {net} is given twice")
     c.aliases = r.names(spec.get("aliases", []), (*where, "aliases"), CONTAINER_NAME)
-    if c.aliases and all(n in ("bridge", "host", "none") or n.startswith("container:") for n in nets):
-        raise r.fail((*where, "aliases"), "aliases are names on user-defined networks: this container is on none")
+    if c.aliases and all(n in ("bridge", "host", "none", POD_NETWORK) or n.startswith("container:") for n in nets):
+        raise r.fail((*where, "aliases"), "aliases are names on user-defined networks with DNS: this container "
+                                          "is on none")
     c.ports = [r.text(p, (*where, "ports", i)) for i, p in enumerate(r.seq(spec.get("ports"), (*where, "ports")))]
     if c.ports:
         from netkit.runtime import ports as port_specs

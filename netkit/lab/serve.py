@@ -86,11 +86,14 @@ def _listen(cls: type, port: int, handler: Any) -> socketserver.BaseServer:
         return _IPV4_ONLY[cls](("0.0.0.0", port), handler)  # type: ignore[no-any-return]
 
 
-def _http(port: int, body: str) -> socketserver.BaseServer:
-    payload = (body + "\n").encode()
+CLIENT = "{client}"  # in a page's body: the address the request came from (shows masquerade, NAT)
 
+
+def _http(port: int, body: str) -> socketserver.BaseServer:
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            client = self.client_address[0].removeprefix("::ffff:")  # an IPv4 peer of the dual-stack socket
+            payload = (body.replace(CLIENT, client) + "\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(payload)))
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind, what in (("http", "HTTP page port"), ("tcp", "TCP echo port"), ("udp", "UDP echo port"),
                        ("proxy", "round-robin TCP proxy port")):
         p.add_argument(f"--{kind}", type=int, action="append", default=[], help=f"{what} (repeat)")
-    p.add_argument("--body", default="netkit", help="what the HTTP page says")
+    p.add_argument("--body", default="netkit", help=f"what the HTTP page says ({CLIENT}: the client's address)")
     p.add_argument("--backend", action="append", default=[], help="HOST:PORT behind the proxy (repeat)")
     args = p.parse_args(argv)
     servers: list[socketserver.BaseServer] = [_http(port, args.body) for port in args.http]

@@ -21,11 +21,19 @@ BRIDGE = "cni0"
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def build(pod_cidrs: tuple[model.Network, ...]) -> dict[str, object]:
-    """The conflist for a node with these pod subnets (at least one); IPv4 first when both."""
+def build(pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "") -> dict[str, object]:
+    """The conflist for a node with these pod subnets (at least one); IPv4 first when both.
+    ``ipam_dir``: where netkit-ipam keeps the leases (empty: its default, /var/lib/cni/networks)."""
     if not pod_cidrs:
         raise ValueError("a conflist needs at least one pod subnet")
     ordered = sorted(pod_cidrs, key=lambda n: n.version)
+    ipam: dict[str, object] = {
+        "type": "netkit-ipam",
+        "ranges": [[{"subnet": str(net), "gateway": str(net.network_address + 1)}] for net in ordered],
+        "routes": [{"dst": DEFAULT_ROUTE[net.version]} for net in ordered],
+    }
+    if ipam_dir:
+        ipam["dataDir"] = ipam_dir
     return {
         "cniVersion": "1.0.0",
         "name": NETWORK_NAME,
@@ -37,22 +45,18 @@ def build(pod_cidrs: tuple[model.Network, ...]) -> dict[str, object]:
                 "ipMasq": False,
                 "hairpinMode": True,
                 "capabilities": {"portMappings": True},
-                "ipam": {
-                    "type": "netkit-ipam",
-                    "ranges": [[{"subnet": str(net), "gateway": str(net.network_address + 1)}] for net in ordered],
-                    "routes": [{"dst": DEFAULT_ROUTE[net.version]} for net in ordered],
-                },
+                "ipam": ipam,
             },
             {"type": "netkit-loopback"},
         ],
     }
 
 
-def write(conf_dir: str, pod_cidrs: tuple[model.Network, ...]) -> bool:
+def write(conf_dir: str, pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "") -> bool:
     """Write the conflist for ``pod_cidrs`` into ``conf_dir`` unless it already says that; True
     when the file was (re)written."""
     path = os.path.join(conf_dir, FILE_NAME)
-    body = (json.dumps(build(pod_cidrs), indent=2) + "\n").encode()
+    body = (json.dumps(build(pod_cidrs, ipam_dir), indent=2) + "\n").encode()
     try:
         with open(path, "rb") as f:
             if f.read() == body:

@@ -42,6 +42,7 @@ class Settings:
     resync: float = 30.0
     cluster_cidrs: tuple[model.Network, ...] = ()  # none: pod traffic is not masqueraded
     firewall: str = ""  # the firewall backend ("nftables", "iptables"); empty: as the host's iptables
+    ipam_dir: str = ""  # the leases' directory in the conflist; empty: netkit-ipam's default
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Daemon:
     def _conflist(self, me: model.Node) -> list[str]:
         path = os.path.join(self.settings.conf_dir, conflist.FILE_NAME)
         try:
-            if conflist.write(self.settings.conf_dir, me.pod_cidrs):
+            if conflist.write(self.settings.conf_dir, me.pod_cidrs, self.settings.ipam_dir):
                 log.info("wrote %s for %s", path, ", ".join(map(str, me.pod_cidrs)))
         except (OSError, errors.CNIError) as exc:
             # Atomic: the old file (or none) stays whole; the routes below are still kept.

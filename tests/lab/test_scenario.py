@@ -168,3 +168,58 @@ def test_cli_reports_a_bad_scenario_in_one_line_without_traceback(tmp_path: os.P
     missing = subprocess.run([sys.executable, "-m", "netkit", "lab", "graph", f"{tmp_path}/none.yaml"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+NODES = """\
+kubernetes: {clusterCIDR: [10.244.0.0/16, "fd00:244::/48"]}
+links:
+  lan: {subnet: 10.247.0.0/24, ipv6: "fd00:247::/64"}
+  side: {subnet: 10.246.0.0/24}
+hosts:
+  n1:
+    links: {side: 10.246.0.5, lan: 10.247.0.11}
+    kubernetes: {podCIDR: [10.244.1.0/24, "fd00:244:0:1::/64"]}
+    containers:
+      web: {net: pods, serve: {http: 80}}
+  n2:
+    links: {lan: 10.247.0.12}
+    kubernetes: {podCIDR: 10.244.2.0/24}
+  other:
+    links: [side]
+"""
+
+
+def test_kubernetes_nodes_get_internal_ips_on_the_link_they_share_and_a_nodes_file() -> None:
+    from netkit.lab import nodes
+
+    sc = scenario.parse(NODES, "lab.yaml")
+    assert [h.name for h in sc.nodes()] == ["n1", "n2"] and not sc.hosts["other"].is_node
+    assert sc.cluster_link == "lan" and [str(c) for c in sc.cluster_cidrs] == ["10.244.0.0/16", "fd00:244::/48"]
+    assert sc.internal_ips("n1") == ["10.247.0.11", "fd00:247::b"]
+    assert nodes.nodes_document(sc) == {"nodes": [
+        {"name": "n1", "internalIPs": ["10.247.0.11", "fd00:247::b"], "podCIDRs": ["10.244.1.0/24", "fd00:244:0:1::/64"]},
+        {"name": "n2", "internalIPs": ["10.247.0.12", "fd00:247::c"], "podCIDRs": ["10.244.2.0/24"]}]}
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("kubernetes: {clusterCIDR: 10.244.0.0/16}\nhosts:\n  a: {}\n", "lab.yaml:1:", "no host is a Kubernetes node"),
+    ("kubernetes: {clusterCIDR: 10.244.0.0/16}\nhosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: 10.9.1.0/24}\n",
+     "lab.yaml:5:", "not inside the clusterCIDR"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: 10.9.0.0/16}\n"
+     "  b:\n    links: [w]\n    kubernetes: {podCIDR: 10.9.1.0/24}\n", "lab.yaml:7:", "overlaps 10.9.0.0/16 of node a"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: 10.9.1.0/24}\n"
+     "  b:\n    links: [v]\n    kubernetes: {podCIDR: 10.9.2.0/24}\n", "lab.yaml:4:", "must share a link"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: 'fd00:9::/64'}\n", "lab.yaml:4:", "dual-stack"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: [10.9.1.0/24, 10.9.2.0/24]}\n", "lab.yaml:4:",
+     "one subnet per IP family"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {}\n", "lab.yaml:4:", "needs podCIDR"),
+    ("hosts:\n  a:\n    containers:\n      c: {net: pods, cmd: [x]}\n", "lab.yaml:4:", "pods on a Kubernetes node"),
+    ("hosts:\n  a:\n    links: [w]\n    networks: {pods: {}}\n    kubernetes: {podCIDR: 10.9.1.0/24}\n",
+     "lab.yaml:4:", "give this network another name"),
+    ("hosts:\n  a:\n    links: [w]\n    kubernetes: {podCIDR: 10.9.1.0/24}\n    containers:\n"
+     "      c: {net: pods, aliases: [x], cmd: [x]}\n", "lab.yaml:6:", "with DNS"),
+])
+def test_invalid_kubernetes_nodes_are_refused_at_their_line(text: str, where: str, words: str) -> None:
+    msg = _error(text)
+    assert msg.startswith(where), msg
+    assert words in msg, msg
