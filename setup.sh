@@ -126,7 +126,8 @@ case "${1:-}" in
     # netkit's conflist (podman_plugins), the last two with the agent of the default install.
     # Once the first plugin exec starts the agent itself (autostart), --agent goes from these two and
     # bench/podman_shape.py's AUTOSTART becomes True.  cni_latency and throughput run by hand.
-    for b in cold_start podman_shape scale runtime_start_agent podman_plugins dns; do
+    # Issue 18's figures: a Node's change to the routes (node_routes), CRI RunPodSandbox (cri_runpod).
+    for b in cold_start podman_shape scale runtime_start_agent podman_plugins dns node_routes cri_runpod; do
       script=${b%_agent}
       [[ -f bench/$script.py ]] || continue
       echo "== bench/$script.py ($b)"

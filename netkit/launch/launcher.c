@@ -117,6 +117,8 @@ static int read_stdin(struct buf *in)
     }
 }
 
+static void put_json_string(struct buf *b, const char *s, size_t n);
+
 /* Exec the Python launcher with the same arguments and environment.  When stdin was consumed
  * (``consumed``), it is replayed from a memfd holding what was read plus, when ``rest``, whatever
  * fd 0 still has.  Never returns. */
@@ -147,11 +149,27 @@ static void fallback(char **argv, const struct buf *in, int consumed, int rest)
      * plugin from its own text, not from argv[0]. */
     argv[0] = (char *)NETKIT_FALLBACK;
     execve(NETKIT_FALLBACK, argv, environ);
-broken:
-    /* Nothing was written to stdout yet: a CNI error there is what the runtime reads. */
-    fprintf(stderr, "netkit launcher: cannot run %s: %s\n", NETKIT_FALLBACK, strerror(errno));
-    static const char err[] = "{\"code\":999,\"msg\":\"netkit launcher: the Python launcher cannot run\"}\n";
-    (void)write_all(1, (const unsigned char *)err, sizeof err - 1, 0);
+broken:;
+    /* Nothing was written to stdout yet: a CNI error there is what the runtime reads.  Where the
+     * Python launcher is missing by design -- a Kubernetes node, whose launchers were built in the
+     * netkit image and whose agent container serves them -- this is an agent restarting: code 11,
+     * the spec's "try again later", and kubelet retries the pod. */
+    int err = errno;
+    char details[1024];
+    int n = snprintf(details, sizeof details, "%s: %s (the agent serves this request where the Python launcher "
+                     "is absent: on a Kubernetes node, the netkit DaemonSet's agent container)",
+                     NETKIT_FALLBACK, strerror(err));
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof details ? sizeof details - 1 : (size_t)n;
+    fprintf(stderr, "netkit launcher: cannot run %s: %s\n", NETKIT_FALLBACK, strerror(err));
+    static const char head[] = "{\"code\":11,\"msg\":\"netkit launcher: no agent served the request and "
+                               "the Python launcher cannot run\",\"details\":";
+    struct buf out = {0};
+    if (buf_reserve(&out, sizeof head + 6 * len + 4, MAX_STDOUT) == 0) {
+        buf_put(&out, head, sizeof head - 1);
+        put_json_string(&out, details, len);
+        buf_put(&out, "}\n", 2);
+        (void)write_all(1, out.data, out.len, 0);
+    }
     _exit(1);
 }
 

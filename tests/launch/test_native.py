@@ -268,3 +268,20 @@ def test_version_is_the_handlers_answer_and_the_plain_form_needs_no_interpreter(
     proc = _run(exe, env)
     out, err = proc.communicate(stdin, timeout=60)
     assert (proc.returncode == code and out == expected) if plain else (proc.returncode != 0 and b"cannot run" in err)
+
+
+def test_without_an_agent_or_its_python_launcher_the_answer_is_a_cni_error_to_retry(tmp_path: Path) -> None:
+    """As on a Kubernetes node while the DaemonSet's agent restarts (the launchers were built in the
+    netkit image; the Python launcher behind them is not on the host): valid CNI error JSON, code 11
+    (try again later), the missing path in the details, a non-zero exit, no traceback."""
+    report = install.install(bin_dir=str(tmp_path / "bin"), conf_dir=str(tmp_path / "conf"))
+    assert not report.notes or "compiler" not in " ".join(report.notes), report.notes
+    exe = str(tmp_path / "bin" / "netkit-bridge")
+    os.unlink(native.fallback_path(exe))
+    proc = _run(exe, _env(str(tmp_path / "no-agent.sock"), CNI_COMMAND="ADD", CNI_CONTAINERID="c1",
+                          CNI_NETNS="/proc/self/ns/net", CNI_IFNAME="eth0", CNI_PATH=str(tmp_path / "bin")))
+    out, err = proc.communicate(_status_conf(str(tmp_path)), timeout=60)
+    answer = json.loads(out)
+    assert proc.returncode == 1 and answer["code"] == 11, (out, err)
+    assert answer["details"].startswith(f"{native.fallback_path(exe)}: No such file or directory"), answer
+    assert "cannot run" in answer["msg"] and b"Traceback" not in err
