@@ -3,8 +3,13 @@
 Every route it makes carries netkit's own route protocol number (``PROTOCOL``, shown by ``ip route``
 as ``proto 78``), and it only ever reads back, replaces or deletes routes with that number: a route
 the administrator or another daemon made is never touched, even one to the same subnet.  What to
-route is checked first: a podCIDR that overlaps a route netkit did not make, or a gateway that is
-not on a directly connected network, is refused (one line) instead of installed.
+route is checked first, and refused (one line) instead of installed: a podCIDR another node (or this
+one) also claims, one that a route netkit did not make already covers as exactly or more specifically
+(of any type: a blackhole or unreachable entry too) or that is on a directly connected network, and
+a gateway that is this node's own address or not on a directly connected network.  A broader route
+through a gateway (a corporate ``10.0.0.0/8 via ...``) is no obstacle: the podCIDR is longer, so it
+wins the lookup.  A new route is added exclusively (the kernel refuses it when any route with that
+destination and metric exists), so only a route netkit made is ever replaced.
 """
 
 from __future__ import annotations
@@ -42,17 +47,32 @@ class Outcome:
     refused: list[str] = field(default_factory=list)
 
 
+def _clash(node: model.Node, cidr: model.Network, nodes: list[model.Node], own: str) -> str | None:
+    """The first other node (this one first) whose podCIDRs overlap ``cidr``, named for the line."""
+    for other in sorted(nodes, key=lambda n: (n.name != own, n.name)):
+        if other.name != node.name and any(c.version == cidr.version and c.overlaps(cidr) for c in other.pod_cidrs):
+            return f"node {other.name}'s (this node)" if other.name == own else f"node {other.name}'s"
+    return None
+
+
 def plan(own: str, nodes: Iterable[model.Node]) -> tuple[list[Want], list[str]]:
     """The routes every node but ``own`` needs, and a line for each subnet that cannot be routed
-    (no pod subnet yet, no InternalIP of the subnet's family)."""
+    (no pod subnet yet, no InternalIP of the subnet's family, a subnet overlapping another node's
+    or this node's: which node owns those addresses is unknown, and two routes to one destination
+    would replace each other at every apply)."""
     wants: list[Want] = []
     refused: list[str] = []
-    for node in sorted(nodes, key=lambda n: n.name):
+    everyone = list(nodes)
+    for node in sorted(everyone, key=lambda n: n.name):
         if node.name == own:
             continue
         if not node.pod_cidrs:
             refused.append(f"node {node.name}: no podCIDR yet, no route to it")
         for cidr in node.pod_cidrs:
+            clash = _clash(node, cidr, everyone, own)
+            if clash is not None:
+                refused.append(f"node {node.name}: podCIDR {cidr} overlaps {clash}, not routed")
+                continue
             via = node.internal_ip(cidr.version)
             if via is None:
                 refused.append(f"node {node.name}: no IPv{cidr.version} InternalIP for podCIDR {cidr}")
@@ -66,12 +86,33 @@ def _dst(msg: Any) -> model.Network:
     return ipaddress.ip_network(f"{msg.get('dst') or family_any}/{msg['dst_len']}")
 
 
+# rtm_type values (linux/rtnetlink.h) a main-table route may have, named as ``ip route`` shows them.
+_UNICAST, _LOCAL = 1, 2
+_TYPES = {_UNICAST: "", 6: "blackhole ", 7: "unreachable ", 8: "prohibit ", 9: "throw "}
+
+
+@dataclass(frozen=True)
+class _Foreign:
+    """A main-table route netkit did not make: its destination, kind and whether it is directly
+    connected (a unicast route without a gateway: its addresses are on a link of this node)."""
+
+    dst: model.Network
+    kind: str
+    connected: bool
+
+
 def _main_routes(ipr: Any) -> list[Any]:
+    # Every type: a blackhole or unreachable route the administrator made is as much theirs as a
+    # unicast one (local and broadcast entries live in the local table, not here).
     out = []
     for family in _FAMILIES.values():
-        out += [m for m in ipr.get_routes(family=family) if m.get("table") == MAIN_TABLE
-                and m["type"] == 1]  # RTN_UNICAST: not local, broadcast or blackhole entries
+        out += [m for m in ipr.get_routes(family=family) if m.get("table") == MAIN_TABLE]
     return out
+
+
+def _gateway(msg: Any) -> str | None:
+    # A multipath route carries its gateways in RTA_MULTIPATH, not RTA_GATEWAY.
+    return msg.get("gateway") or (msg.get("multipath") and "multipath")
 
 
 def ours(ipr: Any) -> dict[model.Network, model.Address | None]:
@@ -80,21 +121,39 @@ def ours(ipr: Any) -> dict[model.Network, model.Address | None]:
             for m in _main_routes(ipr) if m["proto"] == PROTOCOL}
 
 
-def _on_link(ipr: Any, via: model.Address) -> bool:
-    """True when the kernel reaches ``via`` directly (its route has no gateway of its own)."""
+def _foreign(ipr: Any) -> list[_Foreign]:
+    return [_Foreign(_dst(m), _TYPES.get(m["type"], f"type {m['type']} "),
+                     m["type"] == _UNICAST and not _gateway(m))
+            for m in _main_routes(ipr) if m["proto"] != PROTOCOL]
+
+
+def _gateway_problem(ipr: Any, via: model.Address) -> str | None:
+    """Why ``via`` cannot be a gateway: this node's own address, or not reached directly (its
+    route has a gateway of its own, or there is none)."""
     try:
         got = ipr.route("get", dst=str(via))
     except NetlinkError:
-        return False
-    return bool(got) and not got[0].get("gateway") and got[0]["type"] == 1
+        got = []
+    if got and got[0]["type"] == _LOCAL:
+        return "is this node's own address"
+    if not got or got[0].get("gateway") or got[0]["type"] != _UNICAST:
+        return "is not on-link"
+    return None
 
 
-def _refusal(want: Want, foreign: list[model.Network], ipr: Any) -> str | None:
-    for net in foreign:
-        if net.version == want.dst.version and net.prefixlen > 0 and net.overlaps(want.dst):
-            return f"node {want.node}: podCIDR {want.dst} overlaps host route {net}, not routed"
-    if not _on_link(ipr, want.via):
-        return f"node {want.node}: InternalIP {want.via} is not on-link, no route to {want.dst}"
+def _refusal(want: Want, foreign: list[_Foreign], ipr: Any) -> str | None:
+    for route in foreign:
+        net = route.dst
+        if net.version != want.dst.version:
+            continue
+        # Equal or more specific: it decides (some of) the pod subnet's traffic whatever netkit adds.
+        # Broader and directly connected: the subnet's addresses are on a link here, not behind a node.
+        # A broader route through a gateway loses the lookup to the podCIDR: no obstacle.
+        if net.subnet_of(want.dst) or (route.connected and net.prefixlen > 0 and want.dst.subnet_of(net)):  # type: ignore[arg-type]
+            return f"node {want.node}: podCIDR {want.dst} overlaps host route {route.kind}{net}, not routed"
+    problem = _gateway_problem(ipr, want.via)
+    if problem:
+        return f"node {want.node}: InternalIP {want.via} {problem}, no route to {want.dst}"
     return None
 
 
@@ -114,7 +173,7 @@ def sync(wants: list[Want], ipr: Any | None = None) -> Outcome:
 def _sync(ipr: Any, wants: list[Want]) -> Outcome:
     outcome = Outcome()
     have = ours(ipr)
-    foreign = [_dst(m) for m in _main_routes(ipr) if m["proto"] != PROTOCOL]
+    foreign = _foreign(ipr)
     keep: set[model.Network] = set()
     for want in wants:
         why = _refusal(want, foreign, ipr)
@@ -126,8 +185,11 @@ def _sync(ipr: Any, wants: list[Want]) -> Outcome:
             continue
         verb = "added" if want.dst not in have else f"replaced (was via {have[want.dst]})"
         try:
-            ipr.route("replace", dst=str(want.dst), gateway=str(want.via), proto=PROTOCOL, table=MAIN_TABLE,
-                      family=_FAMILIES[want.dst.version])
+            # "add" is exclusive (NLM_F_EXCL): a route with this destination and metric made since
+            # the reading above (by anyone) is refused by the kernel, never overwritten.  "replace"
+            # only where the route there is netkit's own.
+            ipr.route("add" if want.dst not in have else "replace", dst=str(want.dst), gateway=str(want.via),
+                      proto=PROTOCOL, table=MAIN_TABLE, family=_FAMILIES[want.dst.version])
         except NetlinkError as exc:
             outcome.refused.append(f"node {want.node}: route {want.dst} via {want.via}: {exc.args[-1]}")
             keep.discard(want.dst)

@@ -128,7 +128,7 @@ def test_bad_input_is_logged_once_the_last_facts_stay_and_a_fix_converges(
     assert sum("not YAML/JSON" in line for line in _log(tmp_path, "n1")) == 1
     assert _kept(cluster, "n1") == before
     # A node without podCIDR, one whose podCIDR overlaps a host route, one not on-link: each one line.
-    cluster.nodes["n1"][0].run("ip", "route", "add", "10.250.0.0/16", "via", "192.168.77.12", check=True)
+    cluster.nodes["n1"][0].run("ip", "route", "add", "10.250.5.0/25", "via", "192.168.77.12", check=True)
     _write(nodes_file, cluster, ["n1", "n2"], extra=[
         {"name": "n4", "internalIP": "192.168.77.14"},
         {"name": "n5", "internalIP": "192.168.77.15", "podCIDRs": ["10.250.5.0/24"]},
@@ -137,7 +137,7 @@ def test_bad_input_is_logged_once_the_last_facts_stay_and_a_fix_converges(
     _until("n3 forgotten", lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]})
     time.sleep(0.5)
     lines = _log(tmp_path, "n1")
-    for needle in ("node n4: no podCIDR yet", "node n5: podCIDR 10.250.5.0/24 overlaps host route 10.250.0.0/16",
+    for needle in ("node n4: no podCIDR yet", "node n5: podCIDR 10.250.5.0/24 overlaps host route 10.250.5.0/25",
                    "node n6: InternalIP 172.31.0.6 is not on-link", "node n7: podCIDR not-a-cidr"):
         assert sum(needle in line for line in lines) == 1, (needle, lines)
     # Fixed: n6 moves onto the segment; its route appears.
