@@ -30,7 +30,8 @@ DROP or REJECT rule decides what nothing accepted before it (RHEL's iptables-ser
 iptables backend, a chain of one's own that FORWARD jumps to).  A ``NETKIT-FORWARD`` chain jumped
 from the top of FORWARD (after netkit's isolation) then gets accept rules for the container
 address (published ports: DNAT'd flows in, replies out; ipMasq: outbound and its replies),
-commented ``<group chain>/<what>/<address>`` and removed with the group.  A FORWARD that accepts by
+commented ``<group chain>/<what>/<address>`` and removed with the group; a node's group (``sources``:
+its pod subnet) also accepts new connections from the cluster CIDR to that subnet.  A FORWARD that accepts by
 default gets none: a conditional DROP there is the admin's deliberate filter, not a default, and
 stays in force.  What this backend cannot let through is another stack's drop: an nft base forward
 chain whose policy drops (Docker on iptables-nft) - ``forward_blockers`` reports those.
@@ -146,6 +147,12 @@ def _accepts(group: RuleGroup) -> list[Spec]:
         for _, src in group.masq_sources():
             out += [Spec(f"{tag}/out/{src}", "ACCEPT", src=src),
                     Spec(f"{tag}/in/{src}", "ACCEPT", dst=src, ctstate="RELATED,ESTABLISHED")]
+        if group.sources:
+            # A node's pod subnet: pods of other nodes (the cluster CIDR, the addresses' networks,
+            # kept unmasqueraded) open connections to it too, not only replies.
+            for addr in group.addresses:
+                out += [Spec(f"{tag}/cluster/{src}", "ACCEPT", src=str(addr.network), dst=src)
+                        for v, src in group.masq_sources() if v == addr.version]
         return out
     for addr in group.addresses:
         ip = str(addr.ip)

@@ -13,6 +13,7 @@ import json
 import os
 
 from netkit import fileio
+from netkit.firewall.backend import CONFIG_KEY
 from netkit.node import model
 
 FILE_NAME = "10-netkit.conflist"
@@ -21,9 +22,11 @@ BRIDGE = "cni0"
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def build(pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "") -> dict[str, object]:
+def build(pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "", firewall: str = "") -> dict[str, object]:
     """The conflist for a node with these pod subnets (at least one); IPv4 first when both.
-    ``ipam_dir``: where netkit-ipam keeps the leases (empty: its default, /var/lib/cni/networks)."""
+    ``ipam_dir``: where netkit-ipam keeps the leases (empty: its default, /var/lib/cni/networks).
+    ``firewall``: the firewall backend the bridge plugin is to use (empty: it picks the host's), so
+    the plugins' rules (portmap, isolation) and the node's masquerade are in one backend."""
     if not pod_cidrs:
         raise ValueError("a conflist needs at least one pod subnet")
     ordered = sorted(pod_cidrs, key=lambda n: n.version)
@@ -34,29 +37,25 @@ def build(pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "") -> dict[str,
     }
     if ipam_dir:
         ipam["dataDir"] = ipam_dir
-    return {
-        "cniVersion": "1.0.0",
-        "name": NETWORK_NAME,
-        "plugins": [
-            {
-                "type": "netkit-bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "capabilities": {"portMappings": True},
-                "ipam": ipam,
-            },
-            {"type": "netkit-loopback"},
-        ],
+    bridge: dict[str, object] = {
+        "type": "netkit-bridge",
+        "bridge": BRIDGE,
+        "isGateway": True,
+        "ipMasq": False,
+        "hairpinMode": True,
+        "capabilities": {"portMappings": True},
+        "ipam": ipam,
     }
+    if firewall:
+        bridge[CONFIG_KEY] = firewall
+    return {"cniVersion": "1.0.0", "name": NETWORK_NAME, "plugins": [bridge, {"type": "netkit-loopback"}]}
 
 
-def write(conf_dir: str, pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "") -> bool:
-    """Write the conflist for ``pod_cidrs`` into ``conf_dir`` unless it already says that; True
-    when the file was (re)written."""
+def write(conf_dir: str, pod_cidrs: tuple[model.Network, ...], ipam_dir: str = "", firewall: str = "") -> bool:
+    """Write the conflist for ``pod_cidrs`` (``build``'s options) into ``conf_dir`` unless it
+    already says that; True when the file was (re)written."""
     path = os.path.join(conf_dir, FILE_NAME)
-    body = (json.dumps(build(pod_cidrs, ipam_dir), indent=2) + "\n").encode()
+    body = (json.dumps(build(pod_cidrs, ipam_dir, firewall), indent=2) + "\n").encode()
     try:
         with open(path, "rb") as f:
             if f.read() == body:

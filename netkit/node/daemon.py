@@ -54,8 +54,13 @@ class State:
     ready: bool = False
     logged: set[str] = field(default_factory=set)
     source_error: str = ""
-    prepared: frozenset[int] = frozenset()  # IP versions forwarding and br_netfilter were set up for
+    # The IP versions forwarding and br_netfilter were last set up for (None: not yet), and what
+    # failed then: a failure is retried at the next resync, not at every apply (a modprobe each).
+    prepared: frozenset[int] | None = None
+    prepare_failed: list[str] = field(default_factory=list)
     masq: RuleGroup | None = None  # the masquerade group in place
+    masq_cleared: bool = False  # a group a previous run may have left was removed (or none wanted one)
+    recheck: bool = False  # this apply is a resync: what was set up once is verified again
 
 
 class Daemon:
@@ -77,35 +82,56 @@ class Daemon:
             self._backend = backend.choose(config, os.environ)
         return self._backend
 
-    def _host(self, me: model.Node) -> list[str]:
-        """Forwarding, br_netfilter and masquerade for this node's pod subnets; refusals, a line each."""
-        versions = frozenset(c.version for c in me.pod_cidrs)
-        refused: list[str] = []
-        if versions != self.state.prepared:
-            changed, failed = hostsetup.prepare(set(versions))
+    def _prepare(self, versions: frozenset[int]) -> list[str]:
+        """Forwarding and br_netfilter, set up again when the versions change or at a resync
+        (someone may have switched them off); what failed, a line each, stays until then."""
+        if versions != self.state.prepared or self.state.recheck:
+            changed, self.state.prepare_failed = hostsetup.prepare(set(versions))
             for line in changed:
                 log.info("%s", line)
-            refused += failed
-            if not failed:
-                self.state.prepared = versions
-        if not self.settings.cluster_cidrs:
-            return refused
-        group, outside = masquerade.rule_group(me.name, me.pod_cidrs, self.settings.cluster_cidrs)
-        refused += outside
-        if group == self.state.masq:
-            return refused
+            self.state.prepared = versions
+        return list(self.state.prepare_failed)
+
+    def _host(self, me: model.Node) -> list[str]:
+        """Forwarding, br_netfilter and masquerade for this node's pod subnets; refusals, a line each."""
+        refused = self._prepare(frozenset(c.version for c in me.pod_cidrs))
+        group: RuleGroup | None = None
+        if self.settings.cluster_cidrs:
+            group, outside = masquerade.rule_group(me.name, me.pod_cidrs, self.settings.cluster_cidrs)
+            refused += outside
         try:
             if group is None:
-                masquerade.remove(self._firewall(), me.name)
-                log.info("masquerade removed")
-            else:
+                self._unmasquerade(me.name)
+            elif group != self.state.masq or (self.state.recheck and not masquerade.in_place(self._firewall(), group)):
                 masquerade.apply(self._firewall(), group)
                 log.info("masquerade of %s leaving %s", ", ".join(group.sources),
                          ", ".join(str(a.network) for a in group.addresses))
-            self.state.masq = group
+                self.state.masq = group
+            if group is not None:
+                refused += self._forward_blocked(group)
         except errors.CNIError as exc:
             refused.append(f"masquerade: {exc}")
         return refused
+
+    def _unmasquerade(self, name: str) -> None:
+        """No group wanted: remove the one in place, and on the first apply the one a previous run
+        (with another --cluster-cidr, or a podCIDR since moved outside it) may have left."""
+        if self.state.masq is None and self.state.masq_cleared:
+            return
+        masquerade.remove(self._firewall(), name)  # idempotent: nothing there is fine
+        if self.state.masq is not None:
+            log.info("masquerade removed")
+        self.state.masq = None
+        self.state.masq_cleared = True
+
+    def _forward_blocked(self, group: RuleGroup) -> list[str]:
+        """A line when another firewall's forward chain drops by default what this backend cannot
+        let through: pods of other nodes would not reach this node's pods, nor its pods leave."""
+        blockers = self._firewall().forward_blockers(frozenset(a.version for a in group.addresses))
+        if not blockers:
+            return []
+        return [f"forwarded pod traffic is dropped by {'; '.join(blockers)}: accept traffic to and from "
+                f"{', '.join(group.sources)} there"]
 
     def _refuse(self, lines: list[str]) -> None:
         # One line per refusal while it lasts: a poll every half second must not repeat it.
@@ -120,7 +146,7 @@ class Daemon:
     def _conflist(self, me: model.Node) -> list[str]:
         path = os.path.join(self.settings.conf_dir, conflist.FILE_NAME)
         try:
-            if conflist.write(self.settings.conf_dir, me.pod_cidrs, self.settings.ipam_dir):
+            if conflist.write(self.settings.conf_dir, me.pod_cidrs, self.settings.ipam_dir, self.settings.firewall):
                 log.info("wrote %s for %s", path, ", ".join(map(str, me.pod_cidrs)))
         except (OSError, errors.CNIError) as exc:
             # Atomic: the old file (or none) stays whole; the routes below are still kept.
@@ -145,18 +171,22 @@ class Daemon:
         outcome = routes.sync(wants)
         for line in outcome.changes:
             log.info("%s", line)
-        self._refuse(refused + unroutable + outcome.refused)
-        self._ready()
+        self._refuse(refused + unroutable + outcome.refused + self._ready())
 
-    def _ready(self) -> None:
-        # Ready once pods can be given addresses: the conflist is there and routes were synced once.
+    def _ready(self) -> list[str]:
+        """Ready once pods can be given addresses: the conflist is there and routes were synced
+        once.  Ready only once the file is written: a failed write is a line, tried again."""
         if self.state.ready or not self.state.conflist_written:
-            return
-        self.state.ready = True
+            return []
         if self.settings.ready_file:
-            fileio.ensure_dir(os.path.dirname(os.path.abspath(self.settings.ready_file)))
-            fileio.write_atomic(self.settings.ready_file, b"ready\n", durable=False)
+            try:
+                fileio.ensure_dir(os.path.dirname(os.path.abspath(self.settings.ready_file)))
+                fileio.write_atomic(self.settings.ready_file, b"ready\n", durable=False)
+            except (OSError, errors.CNIError) as exc:
+                return [f"cannot write the ready file {self.settings.ready_file}: {exc}"]
+        self.state.ready = True
         log.info("ready")
+        return []
 
     def step(self) -> None:
         """One poll: apply new facts, or the last ones again when a resync is due."""
@@ -183,23 +213,33 @@ class Daemon:
             self._refuse(sorted(self.state.logged | {line}))
 
     def run(self) -> None:
-        """Poll until ``stop()``; the readiness file goes when the loop ends."""
+        """Poll until ``stop()``; the readiness file goes when the loop ends (and one a crashed
+        run left goes at the start: this run is not ready until it says so)."""
+        self._unready()
         next_resync = time.monotonic() + self.settings.resync
         try:
             while not self._stop.is_set():
                 self.step()
                 if time.monotonic() >= next_resync and self.state.last is not None:
-                    self.state.masq = None  # applied again: rules someone flushed come back
-                    self.safely(self.state.last)
+                    # Applied again, what was set up verified: routes, rules or sysctls someone
+                    # removed come back (and only then is a line logged).
+                    self.state.recheck = True
+                    try:
+                        self.safely(self.state.last)
+                    finally:
+                        self.state.recheck = False
                     next_resync = time.monotonic() + self.settings.resync
                 self._wake.wait(self.settings.interval)
                 self._wake.clear()
         finally:
-            if self.settings.ready_file:
-                try:
-                    os.unlink(self.settings.ready_file)
-                except FileNotFoundError:
-                    pass
+            self._unready()
+
+    def _unready(self) -> None:
+        if self.settings.ready_file:
+            try:
+                os.unlink(self.settings.ready_file)
+            except FileNotFoundError:
+                pass
 
     def stop(self) -> None:
         """End ``run`` after the current step (a signal handler may call it)."""

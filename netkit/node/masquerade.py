@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from netkit import errors
 from netkit.firewall import groups
 from netkit.firewall.backend import Backend
 from netkit.firewall.model import MASQ, RuleGroup
@@ -46,6 +47,15 @@ def rule_group(node: str, pod_cidrs: tuple[model.Network, ...],
 def apply(backend: Backend, group: RuleGroup) -> None:
     """Install (or replace) the group."""
     groups.apply(backend, group)
+
+
+def in_place(backend: Backend, group: RuleGroup) -> bool:
+    """True when every rule of the group is there as applied (the check a plugin's CHECK does)."""
+    try:
+        groups.check(backend, group)
+    except errors.CNIError:
+        return False
+    return True
 
 
 def remove(backend: Backend, node: str) -> None:

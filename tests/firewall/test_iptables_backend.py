@@ -316,6 +316,22 @@ def test_forward_drop_policy_gets_accepts_for_the_group(host: Namespace) -> None
                                     "-A FORWARD -i lo -j ACCEPT"]
 
 
+def test_a_node_group_accepts_new_connections_from_the_cluster_to_its_pod_subnet(host: Namespace) -> None:
+    host.run("iptables-legacy", "-P", "FORWARD", "DROP", check=True)
+    fw = IptablesBackend()
+    node = RuleGroup(MASQ, "netkit-node", "n1", "pods", [ipaddress.ip_interface("10.244.1.1/16")],
+                     sources=["10.244.1.0/24"])
+    call(host, fw.apply, node)
+    assert [line for line in save(host, "filter") if "NETKIT-FORWARD -" in line] == [
+        f"-A NETKIT-FORWARD -s 10.244.1.0/24 -m comment --comment \"{node.chain}/out/10.244.1.0/24\" -j ACCEPT",
+        f"-A NETKIT-FORWARD -d 10.244.1.0/24 -m conntrack --ctstate RELATED,ESTABLISHED "
+        f"-m comment --comment \"{node.chain}/in/10.244.1.0/24\" -j ACCEPT",
+        f"-A NETKIT-FORWARD -s 10.244.0.0/16 -d 10.244.1.0/24 "
+        f"-m comment --comment \"{node.chain}/cluster/10.244.1.0/24\" -j ACCEPT"]
+    call(host, fw.remove_chains, {node.chain})
+    assert not any(node.chain in line for line in save(host, "filter"))
+
+
 @pytest.mark.parametrize("rules, drops", [
     ([], None),
     (["-P FORWARD DROP"], "policy DROP"),

@@ -49,34 +49,42 @@ def _kept(cluster: Cluster, name: str) -> dict[str, str]:
     return {r["dst"]: r.get("gateway", "") for r in json.loads(out or "[]")}
 
 
+def _spawn(cluster: Cluster, base: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    """`netkit node` as node ``name`` in its namespace, reading ``base``/nodes.yaml, logging to
+    ``base``/``name``.log."""
+    host = cluster.nodes[name][0]
+    with open(os.path.join(base, f"{name}.log"), "wb") as log:
+        return subprocess.Popen(
+            [*host.enter(), sys.executable, "-m", "netkit", "node", "--nodes-file", os.path.join(base, "nodes.yaml"),
+             "--node-name", name, "--conf-dir", os.path.join(base, name), "--interval", "0.05",
+             "--ready-file", os.path.join(base, f"{name}.ready"), *extra], stderr=log, stdout=log)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(params=["nftables", "iptables"])
 def daemons(request: pytest.FixtureRequest, cluster: Cluster,
             tmp_path: os.PathLike[str]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """`netkit node` in every node namespace, reading one nodes file, masquerading through either
     firewall backend what leaves CLUSTER; stopped (SIGTERM) after."""
     base = str(tmp_path)
-    nodes_file = os.path.join(base, "nodes.yaml")
-    _write(nodes_file, cluster, ["n1", "n2", "n3"])
+    _write(os.path.join(base, "nodes.yaml"), cluster, ["n1", "n2", "n3"])
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name, (host, _) in cluster.nodes.items():
-            log = open(os.path.join(base, f"{name}.log"), "wb")
-            procs[name] = subprocess.Popen(
-                [*host.enter(), sys.executable, "-m", "netkit", "node", "--nodes-file", nodes_file,
-                 "--node-name", name, "--conf-dir", os.path.join(base, name), "--interval", "0.05",
-                 "--ready-file", os.path.join(base, f"{name}.ready"), "--cluster-cidr", CLUSTER,
-                 "--firewall-backend", request.param], stderr=log, stdout=log)
-            log.close()
+        for name in cluster.nodes:
+            procs[name] = _spawn(cluster, base, name, "--cluster-cidr", CLUSTER, "--firewall-backend", request.param)
         yield procs
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=PATIENCE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(list(procs.values()))
 
 
 def _log(tmp_path: os.PathLike[str], name: str) -> list[str]:
@@ -85,13 +93,17 @@ def _log(tmp_path: os.PathLike[str], name: str) -> list[str]:
 
 
 def test_three_nodes_route_to_each_other_and_forget_a_removed_node(
-        cluster: Cluster, daemons: dict[str, subprocess.Popen[bytes]], tmp_path: os.PathLike[str]) -> None:
+        cluster: Cluster, daemons: dict[str, subprocess.Popen[bytes]], tmp_path: os.PathLike[str],
+        request: pytest.FixtureRequest) -> None:
     base = str(tmp_path)
     for name in cluster.nodes:
         _until(f"{name} ready", lambda: os.path.exists(os.path.join(base, f"{name}.ready")))
     with open(os.path.join(base, "n2", conflist.FILE_NAME), encoding="utf-8") as f:
         written = json.load(f)
-    assert written == conflist.build((ipaddress.ip_network(CIDRS["n2"]),))
+    backend = request.node.callspec.params["daemons"]
+    assert written == conflist.build((ipaddress.ip_network(CIDRS["n2"]),), firewall=backend)
+    # The plugins use the node's firewall backend (the key they read), not their own guess.
+    assert written["plugins"][0]["firewallBackend"] == backend  # type: ignore[index]
     # The ipam part is what netkit-ipam accepts.
     parsed = ipam_config.parse(written["plugins"][0])  # type: ignore[index]
     assert [str(r.subnet) for s in parsed.range_sets for r in s] == [CIDRS["n2"]]
@@ -192,3 +204,49 @@ def test_only_traffic_leaving_the_cluster_cidr_is_masqueraded(
         for server in servers:
             server.kill()
             server.wait()
+
+
+def test_a_node_without_podcidr_from_a_cold_start_writes_no_conflist_is_not_ready_then_converges(
+        cluster: Cluster, tmp_path: os.PathLike[str]) -> None:
+    base = str(tmp_path)
+    nodes_file = os.path.join(base, "nodes.yaml")
+    _write(nodes_file, cluster, ["n2"], extra=[{"name": "n1", "internalIP": cluster.nodes["n1"][1]}])
+    ready = os.path.join(base, "n1.ready")
+    with open(ready, "w", encoding="utf-8") as f:
+        f.write("ready\n")  # what a crashed earlier run left
+    proc = _spawn(cluster, base, "n1")
+    try:
+        _until("logged", lambda: any("(this node) has no podCIDR yet" in line for line in _log(tmp_path, "n1")))
+        _until("n2 routed", lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]})
+        assert not os.path.exists(os.path.join(base, "n1", conflist.FILE_NAME))
+        assert not os.path.exists(ready)
+        _write(nodes_file, cluster, ["n1", "n2"])
+        _until("ready", lambda: os.path.exists(ready))
+        with open(os.path.join(base, "n1", conflist.FILE_NAME), encoding="utf-8") as f:
+            assert json.load(f) == conflist.build((ipaddress.ip_network(CIDRS["n1"]),))
+        assert proc.poll() is None
+    finally:
+        _stop([proc])
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_masquerade_is_verified_at_resync_and_logged_only_when_put_back(
+        cluster: Cluster, tmp_path: os.PathLike[str], backend: str) -> None:
+    base = str(tmp_path)
+    _write(os.path.join(base, "nodes.yaml"), cluster, ["n1", "n2"])
+    proc = _spawn(cluster, base, "n1", "--cluster-cidr", CLUSTER, "--firewall-backend", backend, "--resync", "0.3")
+    line = "masquerade of 10.244.1.0/24 leaving 10.244.0.0/16"
+    try:
+        _until("masquerade", lambda: any(line in entry for entry in _log(tmp_path, "n1")))
+        time.sleep(1.5)  # several resyncs
+        assert sum(line in entry for entry in _log(tmp_path, "n1")) == 1, _log(tmp_path, "n1")
+        # Someone flushes netkit's rules: the next resync finds the group gone and puts it back.
+        host = cluster.nodes["n1"][0]
+        if backend == "nftables":
+            host.run("nft", "delete", "table", "inet", "netkit", check=True)
+        else:
+            host.run("iptables-legacy", "-t", "nat", "-F", check=True)
+        _until("put back", lambda: sum(line in entry for entry in _log(tmp_path, "n1")) == 2)
+        assert proc.poll() is None
+    finally:
+        _stop([proc])
