@@ -3,11 +3,13 @@ file read only when it changed, the conflist's shape (dual-stack) as netkit-ipam
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 
 import pytest
 
+from netkit.firewall import backend
 from netkit.ipam import config as ipam_config
 from netkit.node import conflist, filesource, model
 from harness.kubeapi import node_object
@@ -75,3 +77,13 @@ def test_dual_stack_conflist_is_one_range_set_and_default_route_per_family(tmp_p
     assert [str(r.dst) for r in parsed.routes] == ["0.0.0.0/0", "::/0"]
     with pytest.raises(ValueError):
         conflist.build(())
+
+
+def test_the_conflist_names_the_nodes_firewall_backend_for_the_bridge_plugin(tmp_path: os.PathLike[str]) -> None:
+    conf_dir = os.path.join(str(tmp_path), "net.d")
+    cidrs = (ipaddress.ip_network("10.244.1.0/24"),)
+    assert conflist.write(conf_dir, cidrs)
+    assert "firewallBackend" not in conflist.build(cidrs)["plugins"][0]  # type: ignore[index]
+    assert conflist.write(conf_dir, cidrs, firewall="iptables")  # a changed backend rewrites the file
+    with open(os.path.join(conf_dir, conflist.FILE_NAME), encoding="utf-8") as f:
+        assert json.load(f)["plugins"][0][backend.CONFIG_KEY] == "iptables"
