@@ -103,6 +103,9 @@ class Daemon:
             if group is None:
                 self._unmasquerade(me.name)
             elif group != self.state.masq or (self.state.recheck and not masquerade.in_place(self._firewall(), group)):
+                # Until it is in: a failure is tried again at the next apply, and a group that
+                # stops being wanted meanwhile is removed whatever of it is there.
+                self.state.masq, self.state.masq_cleared = None, False
                 masquerade.apply(self._firewall(), group)
                 log.info("masquerade of %s leaving %s", ", ".join(group.sources),
                          ", ".join(str(a.network) for a in group.addresses))
