@@ -63,9 +63,13 @@ class StandInApi:
         with self.cond:
             self._event("DELETED", self.nodes.pop(name))
 
+    def advance(self) -> None:
+        """The version moves on without a Node event (another object changed: versions are cluster-wide)."""
+        with self.cond:
+            self.version += 1
+
     def compact(self) -> None:
-        """The version moves on (another object changed: versions are cluster-wide) and the history
-        before it is forgotten: a watch from an older version gets 410 Gone."""
+        """``advance``, and the history before is forgotten: a watch from an older version gets 410 Gone."""
         with self.cond:
             self.version += 1
             self.oldest = self.version

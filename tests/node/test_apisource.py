@@ -127,15 +127,22 @@ def test_netkit_node_on_the_api_routes_follow_watch_events_and_a_dropped_watch_c
         assert proc.poll() is None
     finally:
         stand_in.drop()
-        proc.send_signal(signal.SIGTERM)
         try:
-            assert proc.wait(timeout=PATIENCE) == 0
+            _terminate(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             server.close()
     assert not os.path.exists(os.path.join(base, "n1.ready"))
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the process must end cleanly (status 0); killed if it does not."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=PATIENCE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _kept(ns: Netns) -> dict[str, str]:

@@ -8,34 +8,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
 
-from harness.kubeapi import Server, StandInApi, kubeconfig, node_object
+from harness.kubeapi import StandInApi, node_object
 from netkit.net import netns
-from netkit.node import apisource, daemon, filesource, routes, snapshot
+from netkit.node import apisource, daemon, filesource, snapshot
 from tests.node.conftest import Cluster, ns_path
+from tests.node.test_apisource import _kept, _terminate, _wait, api  # noqa: F401 - api: the stand-in fixture
 
 PATIENCE = 30.0  # how long a change may take to show before the test gives up (not a figure)
-
-
-def _until(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
-
-
-def _kept(cluster: Cluster, name: str) -> dict[str, str]:
-    out = cluster.nodes[name][0].run("ip", "-j", "route", "show", "proto", str(routes.PROTOCOL)).stdout
-    return {r["dst"]: r.get("gateway", "") for r in json.loads(out or "[]")}
 
 
 def _netkit_node(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +61,7 @@ def test_the_process_outlives_garbage_entries_and_routes_the_good_ones(
                                  os.path.join(base, "conf"), "--interval", "0.05", "--ready-file", ""],
                                 stdout=log, stderr=log)
     try:
-        _until("n2 routed", lambda: _kept(cluster, "n1") == {"10.244.2.0/24": cluster.nodes["n2"][1]})
+        _wait("n2 routed", lambda: _kept(cluster.nodes["n1"][0]) == {"10.244.2.0/24": cluster.nodes["n2"][1]})
         with open(log_path, encoding="utf-8") as f:
             lines = f.read().splitlines()
         for needle in ("metadata is not a mapping", "node n3: spec is not a mapping",
@@ -83,13 +69,7 @@ def test_the_process_outlives_garbage_entries_and_routes_the_good_ones(
             assert sum(needle in line for line in lines) == 1, (needle, lines)
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=PATIENCE) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        _terminate(proc)
 
 
 class _Raising:
@@ -128,22 +108,7 @@ def test_equal_facts_are_not_applied_again_and_a_failing_poll_keeps_the_last(
         assert loop.state.last is first
     failed = [r.getMessage() for r in caplog.records if "reading the nodes failed" in r.getMessage()]
     assert failed == ["reading the nodes failed: KeyError: 'raw_object' (keeping the last good facts)"]
-    assert _kept(cluster, "n1") == {"10.244.2.0/24": cluster.nodes["n2"][1]}
-
-
-@pytest.fixture
-def api(tmp_path: os.PathLike[str]) -> Iterator[tuple[StandInApi, str]]:
-    stand_in = StandInApi()
-    stand_in.put(node_object("n1", "192.168.77.11", ["10.244.1.0/24"]))
-    server = Server(stand_in, socket.create_server(("127.0.0.1", 0)))
-    path = os.path.join(str(tmp_path), "kubeconfig")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(kubeconfig(server.url))
-    try:
-        yield stand_in, path
-    finally:
-        stand_in.drop()
-        server.close()
+    assert _kept(cluster.nodes["n1"][0]) == {"10.244.2.0/24": cluster.nodes["n2"][1]}
 
 
 def _next(source: apisource.ApiSource) -> snapshot.Snapshot:
@@ -155,29 +120,30 @@ def _next(source: apisource.ApiSource) -> snapshot.Snapshot:
 
 
 def test_a_watch_ending_at_its_timeout_is_watched_again_from_the_last_version_not_listed(
-        api: tuple[StandInApi, str]) -> None:
+        api: tuple[StandInApi, str]) -> None:  # noqa: F811 - the fixture imported above
     stand_in, path = api
     source = apisource.ApiSource(apisource.load_config(path), watch_timeout=1, retry=0.1)
     source.start()
     try:
-        assert set(_next(source).nodes) == {"n1"}
-        stand_in.compact()  # the version moves on without a Node event: only a bookmark tells
+        assert set(_next(source).nodes) == {"n1", "n2"}
+        stand_in.advance()  # the version moves on without a Node event: only a bookmark tells
         moved = f"resourceVersion={stand_in.version}"
-        _until("a watch from the bookmark's version", lambda: any(moved in w for w in stand_in.watches()))
-        _until("watched again twice more", lambda: len(stand_in.watches()) >= 4)
+        _wait("a watch from the bookmark's version", lambda: any(moved in w for w in stand_in.watches()))
+        _wait("watched again twice more", lambda: len(stand_in.watches()) >= 4)
         # A heartbeat (a MODIFIED Node whose netkit facts are the same) is not news; a real change is.
         beat = node_object("n1", "192.168.77.11", ["10.244.1.0/24"])
         beat["metadata"]["labels"]["heartbeat"] = "1"
         stand_in.put(beat)
-        stand_in.put(node_object("n2", "192.168.77.12", ["10.244.2.0/24"]))
-        assert set(_next(source).nodes) == {"n1", "n2"}  # one snapshot: the heartbeat made none
+        stand_in.put(node_object("n3", "192.168.77.13", ["10.244.3.0/24"]))
+        assert set(_next(source).nodes) == {"n1", "n2", "n3"}  # one snapshot: the heartbeat made none
         assert source.poll() is None
         assert stand_in.lists() == [stand_in.lists()[0]] and "resourceVersion=0" in stand_in.lists()[0]
     finally:
         source.stop(wait=PATIENCE)
 
 
-def test_an_expired_version_is_listed_again_from_the_cache_without_a_line(api: tuple[StandInApi, str]) -> None:
+def test_an_expired_version_is_listed_again_from_the_cache_without_a_line(
+        api: tuple[StandInApi, str]) -> None:  # noqa: F811 - the fixture imported above
     stand_in, path = api
     stand_in.bookmarks = False  # else the bookmark at each watch's end keeps the version fresh
     source = apisource.ApiSource(apisource.load_config(path), watch_timeout=1, retry=0.1)
@@ -185,9 +151,9 @@ def test_an_expired_version_is_listed_again_from_the_cache_without_a_line(api: t
     try:
         _next(source)
         stand_in.compact()
-        _until("a second list", lambda: len(stand_in.lists()) >= 2)
+        _wait("a second list", lambda: len(stand_in.lists()) >= 2)
         assert all("resourceVersion=0" in r for r in stand_in.lists())
-        stand_in.put(node_object("n2", "192.168.77.12", ["10.244.2.0/24"]))
-        assert set(_next(source).nodes) == {"n1", "n2"}  # poll raises no SourceError: 410 is no failure
+        stand_in.put(node_object("n3", "192.168.77.13", ["10.244.3.0/24"]))
+        assert set(_next(source).nodes) == {"n1", "n2", "n3"}  # poll raises no SourceError: 410 is no failure
     finally:
         source.stop(wait=PATIENCE)
