@@ -3,7 +3,9 @@ this machine, nothing can be pulled): an HTTP server answering what ``netkit nod
 ``GET /api/v1/nodes`` (a NodeList) and ``GET /api/v1/nodes?watch=true`` (watch events, one JSON object
 a line, as the real server streams them), with the Node objects' real JSON shape.  A test changes the
 nodes (``put``, ``delete``: the open watches get the events), drops the open watches (``drop``), or
-makes the next requests fail (``fail_next``).
+makes the next requests fail (``fail_next``), or forgets the history (``compact``: a watch from an older
+version gets 410 Gone, as after etcd's compaction).  A watch asked for bookmarks ends with one (the
+current version), as the real server sends one before a watch's timeout.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class StandInApi:
         self.version = 1
         self.generation = 0  # bumped by drop(): a watch of an older generation ends at once
         self.failures = 0  # the next N requests get HTTP 500
+        self.oldest = 0  # a watch from a version older than this gets 410 Gone (compact())
+        self.bookmarks = True  # honour allowWatchBookmarks
         self.requests: list[str] = []
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
@@ -58,6 +62,25 @@ class StandInApi:
         """Remove a node (DELETED to the watches)."""
         with self.cond:
             self._event("DELETED", self.nodes.pop(name))
+
+    def advance(self) -> None:
+        """The version moves on without a Node event (another object changed: versions are cluster-wide)."""
+        with self.cond:
+            self.version += 1
+
+    def compact(self) -> None:
+        """``advance``, and the history before is forgotten: a watch from an older version gets 410 Gone."""
+        with self.cond:
+            self.version += 1
+            self.oldest = self.version
+
+    def lists(self) -> list[str]:
+        """The list requests so far (not the watches)."""
+        return [r for r in self.requests if "watch=true" not in r]
+
+    def watches(self) -> list[str]:
+        """The watch requests so far."""
+        return [r for r in self.requests if "watch=true" in r]
 
     def drop(self, fail_next: int = 0) -> None:
         """End every open watch abruptly; the next ``fail_next`` requests fail with HTTP 500."""
@@ -100,14 +123,19 @@ def _handler(api: StandInApi) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
                 return
             if query.get("watch") == ["true"]:
-                self._watch(float(query.get("timeoutSeconds", ["60"])[0]), query.get("resourceVersion", [""])[0])
+                self._watch(float(query.get("timeoutSeconds", ["60"])[0]), query.get("resourceVersion", [""])[0],
+                            api.bookmarks and query.get("allowWatchBookmarks") == ["true"])
                 return
             with api.cond:
                 body = {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": str(api.version)},
                         "items": list(api.nodes.values())}
             self._send(200, body)
 
-        def _watch(self, timeout: float, since: str) -> None:
+        def _chunk(self, event: dict[str, Any]) -> None:
+            line = json.dumps(event).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+
+        def _watch(self, timeout: float, since: str, bookmarks: bool) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -117,9 +145,16 @@ def _handler(api: StandInApi) -> type[BaseHTTPRequestHandler]:
             with api.cond:
                 # As the real server: the events after the resource version asked for (the list's),
                 # so a change made between the list and this request is not lost; none: from now.
-                after = int(since) if since.isdigit() else api.version
+                after = int(since) if since.isdigit() and since != "0" else api.version
+                expired = after < api.oldest
                 sent = sum(int(e["object"]["metadata"]["resourceVersion"]) <= after for e in api.events)
                 generation = api.generation
+            if expired:  # as the real server: 200, then an ERROR event, then the end
+                self._chunk({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": f"too old resource version: {after} ({api.oldest})"}})
+                self.wfile.write(b"0\r\n\r\n")
+                return
             deadline = threading.Event()
             timer = threading.Timer(timeout, deadline.set)
             timer.start()
@@ -132,9 +167,15 @@ def _handler(api: StandInApi) -> type[BaseHTTPRequestHandler]:
                             return  # dropped: the connection closes mid-response (no last chunk)
                         pending, sent = api.events[sent:], len(api.events)
                     for event in pending:
-                        line = json.dumps(event).encode() + b"\n"
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                        self._chunk(event)
                     self.wfile.flush()
+                if bookmarks:
+                    with api.cond:  # the events not sent yet first: the bookmark's version covers them
+                        pending, version = api.events[sent:], str(api.version)
+                    for event in pending:
+                        self._chunk(event)
+                    self._chunk({"type": "BOOKMARK", "object": {"kind": "Node", "apiVersion": "v1",
+                                                                "metadata": {"resourceVersion": version}}})
                 self.wfile.write(b"0\r\n\r\n")  # the timeout: the watch ends properly
             except OSError:
                 return

@@ -26,11 +26,10 @@ from netkit.cli.shared import fail, require_root
                    "/var/lib/cni/networks).")
 @click.option("--ready-file", default="/run/netkit/node.ready", show_default=True, metavar="FILE",
               help="Written once pods can be networked, removed on exit (for a readiness probe).")
-@click.option("--interval", type=float, default=0.5, show_default=True, metavar="SECONDS",
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True, metavar="SECONDS",
               help="How often the nodes file is checked for a change.")
-@click.option("--resync", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="How often everything is applied again (a route deleted by hand comes back), and the "
-                   "Kubernetes API's nodes listed again.")
+@click.option("--resync", type=click.FloatRange(min=0.01), default=30.0, show_default=True, metavar="SECONDS",
+              help="How often the last facts are applied again (a route deleted by hand comes back).")
 @click.option("--cluster-cidr", "cluster_cidrs", multiple=True, metavar="CIDR",
               help="The cluster's pod network (one per family): pod traffic leaving it is masqueraded. "
                    "None given: nothing is masqueraded.")
@@ -50,7 +49,13 @@ def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_di
         fail(ValueError(f"--cluster-cidr: {exc}"))
     if nodes_file and kubeconfig:
         fail(ValueError("--nodes-file and --kubeconfig: give one source"))
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="netkit node: %(message)s")
+    configuration = None
+    if not nodes_file:
+        try:
+            configuration = apisource.load_config(kubeconfig)
+        except apisource.ConfigError as exc:
+            fail(exc)
+    _logging()
     settings = daemon.Settings(node_name, conf_dir, ready_file, interval, resync, clusters, firewall_backend or "",
                                ipam_dir)
     api = None
@@ -58,7 +63,7 @@ def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_di
     if nodes_file:
         source = filesource.FileSource(nodes_file)
     else:
-        source = api = apisource.ApiSource(kubeconfig, resync=resync)
+        source = api = apisource.ApiSource(configuration)
     loop = daemon.Daemon(settings, source)
     if api is not None:
         api.on_change = loop.wake
@@ -72,6 +77,18 @@ def node(nodes_file: str | None, kubeconfig: str | None, node_name: str, conf_di
     loop.run()
     if api is not None:
         api.stop()
+
+
+def _logging() -> None:
+    # netkit's lines only: a library's warnings (urllib3's "Retrying ..." while the API is down)
+    # would repeat what netkit already says once.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("netkit node: %(message)s"))
+    netkit_log = logging.getLogger("netkit")
+    netkit_log.addHandler(handler)
+    netkit_log.setLevel(logging.INFO)
+    netkit_log.propagate = False
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 COMMANDS = [node]

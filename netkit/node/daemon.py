@@ -192,18 +192,21 @@ class Daemon:
         return []
 
     def step(self) -> None:
-        """One poll: apply new facts, or the last ones again when a resync is due."""
+        """One poll: apply new facts, unless they equal the last applied ones (a Node's heartbeat
+        changes nothing netkit uses; the periodic resync re-applies anyway)."""
         try:
             snap = self.source.poll()
-        except snapshot.SourceError as exc:
-            if str(exc) != self.state.source_error:
-                log.warning("%s (keeping the last good facts)", exc)
-            self.state.source_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a source's surprise must not end the daemon
+            line = str(exc) if isinstance(exc, snapshot.SourceError) else \
+                f"reading the nodes failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            if line != self.state.source_error:
+                log.warning("%s (keeping the last good facts)", line)
+            self.state.source_error = line
             return
         if self.state.source_error and snap is not None:
             log.info("source readable again")
             self.state.source_error = ""
-        if snap is not None:
+        if snap is not None and snap != self.state.last:
             self.safely(snap)
 
     def safely(self, snap: snapshot.Snapshot) -> None:

@@ -20,10 +20,17 @@ class FileError(ValueError):
 
 
 def _entries(doc: Any) -> list[Any]:
-    if isinstance(doc, dict):
-        doc = doc.get("nodes", doc.get("items"))
+    # An empty or cut-off file is not "no nodes": taken as such, every route would go. Only an
+    # explicit empty list (`nodes: []`, `[]`) says the cluster has no nodes.
     if doc is None:
-        return []
+        raise FileError("empty: expected a list of nodes (an explicit nodes: [] for none)")
+    if isinstance(doc, dict):
+        key = next((k for k in ("nodes", "items") if k in doc), None)
+        if key is None:
+            raise FileError("neither nodes: nor items: (an explicit nodes: [] for none)")
+        doc = doc[key]
+        if doc is None:
+            raise FileError(f"{key}: is empty (an explicit {key}: [] for none)")
     if not isinstance(doc, list):
         raise FileError("expected a list of nodes (at the top, under nodes: or under items:)")
     return doc

@@ -83,17 +83,39 @@ def _listed(entry: dict[str, Any], one: str, many: str) -> list[Any]:
     return got
 
 
+def _part(name: str, what: str, value: Any) -> dict[str, Any]:
+    # An absent part is empty (a new Node has no status yet); any other shape is this node's fault.
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NodeError(f"node {name}: {what} is not a mapping: {value!r:.80}")
+    return value
+
+
 def from_kubernetes(obj: Any) -> Node:
     """A node from a Kubernetes Node object as JSON (``metadata.name``, ``spec.podCIDRs`` or the
-    older ``spec.podCIDR``, ``status.addresses`` of type InternalIP)."""
+    older ``spec.podCIDR``, ``status.addresses`` of type InternalIP); NodeError naming the node for
+    any other shape (an API or a file may hand anything)."""
     if not isinstance(obj, dict):
-        raise NodeError(f"a Node object is not a mapping: {obj!r}")
-    name = (obj.get("metadata") or {}).get("name")
-    spec = obj.get("spec") or {}
-    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
-    addresses = (obj.get("status") or {}).get("addresses") or []
-    ips = [a.get("address") for a in addresses if isinstance(a, dict) and a.get("type") == "InternalIP"]
-    return make(name, ips, cidrs)
+        raise NodeError(f"a Node object is not a mapping: {obj!r:.80}")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise NodeError(f"a Node object whose metadata is not a mapping: {meta!r:.80}")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise NodeError(f"a node without a name: {name!r:.80}")
+    spec = _part(name, "spec", obj.get("spec"))
+    cidrs = spec.get("podCIDRs")
+    if not cidrs:
+        cidrs = [spec["podCIDR"]] if spec.get("podCIDR") else []
+    elif not isinstance(cidrs, list):
+        raise NodeError(f"node {name}: spec.podCIDRs is not a list: {cidrs!r:.80}")
+    addresses = _part(name, "status", obj.get("status")).get("addresses") or []
+    if not isinstance(addresses, list):
+        raise NodeError(f"node {name}: status.addresses is not a list: {addresses!r:.80}")
+    if not all(isinstance(a, dict) for a in addresses):
+        raise NodeError(f"node {name}: status.addresses holds an entry that is not a mapping")
+    return make(name, [a.get("address") for a in addresses if a.get("type") == "InternalIP"], cidrs)
 
 
 def from_entry(entry: Any) -> Node:

@@ -11,7 +11,7 @@ import pytest
 
 from netkit.firewall import backend
 from netkit.ipam import config as ipam_config
-from netkit.node import conflist, filesource, model
+from netkit.node import conflist, filesource, model, snapshot
 from harness.kubeapi import node_object
 
 
@@ -87,3 +87,66 @@ def test_the_conflist_names_the_nodes_firewall_backend_for_the_bridge_plugin(tmp
     assert conflist.write(conf_dir, cidrs, firewall="iptables")  # a changed backend rewrites the file
     with open(os.path.join(conf_dir, conflist.FILE_NAME), encoding="utf-8") as f:
         assert json.load(f)["plugins"][0][backend.CONFIG_KEY] == "iptables"
+
+
+@pytest.mark.parametrize(("entry", "line"), [
+    ({"metadata": "x"}, "a Node object whose metadata is not a mapping: 'x'"),
+    ({"metadata": {"name": 5}}, "a node without a name: 5"),
+    ({"metadata": {"name": "n1"}, "spec": 5}, "node n1: spec is not a mapping: 5"),
+    ({"metadata": {"name": "n1"}, "spec": {"podCIDRs": "10.244.1.0/24"}}, "node n1: spec.podCIDRs is not a list"),
+    ({"metadata": {"name": "n1"}, "spec": {"podCIDR": 7}}, "node n1: podCIDR 7 is not a string"),
+    ({"metadata": {"name": "n1"}, "status": "up"}, "node n1: status is not a mapping: 'up'"),
+    ({"metadata": {"name": "n1"}, "status": {"addresses": 7}}, "node n1: status.addresses is not a list: 7"),
+    ({"metadata": {"name": "n1"}, "status": {"addresses": [7]}}, "node n1: status.addresses holds an entry"),
+    ({"metadata": {"name": "n1"}, "status": {"addresses": [{"type": "InternalIP", "address": 7}]}},
+     "node n1: InternalIP 7 is not a string"),
+])
+def test_a_malformed_node_object_is_refused_naming_it(entry: object, line: str) -> None:
+    with pytest.raises(model.NodeError) as exc:
+        model.from_entry(entry)
+    assert str(exc.value).startswith(line) and "\n" not in str(exc.value)
+
+
+def test_garbage_entries_are_refused_one_line_each_and_spare_the_rest() -> None:
+    snap = snapshot.from_entries([{"metadata": "x"}, node_object("n1", "10.0.0.1", ["10.244.1.0/24"]),
+                                  {"metadata": {"name": "n2"}, "spec": 5}, None, [1, 2]])
+    assert list(snap.nodes) == ["n1"]
+    assert len(snap.refused) == 4 and all("\n" not in line for line in snap.refused)
+
+
+class _Hostile(dict):  # type: ignore[type-arg]
+    """A mapping whose reading fails in a way no check foresaw."""
+
+    def get(self, key: object, default: object = None) -> object:
+        raise RuntimeError("unreadable")
+
+
+def test_an_entry_failing_unforeseen_is_refused_not_raised() -> None:
+    snap = snapshot.from_entries([_Hostile(name="n9"), {"name": "n1", "internalIP": "10.0.0.1"}])
+    assert list(snap.nodes) == ["n1"]
+    assert snap.refused[0].startswith("a node entry refused: RuntimeError: unreadable")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("", "empty"),
+    ("# the nodes\n", "empty"),
+    ("{}\n", "neither nodes: nor items:"),
+    ("kind: NodeList\n", "neither nodes: nor items:"),
+    ("nodes:\n", "nodes: is empty"),
+    ("items:\n", "items: is empty"),
+])
+def test_an_empty_or_keyless_nodes_file_is_an_error_not_no_nodes(tmp_path: os.PathLike[str], text: str,
+                                                                error: str) -> None:
+    path = os.path.join(str(tmp_path), "nodes.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    with pytest.raises(filesource.FileError, match=error):
+        filesource.NodesFile(path).read()
+
+
+@pytest.mark.parametrize("text", ["nodes: []\n", "items: []\n", "[]\n"])
+def test_an_explicit_empty_list_is_no_nodes(tmp_path: os.PathLike[str], text: str) -> None:
+    path = os.path.join(str(tmp_path), "nodes.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    assert filesource.NodesFile(path).read() == snapshot.Snapshot()
