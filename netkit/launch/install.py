@@ -187,13 +187,13 @@ def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
     ``require_native``: NoNativeLauncher instead of Python launchers when no C launcher is built
     (a Kubernetes node: the host cannot run a Python launcher whose interpreter is in an image).
     """
+    if require_native and not spawn:
+        raise ValueError("a C launcher hands requests to the agent: it cannot be required without one")
     python = python or sys.executable
     paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
     # Absolute: a C launcher execs the Python launcher by the path compiled into it, from any cwd.
     targets = {name: os.path.join(os.path.abspath(bin_dir), name) for name in plugins.REGISTRY}
-    if require_native and not spawn:
-        raise ValueError("a C launcher hands requests to the agent: it cannot be required without one")
     if spawn:
         def fallbacks() -> None:
             fileio.ensure_dir(os.path.join(bin_dir, native.FALLBACK_DIR))

@@ -1,9 +1,10 @@
 """`netkit cni uninstall`: take back what `netkit cni install` put on the host, and nothing else.
 
 netkit's launchers (recognised by their text or a C launcher's marker, of this install or another
-netkit's, and the Python launchers behind C ones), the ``loopback`` alias if it is netkit's, ``netkit.conflist``
-if it is netkit's network, the agent's systemd units if netkit wrote them (disabled and stopped where
-systemd runs), the agent on the socket (stopped gracefully) and the files it keeps beside its socket.
+netkit's, and the Python launchers behind C ones), the ``loopback`` alias if it is netkit's,
+``netkit.conflist`` if it is netkit's network, the agent's systemd units if netkit wrote them
+(disabled and stopped where systemd runs), the agent on the socket (stopped gracefully) and the
+files it keeps beside its socket.
 """
 
 from __future__ import annotations

@@ -43,13 +43,22 @@ def node_shape(conflist: dict[str, Any]) -> None:
     conflist.update(built)
 
 
+def declare_dns_and_annotations(conflist: dict[str, Any]) -> None:
+    """The bridge also declares the ``dns`` and ``io.kubernetes.cri.pod-annotations`` capabilities."""
+    conflist["plugins"][0]["capabilities"].update({"dns": True, "io.kubernetes.cri.pod-annotations": True})
+
+
+EDITS = {"node-shape": node_shape, "declaring": declare_dns_and_annotations}
+
+
 @pytest.fixture(params=["ipv4"])
 def node(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
          ) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
     """A CRI containerd with netkit's default network; ``dual-stack`` (indirect): also SUBNET6;
-    ``node-shape``: dual-stack in `netkit node`'s conflist shape."""
+    ``node-shape``: dual-stack in `netkit node`'s conflist shape; ``declaring``: IPv4, the conflist
+    also declaring the dns and pod-annotations capabilities."""
     subnet6 = SUBNET6 if request.param in ("dual-stack", "node-shape") else None
-    edit = node_shape if request.param == "node-shape" else None
+    edit = EDITS.get(request.param)
     with running(str(tmp_path), SUBNET, hcc.CriContainerd, subnet6, edit) as (daemon, box):
         client = cri.RuntimeClient(daemon.socket)
         try:
@@ -184,28 +193,12 @@ def test_a_hostport_answers_another_machine(node: tuple[cri.RuntimeClient, hcc.C
     _gone(client, daemon, box)
 
 
-def declare_dns_and_annotations(conflist: dict[str, Any]) -> None:
-    """The bridge also declares the ``dns`` and ``io.kubernetes.cri.pod-annotations`` capabilities."""
-    conflist["plugins"][0]["capabilities"].update({"dns": True, "io.kubernetes.cri.pod-annotations": True})
-
-
-@pytest.fixture
-def declaring_node(tmp_path: os.PathLike[str]) -> Iterator[tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]]:
-    """A CRI containerd whose conflist declares the dns and pod-annotations capabilities."""
-    with running(str(tmp_path), SUBNET, hcc.CriContainerd, edit=declare_dns_and_annotations) as (daemon, box):
-        with cri.RuntimeClient(daemon.socket) as client:
-            try:
-                yield client, daemon, box
-            finally:
-                for sandbox_id in _leftover(client):
-                    client.remove_pod_sandbox(sandbox_id)
-
-
+@pytest.mark.parametrize("node", ["declaring"], indirect=True)
 def test_declared_dns_and_pod_annotations_reach_the_plugin(
-        declaring_node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
+        node: tuple[cri.RuntimeClient, hcc.CriContainerd, sb.Sandbox]) -> None:
     # containerd sends what a conflist declares (go-cni: WithCapabilityDNS, the pod's annotations):
     # netkit takes them without failing the ADD.
-    client, daemon, box = declaring_node
+    client, daemon, box = node
     record_file = os.path.join(daemon.top, "cni-calls.jsonl")
     cnirecord.record(box.bin_dir, ["netkit-bridge"], record_file)
     config = pod(daemon, "web", dns=cri.DNSConfig(servers=["192.0.2.53"], searches=["default.svc.cluster.local"],
