@@ -9,13 +9,16 @@ setup is read or changed.  containerd's root, state, socket and the ``opt`` plug
 temp dir's (``config.toml``); the CRI plugin is disabled.  Its image is Debian's static busybox as an
 OCI archive built here (nothing is pulled).
 
-What containerd 1.6 writes outside its configured dirs whatever its config (the shims' sockets under
-/run/containerd, the containers' cgroups) is removed on teardown when it was not there before.
+What containerd 1.6 writes outside its configured dirs whatever its config: the shims' sockets and
+runc's state under /run/containerd go to a tmpfs of the run's mount namespace (gone with it; the
+mount point, made when the machine has none, is removed by the last run using it), the containers'
+cgroups are removed on teardown when they were not there before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import io
@@ -27,7 +30,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness import HarnessError, procs
 from harness.bench import EXEC_TIMEOUT_S, tail
@@ -38,7 +41,8 @@ PACKAGES = ("containerd", "runc", "busybox-static")
 NAMESPACE = "netkit-test"                     # containerd's own namespace (not a network namespace)
 IMAGE = "docker.io/netkit/busybox:test"
 # containerd 1.6 puts the shims' sockets and runc's state under /run/containerd whatever its config.
-ROOT_PATHS = ("/run/containerd",)
+RUN_STATE = "/run/containerd"
+MADE_MARK = "trusted.netkit-test-made"   # an xattr on RUN_STATE when a run made it (not the machine's)
 CGROUP = f"/{NAMESPACE}"                      # ctr's default cgroup parent: /<namespace>/<container id>
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
@@ -59,16 +63,51 @@ def remove_cgroups(parent: str, keep: set[str]) -> None:
                 os.rmdir(cg)
 
 
+@contextlib.contextmanager
+def _run_state_lock() -> Iterator[None]:
+    """Excludes other runs between making RUN_STATE and mounting on it, and between finding it
+    unused and removing it (an rmdir would detach a mount on it in another run's namespace).  The
+    lock is on /run itself: it always exists, and no lock file is left behind."""
+    fd = os.open(os.path.dirname(RUN_STATE), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _mounted_elsewhere(path: str, own_ns: str) -> bool:
+    """True when a mount namespace other than ``own_ns`` (a /proc/PID/ns/mnt link's text) has a mount
+    on ``path``: another run's tmpfs.  A process left in ``own_ns`` (the agent a plugin started
+    there, stopped after the teardown) does not count."""
+    for proc in glob.glob("/proc/[0-9]*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{proc}/ns/mnt") == own_ns:
+                continue
+            with open(f"{proc}/mountinfo") as f:
+                if any(line.split(" ", 5)[4] == path for line in f):
+                    return True
+    return False
+
+
+def _made_by_a_run(path: str) -> bool:
+    try:
+        return os.getxattr(path, MADE_MARK) == b"1"
+    except OSError:
+        return False
+
+
 def prepare(tmp: str, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None = None,
-            edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, str, str, str]:
+            edit: Callable[[dict[str, Any]], None] | None = None,
+            loopback: bool = False) -> tuple[str, str, str, str]:
     """A run's dirs under ``tmp``: (containerd's top, CNI bin, conf and IPAM data dirs), the plugins
-    installed by `netkit cni install` and its default conflist for ``subnet`` (dual-stack with
-    ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in the data dir, changed by
-    ``edit`` if given."""
+    installed by `netkit cni install` (``loopback``: with --loopback) and its default conflist for
+    ``subnet`` (dual-stack with ``subnet6``, as a Kubernetes node with two podCIDRs) with leases in
+    the data dir, changed by ``edit`` if given."""
     top = os.path.join(tmp, "containerd")
     bin_dir, conf_dir, data_dir = (os.path.join(tmp, d) for d in ("bin", "net.d", "leases"))
     os.makedirs(top)
-    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir)
+    report = install.install(bin_dir=bin_dir, conf_dir=conf_dir, loopback=loopback)
     conflist = install.default_conflist(subnet)
     ipam = conflist["plugins"][0]["ipam"]  # type: ignore[index]
     ipam["dataDir"] = data_dir
@@ -151,7 +190,8 @@ class Containerd:
         self.log = os.path.join(top, "containerd.log")
         self.holder: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
-        self.before: dict[str, bool] = {}
+        self.made_run_state = False
+        self.mnt_ns = ""   # the run's mount namespace, as /proc/PID/ns/mnt reads
         self.cgroups_before: set[str] = set()
         self.problems: list[str] = []
 
@@ -169,7 +209,6 @@ class Containerd:
 
     def start(self) -> None:
         """The private mount namespace with the CNI paths, containerd in it, the image imported."""
-        self.before = {p: os.path.lexists(p) for p in ROOT_PATHS}
         self.cgroups_before = set(cgroup_dirs(CGROUP))
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -178,6 +217,7 @@ class Containerd:
             if os.readlink(mnt) != os.readlink("/proc/self/ns/mnt"):
                 break
             time.sleep(0.01)
+        self.mnt_ns = os.readlink(mnt)
         cache = os.path.join(self.top, "cni-cache")
         os.makedirs(cache, exist_ok=True)
         # /opt and /var/lib get an empty tmpfs of this namespace (nothing there is containerd's, whose
@@ -185,6 +225,17 @@ class Containerd:
         # without making them on the machine.
         for point in ("/opt", "/var/lib"):
             self._run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", point)
+        # /run/containerd: its mount point is on the machine's /run (a tmpfs over all of /run would
+        # hide what the plugins share with the machine there); made if missing, and marked so.
+        with _run_state_lock():
+            try:
+                os.mkdir(RUN_STATE, 0o711)
+                self.made_run_state = True
+                with contextlib.suppress(OSError):
+                    os.setxattr(RUN_STATE, MADE_MARK, b"1")
+            except FileExistsError:
+                pass
+            self._run("mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", RUN_STATE)
         self._run("mkdir", "-p", "/opt/cni/bin", "/var/lib/cni")
         for src, point in ((self.bin_dir, "/opt/cni/bin"), (self.conf_dir, "/etc/cni/net.d"), (cache, "/var/lib/cni")):
             self._run("mount", "--bind", src, point)
@@ -203,6 +254,9 @@ class Containerd:
                 raise HarnessError(f"containerd did not start: {tail(open(self.log).read())}")
             time.sleep(0.1)
         self.import_images()
+
+    # Whether the run's plugins need `loopback` (`netkit cni install --loopback`): the CRI plugin's do.
+    LOOPBACK = False
 
     # What this containerd runs without: the CRI plugin (harness/cricontainerd.py turns it on).
     DISABLED_PLUGINS: tuple[str, ...] = ("io.containerd.grpc.v1.cri",)
@@ -242,6 +296,14 @@ disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
         """The run's processes: the temp dir in their command line, cwd or root (shims, containers)."""
         return procs.processes_of_run(self.top, set())
 
+    def _remove_run_state(self) -> None:
+        """RUN_STATE's mount point, when a run made it and no run mounts on it any more (the last
+        one out removes it; the machine's own is never touched)."""
+        with _run_state_lock():
+            if (self.made_run_state or _made_by_a_run(RUN_STATE)) and not _mounted_elsewhere(RUN_STATE, self.mnt_ns):
+                with contextlib.suppress(OSError):  # not empty: a containerd of the machine's now uses it
+                    os.rmdir(RUN_STATE)
+
     def teardown(self) -> list[str]:
         """Stop containerd and the namespace holder, reap the rest, remove what containerd made outside
         the temp dir; the problems found."""
@@ -257,8 +319,6 @@ disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
         self.problems += procs.reap(self.processes, 30)
         self.problems += procs.unmount_under(self.top)
         remove_cgroups(CGROUP, self.cgroups_before)
-        for path in ROOT_PATHS:
-            if not self.before.get(path) and os.path.lexists(path):
-                shutil.rmtree(path, ignore_errors=True)
+        self._remove_run_state()
         shutil.rmtree(self.top, ignore_errors=True)
         return self.problems

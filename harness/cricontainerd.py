@@ -10,15 +10,18 @@ outside it); here the CRI plugin is configured instead of disabled:
   not /run/netns, so nothing of them is made on the machine and the run's unmount finds them;
 - a pause image built here from busybox-static (``sleep infinity``) and imported into containerd's
   ``k8s.io`` namespace, the CRI plugin's, as ``sandbox_image``: nothing can be pulled;
-- go-cni adds a loopback network (plugin type ``loopback``) beside the main one: ``loopback`` in the
-  bin dir is netkit-loopback, so every plugin of a pod is netkit's;
-- pods' cgroups go under CGROUP_PARENT (the tests' cgroup_parent), removed on teardown from every
-  hierarchy it is in (cgroup v1 has one per controller, v2 one).
+- go-cni adds a loopback network (plugin type ``loopback``) beside the main one: the plugins are
+  installed with `netkit cni install --loopback` (``LOOPBACK``), as the DaemonSet does, so
+  ``loopback`` in the bin dir is netkit-loopback and every plugin of a pod is netkit's;
+- pods' cgroups go under ``cgroup_parent`` (the tests' pods' cgroup parent), one of this containerd's
+  own (concurrent runs never share it), removed on teardown from every hierarchy it is in (cgroup v1
+  has one per controller, v2 one).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 
 from harness import containerd as hc
 from harness.podman import rootfs_tar
@@ -26,20 +29,18 @@ from harness.podman import rootfs_tar
 CRI_NAMESPACE = "k8s.io"                        # containerd's namespace of the CRI plugin's images and pods
 PAUSE_IMAGE = "registry.k8s.io/pause:netkit-test"
 PAUSE_ENTRYPOINT = ["/bin/sleep", "infinity"]   # StopPodSandbox SIGKILLs it: no signal handling needed
-CGROUP_PARENT = "/netkit-cri-test"             # the pods' cgroups' parent, removed on teardown
+CGROUP_PARENT_PREFIX = "/netkit-cri-test-"      # the pods' cgroups' parent: this, and a containerd's own token
 
 
 class CriContainerd(hc.Containerd):
     """A harness/containerd.py containerd with the CRI plugin serving on ``self.socket``."""
 
     DISABLED_PLUGINS = ()
+    LOOPBACK = True
 
-    def start(self) -> None:
-        """As Containerd.start, with ``loopback`` in the bin dir for go-cni's loopback network."""
-        loopback = os.path.join(self.bin_dir, "loopback")
-        if not os.path.lexists(loopback):
-            os.symlink("netkit-loopback", loopback)
-        super().start()
+    def __init__(self, top: str, ns_path: str, bin_dir: str, conf_dir: str, **env: str) -> None:
+        super().__init__(top, ns_path, bin_dir, conf_dir, **env)
+        self.cgroup_parent = CGROUP_PARENT_PREFIX + secrets.token_hex(4)
 
     def plugins_config(self) -> str:
         """The CRI plugin's part of config.toml: the run's CNI dirs and pause image."""
@@ -68,8 +69,8 @@ class CriContainerd(hc.Containerd):
         self.ctr("images", "import", archive, namespace=CRI_NAMESPACE)
 
     def teardown(self) -> list[str]:
-        """As Containerd.teardown, and CGROUP_PARENT gone from every cgroup hierarchy (runc removes
+        """As Containerd.teardown, and ``cgroup_parent`` gone from every cgroup hierarchy (runc removes
         each pod's own cgroup under it)."""
         problems = super().teardown()
-        hc.remove_cgroups(CGROUP_PARENT, set())
+        hc.remove_cgroups(self.cgroup_parent, set())
         return problems

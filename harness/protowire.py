@@ -100,6 +100,8 @@ def decode(data: bytes) -> dict[int, list[int | bytes]]:
             pos += size
         elif wire_type in (FIXED64, FIXED32):
             width = 8 if wire_type == FIXED64 else 4
+            if pos + width > len(data):  # a slice past the end is short, not an error: check it
+                raise WireError(f"field {number} runs past the end")
             fields[number].append(int.from_bytes(data[pos:pos + width], "little"))
             pos += width
         else:

@@ -96,3 +96,36 @@ def test_cni_install_no_conflist_writes_the_plugins_only() -> None:
     out = _ok(install)
     assert "installed /opt/cni/bin/netkit-bridge" in out and "wrote" not in out
     assert conf.stdout.strip() == ""
+
+
+def test_cni_install_require_native_fails_in_one_line_and_installs_nothing_without_a_compiler() -> None:
+    # A Kubernetes node's init container: Python launchers would point into the image's venv, which
+    # the host does not have, so the install must fail (the pod does not start) instead.
+    env = {**Step([]).env, "CC": "/nonexistent/cc"}
+    with machine_untouched():
+        install, bins = throwaway.run([
+            Step([NETKIT, "cni", "install", "--no-conflist", "--require-native", "--loopback"], env=env),
+            Step(["ls", "-A", "/opt/cni/bin"]),
+        ])
+    assert install.returncode not in (0, None) and install.stdout == ""
+    assert install.stderr.count("\n") == 1 and "/nonexistent/cc" in install.stderr, install.stderr
+    assert "nothing installed" in install.stderr and "Traceback" not in install.stderr
+    assert bins.stdout.strip() == ""   # no launcher, no .netkit/, no loopback
+
+
+def test_cni_install_require_native_and_loopback_as_the_daemonset_runs_it() -> None:
+    # With a compiler: C launchers and `loopback` as netkit-loopback; uninstall takes all of it back.
+    with machine_untouched():
+        install, link, again, uninstall, bins = throwaway.run([
+            Step([NETKIT, "cni", "install", "--no-conflist", "--require-native", "--loopback"]),
+            Step(["readlink", "/opt/cni/bin/loopback"]),
+            Step([NETKIT, "cni", "install", "--no-conflist", "--require-native", "--loopback"]),
+            Step([NETKIT, "cni", "uninstall"]),
+            Step(["ls", "-A", "/opt/cni/bin"]),
+        ])
+    assert "installed /opt/cni/bin/loopback -> netkit-loopback" in _ok(install)
+    assert "Python launchers" not in _ok(install)
+    assert _ok(link).strip() == "netkit-loopback"
+    assert "installed /opt/cni/bin/loopback -> netkit-loopback" in _ok(again)   # still netkit's: kept as is
+    assert "removed /opt/cni/bin/loopback" in _ok(uninstall)
+    assert bins.stdout.strip() == ""

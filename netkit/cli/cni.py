@@ -32,10 +32,16 @@ def cni() -> None:
 @click.option("--agent", "with_agent", is_flag=True,
               help="Write the agent's systemd units even where systemd is not PID 1 (an image, a chroot); "
                    "they are enabled only where it is.")
+@click.option("--require-native", is_flag=True,
+              help="Fail (and write nothing) unless C launchers are built: where the host cannot run the "
+                   "Python launchers (a Kubernetes node, whose netkit is in an image).")
+@click.option("--loopback", is_flag=True,
+              help="Also install netkit-loopback as `loopback` unless the bin dir has one (containerd's CRI "
+                   "plugin runs it for every pod); `netkit cni uninstall` removes it.")
 @click.option("--unit-dir", default="/etc/systemd/system", show_default=True)
 @agent_socket()
 def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_conflist: bool, no_agent: bool,
-                with_agent: bool, unit_dir: str, socket: str) -> None:
+                with_agent: bool, require_native: bool, loopback: bool, unit_dir: str, socket: str) -> None:
     """Write the plugin executables and the default network config; leave a warm path.
 
     Where systemd is PID 1 a socket-activated agent (netkit-agent.socket and .service, enabled and
@@ -49,10 +55,15 @@ def cni_install(bin_dir: str, conf_dir: str, force_conflist: bool, no_conflist: 
         fail(ValueError("--agent and --no-agent contradict each other"))
     if no_conflist and force_conflist:
         fail(ValueError("--force-conflist and --no-conflist contradict each other"))
+    if require_native and no_agent:
+        fail(ValueError("--require-native and --no-agent contradict each other"))
     report = call(lambda: install.install(bin_dir, conf_dir, force_conflist=force_conflist, spawn=not no_agent,
-                                          conflist=not no_conflist))
+                                          conflist=not no_conflist, require_native=require_native,
+                                          loopback=loopback))
     for exe in report.executables:
         click.echo(f"installed {exe}")
+    if report.loopback:
+        click.echo(f"installed {report.loopback} -> {install.LOOPBACK_TARGET}")
     for note in report.notes:
         click.echo(note)
     if report.conflist_written:

@@ -19,6 +19,14 @@ DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_NETWORK = "netkit"
 CONFLIST_NAME = "netkit.conflist"
+# containerd's CRI plugin (go-cni) runs plugin type `loopback` for every pod's lo, from its bin dir,
+# whatever the conflist says: a node without the reference plugins gets netkit's under that name.
+LOOPBACK_ALIAS = "loopback"
+LOOPBACK_TARGET = "netkit-loopback"  # the alias is this relative symlink: netkit's, whatever its install
+
+
+class NoNativeLauncher(OSError):
+    """A C launcher was required (``require_native``) and could not be built; nothing was written."""
 
 
 @dataclass
@@ -29,6 +37,7 @@ class InstallReport:
     conflist: str = ""
     conflist_written: bool = False
     subnet: str = ""
+    loopback: str = ""  # the `loopback` alias written ("" when none was)
     notes: list[str] = field(default_factory=list)
 
 
@@ -167,7 +176,7 @@ def remove_agent_units(unit_dir: str = UNIT_DIR, systemd: bool | None = None) ->
 
 
 def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
-                    notes: list[str] | None = None) -> list[str]:
+                    notes: list[str] | None = None, require_native: bool = False) -> list[str]:
     """Write every plugin executable into ``bin_dir``; return their paths.
 
     ``spawn`` (the default install): C launchers (launch/native.py) that hand a request to the agent
@@ -175,7 +184,11 @@ def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
     no working C compiler, the Python launchers themselves (one line in ``notes`` says why).
     ``spawn=False`` (``--no-agent``): Python launchers that never start an agent (a C launcher
     would only add an exec in front of them).
+    ``require_native``: NoNativeLauncher instead of Python launchers when no C launcher is built
+    (a Kubernetes node: the host cannot run a Python launcher whose interpreter is in an image).
     """
+    if require_native and not spawn:
+        raise ValueError("a C launcher hands requests to the agent: it cannot be required without one")
     python = python or sys.executable
     paths = executable.import_paths()
     fileio.ensure_dir(bin_dir)
@@ -190,6 +203,8 @@ def install_plugins(bin_dir: str, python: str | None = None, spawn: bool = True,
         why = native.build(targets, python, protocol.DEFAULT_SOCKET, fallbacks)
         if not why:
             return list(targets.values())
+        if require_native:
+            raise NoNativeLauncher(f"no C launcher could be built, nothing installed or replaced in {bin_dir}: {why}")
         if notes is not None:
             notes.append(f"Python launchers (no C launcher: {why})")
     for name, target in targets.items():
@@ -202,6 +217,28 @@ def _write_launcher(path: str, text: str) -> None:
     os.chmod(path, 0o755)  # write_atomic's mode is less the umask; a launcher must be executable
 
 
+def is_own_loopback(path: str) -> bool:
+    """True when ``path`` is the ``loopback`` alias install_loopback writes."""
+    try:
+        return os.path.islink(path) and os.readlink(path) == LOOPBACK_TARGET
+    except OSError:
+        return False
+
+
+def install_loopback(bin_dir: str, notes: list[str]) -> str:
+    """``loopback`` in ``bin_dir`` as netkit-loopback, unless one is there (the reference plugin's,
+    or ours already): its path when written, else "" (a foreign one kept is said in ``notes``)."""
+    path = os.path.join(bin_dir, LOOPBACK_ALIAS)
+    if is_own_loopback(path):
+        return path
+    try:
+        os.symlink(LOOPBACK_TARGET, path)  # never over a file: the node's own loopback plugin is kept
+    except FileExistsError:
+        notes.append(f"kept {path} (not netkit's)")
+        return ""
+    return path
+
+
 def plugins_current(bin_dir: str) -> bool:
     """True when ``bin_dir`` holds every plugin executable as install_plugins writes them now (C
     launchers, or the Python launchers an install without a compiler writes)."""
@@ -211,16 +248,20 @@ def plugins_current(bin_dir: str) -> bool:
 
 
 def install(bin_dir: str = DEFAULT_BIN_DIR, conf_dir: str = DEFAULT_CONF_DIR, python: str | None = None,
-            force_conflist: bool = False, spawn: bool = True, conflist: bool = True) -> InstallReport:
+            force_conflist: bool = False, spawn: bool = True, conflist: bool = True,
+            require_native: bool = False, loopback: bool = False) -> InstallReport:
     """Write every plugin executable into ``bin_dir`` and the default conflist into ``conf_dir``.
 
     An existing conflist is kept (it may have been edited) unless ``force_conflist``; none is written
     without ``conflist`` (a Kubernetes node's: `netkit node` writes it once the node's pod subnets
-    are known, and a guessed subnet before that would give pods wrong addresses).  ``spawn``: see
-    install_plugins.  Files only: the agent's side (units, an old agent) is the CLI's (cli/cni.py).
+    are known, and a guessed subnet before that would give pods wrong addresses).  ``spawn``,
+    ``require_native``: see install_plugins.  ``loopback``: see install_loopback.  Files only: the
+    agent's side (units, an old agent) is the CLI's (cli/cni.py).
     """
     report = InstallReport()
-    report.executables = install_plugins(bin_dir, python, spawn, report.notes)
+    report.executables = install_plugins(bin_dir, python, spawn, report.notes, require_native)
+    if loopback:
+        report.loopback = install_loopback(bin_dir, report.notes)
     if not conflist:
         return report
     fileio.ensure_dir(conf_dir)

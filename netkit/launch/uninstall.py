@@ -1,9 +1,10 @@
 """`netkit cni uninstall`: take back what `netkit cni install` put on the host, and nothing else.
 
 netkit's launchers (recognised by their text or a C launcher's marker, of this install or another
-netkit's, and the Python launchers behind C ones), ``netkit.conflist``
-if it is netkit's network, the agent's systemd units if netkit wrote them (disabled and stopped where
-systemd runs), the agent on the socket (stopped gracefully) and the files it keeps beside its socket.
+netkit's, and the Python launchers behind C ones), the ``loopback`` alias if it is netkit's,
+``netkit.conflist`` if it is netkit's network, the agent's systemd units if netkit wrote them
+(disabled and stopped where systemd runs), the agent on the socket (stopped gracefully) and the
+files it keeps beside its socket.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def is_launcher(path: str) -> bool:
 
 
 def remove_launchers(bin_dir: str, report: UninstallReport) -> None:
-    """netkit's launchers in ``bin_dir`` and the Python launchers behind the C ones (``.netkit/``,
-    removed with the directory when that empties it)."""
+    """netkit's launchers in ``bin_dir``, the Python launchers behind the C ones (``.netkit/``,
+    removed with the directory when that empties it) and netkit's ``loopback`` alias."""
     hidden = os.path.join(bin_dir, native.FALLBACK_DIR)
     for name in plugins.REGISTRY:
         for path in (os.path.join(bin_dir, name), os.path.join(hidden, name)):
@@ -59,6 +60,10 @@ def remove_launchers(bin_dir: str, report: UninstallReport) -> None:
         report.removed.append(hidden)
     except OSError:
         pass  # absent, or it holds what netkit did not write there
+    alias = os.path.join(bin_dir, install.LOOPBACK_ALIAS)
+    if install.is_own_loopback(alias):  # a foreign `loopback` is neither removed nor mentioned: not ours
+        os.unlink(alias)
+        report.removed.append(alias)
 
 
 def is_own_conflist(path: str) -> bool:

@@ -26,7 +26,7 @@ def running(tmp: str, subnet: ipaddress.IPv4Network, kind: type[C],
     ``subnet6``'s, the conflist changed by ``edit``: see hc.prepare)."""
     if hc.unmet():
         pytest.fail(hc.unmet(), pytrace=False)
-    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet, subnet6, edit)
+    top, bin_dir, conf_dir, data_dir = hc.prepare(tmp, subnet, subnet6, edit, loopback=kind.LOOPBACK)
     agent_socket = os.path.join(tmp, "agent.sock")
     with sb.sandbox(bin_dir, data_dir) as box:
         daemon = kind(top, box.host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=agent_socket)

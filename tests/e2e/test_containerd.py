@@ -9,6 +9,7 @@ starts the agent (on the test's socket, which ctr's environment names), the fixt
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -83,3 +84,30 @@ def _served(socket: str) -> tuple[int, int] | None:
         return None
     assert found.status is not None
     return found.pid, int(found.status["requests_served"])
+
+
+
+def test_a_run_ending_leaves_a_concurrent_runs_containerd_working(tmp_path: os.PathLike[str]) -> None:
+    # Both runs' shims keep their sockets under /run/containerd: each run's is a tmpfs of its own
+    # mount namespace, so the run that started first and ends first cannot take the other's away.
+    existed = os.path.lexists(hc.RUN_STATE)
+    with contextlib.ExitStack() as second_run:
+        with contextlib.ExitStack() as first_run:
+            first, _ = first_run.enter_context(running(os.path.join(tmp_path, "first"), SUBNET, hc.Containerd))
+            first.ctr("run", "-d", hc.IMAGE, "first-task", "sleep", "600")
+            second, _ = second_run.enter_context(running(os.path.join(tmp_path, "second"), SUBNET, hc.Containerd))
+            second.ctr("run", "-d", hc.IMAGE, "second-task", "sleep", "600")
+            _end(first, "first-task")
+        # The second's shim still answers (ctr reaches the task through it), its mount point still there.
+        assert os.path.isdir(hc.RUN_STATE)
+        assert re.search(r"second-task\s+\d+\s+RUNNING", second.ctr("task", "ls").stdout)
+        _end(second, "second-task")
+    assert os.path.lexists(hc.RUN_STATE) == existed
+
+
+def _end(daemon: hc.Containerd, task: str) -> None:
+    """Kill ``task`` and delete it and its container (through its shim)."""
+    daemon.ctr("task", "kill", "-s", "SIGKILL", task)
+    poll(lambda: re.search(rf"{task}\s+\d+\s+STOPPED", daemon.ctr("task", "ls").stdout), hc.START_WAIT_S)
+    daemon.ctr("task", "delete", task)
+    daemon.ctr("container", "delete", task)

@@ -3,6 +3,8 @@ worked out by hand from the protobuf encoding rules: what containerd decodes is 
 
 from __future__ import annotations
 
+import pytest
+
 from harness import cri
 from harness import protowire as pw
 
@@ -46,3 +48,17 @@ def test_a_status_response_with_fields_the_client_does_not_model() -> None:
     got = cri._status(response)
     assert (got.id, got.name, got.namespace, got.ready, got.ip) == ("abc", "web", "default", False, "10.78.0.5")
     assert got.additional_ips == ["fd00::5"] and got.pid == 42
+
+
+
+@pytest.mark.parametrize("data", [b"\x51" + b"\x00" * 7,   # field 10, fixed64: a byte missing
+                                  b"\x5d" + b"\x00" * 3,   # field 11, fixed32: a byte missing
+                                  b"\x0a\x05abc",           # a length past the end
+                                  b"\x08\x80"])             # a varint cut off
+def test_a_truncated_field_is_an_error_not_a_short_value(data: bytes) -> None:
+    with pytest.raises(pw.WireError):
+        pw.decode(data)
+
+
+def test_whole_fixed_fields_decode() -> None:
+    assert pw.decode(b"\x51\x01" + b"\x00" * 7 + b"\x5d\x02\x00\x00\x00") == {10: [1], 11: [2]}

@@ -209,6 +209,22 @@ def test_a_failed_compile_writes_python_launchers(tmp_path: Path, monkeypatch: p
     assert len(notes) == 1 and notes[0].startswith("Python launchers (no C launcher: cc failed: ")
 
 
+@pytest.mark.parametrize("cc", ["/nonexistent/cc", "cc -include /nonexistent/header.h"])
+def test_require_native_writes_nothing_when_no_c_launcher_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   cc: str) -> None:
+    # What an earlier install left is kept as it was: nothing half-replaced.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "netkit-bridge").write_text("earlier")
+    monkeypatch.setenv("CC", cc)
+    with pytest.raises(install.NoNativeLauncher) as raised:
+        install.install(str(bin_dir), str(tmp_path / "conf"), require_native=True, loopback=True)
+    assert "\n" not in str(raised.value) and str(raised.value).startswith(
+        f"no C launcher could be built, nothing installed or replaced in {bin_dir}: ")
+    assert os.listdir(bin_dir) == ["netkit-bridge"] and (bin_dir / "netkit-bridge").read_text() == "earlier"
+    assert not (tmp_path / "conf").exists()
+
+
 def test_the_source_compiles_without_warnings(tmp_path: Path) -> None:
     args = native.compile_args(["cc", "-Wall", "-Wextra", "-Werror"], "netkit-ipam", sys.executable,
                                "/x/.netkit/netkit-ipam", protocol.DEFAULT_SOCKET, str(tmp_path / "out"))
