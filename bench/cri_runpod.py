@@ -64,18 +64,19 @@ def reference_dirs(tmp: str, subnet: ipaddress.IPv4Network) -> tuple[str, str, s
 
 
 @contextlib.contextmanager
-def node(impl: str, tmp: str, spaces: Namespaces) -> Iterator[cri.RuntimeClient]:
-    """A CRI containerd of ``impl`` in a sandbox host of its own; everything gone afterwards."""
+def node(impl: str, tmp: str, spaces: Namespaces) -> Iterator[tuple[cri.RuntimeClient, str]]:
+    """A CRI containerd of ``impl`` in a sandbox host of its own, and its pods' cgroup parent;
+    everything gone afterwards."""
     (host,) = spaces.add(f"{spaces.tag}-{impl}", lo=True)
     subnet = SUBNETS[impl]
-    top, bin_dir, conf_dir, _ = hc.prepare(tmp, subnet) if impl == "netkit" else reference_dirs(tmp, subnet)
+    top, bin_dir, conf_dir, _ = hc.prepare(tmp, subnet, loopback=hcc.CriContainerd.LOOPBACK) if impl == "netkit" else reference_dirs(tmp, subnet)
     socket = os.path.join(tmp, "agent.sock")
     daemon = hcc.CriContainerd(top, host.path, bin_dir, conf_dir, NETKIT_AGENT_SOCKET=socket)
     client = None
     try:
         daemon.start()
         client = cri.RuntimeClient(daemon.socket)
-        yield client
+        yield client, daemon.cgroup_parent
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -87,10 +88,10 @@ def node(impl: str, tmp: str, spaces: Namespaces) -> Iterator[cri.RuntimeClient]
         stop_started(socket)
 
 
-def one_pod(client: cri.RuntimeClient, n: int) -> tuple[float, float]:
+def one_pod(client: cri.RuntimeClient, cgroup_parent: str, n: int) -> tuple[float, float]:
     """(RunPodSandbox ms, Stop + Remove ms) of one pod with a hostPort."""
     config = cri.PodSandboxConfig(name=f"bench{n}", uid=str(uuid.uuid4()), hostname=f"bench{n}",
-                                  cgroup_parent=hcc.CGROUP_PARENT,
+                                  cgroup_parent=cgroup_parent,
                                   port_mappings=[cri.PortMapping(container_port=80, host_port=20000 + n)])
     start = time.perf_counter()
     sandbox_id = client.run_pod_sandbox(config)
@@ -120,8 +121,8 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             clients = {impl: stack.enter_context(node(impl, os.path.join(tmp, impl), spaces)) for impl in SUBNETS}
             for n in range(args.warmup + args.runs):
-                for impl, client in clients.items():
-                    run_ms, stop_ms = one_pod(client, n)
+                for impl, (client, cgroup_parent) in clients.items():
+                    run_ms, stop_ms = one_pod(client, cgroup_parent, n)
                     if n >= args.warmup:
                         times[impl]["run"].append(run_ms)
                         times[impl]["stop_remove"].append(stop_ms)
