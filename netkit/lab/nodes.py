@@ -21,7 +21,7 @@ import time
 
 import yaml
 
-from netkit import errors, fileio
+from netkit import errors, fileio, procinfo
 from netkit.lab.scenario import POD_NETWORK, Host, Scenario
 from netkit.node import conflist
 from netkit.runtime.root import Root
@@ -60,28 +60,27 @@ def node_argv(sc: Scenario, host: Host, root: Root) -> list[str]:
     return argv
 
 
-def _running(files: NodeFiles) -> tuple[int, list[str]]:
-    """(pid, argv) of the `netkit node` this root started, if it still runs; (0, []) otherwise."""
+def _running(files: NodeFiles) -> tuple[int, str, list[str]]:
+    """(pid, start time, argv) of the `netkit node` this root started, if it still runs (the pid with
+    its recorded start time: never a reused pid); (0, "", []) otherwise."""
     try:
         with open(files.pid, encoding="utf-8") as f:
             doc = json.load(f)
-        pid, argv = int(doc["pid"]), [str(a) for a in doc["argv"]]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            alive = [a.decode() for a in f.read().split(b"\0")[:-1]]
+        pid, start, argv = int(doc["pid"]), str(doc["start"]), [str(a) for a in doc["argv"]]
     except (OSError, ValueError, KeyError, TypeError):
-        return 0, []
-    return (pid, argv) if alive == argv else (0, [])  # a reused pid runs something else
+        return 0, "", []
+    return (pid, start, argv) if procinfo.start_time(pid) == start else (0, "", [])
 
 
 def _stop(files: NodeFiles) -> bool:
     """Stop the root's `netkit node` (SIGTERM, then SIGKILL); True when one was running."""
-    pid, _ = _running(files)
+    pid, start, _ = _running(files)
     if pid:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        while procinfo.start_time(pid) == start and time.monotonic() < deadline:
             time.sleep(0.05)
-        if os.path.exists(f"/proc/{pid}"):
+        if procinfo.start_time(pid) == start:
             os.kill(pid, signal.SIGKILL)
     try:
         os.unlink(files.pid)
@@ -94,7 +93,8 @@ def _start(files: NodeFiles, argv: list[str]) -> None:
     with open(files.log, "ab") as log:
         # Its own session: it outlives this provisioning command, as the DaemonSet's container does.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    fileio.write_atomic(files.pid, json.dumps({"pid": proc.pid, "argv": argv}).encode())
+    record = {"pid": proc.pid, "start": procinfo.start_time(proc.pid), "argv": argv}
+    fileio.write_atomic(files.pid, json.dumps(record).encode())
 
 
 def _last_line(path: str) -> str:
@@ -136,8 +136,7 @@ def converge(sc: Scenario, host: Host, root: Root) -> list[str]:
         fileio.write_atomic(files.nodes, body)
     done = []
     argv = node_argv(sc, host, root)
-    _, running = _running(files)
-    if running != argv:
+    if _running(files)[2] != argv:
         _stop(files)
         _start(files, argv)
         done.append(f"{host.name}: started netkit node ({', '.join(map(str, host.pod_cidrs))})")

@@ -21,6 +21,7 @@ from tests import seeds
 from tests.faults.common import attach_and_prove, detach_clean, full_conf, gc_conf, leftovers, run_killed
 from tests.faults.conftest import FULL
 from tests.sandbox import Namespace, Sandbox
+from tests.waiting import until
 
 TRIALS = 240 if FULL else 24
 BACKENDS = ("nftables", "iptables")
@@ -92,14 +93,6 @@ def _ipam_children(exe: str) -> bool:
     return subprocess.run(["pgrep", "-f", exe], capture_output=True).returncode == 0
 
 
-def _until(condition: "callable", what: str, guard: float = HANG_GUARD) -> None:  # type: ignore[valid-type]
-    """Poll ``condition()`` until it holds; ``guard`` only stops a hung test."""
-    deadline = time.monotonic() + guard
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inproc: Sandbox) -> None:
     # The bridge is killed once its IPAM child runs; the runtime's DEL runs at once and finds no
     # lease yet; the orphaned child must not reserve one afterwards (nobody would ever release it).
@@ -123,7 +116,7 @@ def test_lease_of_an_ipam_delegate_outliving_its_killed_bridge_is_not_leaked(inp
     rc = run_killed(box, env, conf, lambda: _ipam_children(ipam), timeout=HANG_GUARD)
     assert rc == -9  # the bridge waits for its child, which sleeps: it cannot have finished
     assert box.call("netkit-bridge", "DEL", conf, c) == (0, None)
-    _until(lambda: not _ipam_children(ipam), "the orphaned IPAM child never finished")
+    until(lambda: not _ipam_children(ipam), "the orphaned IPAM child never finished", patience=HANG_GUARD)
     assert leftovers(box, [c]) == []
     attach_and_prove(box, conf, c)
     detach_clean(box, conf, c)

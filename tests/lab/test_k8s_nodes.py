@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Callable
 
 import yaml
 
 from tests.lab.conftest import Lab, scenario
-
-PATIENCE = 30.0  # how long a change may take to show before the test gives up (not a figure)
-
-
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.1)
+from tests.waiting import until
 
 
 def _node_routes(lab: Lab, host: str) -> dict[str, str]:
@@ -46,7 +37,7 @@ def test_a_host_that_stops_being_a_node_loses_its_routes_on_the_other_nodes(
     assert "node3: removed web3" in out and "node3: stopped netkit node" in out, out
     # `lab up` returns once each host's file is rewritten; the processes re-read it within their interval.
     for host in ("node1", "node2"):
-        _until(lambda: "10.244.3.0/24" not in _node_routes(lab, host), f"{host} forgets node3")
+        until(lambda: "10.244.3.0/24" not in _node_routes(lab, host), f"{host} forgets node3")
     assert _node_routes(lab, "node1") == {"10.244.2.0/24": "10.247.0.12"}
     log = os.path.join(lab.root("node1"), "kubernetes", "node.log")
     with open(log, encoding="utf-8") as f:

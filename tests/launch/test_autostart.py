@@ -14,9 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from harness.agent import REPO, START_TIMEOUT_S, agent_processes, stop_started
@@ -25,6 +24,7 @@ from netkit import __version__
 from netkit.agent import control, lifelock, protocol
 from netkit.launch import autostart, install
 from tests import sandbox as sb
+from tests.waiting import until
 
 VERSION_CONF = b'{"cniVersion": "1.0.0"}'
 
@@ -37,15 +37,6 @@ def host(plugin_bin: str, tmp_path: Path) -> Iterator[sb.Sandbox]:
             yield box
         finally:
             stop_started(box.agent_socket)
-
-
-def _until(fn: Callable[[], Any], what: str) -> Any:
-    """``fn()`` once it is truthy (a hang guard of START_TIMEOUT_S, not a bound)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not (got := fn()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
-    return got
 
 
 def _status(path: str) -> dict[str, Any] | None:
@@ -67,8 +58,8 @@ def _version_call(box: sb.Sandbox, exe: str = "netkit-ipam", **extra: str) -> di
 
 def _serving(box: sb.Sandbox) -> dict[str, Any]:
     """The status of the agent once it serves on the box's socket (and wrote its lock file)."""
-    return _until(lambda: (s := _status(box.agent_socket)) and lifelock.holder(box.agent_socket) == (s["pid"], s["version"])
-                  and s, f"an agent serving on {box.agent_socket}")
+    return until(lambda: (s := _status(box.agent_socket)) and lifelock.holder(box.agent_socket) == (s["pid"], s["version"])
+                  and s, f"an agent serving on {box.agent_socket}", patience=START_TIMEOUT_S)
 
 
 def test_32_launchers_at_once_start_exactly_one_agent_and_all_answer(host: sb.Sandbox) -> None:
@@ -90,7 +81,7 @@ def test_a_killed_agent_is_replaced_by_the_next_call(host: sb.Sandbox) -> None:
     _version_call(host)
     first = _serving(host)
     os.kill(first["pid"], signal.SIGKILL)
-    _until(lambda: lifelock.is_free(host.agent_socket), "the killed agent's lock released")
+    until(lambda: lifelock.is_free(host.agent_socket), "the killed agent's lock released", patience=START_TIMEOUT_S)
     assert os.path.exists(host.agent_socket)                     # stale: nobody listens
     _version_call(host)                                          # answered in-process, starts a new agent
     second = _serving(host)
@@ -182,7 +173,7 @@ def test_stop_lets_the_request_in_flight_finish(host: sb.Sandbox, tmp_path: Path
         assert call.stdin is not None
         call.stdin.write(VERSION_CONF)
         call.stdin.close()
-        _until(lambda: _in_flight(agent.pid), "the request in flight")
+        until(lambda: _in_flight(agent.pid), "the request in flight", patience=START_TIMEOUT_S)
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=START_TIMEOUT_S) == 0
         assert call.stdout is not None and json.loads(call.stdout.read())["cniVersion"] == "1.0.0"
@@ -308,7 +299,7 @@ def test_two_installations_do_not_replace_each_others_agent_on_every_call(host: 
     _version_call(host, os.path.join(other_bin, "netkit-ipam"))      # the other version's agent starts
     assert _serving(host)["version"] == "0.0.0-other"
     _version_call(host)                                               # ours replaces it
-    ours = _until(lambda: (s := _serving(host))["version"] == __version__ and s, "our replacement")
+    ours = until(lambda: (s := _serving(host))["version"] == __version__ and s, "our replacement", patience=START_TIMEOUT_S)
     assert lifelock.recent_replacement(host.agent_socket)
     _version_call(host, os.path.join(other_bin, "netkit-ipam"))      # the other's launcher leaves it alone
     assert _serving(host)["pid"] == ours["pid"] and _agents_on(host.agent_socket) == [ours["pid"]]

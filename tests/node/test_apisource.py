@@ -20,8 +20,7 @@ from netkit.net import netns
 from netkit.node import apisource, routes, snapshot
 from harness.kubeapi import Server, StandInApi, kubeconfig, node_object
 from tests.node.conftest import Cluster, ns_path
-
-PATIENCE = 30.0  # how long a change may take to arrive before the test gives up (not a figure)
+from tests.waiting import PATIENCE
 
 
 @pytest.fixture

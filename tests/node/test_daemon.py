@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -22,10 +22,10 @@ from netkit.net import netns
 from netkit.node import conflist, routes
 from tests import sandbox as sb
 from tests.node.conftest import Cluster, ns_path
+from tests.waiting import PATIENCE, until
 
 CIDRS = {"n1": "10.244.1.0/24", "n2": "10.244.2.0/24", "n3": "10.244.3.0/24"}
 CLUSTER = "10.244.0.0/16"
-PATIENCE = 30.0  # how long a change may take to show before the test gives up (not a figure)
 
 
 def _write(path: str, cluster: Cluster, names: list[str], extra: list[dict[str, object]] | None = None) -> None:
@@ -35,13 +35,6 @@ def _write(path: str, cluster: Cluster, names: list[str], extra: list[dict[str, 
     with open(tmp, "w", encoding="utf-8") as f:
         yaml.safe_dump({"nodes": entries + (extra or [])}, f)
     os.replace(tmp, path)
-
-
-def _until(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def _kept(cluster: Cluster, name: str) -> dict[str, str]:
@@ -97,7 +90,7 @@ def test_three_nodes_route_to_each_other_and_forget_a_removed_node(
         request: pytest.FixtureRequest) -> None:
     base = str(tmp_path)
     for name in cluster.nodes:
-        _until(f"{name} ready", lambda: os.path.exists(os.path.join(base, f"{name}.ready")))
+        until(lambda: os.path.exists(os.path.join(base, f"{name}.ready")), f"{name} ready")
     with open(os.path.join(base, "n2", conflist.FILE_NAME), encoding="utf-8") as f:
         written = json.load(f)
     backend = request.node.callspec.params["daemons"]
@@ -109,7 +102,7 @@ def test_three_nodes_route_to_each_other_and_forget_a_removed_node(
     assert [str(r.subnet) for s in parsed.range_sets for r in s] == [CIDRS["n2"]]
     for name in cluster.nodes:
         others = {CIDRS[o]: cluster.nodes[o][1] for o in cluster.nodes if o != name}
-        _until(f"{name}'s routes", lambda: _kept(cluster, name) == others)
+        until(lambda: _kept(cluster, name) == others, f"{name}'s routes")
     # A packet: n1 reaches an address of n2's pod subnet through the route n1's process made.
     n2 = cluster.nodes["n2"][0]
     n2.run("ip", "addr", "add", "10.244.2.10/32", "dev", "lo", check=True)  # stands in for a pod's address
@@ -117,7 +110,7 @@ def test_three_nodes_route_to_each_other_and_forget_a_removed_node(
     # n3 leaves the cluster: the others drop its route.
     _write(os.path.join(base, "nodes.yaml"), cluster, ["n1", "n2", "n3"][:2])
     for name in ("n1", "n2"):
-        _until(f"{name} forgets n3", lambda: CIDRS["n3"] not in _kept(cluster, name))
+        until(lambda: CIDRS["n3"] not in _kept(cluster, name), f"{name} forgets n3")
     assert f"netkit node: route {CIDRS['n3']} via {cluster.nodes['n3'][1]} removed" in _log(tmp_path, "n1")
     assert all(p.poll() is None for p in daemons.values())
     for proc in daemons.values():
@@ -130,12 +123,12 @@ def test_bad_input_is_logged_once_the_last_facts_stay_and_a_fix_converges(
         cluster: Cluster, daemons: dict[str, subprocess.Popen[bytes]], tmp_path: os.PathLike[str]) -> None:
     base = str(tmp_path)
     nodes_file = os.path.join(base, "nodes.yaml")
-    _until("n1's routes", lambda: len(_kept(cluster, "n1")) == 2)
+    until(lambda: len(_kept(cluster, "n1")) == 2, "n1's routes")
     before = _kept(cluster, "n1")
     with open(nodes_file + ".tmp", "w", encoding="utf-8") as f:
         f.write("nodes: [unclosed\n")
     os.replace(nodes_file + ".tmp", nodes_file)
-    _until("the broken file logged", lambda: any("not YAML/JSON" in line for line in _log(tmp_path, "n1")))
+    until(lambda: any("not YAML/JSON" in line for line in _log(tmp_path, "n1")), "the broken file logged")
     time.sleep(0.5)  # several polls of the same broken file
     assert sum("not YAML/JSON" in line for line in _log(tmp_path, "n1")) == 1
     assert _kept(cluster, "n1") == before
@@ -146,7 +139,7 @@ def test_bad_input_is_logged_once_the_last_facts_stay_and_a_fix_converges(
         {"name": "n5", "internalIP": "192.168.77.15", "podCIDRs": ["10.250.5.0/24"]},
         {"name": "n6", "internalIP": "172.31.0.6", "podCIDRs": ["10.244.6.0/24"]},
         {"name": "n7", "internalIP": "192.168.77.17", "podCIDRs": ["not-a-cidr"]}])
-    _until("n3 forgotten", lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]})
+    until(lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]}, "n3 forgotten")
     time.sleep(0.5)
     lines = _log(tmp_path, "n1")
     for needle in ("node n4: no podCIDR yet", "node n5: podCIDR 10.250.5.0/24 overlaps host route 10.250.5.0/25",
@@ -155,7 +148,7 @@ def test_bad_input_is_logged_once_the_last_facts_stay_and_a_fix_converges(
     # Fixed: n6 moves onto the segment; its route appears.
     _write(nodes_file, cluster, ["n1", "n2"], extra=[
         {"name": "n6", "internalIP": "192.168.77.16", "podCIDRs": ["10.244.6.0/24"]}])
-    _until("n6 routed", lambda: _kept(cluster, "n1").get("10.244.6.0/24") == "192.168.77.16")
+    until(lambda: _kept(cluster, "n1").get("10.244.6.0/24") == "192.168.77.16", "n6 routed")
     assert all(p.poll() is None for p in daemons.values())
 
 
@@ -165,14 +158,14 @@ def test_own_node_without_podcidr_writes_no_conflist_and_is_not_ready_until_it_h
     nodes_file = os.path.join(base, "nodes.yaml")
     # Before n1 is ready this is racy, so restart the story from n1's side: drop its podCIDR, then check
     # the conflist it wrote stays as it was (never half-written, never removed) and it comes back.
-    _until("n1 ready", lambda: os.path.exists(os.path.join(base, "n1.ready")))
+    until(lambda: os.path.exists(os.path.join(base, "n1.ready")), "n1 ready")
     _write(nodes_file, cluster, ["n2", "n3"], extra=[{"name": "n1", "internalIP": cluster.nodes["n1"][1]}])
-    _until("logged", lambda: any("(this node) has no podCIDR yet" in line for line in _log(tmp_path, "n1")))
+    until(lambda: any("(this node) has no podCIDR yet" in line for line in _log(tmp_path, "n1")), "logged")
     _write(nodes_file, cluster, ["n2", "n3"],
            extra=[{"name": "n1", "internalIP": cluster.nodes["n1"][1], "podCIDRs": ["10.244.11.0/24"]}])
     path = os.path.join(base, "n1", conflist.FILE_NAME)
-    _until("rewritten", lambda: "10.244.11.0/24" in open(path, encoding="utf-8").read())
-    _until("others route the new subnet", lambda: _kept(cluster, "n2").get("10.244.11.0/24") == cluster.nodes["n1"][1])
+    until(lambda: "10.244.11.0/24" in open(path, encoding="utf-8").read(), "rewritten")
+    until(lambda: _kept(cluster, "n2").get("10.244.11.0/24") == cluster.nodes["n1"][1], "others route the new subnet")
 
 
 def _peer_seen(cluster: Cluster, src: str, addr: str, port: int) -> str:
@@ -189,9 +182,9 @@ def _peer_seen(cluster: Cluster, src: str, addr: str, port: int) -> str:
 def test_only_traffic_leaving_the_cluster_cidr_is_masqueraded(
         cluster: Cluster, daemons: dict[str, subprocess.Popen[bytes]], tmp_path: os.PathLike[str]) -> None:
     for name in cluster.nodes:
-        _until(f"{name}'s routes", lambda: len(_kept(cluster, name)) == 2)
-    _until("masquerade in place", lambda: any("masquerade of 10.244.1.0/24 leaving 10.244.0.0/16" in line
-                                              for line in _log(tmp_path, "n1")))
+        until(lambda: len(_kept(cluster, name)) == 2, f"{name}'s routes")
+    until(lambda: any("masquerade of 10.244.1.0/24 leaving 10.244.0.0/16" in line
+                                              for line in _log(tmp_path, "n1")), "masquerade in place")
     n1, n2 = cluster.nodes["n1"][0], cluster.nodes["n2"][0]
     n1.run("ip", "addr", "add", "10.244.1.10/32", "dev", "lo", check=True)  # a pod of n1 (source)
     n2.run("ip", "addr", "add", "10.244.2.10/32", "dev", "lo", check=True)  # a pod of n2
@@ -216,12 +209,12 @@ def test_a_node_without_podcidr_from_a_cold_start_writes_no_conflist_is_not_read
         f.write("ready\n")  # what a crashed earlier run left
     proc = _spawn(cluster, base, "n1")
     try:
-        _until("logged", lambda: any("(this node) has no podCIDR yet" in line for line in _log(tmp_path, "n1")))
-        _until("n2 routed", lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]})
+        until(lambda: any("(this node) has no podCIDR yet" in line for line in _log(tmp_path, "n1")), "logged")
+        until(lambda: _kept(cluster, "n1") == {CIDRS["n2"]: cluster.nodes["n2"][1]}, "n2 routed")
         assert not os.path.exists(os.path.join(base, "n1", conflist.FILE_NAME))
         assert not os.path.exists(ready)
         _write(nodes_file, cluster, ["n1", "n2"])
-        _until("ready", lambda: os.path.exists(ready))
+        until(lambda: os.path.exists(ready), "ready")
         with open(os.path.join(base, "n1", conflist.FILE_NAME), encoding="utf-8") as f:
             assert json.load(f) == conflist.build((ipaddress.ip_network(CIDRS["n1"]),))
         assert proc.poll() is None
@@ -237,7 +230,7 @@ def test_masquerade_is_verified_at_resync_and_logged_only_when_put_back(
     proc = _spawn(cluster, base, "n1", "--cluster-cidr", CLUSTER, "--firewall-backend", backend, "--resync", "0.3")
     line = "masquerade of 10.244.1.0/24 leaving 10.244.0.0/16"
     try:
-        _until("masquerade", lambda: any(line in entry for entry in _log(tmp_path, "n1")))
+        until(lambda: any(line in entry for entry in _log(tmp_path, "n1")), "masquerade")
         time.sleep(1.5)  # several resyncs
         assert sum(line in entry for entry in _log(tmp_path, "n1")) == 1, _log(tmp_path, "n1")
         # Someone flushes netkit's rules: the next resync finds the group gone and puts it back.
@@ -246,7 +239,7 @@ def test_masquerade_is_verified_at_resync_and_logged_only_when_put_back(
             host.run("nft", "delete", "table", "inet", "netkit", check=True)
         else:
             host.run("iptables-legacy", "-t", "nat", "-F", check=True)
-        _until("put back", lambda: sum(line in entry for entry in _log(tmp_path, "n1")) == 2)
+        until(lambda: sum(line in entry for entry in _log(tmp_path, "n1")) == 2, "put back")
         assert proc.poll() is None
     finally:
         _stop([proc])

@@ -20,8 +20,7 @@ from netkit.net import netns
 from netkit.node import apisource, daemon, filesource, snapshot
 from tests.node.conftest import Cluster, ns_path
 from tests.node.test_apisource import _kept, _terminate, _wait, api  # noqa: F401 - api: the stand-in fixture
-
-PATIENCE = 30.0  # how long a change may take to show before the test gives up (not a figure)
+from tests.waiting import PATIENCE
 
 
 def _netkit_node(*args: str) -> subprocess.CompletedProcess[str]:
