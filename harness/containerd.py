@@ -12,7 +12,7 @@ OCI archive built here (nothing is pulled).
 What containerd 1.6 writes outside its configured dirs whatever its config: the shims' sockets and
 runc's state under /run/containerd go to a tmpfs of the run's mount namespace (gone with it; the
 mount point, made when the machine has none, is removed by the last run using it), the containers'
-cgroups are removed on teardown when they were not there before.
+cgroups, under a parent of the run's own (its containerd namespace's), are removed with it on teardown.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import tarfile
@@ -38,12 +39,13 @@ from harness.podman import BUSYBOX, CLEAN_PATH, NSENTER, rootfs_tar
 from netkit.launch import install
 
 PACKAGES = ("containerd", "runc", "busybox-static")
-NAMESPACE = "netkit-test"                     # containerd's own namespace (not a network namespace)
+# containerd's own namespace (not a network namespace), one per run: ctr's default cgroup parent is
+# /<namespace>, so runs side by side each have (and remove) their own.
+NAMESPACE_PREFIX = "netkit-test-"
 IMAGE = "docker.io/netkit/busybox:test"
 # containerd 1.6 puts the shims' sockets and runc's state under /run/containerd whatever its config.
 RUN_STATE = "/run/containerd"
 MADE_MARK = "trusted.netkit-test-made"   # an xattr on RUN_STATE when a run made it (not the machine's)
-CGROUP = f"/{NAMESPACE}"                      # ctr's default cgroup parent: /<namespace>/<container id>
 START_WAIT_S = 60                             # only stops a hang: containerd is ready when its socket accepts
 
 
@@ -53,12 +55,11 @@ def cgroup_dirs(parent: str) -> list[str]:
     return sorted(glob.glob(f"/sys/fs/cgroup{parent}") + glob.glob(f"/sys/fs/cgroup/*{parent}"))
 
 
-def remove_cgroups(parent: str, keep: set[str]) -> None:
-    """Remove the (empty) cgroups under ``parent`` in every hierarchy, and ``parent`` itself where it
-    is not in ``keep`` (it was there before); an rmdir only ever removes an empty cgroup, and one still
-    busy is a concurrent run's (ctr's parent is shared), which that run's teardown removes."""
+def remove_cgroups(parent: str) -> None:
+    """Remove a run's own cgroup ``parent`` and the (empty) cgroups under it, in every hierarchy; an
+    rmdir only ever removes an empty cgroup."""
     for top in cgroup_dirs(parent):
-        for cg in sorted(glob.glob(f"{top}/*/"), reverse=True) + ([] if top in keep else [top]):
+        for cg in sorted(glob.glob(f"{top}/*/"), reverse=True) + [top]:
             with contextlib.suppress(FileNotFoundError, OSError):
                 os.rmdir(cg)
 
@@ -192,7 +193,8 @@ class Containerd:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.made_run_state = False
         self.mnt_ns = ""   # the run's mount namespace, as /proc/PID/ns/mnt reads
-        self.cgroups_before: set[str] = set()
+        self.namespace = NAMESPACE_PREFIX + secrets.token_hex(4)
+        self.ctr_cgroup = f"/{self.namespace}"  # ctr's default cgroup parent: /<namespace>/<container id>
         self.problems: list[str] = []
 
     def _in_ns(self, *argv: str) -> list[str]:
@@ -209,7 +211,6 @@ class Containerd:
 
     def start(self) -> None:
         """The private mount namespace with the CNI paths, containerd in it, the image imported."""
-        self.cgroups_before = set(cgroup_dirs(CGROUP))
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         mnt = f"/proc/{self.holder.pid}/ns/mnt"
@@ -281,15 +282,16 @@ disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
         return ""
 
     def import_images(self) -> None:
-        """The busybox image IMAGE, built here, in containerd's NAMESPACE."""
+        """The busybox image IMAGE, built here, in this run's containerd namespace."""
         archive = oci_archive(os.path.join(self.top, "image.tar"),
                               rootfs_tar(os.path.join(self.top, "rootfs.tar"), {}))
         self.ctr("images", "import", archive)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = EXEC_TIMEOUT_S,
-            namespace: str = NAMESPACE) -> subprocess.CompletedProcess[str]:
-        """``ctr ARGS`` against this containerd, in its namespaces (``namespace``: containerd's own)."""
-        return self._run("ctr", "--address", self.socket, "--namespace", namespace, *args,
+            namespace: str = "") -> subprocess.CompletedProcess[str]:
+        """``ctr ARGS`` against this containerd, in its namespaces (``namespace``: containerd's own,
+        this run's by default)."""
+        return self._run("ctr", "--address", self.socket, "--namespace", namespace or self.namespace, *args,
                          check=check, timeout=timeout)
 
     def processes(self) -> dict[int, str]:
@@ -318,7 +320,7 @@ disabled_plugins = {json.dumps(list(self.DISABLED_PLUGINS))}
                     self.problems.append(f"{proc.args[0]} ignored SIGTERM: killed")
         self.problems += procs.reap(self.processes, 30)
         self.problems += procs.unmount_under(self.top)
-        remove_cgroups(CGROUP, self.cgroups_before)
+        remove_cgroups(self.ctr_cgroup)
         self._remove_run_state()
         shutil.rmtree(self.top, ignore_errors=True)
         return self.problems

@@ -72,5 +72,5 @@ class CriContainerd(hc.Containerd):
         """As Containerd.teardown, and ``cgroup_parent`` gone from every cgroup hierarchy (runc removes
         each pod's own cgroup under it)."""
         problems = super().teardown()
-        hc.remove_cgroups(self.cgroup_parent, set())
+        hc.remove_cgroups(self.cgroup_parent)
         return problems
